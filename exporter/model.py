@@ -1,0 +1,137 @@
+"""The data the exporter passes around: frozen, comparable, free of I/O."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import Enum
+
+
+class State(str, Enum):
+    MATCH = "match"
+    MISMATCH = "mismatch"
+    UNKNOWN = "unknown"
+    UNREACHABLE = "unreachable"
+
+
+class Evidence(str, Enum):
+    """Strongest evidence first; the verdict names the one it used."""
+
+    FINGERPRINT = "fingerprint"
+    LOG = "log"
+    BASELINE = "baseline"
+    SUBJECT = "subject"
+    NONE = "none"
+
+
+class ErrorReason(str, Enum):
+    CONNECT = "connect"
+    TIMEOUT = "timeout"
+    AUTH = "auth"
+    HOSTKEY = "hostkey"
+    COMMAND = "command"
+    PARSE = "parse"
+
+
+# An RDN sequence in certificate (DER) order, e.g. (("C", "US"), ..., ("CN", "prime-pri")).
+Subject = tuple[tuple[str, str], ...]
+
+
+@dataclass(frozen=True)
+class StoredEntry:
+    """One line of `ncs certvalidation tofu-certs listcerts`."""
+
+    key: str  # raw `host=` value, e.g. "10.0.0.2_8082"; the deletecert argument
+    host: str  # address or name, IPv6 without brackets
+    port: int
+    subject_text: str  # the subject exactly as printed (stripped)
+    subject: Subject  # parsed, normalised for comparison
+
+
+@dataclass(frozen=True)
+class Listing:
+    entries: tuple[StoredEntry, ...]
+    bad_lines: tuple[str, ...] = ()  # lines that looked like entries but did not parse
+
+
+@dataclass(frozen=True)
+class LiveCert:
+    fingerprint_sha256: str  # lowercase hex of SHA-256 over the leaf DER
+    spki_sha256: str
+    subject: Subject
+    subject_text: str  # OpenSSL one-line style, "/C=US/.../CN=x"
+    issuer_text: str
+    serial: str  # hex
+    not_before: float  # unix seconds
+    not_after: float
+    sans: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class ProbeResult:
+    endpoint: str  # "host:port", IPv6 as "[addr]:port"
+    cert: LiveCert | None
+    error: str | None  # short, secret-free reason when cert is None
+    duration_seconds: float
+    timestamp: float  # unix seconds when the probe finished
+    verified: bool = False  # chain validated against the system trust store
+
+    @property
+    def success(self) -> bool:
+        return self.cert is not None
+
+
+class BaselineKind(str, Enum):
+    WITNESSED = "witnessed"  # the entry appeared while the exporter watched
+    ADOPTED = "adopted"  # the entry existed when the exporter first read the store
+
+
+@dataclass(frozen=True)
+class Baseline:
+    kind: BaselineKind
+    fingerprint_sha256: str | None  # None until a probe succeeded after the entry appeared
+    since: float
+
+
+@dataclass(frozen=True)
+class Verdict:
+    state: State
+    evidence: Evidence
+    reason: str  # one human sentence: why
+
+
+@dataclass(frozen=True)
+class StoreRead:
+    """The outcome of one read of one PI server's TOFU list."""
+
+    store: str
+    ok: bool
+    listing: Listing | None
+    duration_seconds: float
+    timestamp: float
+    error_reason: ErrorReason | None = None
+    error: str | None = None  # secret-free message
+
+
+@dataclass(frozen=True)
+class EntryView:
+    """Everything known about one stored entry at one moment: what the page and metrics show."""
+
+    store: str
+    entry: StoredEntry
+    endpoint: str
+    verdict: Verdict
+    probe: ProbeResult | None
+    baseline: Baseline | None
+    pinned: str | None = None
+
+    @property
+    def remediation(self) -> str:
+        return f"ncs certvalidation tofu-certs deletecert host {self.entry.key}"
+
+
+@dataclass(frozen=True)
+class StoreStatus:
+    name: str
+    last: StoreRead | None  # latest attempt
+    last_success: StoreRead | None
+    errors_total: dict[str, int] = field(default_factory=dict)
