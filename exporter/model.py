@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from enum import Enum
+from enum import StrEnum
 
 
-class State(str, Enum):
+class State(StrEnum):
     MATCH = "match"
     MISMATCH = "mismatch"
     UNKNOWN = "unknown"
     UNREACHABLE = "unreachable"
 
 
-class Evidence(str, Enum):
+class Evidence(StrEnum):
     """Strongest evidence first; the verdict names the one it used."""
 
     FINGERPRINT = "fingerprint"
@@ -23,7 +23,7 @@ class Evidence(str, Enum):
     NONE = "none"
 
 
-class ErrorReason(str, Enum):
+class ErrorReason(StrEnum):
     CONNECT = "connect"
     TIMEOUT = "timeout"
     AUTH = "auth"
@@ -80,7 +80,7 @@ class ProbeResult:
         return self.cert is not None
 
 
-class BaselineKind(str, Enum):
+class BaselineKind(StrEnum):
     WITNESSED = "witnessed"  # the entry appeared while the exporter watched
     ADOPTED = "adopted"  # the entry existed when the exporter first read the store
 

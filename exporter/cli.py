@@ -1,0 +1,219 @@
+"""Command line: argument parsing and the commands. Nothing else lives here."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from exporter import __version__
+from exporter.config import Config, ConfigError, load_config
+from exporter.logs import RedactingHandler, setup
+from exporter.model import State
+from exporter.report import rows, table
+from exporter.service import Service, Snapshot
+
+log = logging.getLogger("exporter")
+
+DEFAULT_LISTEN = ":9877"
+
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_UNKNOWN = 0, 1, 2, 3
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config.file", dest="config_file", default="prime-tofu-exporter.yml",
+                        help="YAML configuration (default: %(default)s)")
+    common.add_argument("--storage.path", dest="storage_path", default="data",
+                        help="directory for the baseline database (default: %(default)s)")
+    common.add_argument("--log.level", dest="log_level", default="info",
+                        choices=["debug", "info", "warn", "warning", "error"])
+    common.add_argument("--log.format", dest="log_format", default="logfmt",
+                        choices=["logfmt", "json"])
+    web = argparse.ArgumentParser(add_help=False)
+    web.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
+                     help="host:port to serve on (default: %(default)s)")
+    web.add_argument("--web.config.file", dest="web_config", default=None,
+                     help="TLS and basic auth for the HTTP endpoints (exporter-toolkit format)")
+
+    p = argparse.ArgumentParser(
+        prog="prime-tofu-exporter",
+        description="Prometheus exporter for TOFU certificate drift in Cisco Prime Infrastructure",
+        parents=[common, web],
+    )
+    p.add_argument("--version", action="version", version=f"prime-tofu-exporter {__version__}")
+    p.add_argument("--config.check", dest="config_check", action="store_true",
+                   help="validate the configuration and exit (0 valid, 2 invalid)")
+    sub = p.add_subparsers(dest="command")
+    sub.add_parser("serve", parents=[common, web], help="run the exporter (default)")
+    check = sub.add_parser("check", parents=[common], help="one pass, print verdicts, exit code")
+    check.add_argument("--output", choices=["table", "json"], default="table")
+    demo = sub.add_parser("demo", parents=[common, web],
+                          help="start a simulated PI lab on loopback and serve against it")
+    demo.add_argument("--demo.dir", dest="demo_dir", default=None,
+                      help="where the lab writes keys, config and baselines (default: a temp dir)")
+    demo.add_argument("--demo.regenerate-after", dest="regen_after", type=float, default=15.0,
+                      help="seconds until prime-sec's certificate is regenerated (default: 15)")
+    demo.add_argument("--demo.duration", dest="demo_duration", type=float, default=0.0,
+                      help="stop after this many seconds (default: run until interrupted)")
+    return p
+
+
+def parse_listen(value: str) -> tuple[str | None, int]:
+    host, _, port = value.rpartition(":")
+    if not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(f"--web.listen-address {value!r}: expected host:port, e.g. :9877")
+    return (host.strip("[]") or None), int(port)
+
+
+def _load(path: str) -> Config | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"configuration invalid ({len(e.problems)} problems):", file=sys.stderr)
+        for p in e.problems:
+            print(f"  {e.source}: {p}", file=sys.stderr)
+        return None
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    command = args.command or "serve"
+    if command == "demo":
+        from exporter.demo import run_demo
+
+        return run_demo(args)
+    try:
+        listen = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return EXIT_ERROR
+    config = _load(args.config_file)
+    if config is None:
+        return EXIT_ERROR
+    if args.config_check:
+        print(f"{args.config_file}: valid, {len(config.stores)} stores")
+        return EXIT_OK
+    handler = setup(args.log_level, args.log_format, config.secrets)
+    if command == "check":
+        return asyncio.run(check(config, args.storage_path, args.output))
+    return run_server(config, args, listen, handler)
+
+
+async def check(config: Config, storage: str, output: str) -> int:
+    service = Service(config, storage)
+    try:
+        snap = await service.run_once()
+    finally:
+        await service.stop()
+    items = rows(snap.views)
+    if output == "json":
+        print(json.dumps([asdict(r) for r in items], indent=2))
+    else:
+        print(table(items))
+        for name, st in snap.stores.items():
+            if st.last is not None and not st.last.ok:
+                print(f"store {name} unreadable: {st.last.error}", file=sys.stderr)
+    return exit_code(snap)
+
+
+def exit_code(snap: Snapshot) -> int:
+    """1 any mismatch (actionable first), 2 any store unreadable, 3 unknowns left, 0 all match."""
+    states = {v.verdict.state for v in snap.views}
+    if State.MISMATCH in states:
+        return EXIT_MISMATCH
+    if any(st.last is None or not st.last.ok for st in snap.stores.values()):
+        return EXIT_ERROR
+    if states - {State.MATCH}:
+        return EXIT_UNKNOWN
+    return EXIT_OK
+
+
+def run_server(
+    config: Config, args: argparse.Namespace, listen: tuple[str | None, int],
+    handler: RedactingHandler,
+) -> int:
+    try:
+        asyncio.run(serve(config, args, listen, handler))
+    except KeyboardInterrupt:
+        pass
+    except OSError as e:
+        log.error("cannot serve", extra={"error": str(e)})
+        return EXIT_ERROR
+    return EXIT_OK
+
+
+async def serve(
+    config: Config,
+    args: argparse.Namespace,
+    listen: tuple[str | None, int],
+    handler: RedactingHandler,
+    started: asyncio.Event | None = None,
+    stop: asyncio.Event | None = None,
+) -> None:
+    from aiohttp import web
+
+    from exporter.web import make_app
+
+    service = Service(config, args.storage_path)
+
+    async def reload() -> str | None:
+        try:
+            new = load_config(args.config_file)
+        except ConfigError as e:
+            service.config_reload_ok = False
+            service.invalidate()
+            log.error("reload failed, old config kept", extra={"error": str(e)})
+            return str(e)
+        handler.secrets = tuple({*handler.secrets, *new.secrets})
+        await service.apply_config(new)
+        service.config_reload_ok = True
+        log.info("configuration reloaded", extra={"stores": len(new.stores)})
+        return None
+
+    middlewares = []
+    ssl_ctx = None
+    if getattr(args, "web_config", None):
+        from exporter.webconfig import load_web_config
+
+        web_cfg = load_web_config(args.web_config)
+        middlewares = web_cfg.middlewares()
+        ssl_ctx = web_cfg.ssl_context()
+    app = make_app(service, reload, middlewares)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, listen[0], listen[1], ssl_context=ssl_ctx)
+    await site.start()
+    log.info("listening", extra={"address": f"{listen[0] or ''}:{listen[1]}",
+                                 "stores": len(config.stores), "version": __version__})
+    stop = stop or asyncio.Event()
+    loop = asyncio.get_running_loop()
+    reloads: set[asyncio.Task[str | None]] = set()
+
+    def on_hup() -> None:
+        t = loop.create_task(reload())
+        reloads.add(t)
+        t.add_done_callback(reloads.discard)
+
+    with contextlib.suppress(NotImplementedError, RuntimeError):
+        loop.add_signal_handler(signal.SIGHUP, on_hup)
+        loop.add_signal_handler(signal.SIGTERM, stop.set)
+        loop.add_signal_handler(signal.SIGINT, stop.set)
+    if started is not None:
+        started.set()
+    try:
+        first = asyncio.create_task(service.start())
+        await stop.wait()
+        first.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await first
+    finally:
+        await service.stop()
+        await runner.cleanup()
+

@@ -1,0 +1,155 @@
+"""Snapshot -> Prometheus metric families, built fresh on every scrape.
+
+Label values that come from the network (subjects, issuers) are bounded in length; the
+exposition library escapes them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from exporter import __version__
+from exporter.model import ErrorReason, State
+from exporter.service import Snapshot
+from exporter.subject import format_subject
+
+LABEL_MAX = 256
+
+
+def bound(value: str, limit: int = LABEL_MAX) -> str:
+    return value if len(value) <= limit else value[: limit - 1] + "…"
+
+
+def families(snap: Snapshot) -> Iterator[Metric]:
+    up = GaugeMetricFamily(
+        "tofu_store_up", "1 if the last read of this PI server's TOFU list succeeded", labels=["store"]
+    )
+    entries = GaugeMetricFamily(
+        "tofu_store_entries", "Entries in the last successful read", labels=["store"]
+    )
+    duration = GaugeMetricFamily(
+        "tofu_store_read_duration_seconds", "Duration of the last read", labels=["store"]
+    )
+    success = GaugeMetricFamily(
+        "tofu_store_last_success_timestamp_seconds",
+        "When the last read succeeded",
+        labels=["store"],
+    )
+    errors = CounterMetricFamily(
+        "tofu_store_read_errors", "Failed reads by reason", labels=["store", "reason"]
+    )
+    capped = GaugeMetricFamily(
+        "tofu_store_entries_dropped",
+        "Entries beyond max_entries, not exported (the series cap bit)",
+        labels=["store"],
+    )
+    bad = GaugeMetricFamily(
+        "tofu_store_unparsed_lines",
+        "Lines of the last listing that looked like entries but did not parse",
+        labels=["store"],
+    )
+    for name, st in snap.stores.items():
+        up.add_metric([name], 1.0 if st.last is not None and st.last.ok else 0.0)
+        if st.last is not None:
+            duration.add_metric([name], st.last.duration_seconds)
+        if st.last_success is not None and st.last_success.listing is not None:
+            entries.add_metric([name], len(st.last_success.listing.entries))
+            success.add_metric([name], st.last_success.timestamp)
+        for reason in ErrorReason:
+            errors.add_metric([name, reason.value], st.errors_total.get(reason.value, 0))
+        capped.add_metric([name], snap.capped.get(name, 0))
+        bad.add_metric([name], snap.bad_lines.get(name, 0))
+    yield from (up, entries, duration, success, errors, capped, bad)
+
+    info = GaugeMetricFamily(
+        "tofu_entry_info",
+        "One series per stored TOFU entry",
+        labels=["store", "entry", "host", "port", "subject", "endpoint"],
+    )
+    mismatch = GaugeMetricFamily(
+        "tofu_certificate_mismatch",
+        "1 when evidence proves the live certificate differs from the stored one",
+        labels=["store", "entry"],
+    )
+    state = GaugeMetricFamily(
+        "tofu_certificate_state",
+        "Verdict per entry; exactly one state is 1",
+        labels=["store", "entry", "state"],
+    )
+    evidence = GaugeMetricFamily(
+        "tofu_certificate_evidence_info",
+        "The strongest evidence the verdict used",
+        labels=["store", "entry", "evidence"],
+    )
+    for v in snap.views:
+        e = v.entry
+        info.add_metric(
+            [v.store, e.key, e.host, str(e.port), bound(format_subject(e.subject)), v.endpoint], 1.0
+        )
+        mismatch.add_metric([v.store, e.key], 1.0 if v.verdict.state is State.MISMATCH else 0.0)
+        for s in State:
+            state.add_metric([v.store, e.key, s.value], 1.0 if v.verdict.state is s else 0.0)
+        evidence.add_metric([v.store, e.key, v.verdict.evidence.value], 1.0)
+    yield from (info, mismatch, state, evidence)
+
+    p_ok = GaugeMetricFamily(
+        "tofu_probe_success",
+        "1 if the last TLS handshake delivered a certificate (verified or not)",
+        labels=["endpoint"],
+    )
+    p_dur = GaugeMetricFamily(
+        "tofu_probe_duration_seconds", "Duration of the last probe", labels=["endpoint"]
+    )
+    live = GaugeMetricFamily(
+        "tofu_live_certificate_info",
+        "The certificate the endpoint presents now",
+        labels=["endpoint", "fingerprint_sha256", "spki_sha256", "subject", "issuer", "serial"],
+    )
+    expiry = GaugeMetricFamily(
+        "tofu_live_certificate_not_after_timestamp_seconds",
+        "Leaf certificate expiry",
+        labels=["endpoint"],
+    )
+    changed = GaugeMetricFamily(
+        "tofu_live_certificate_changed_timestamp_seconds",
+        "When the exporter last saw this endpoint's fingerprint change",
+        labels=["endpoint"],
+    )
+    for ep, r in sorted(snap.probes.items()):
+        p_ok.add_metric([ep], 1.0 if r.cert is not None else 0.0)
+        p_dur.add_metric([ep], r.duration_seconds)
+        if r.cert is not None:
+            c = r.cert
+            live.add_metric(
+                [ep, c.fingerprint_sha256, c.spki_sha256, bound(c.subject_text),
+                 bound(c.issuer_text), bound(c.serial, 64)],
+                1.0,
+            )
+            expiry.add_metric([ep], c.not_after)
+    for ep, t in sorted(snap.changed.items()):
+        changed.add_metric([ep], t)
+    yield from (p_ok, p_dur, live, expiry, changed)
+
+    build = GaugeMetricFamily("tofu_exporter_build_info", "Build", labels=["version"])
+    build.add_metric([__version__], 1.0)
+    reload_ok = GaugeMetricFamily(
+        "tofu_exporter_config_last_reload_successful", "1 if the last config reload succeeded"
+    )
+    reload_ok.add_metric([], 1.0 if snap.config_reload_ok else 0.0)
+    yield from (build, reload_ok)
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[Metric]:
+        return families(self.snap)
+

@@ -1,0 +1,410 @@
+"""YAML configuration -> frozen dataclasses. Every error is collected, none is fatal alone.
+
+Secrets are read here (from files or the environment) and kept out of every repr.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+_DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
+_HEX = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ConfigError(Exception):
+    """Raised with every problem found; str() lists them one per line."""
+
+    def __init__(self, source: str, problems: list[str]) -> None:
+        self.source = source
+        self.problems = problems
+        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    name: str
+    host: str
+    port: int
+    username: str
+    password: str | None = field(repr=False)
+    private_key_file: str | None
+    private_key_passphrase: str | None = field(repr=False)
+    known_hosts: str | None
+    cli_mode: str  # "shell" | "exec"
+    connect_timeout: float
+    command_timeout: float
+    probe_timeout: float
+    store_interval: float
+    probe_interval: float
+    # Where this PI server's own loopback entries (127.0.0.1_8082) really live, seen from here.
+    self_address: str
+    listcerts_command: str = "ncs certvalidation tofu-certs listcerts"
+    prompt: str | None = None  # regex; default detects `<host>/<user>#`
+    max_entries: int = 5000
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for s in (self.password, self.private_key_passphrase) if s)
+
+
+@dataclass(frozen=True)
+class EndpointConfig:
+    endpoint: str  # as it appears from stored entries, "host:port"
+    sni: str | None = None
+    connect: str | None = None  # "host:port" actually dialled (NAT, proxies)
+
+
+@dataclass(frozen=True)
+class PairConfig:
+    name: str
+    primary: str
+    secondary: str
+
+
+@dataclass(frozen=True)
+class Config:
+    stores: tuple[StoreConfig, ...]
+    pins: Mapping[str, str]  # endpoint -> lowercase hex sha256
+    endpoints: Mapping[str, EndpointConfig]
+    pairs: tuple[PairConfig, ...] = ()
+    probe_concurrency: int = 64
+    source: str = "<config>"
+
+    @property
+    def secrets(self) -> tuple[str, ...]:
+        return tuple(s for st in self.stores for s in st.secrets)
+
+    def store(self, name: str) -> StoreConfig | None:
+        return next((s for s in self.stores if s.name == name), None)
+
+
+def parse_duration(value: object) -> float:
+    """'30s', '5m', '1h30m', '250ms' or a bare number of seconds -> seconds."""
+    if isinstance(value, bool):
+        raise ValueError("must be a duration like 30s or 5m")
+    if isinstance(value, int | float):
+        if value < 0:
+            raise ValueError("must not be negative")
+        return float(value)
+    if not isinstance(value, str) or not value:
+        raise ValueError("must be a duration like 30s or 5m")
+    pos, total = 0, 0.0
+    for m in _DURATION.finditer(value):
+        if m.start() != pos:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos != len(value):
+        raise ValueError(f"{value!r} is not a duration like 30s, 5m or 1h30m")
+    return total
+
+
+def normalise_fingerprint(value: str) -> str:
+    fp = value.replace(":", "").replace(" ", "").lower()
+    if not _HEX.match(fp):
+        raise ValueError("must be 64 hex digits (SHA-256), colons allowed")
+    return fp
+
+
+def _port(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
+        raise ValueError("must be a port number 1-65535")
+    return value
+
+
+def _str(value: object) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _positive_int(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError("must be a positive integer")
+    return value
+
+
+def _cli_mode(value: object) -> str:
+    if value not in ("shell", "exec"):
+        raise ValueError("must be 'shell' or 'exec'")
+    return str(value)
+
+
+def _prompt(value: object) -> str:
+    text = _str(value)
+    try:
+        re.compile(text)
+    except re.error as e:
+        raise ValueError(f"is not a valid regular expression: {e}") from None
+    return text
+
+
+def _positive_duration(value: object) -> float:
+    seconds = parse_duration(value)
+    if seconds <= 0:
+        raise ValueError("must be longer than 0s")
+    return seconds
+
+
+def normalise_endpoint(value: object) -> str:
+    """'10.0.0.3:443', '[2001:db8::1]:443', 'ise.example.com:443' -> canonical host:port."""
+    text = _str(value).strip()
+    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text)
+    if not m:
+        raise ValueError("must be host:port (IPv6 as [addr]:port)")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    _port(int(port))
+    return f"[{host.lower()}]:{int(port)}" if ":" in host else f"{host.lower()}:{int(port)}"
+
+
+# key -> (validator, default). A default of None means optional.
+_STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
+    "username": (_str, "admin"),
+    "password_file": (_str, None),
+    "password_env": (_str, None),
+    "private_key_file": (_str, None),
+    "private_key_passphrase_file": (_str, None),
+    "known_hosts": (_str, None),
+    "cli_mode": (_cli_mode, "shell"),
+    "connect_timeout": (_positive_duration, 10.0),
+    "command_timeout": (_positive_duration, 60.0),
+    "probe_timeout": (_positive_duration, 5.0),
+    "store_interval": (_positive_duration, 300.0),
+    "probe_interval": (_positive_duration, 60.0),
+    "listcerts_command": (_str, "ncs certvalidation tofu-certs listcerts"),
+    "prompt": (_prompt, None),
+    "max_entries": (_positive_int, 5000),
+}
+_STORE_ONLY = {"name": _str, "host": _str, "port": _port, "self_address": _str}
+_TOP_KEYS = {"defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency"}
+
+
+class _Collector:
+    def __init__(self) -> None:
+        self.problems: list[str] = []
+
+    def add(self, path: str, message: str) -> None:
+        self.problems.append(f"{path}: {message}")
+
+    def check(self, path: str, fn: Callable[[object], Any], value: object) -> Any:
+        try:
+            return fn(value)
+        except (ValueError, TypeError) as e:
+            self.add(path, str(e))
+            return None
+
+    def mapping(self, path: str, value: object, allowed: set[str]) -> dict[str, Any]:
+        if value is None:
+            return {}
+        if not isinstance(value, dict):
+            self.add(path, "must be a mapping")
+            return {}
+        for key in value:
+            if key not in allowed:
+                self.add(f"{path}.{key}", "unknown key")
+        return value
+
+
+def _read_secret_file(c: _Collector, path: str, filename: str, base: Path) -> str | None:
+    p = (base / filename) if not os.path.isabs(filename) else Path(filename)
+    try:
+        text = p.read_text(encoding="utf-8").strip()
+    except OSError as e:
+        c.add(path, f"cannot read {p}: {e.strerror or e}")
+        return None
+    if not text:
+        c.add(path, f"{p} is empty")
+        return None
+    return text
+
+
+def _resolve(filename: str | None, base: Path) -> str | None:
+    if filename is None or os.path.isabs(filename):
+        return filename
+    return str(base / filename)
+
+
+def _build_store(
+    c: _Collector, path: str, raw: dict[str, Any], defaults: dict[str, Any], base: Path
+) -> StoreConfig | None:
+    merged: dict[str, Any] = {}
+    for key, (fn, default) in _STORE_KEYS.items():
+        src = f"{path}.{key}" if key in raw else f"defaults.{key}"
+        value = raw.get(key, defaults.get(key))
+        merged[key] = default if value is None else c.check(src, fn, value)
+    for key, fn in _STORE_ONLY.items():
+        if key in raw:
+            merged[key] = c.check(f"{path}.{key}", fn, raw[key])
+    for key in ("name", "host"):
+        if key not in raw:
+            c.add(f"{path}.{key}", "is required")
+    name = merged.get("name")
+    if isinstance(name, str) and not _NAME.match(name):
+        c.add(f"{path}.name", "must be 1-63 characters of letters, digits, _ . : -")
+
+    # Secrets: exactly one way to get a password, or a key; read now so a missing file fails early.
+    password = passphrase = None
+    pw_sources = [k for k in ("password_file", "password_env") if merged.get(k)]
+    if len(pw_sources) > 1:
+        c.add(path, "set only one of password_file and password_env")
+    if merged.get("password_file"):
+        where = f"{path}.password_file" if "password_file" in raw else "defaults.password_file"
+        password = _read_secret_file(c, where, merged["password_file"], base)
+    elif merged.get("password_env"):
+        var = merged["password_env"]
+        password = os.environ.get(var)
+        if not password:
+            c.add(f"{path}.password_env", f"environment variable {var} is not set or empty")
+    key_file = _resolve(merged.get("private_key_file"), base)
+    if key_file and not os.access(key_file, os.R_OK):
+        c.add(f"{path}.private_key_file", f"cannot read {key_file}")
+    if merged.get("private_key_passphrase_file"):
+        passphrase = _read_secret_file(
+            c, f"{path}.private_key_passphrase_file", merged["private_key_passphrase_file"], base
+        )
+    if not password and not key_file and not pw_sources:
+        c.add(path, "no credentials: set password_file, password_env or private_key_file")
+    known_hosts = _resolve(merged.get("known_hosts"), base)
+    if known_hosts is None:
+        c.add(f"{path}.known_hosts", "is required: the exporter never trusts SSH host keys on first use")
+    elif not os.access(known_hosts, os.R_OK):
+        c.add(f"{path}.known_hosts", f"cannot read {known_hosts}")
+
+    if any(v is None for k, v in merged.items() if k in _STORE_ONLY) or not isinstance(name, str):
+        return None
+    host = merged.get("host")
+    if not isinstance(host, str):
+        return None
+    return StoreConfig(
+        name=name,
+        host=host,
+        port=merged.get("port", 22),
+        username=merged["username"],
+        password=password,
+        private_key_file=key_file,
+        private_key_passphrase=passphrase,
+        known_hosts=known_hosts,
+        cli_mode=merged["cli_mode"],
+        connect_timeout=merged["connect_timeout"],
+        command_timeout=merged["command_timeout"],
+        probe_timeout=merged["probe_timeout"],
+        store_interval=merged["store_interval"],
+        probe_interval=merged["probe_interval"],
+        self_address=merged.get("self_address") or host,
+        listcerts_command=merged["listcerts_command"],
+        prompt=merged["prompt"],
+        max_entries=merged["max_entries"],
+    )
+
+
+def parse_config(data: object, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    base = base or Path.cwd()
+    c = _Collector()
+    top = c.mapping("(top)", data, _TOP_KEYS) if data is not None else {}
+    if data is None:
+        c.add("(top)", "the file is empty")
+    defaults = c.mapping("defaults", top.get("defaults"), set(_STORE_KEYS))
+
+    stores: list[StoreConfig] = []
+    raw_stores = top.get("stores")
+    if not isinstance(raw_stores, list) or not raw_stores:
+        if data is not None:
+            c.add("stores", "must be a non-empty list of PI servers")
+        raw_stores = []
+    seen: set[str] = set()
+    for i, raw in enumerate(raw_stores):
+        path = f"stores[{i}]"
+        raw = c.mapping(path, raw, set(_STORE_KEYS) | set(_STORE_ONLY))
+        if not raw:
+            continue
+        st = _build_store(c, path, raw, defaults, base)
+        if st is None:
+            continue
+        if st.name in seen:
+            c.add(f"{path}.name", f"duplicate store name {st.name!r}")
+        seen.add(st.name)
+        stores.append(st)
+
+    pins: dict[str, str] = {}
+    raw_pins = top.get("pins") or []
+    if not isinstance(raw_pins, list):
+        c.add("pins", "must be a list")
+        raw_pins = []
+    for i, raw in enumerate(raw_pins):
+        raw = c.mapping(f"pins[{i}]", raw, {"endpoint", "sha256"})
+        ep = c.check(f"pins[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
+        fp = c.check(f"pins[{i}].sha256", lambda v: normalise_fingerprint(_str(v)), raw.get("sha256"))
+        if ep and fp:
+            if ep in pins:
+                c.add(f"pins[{i}].endpoint", f"{ep} is pinned twice")
+            pins[ep] = fp
+
+    endpoints: dict[str, EndpointConfig] = {}
+    raw_eps = top.get("endpoints") or []
+    if not isinstance(raw_eps, list):
+        c.add("endpoints", "must be a list")
+        raw_eps = []
+    for i, raw in enumerate(raw_eps):
+        raw = c.mapping(f"endpoints[{i}]", raw, {"endpoint", "sni", "connect"})
+        ep = c.check(f"endpoints[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
+        sni = c.check(f"endpoints[{i}].sni", _str, raw["sni"]) if "sni" in raw else None
+        dial = (
+            c.check(f"endpoints[{i}].connect", normalise_endpoint, raw["connect"])
+            if "connect" in raw
+            else None
+        )
+        if ep:
+            endpoints[ep] = EndpointConfig(ep, sni, dial)
+
+    pairs: list[PairConfig] = []
+    raw_pairs = top.get("pairs") or []
+    if not isinstance(raw_pairs, list):
+        c.add("pairs", "must be a list")
+        raw_pairs = []
+    for i, raw in enumerate(raw_pairs):
+        raw = c.mapping(f"pairs[{i}]", raw, {"name", "primary", "secondary"})
+        values = {k: c.check(f"pairs[{i}].{k}", _str, raw.get(k)) for k in ("primary", "secondary")}
+        for k, v in values.items():
+            if v and v not in seen:
+                c.add(f"pairs[{i}].{k}", f"no store named {v!r}")
+        if values["primary"] and values["secondary"]:
+            if values["primary"] == values["secondary"]:
+                c.add(f"pairs[{i}]", "primary and secondary must differ")
+            name = raw.get("name") or f"{values['primary']}+{values['secondary']}"
+            pairs.append(PairConfig(str(name), values["primary"], values["secondary"]))
+
+    concurrency = 64
+    if "probe_concurrency" in top:
+        concurrency = c.check("probe_concurrency", _positive_int, top["probe_concurrency"]) or 64
+
+    if c.problems:
+        raise ConfigError(source, c.problems)
+    return Config(tuple(stores), pins, endpoints, tuple(pairs), concurrency, source)
+
+
+def load_config(path: str | Path) -> Config:
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except OSError as e:
+        raise ConfigError(str(p), [f"cannot read: {e.strerror or e}"]) from None
+    except UnicodeDecodeError:
+        raise ConfigError(str(p), ["is not UTF-8 text"]) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
+        problem = getattr(e, "problem", None) or str(e)
+        raise ConfigError(str(p), [f"(yaml) {where}{problem}"]) from None
+    return parse_config(data, str(p), p.parent.resolve())

@@ -1,0 +1,155 @@
+"""TLS handshake -> the peer's leaf certificate, captured whether or not it verifies.
+
+Self-signed, expired and wrong-host certificates are the normal case between PI, ISE and
+DNA Center, so nothing is verified here: we want what the peer presents, as PI sees it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import ssl
+import time
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
+
+from cryptography import x509
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+from exporter.model import LiveCert, ProbeResult
+from exporter.subject import format_subject, subject_from_name
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def _client_context() -> ssl.SSLContext:
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname = False
+    ctx.verify_mode = ssl.CERT_NONE
+    # Old appliances still speak TLS 1.0 with weak suites; we only read their certificate.
+    ctx.minimum_version = ssl.TLSVersion.MINIMUM_SUPPORTED
+    try:
+        ctx.set_ciphers("ALL:@SECLEVEL=0")
+    except ssl.SSLError:  # pragma: no cover - OpenSSL builds without SECLEVEL syntax
+        ctx.set_ciphers("ALL")
+    return ctx
+
+
+_CONTEXT = _client_context()
+
+
+def parse_certificate(der: bytes) -> LiveCert:
+    """DER leaf -> LiveCert. Raises ValueError on junk."""
+    cert = x509.load_der_x509_certificate(der)
+    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    subject = subject_from_name(cert.subject)
+    try:
+        san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+        sans = tuple(str(v) for v in san_ext.get_values_for_type(x509.DNSName)) + tuple(
+            str(v) for v in san_ext.get_values_for_type(x509.IPAddress)
+        )
+    except (x509.ExtensionNotFound, ValueError):
+        sans = ()
+    return LiveCert(
+        fingerprint_sha256=hashlib.sha256(der).hexdigest(),
+        spki_sha256=hashlib.sha256(spki).hexdigest(),
+        subject=subject,
+        subject_text=format_subject(subject),
+        issuer_text=format_subject(subject_from_name(cert.issuer)),
+        serial=format(cert.serial_number, "x"),
+        not_before=cert.not_valid_before_utc.timestamp(),
+        not_after=cert.not_valid_after_utc.timestamp(),
+        sans=sans,
+    )
+
+
+class CertCache:
+    """Parsed certificates by DER hash: a stable peer is parsed once, not every cycle."""
+
+    def __init__(self, size: int = 20000) -> None:
+        self._size = size
+        self._items: OrderedDict[bytes, LiveCert] = OrderedDict()
+
+    def get(self, der: bytes) -> LiveCert:
+        digest = hashlib.sha256(der).digest()
+        cert = self._items.get(digest)
+        if cert is None:
+            cert = parse_certificate(der)
+            self._items[digest] = cert
+            if len(self._items) > self._size:
+                self._items.popitem(last=False)
+        return cert
+
+
+_CACHE = CertCache()
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, TimeoutError):
+        return "timeout"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused"
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset"
+    if isinstance(exc, ssl.SSLError):
+        return f"tls handshake failed: {exc.reason or exc.__class__.__name__}"
+    if isinstance(exc, OSError):
+        return f"connect failed: {exc.strerror or exc.__class__.__name__}"
+    if isinstance(exc, ValueError):
+        return "certificate could not be parsed"
+    return f"probe failed: {exc.__class__.__name__}"
+
+
+async def _handshake(host: str, port: int, sni: str | None) -> bytes:
+    _, writer = await asyncio.open_connection(
+        host, port, ssl=_CONTEXT, server_hostname=sni or "", ssl_handshake_timeout=None
+    )
+    try:
+        sslobj = writer.get_extra_info("ssl_object")
+        der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+    finally:
+        # The certificate is in hand: drop the connection without a close_notify round trip.
+        writer.transport.abort()
+    if not der:
+        raise ssl.SSLError("peer sent no certificate")
+    return der
+
+
+async def probe(
+    endpoint: str,
+    timeout: float,
+    sni: str | None = None,
+    connect: str | None = None,
+    cache: CertCache = _CACHE,
+) -> ProbeResult:
+    """Handshake with `connect` (or `endpoint`) and describe the leaf. Never raises."""
+    start = time.perf_counter()
+    host, port = split_endpoint(connect or endpoint)
+    cert, error = None, None
+    try:
+        der = await asyncio.wait_for(_handshake(host, port, sni), timeout)
+        cert = cache.get(der)
+    except asyncio.CancelledError:
+        raise
+    except Exception as exc:  # every failure is a result, never a crash
+        error = "no certificate sent" if "no certificate" in str(exc) else _describe(exc)
+    return ProbeResult(endpoint, cert, error, time.perf_counter() - start, time.time())
+
+
+async def probe_many(
+    targets: Iterable[tuple[str, float, str | None, str | None]],
+    concurrency: int,
+) -> Mapping[str, ProbeResult]:
+    """Probe (endpoint, timeout, sni, connect) tuples, each endpoint once, bounded."""
+    sem = asyncio.Semaphore(concurrency)
+    unique = {t[0]: t for t in targets}
+
+    async def one(t: tuple[str, float, str | None, str | None]) -> ProbeResult:
+        async with sem:
+            return await probe(t[0], t[1], t[2], t[3])
+
+    results = await asyncio.gather(*(one(t) for t in unique.values()))
+    return {r.endpoint: r for r in results}

@@ -1,0 +1,64 @@
+"""Pure views of a snapshot for people: rows for `check`, the landing page and remediation."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from exporter.model import EntryView, State
+from exporter.subject import format_subject
+
+
+@dataclass(frozen=True)
+class Row:
+    store: str
+    entry: str
+    endpoint: str
+    state: str
+    evidence: str
+    reason: str
+    stored_subject: str
+    live_subject: str | None
+    live_fingerprint_sha256: str | None
+    live_not_after: float | None
+    probe_error: str | None
+    baseline: str | None  # "witnessed" | "adopted" | None
+    remediation: str | None  # the deletecert command, for mismatches only
+
+
+def row(v: EntryView) -> Row:
+    cert = v.probe.cert if v.probe is not None else None
+    return Row(
+        store=v.store,
+        entry=v.entry.key,
+        endpoint=v.endpoint,
+        state=v.verdict.state.value,
+        evidence=v.verdict.evidence.value,
+        reason=v.verdict.reason,
+        stored_subject=format_subject(v.entry.subject),
+        live_subject=cert.subject_text if cert else None,
+        live_fingerprint_sha256=cert.fingerprint_sha256 if cert else None,
+        live_not_after=cert.not_after if cert else None,
+        probe_error=v.probe.error if v.probe is not None else "not probed yet",
+        baseline=v.baseline.kind.value if v.baseline is not None else None,
+        remediation=v.remediation if v.verdict.state is State.MISMATCH else None,
+    )
+
+
+def rows(views: Iterable[EntryView]) -> list[Row]:
+    return [row(v) for v in views]
+
+
+def table(items: list[Row]) -> str:
+    """Fixed-width text table for terminals."""
+    cols = ("store", "entry", "state", "evidence", "stored_subject", "live_subject")
+    data = [[str(getattr(r, c) or "-") for c in cols] for r in items]
+    widths = [max([len(c), *(len(d[i]) for d in data)]) for i, c in enumerate(cols)]
+    widths = [min(w, 60) for w in widths]
+    lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
+    for d in data:
+        lines.append("  ".join(v[:w].ljust(w) for v, w in zip(d, widths, strict=True)))
+    for r in items:
+        if r.remediation:
+            lines.append(f"fix on {r.store}: {r.remediation}   ({r.evidence}: {r.reason})")
+    return "\n".join(lines)

@@ -1,0 +1,303 @@
+"""The running exporter's state: store reads, probes, baselines, and the snapshot they make.
+
+Reads and probes run in background loops; scrapes only ever read the latest snapshot, so a
+hanging PI server can delay nothing but its own data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import time
+from collections import Counter
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from exporter.baseline import BaselineDB
+from exporter.config import Config, StoreConfig
+from exporter.model import (
+    Baseline,
+    EntryView,
+    ErrorReason,
+    ProbeResult,
+    StoredEntry,
+    StoreRead,
+    StoreStatus,
+)
+from exporter.prime.listing import endpoint_of, parse_listing
+from exporter.prime.ssh import PiSession, StoreReadError
+from exporter.probe import probe_many
+from exporter.verdict import decide
+
+log = logging.getLogger("exporter.service")
+
+_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in _LOOPBACK_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
+    """Where to probe an entry from here. PI stores itself as 127.0.0.1_8082: that is the
+    PI server's own address, not ours."""
+    host = store.self_address if is_loopback(entry.host) else entry.host
+    return endpoint_of(host.lower(), entry.port)
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    stores: Mapping[str, StoreStatus]
+    views: tuple[EntryView, ...]
+    probes: Mapping[str, ProbeResult]
+    changed: Mapping[str, float]  # endpoint -> when its fingerprint last changed
+    capped: Mapping[str, int] = field(default_factory=dict)  # store -> entries not shown
+    bad_lines: Mapping[str, int] = field(default_factory=dict)
+    config_reload_ok: bool = True
+    ready: bool = False
+
+    def for_store(self, name: str) -> Snapshot:
+        views = tuple(v for v in self.views if v.store == name)
+        eps = {v.endpoint for v in views}
+        return Snapshot(
+            {k: v for k, v in self.stores.items() if k == name},
+            views,
+            {k: v for k, v in self.probes.items() if k in eps},
+            {k: v for k, v in self.changed.items() if k in eps},
+            {k: v for k, v in self.capped.items() if k == name},
+            {k: v for k, v in self.bad_lines.items() if k == name},
+            self.config_reload_ok,
+            self.ready,
+        )
+
+
+class Service:
+    def __init__(self, config: Config, storage_path: Path | str) -> None:
+        self.config = config
+        path = Path(storage_path)
+        self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
+        self.sessions: dict[str, PiSession] = {}
+        self.last: dict[str, StoreRead] = {}
+        self.last_success: dict[str, StoreRead] = {}
+        self.errors: dict[str, Counter[str]] = {}
+        self.probes: dict[str, ProbeResult] = {}
+        self.baselines: dict[str, dict[str, Baseline]] = {}
+        self.capped: dict[str, int] = {}
+        self.config_reload_ok = True
+        self.ready = False
+        self._snapshot: Snapshot | None = None
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._probe_task: asyncio.Task[None] | None = None
+        self._reading: set[str] = set()
+
+    # ---- reading stores -------------------------------------------------------------
+
+    def _session(self, store: StoreConfig) -> PiSession:
+        s = self.sessions.get(store.name)
+        if s is None or s.cfg != store:
+            s = self.sessions[store.name] = PiSession(store)
+        return s
+
+    async def read_store(self, store: StoreConfig) -> StoreRead:
+        """Read one store's list, update baselines, probe entries that just appeared."""
+        start = time.perf_counter()
+        session = self._session(store)
+        try:
+            text = await session.run(store.listcerts_command)
+            listing = parse_listing(text)
+            if not listing.entries and listing.bad_lines:
+                raise StoreReadError(
+                    ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
+                )
+        except StoreReadError as e:
+            read = StoreRead(
+                store.name, False, None, time.perf_counter() - start, time.time(),
+                e.reason, e.message,
+            )
+            self.errors.setdefault(store.name, Counter())[e.reason.value] += 1
+            log.warning("store read failed", extra={"store": store.name, "reason": e.reason.value,
+                                                    "error": e.message})
+        else:
+            if listing.bad_lines:
+                self.errors.setdefault(store.name, Counter())[ErrorReason.PARSE.value] += 1
+                log.warning("unparseable lines in listing", extra={
+                    "store": store.name, "count": len(listing.bad_lines),
+                    "first": listing.bad_lines[0][:200]})
+            entries = listing.entries
+            if len(entries) > store.max_entries:
+                self.capped[store.name] = len(entries) - store.max_entries
+                log.warning("store holds more entries than max_entries; extra entries not shown",
+                            extra={"store": store.name, "entries": len(entries),
+                                   "max_entries": store.max_entries})
+                entries = entries[: store.max_entries]
+                listing = type(listing)(entries, listing.bad_lines)
+            else:
+                self.capped.pop(store.name, None)
+            read = StoreRead(store.name, True, listing, time.perf_counter() - start, time.time())
+            endpoints = {e.key: entry_endpoint(store, e) for e in entries}
+            appeared = self.db.observe_store(store.name, endpoints)
+            if appeared:
+                # Witness the certificate now, while it is the one PI just stored.
+                log.info("entries appeared", extra={"store": store.name,
+                                                    "entries": ",".join(sorted(appeared))})
+                await self.probe_endpoints({endpoints[k] for k in appeared})
+            self.last_success[store.name] = read
+            self.baselines[store.name] = self.db.baselines(store.name)
+        self.last[store.name] = read
+        self._snapshot = None
+        return read
+
+    # ---- probing --------------------------------------------------------------------
+
+    def _targets(self, endpoints: Iterable[str]) -> list[tuple[str, float, str | None, str | None]]:
+        timeout = max((s.probe_timeout for s in self.config.stores), default=5.0)
+        out = []
+        for ep in endpoints:
+            ec = self.config.endpoints.get(ep)
+            out.append((ep, timeout, ec.sni if ec else None, ec.connect if ec else None))
+        return out
+
+    def known_endpoints(self, store_names: Iterable[str] | None = None) -> set[str]:
+        names = set(store_names) if store_names is not None else None
+        eps: set[str] = set()
+        by_name = {s.name: s for s in self.config.stores}
+        for name, read in self.last_success.items():
+            st = by_name.get(name)
+            if st is None or read.listing is None or (names is not None and name not in names):
+                continue
+            eps.update(entry_endpoint(st, e) for e in read.listing.entries)
+        return eps
+
+    async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
+        results = await probe_many(self._targets(endpoints), self.config.probe_concurrency)
+        self.probes.update(results)
+        fps = {ep: r.cert.fingerprint_sha256 for ep, r in results.items() if r.cert is not None}
+        if fps:
+            self.db.note_fingerprints(fps)
+            if self.db.fill(fps):
+                for name in self.last_success:
+                    self.baselines[name] = self.db.baselines(name)
+        self._snapshot = None
+
+    # ---- one pass, loops ------------------------------------------------------------
+
+    async def run_once(self, store_names: Iterable[str] | None = None) -> Snapshot:
+        stores = [s for s in self.config.stores if store_names is None or s.name in store_names]
+        await asyncio.gather(*(self.read_store(s) for s in stores))
+        await self.probe_endpoints(self.known_endpoints(s.name for s in stores))
+        return self.snapshot()
+
+    async def _store_loop(self, store: StoreConfig) -> None:
+        while True:
+            try:
+                await self.read_store(store)
+            except Exception:  # a bug must not silence one store forever
+                log.exception("store loop error", extra={"store": store.name})
+            await asyncio.sleep(store.store_interval)
+
+    def _probe_interval(self) -> float:
+        return min((s.probe_interval for s in self.config.stores), default=60.0)
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self._probe_interval())
+            try:
+                await self.probe_endpoints(self.known_endpoints())
+            except Exception:
+                log.exception("probe loop error")
+
+    async def start(self) -> None:
+        """First pass in the foreground (so `ready` means something), then the loops."""
+        await self.run_once()
+        self.ready = True
+        self._snapshot = None
+        for store in self.config.stores:
+            self._start_loop(store, first_delay=True)
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="probes")
+
+    def _start_loop(self, store: StoreConfig, first_delay: bool) -> None:
+        async def loop() -> None:
+            if first_delay:
+                await asyncio.sleep(store.store_interval)
+            await self._store_loop(store)
+
+        self._tasks[store.name] = asyncio.create_task(loop(), name=f"store:{store.name}")
+
+    async def stop(self) -> None:
+        tasks = [*self._tasks.values(), *([self._probe_task] if self._probe_task else [])]
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._tasks.clear()
+        await asyncio.gather(*(s.close() for s in self.sessions.values()))
+        self.db.close()
+
+    async def apply_config(self, new: Config) -> None:
+        """Swap in a validated config: untouched stores keep their loop and SSH session."""
+        old = {s.name: s for s in self.config.stores}
+        fresh = {s.name: s for s in new.stores}
+        self.config = new
+        for name, st in old.items():
+            if fresh.get(name) != st:
+                task = self._tasks.pop(name, None)
+                if task:
+                    task.cancel()
+                session = self.sessions.pop(name, None)
+                if session:
+                    await session.close()
+                if name not in fresh:
+                    self.last.pop(name, None)
+                    self.last_success.pop(name, None)
+                    self.errors.pop(name, None)
+                    self.baselines.pop(name, None)
+                    self.capped.pop(name, None)
+        for name, st in fresh.items():
+            if old.get(name) != st and self.ready:
+                self._start_loop(st, first_delay=False)
+        self._snapshot = None
+
+    # ---- the snapshot ---------------------------------------------------------------
+
+    def invalidate(self) -> None:
+        self._snapshot = None
+
+    def snapshot(self) -> Snapshot:
+        snap = self._snapshot
+        if snap is None or snap.config_reload_ok != self.config_reload_ok:
+            snap = self._snapshot = self._build()
+        return snap
+
+    def _build(self) -> Snapshot:
+        views: list[EntryView] = []
+        stores: dict[str, StoreStatus] = {}
+        bad: dict[str, int] = {}
+        for st in self.config.stores:
+            ok = self.last_success.get(st.name)
+            stores[st.name] = StoreStatus(
+                st.name, self.last.get(st.name), ok, dict(self.errors.get(st.name, {}))
+            )
+            if ok is None or ok.listing is None:
+                continue
+            bad[st.name] = len(ok.listing.bad_lines)
+            baselines = self.baselines.get(st.name, {})
+            for entry in ok.listing.entries:
+                ep = entry_endpoint(st, entry)
+                pin = self.config.pins.get(ep)
+                probe = self.probes.get(ep)
+                base = baselines.get(entry.key)
+                views.append(
+                    EntryView(st.name, entry, ep, decide(entry, probe, base, pin), probe, base, pin)
+                )
+        known = {v.endpoint for v in views}
+        changed = {ep: t for ep, t in self.db.changed_times().items() if ep in known}
+        return Snapshot(
+            stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
+            changed, dict(self.capped), bad, self.config_reload_ok, self.ready,
+        )

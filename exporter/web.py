@@ -1,0 +1,164 @@
+"""HTTP: /metrics, the landing page, health, readiness, reload and the /probe multi-target.
+
+aiohttp, because the exporter is one asyncio program (asyncssh, TLS probes) and the web side
+must share its loop without threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import html
+import logging
+import time
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from exporter import __version__
+from exporter.collector import SnapshotCollector
+from exporter.report import Row, rows
+from exporter.service import Service, Snapshot
+
+log = logging.getLogger("exporter.web")
+
+ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None on success
+
+
+def render(snap: Snapshot, with_process: bool = True) -> bytes:
+    reg = CollectorRegistry(auto_describe=False)
+    reg.register(SnapshotCollector(snap))
+    body = generate_latest(reg)
+    return body + generate_latest(REGISTRY) if with_process else body
+
+
+_STATE_COLOURS = {
+    "match": "#1a7f37",
+    "mismatch": "#cf222e",
+    "unknown": "#9a6700",
+    "unreachable": "#6e7781",
+}
+
+
+def landing_page(snap: Snapshot) -> str:
+    e = html.escape
+    parts = [
+        "<!doctype html><html><head><meta charset='utf-8'><title>prime-tofu-exporter</title>",
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}"
+        "code{background:#f6f8fa;padding:.1em .3em}.fix{user-select:all}</style></head><body>",
+        f"<h1>prime-tofu-exporter {e(__version__)}</h1>",
+        "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
+        "<a href='/-/ready'>Ready</a></p>",
+    ]
+    by_store: dict[str, list[Row]] = {}
+    for r in rows(snap.views):
+        by_store.setdefault(r.store, []).append(r)
+    for name, st in snap.stores.items():
+        last = st.last
+        if last is None:
+            status = "never read"
+        elif last.ok:
+            status = "up"
+        else:
+            reason = last.error_reason.value if last.error_reason else "?"
+            status = f"DOWN ({reason}: {last.error})"
+        when = (
+            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.last_success.timestamp))
+            if st.last_success
+            else "never"
+        )
+        parts.append(f"<h2 id='store-{e(name)}'>{e(name)}</h2>")
+        parts.append(f"<p>Store {e(status)}; last successful read {e(when)}.</p>")
+        items = by_store.get(name, [])
+        if not items:
+            parts.append("<p>No entries known.</p>")
+            continue
+        parts.append(
+            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th>"
+            "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>"
+        )
+        fixes = []
+        for r in items:
+            colour = _STATE_COLOURS.get(r.state, "#000")
+            fix = f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation else ""
+            if r.remediation:
+                fixes.append(r.remediation)
+            parts.append(
+                f"<tr><td>{e(r.entry)}</td><td>{e(r.endpoint)}</td>"
+                f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>"
+                f"<td>{e(r.evidence)}: {e(r.reason)}</td>"
+                f"<td>{e(r.stored_subject)}</td><td>{e(r.live_subject or '-')}</td>"
+                f"<td><code>{e(r.live_fingerprint_sha256 or r.probe_error or '-')}</code></td>"
+                f"<td>{fix}</td></tr>"
+            )
+        parts.append("</table>")
+        if fixes:
+            plan = "\n".join(fixes)
+            parts.append(
+                f"<p>Remediation plan on {e(name)} (run in its admin CLI, then re-register HA / "
+                f"re-add ISE as the runbook says):</p><pre class='fix'>{e(plan)}</pre>"
+            )
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def make_app(
+    service: Service,
+    reload: ReloadFn | None = None,
+    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] | None = None,
+) -> web.Application:
+    app = web.Application(middlewares=middlewares or [])
+
+    async def metrics(_: web.Request) -> web.Response:
+        body = render(service.snapshot())
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    async def index(_: web.Request) -> web.Response:
+        return web.Response(text=landing_page(service.snapshot()), content_type="text/html")
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="Healthy.\n")
+
+    async def ready(_: web.Request) -> web.Response:
+        if service.ready:
+            return web.Response(text="Ready.\n")
+        return web.Response(status=503, text="Not ready: first pass over the stores running.\n")
+
+    async def do_reload(_: web.Request) -> web.Response:
+        if reload is None:
+            return web.Response(status=501, text="reload not available\n")
+        error = await reload()
+        if error:
+            return web.Response(status=500, text=f"reload failed, old config kept:\n{error}\n")
+        return web.Response(text="reloaded\n")
+
+    async def probe(request: web.Request) -> web.Response:
+        target = request.query.get("target", "")
+        store = service.config.store(target)
+        if store is None:
+            return web.Response(
+                status=400, text=f"unknown target {target!r}: not a configured store\n"
+            )
+        timeout = store.connect_timeout + store.command_timeout + store.probe_timeout
+        header = request.headers.get("X-Prometheus-Scrape-Timeout-Seconds")
+        if header:
+            with contextlib.suppress(ValueError):
+                timeout = max(0.5, float(header) - 0.5)  # leave room to send the answer
+        try:
+            snap = await asyncio.wait_for(service.run_once([target]), timeout)
+        except TimeoutError:
+            snap = service.snapshot()
+        body = render(snap.for_store(target), with_process=False)
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+    app.router.add_get("/metrics", metrics)
+    app.router.add_get("/", index)
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
+    app.router.add_post("/-/reload", do_reload)
+    app.router.add_put("/-/reload", do_reload)
+    app.router.add_get("/probe", probe)
+    return app
