@@ -25,8 +25,8 @@ class ConfigError(Exception):
 
     def __init__(self, source: str, problems: list[str]) -> None:
         self.source = source
-        self.problems = problems
-        super().__init__("\n".join(f"{source}: {p}" for p in problems))
+        self.problems = list(dict.fromkeys(problems))  # defaults' errors repeat per store
+        super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
 @dataclass(frozen=True)
@@ -327,13 +327,14 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
         raw = c.mapping(path, raw, set(_STORE_KEYS) | set(_STORE_ONLY))
         if not raw:
             continue
+        name = raw.get("name")
+        if isinstance(name, str):
+            if name in seen:
+                c.add(f"{path}.name", f"duplicate store name {name!r}")
+            seen.add(name)
         st = _build_store(c, path, raw, defaults, base)
-        if st is None:
-            continue
-        if st.name in seen:
-            c.add(f"{path}.name", f"duplicate store name {st.name!r}")
-        seen.add(st.name)
-        stores.append(st)
+        if st is not None:
+            stores.append(st)
 
     pins: dict[str, str] = {}
     raw_pins = top.get("pins") or []
