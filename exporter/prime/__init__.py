@@ -1,0 +1,1 @@
+"""Talking to Cisco Prime Infrastructure: its admin CLI output and how to read it."""

@@ -1,0 +1,115 @@
+"""Parse `ncs certvalidation tofu-certs listcerts` output into a Listing. Pure, no I/O.
+
+The text arrives from an SSH transport that has already removed the command echo and
+the prompt, but PTY debris survives: CR/CRLF line ends, ANSI escapes, `--More--` pager
+remnants, banners, the header and the trailing prompt. Entry lines look like
+
+    host=10.0.0.1_8082;  subject= /C=US/ST=CA/O=Cisco Systems/CN=prime-pri
+    host=10.0.0.5_443; subject=CN = kong
+
+parse_listing never raises: a line that looks like an entry but does not parse ends up
+in Listing.bad_lines, so a format change on some PI version shows up as a metric instead
+of entries silently disappearing.
+"""
+
+from __future__ import annotations
+
+import re
+
+from exporter.model import Listing, StoredEntry
+from exporter.subject import SubjectError, parse_subject
+
+# CSI (colours, erase line), OSC (window title), then any other two-byte ESC sequence.
+# None of them may span a line end, so garbage cannot swallow the next entry.
+_ANSI_RE = re.compile(
+    r"\x1b\[[0-?]*[ -/]*[@-~]"
+    r"|\x1b\][^\x07\x1b\r\n]*(?:\x07|\x1b\\)?"
+    r"|\x1b[@-Z\\-_]"
+)
+_CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # everything C0 but TAB
+# A pager prompt left at the start of the next line, with the backspaces/spaces that
+# erased it: " --More-- \b\b\b\b\b\b\b\b\b\b          \b\b\b...host=...".
+_MORE_RE = re.compile(
+    r"^[\s\x08]*-{2,}[ \t]*More[ \t]*(?:\([^)\r\n]*\)[ \t]*)?-{2,}[\s\x08]*", re.I
+)
+_HOST_START_RE = re.compile(r"host[ \t]*=", re.I)
+_ENTRY_RE = re.compile(
+    r"host[ \t]*=[ \t]*(?P<key>[^;\s]*)(?:[ \t]*;[ \t]*|[ \t]+)subject[ \t]*=(?P<subject>.*)",
+    re.I | re.S,
+)
+_HOST_RE = re.compile(r"[A-Za-z0-9._:%-]+")  # IPv4, IPv6 (with zone id), DNS names, `_`
+_BRACKETED_RE = re.compile(r"\[(?P<host>[^\]]+)\]_(?P<port>[0-9]+)")
+_PORT_RE = re.compile(r"[0-9]{1,5}")
+
+
+def parse_listing(text: str) -> Listing:
+    """All entries in print order, plus every line that looked like an entry but was not."""
+    entries: list[StoredEntry] = []
+    bad: list[str] = []
+    seen: set[str] = set()
+    for raw_line in text.splitlines():
+        line = _clean(raw_line)
+        if not line:
+            continue
+        if not _HOST_START_RE.match(line):
+            # Banners, header, prompt: ignored unless they mention entry syntax, which
+            # would mean an entry we failed to recognise.
+            lowered = line.lower()
+            if "host=" in lowered or "subject=" in lowered:
+                bad.append(line)
+            continue
+        entry = _parse_entry(line)
+        if entry is None or entry.key in seen:
+            bad.append(line)
+            continue
+        seen.add(entry.key)
+        entries.append(entry)
+    return Listing(entries=tuple(entries), bad_lines=tuple(bad))
+
+
+def _clean(line: str) -> str:
+    line = _ANSI_RE.sub("", line)
+    line = _MORE_RE.sub("", line)
+    return _CONTROL_RE.sub("", line).strip()
+
+
+def _parse_entry(line: str) -> StoredEntry | None:
+    m = _ENTRY_RE.fullmatch(line)
+    if m is None:
+        return None
+    key = m.group("key")
+    hostport = _split_key(key)
+    if hostport is None:
+        return None
+    subject_text = m.group("subject").strip()
+    try:
+        subject = parse_subject(subject_text)
+    except SubjectError:
+        return None
+    host, port = hostport
+    return StoredEntry(key=key, host=host, port=port, subject_text=subject_text, subject=subject)
+
+
+def _split_key(key: str) -> tuple[str, int] | None:
+    """`addr_port` -> (addr, port). The port follows the LAST underscore, because host
+    names may contain underscores and IPv6 addresses contain colons, not underscores."""
+    bracketed = _BRACKETED_RE.fullmatch(key)
+    if bracketed is not None:
+        host, port_text = bracketed.group("host"), bracketed.group("port")
+    else:
+        host, sep, port_text = key.rpartition("_")
+        if not sep:
+            return None
+    if not _HOST_RE.fullmatch(host) or not _PORT_RE.fullmatch(port_text):
+        return None
+    port = int(port_text)
+    if not 1 <= port <= 65535:
+        return None
+    return host, port
+
+
+def endpoint_of(host: str, port: int) -> str:
+    """`host:port` for probing and labels; IPv6 literals in brackets as in URLs."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"

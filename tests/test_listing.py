@@ -1,0 +1,301 @@
+from __future__ import annotations
+
+import random
+import re
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from exporter.model import Listing, StoredEntry
+from exporter.prime.listing import endpoint_of, parse_listing
+from exporter.subject import format_subject
+
+# The seed's listing from docs/domain.md, verbatim (prompt line and all).
+SEED = """\
+prime-pri/admin# ncs certvalidation tofu-certs listcerts
+
+Host certificate are automatically added to this list on first connection,
+
+if trust-on-first-use is configured - ncs certvalidation certificate-check ...
+
+
+
+host=10.0.0.1_8082;  subject= /C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri
+
+host=10.0.0.3_443;  subject= /C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=ISE-server
+
+host=10.0.0.2_8082;  subject= /C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-sec
+
+prime-pri/admin#
+"""
+
+CISCO = (("C", "US"), ("ST", "CA"), ("L", "SJ"), ("O", "Cisco Systems"), ("OU", "Prime Infra"))
+
+
+def test_seed_listing() -> None:
+    listing = parse_listing(SEED)
+    assert listing.bad_lines == ()
+    assert [e.key for e in listing.entries] == ["10.0.0.1_8082", "10.0.0.3_443", "10.0.0.2_8082"]
+    first = listing.entries[0]
+    assert first == StoredEntry(
+        key="10.0.0.1_8082",
+        host="10.0.0.1",
+        port=8082,
+        subject_text="/C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri",
+        subject=(*CISCO, ("CN", "prime-pri")),
+    )
+    assert [e.subject[-1] for e in listing.entries] == [
+        ("CN", "prime-pri"),
+        ("CN", "ISE-server"),
+        ("CN", "prime-sec"),
+    ]
+    assert [(e.host, e.port) for e in listing.entries][1:] == [("10.0.0.3", 443), ("10.0.0.2", 8082)]
+
+
+def test_pi39_sample() -> None:
+    listing = parse_listing("host=10.0.0.5_443; subject=CN = kong\n")
+    assert listing == Listing(
+        entries=(
+            StoredEntry(
+                key="10.0.0.5_443",
+                host="10.0.0.5",
+                port=443,
+                subject_text="CN = kong",
+                subject=(("CN", "kong"),),
+            ),
+        )
+    )
+
+
+def test_empty_and_header_only() -> None:
+    assert parse_listing("") == Listing(entries=())
+    header = SEED.split("host=")[0]
+    assert parse_listing(header) == Listing(entries=())
+
+
+def test_mixed_styles_and_separators() -> None:
+    text = "\n".join(
+        [
+            "host=10.0.0.1_8082;  subject= /C=US/CN=a",
+            "host=10.0.0.2_8082; subject=C = US, CN = b",
+            "host=10.0.0.3_8082;subject=CN=c",
+            "host=10.0.0.4_8082;    subject=  CN = d  ",
+            "host=127.0.0.1_8082; subject=/C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-sec",
+        ]
+    )
+    listing = parse_listing(text)
+    assert listing.bad_lines == ()
+    assert [e.subject[-1][1] for e in listing.entries] == ["a", "b", "c", "d", "prime-sec"]
+    assert listing.entries[1].subject == (("C", "US"), ("CN", "b"))
+    assert listing.entries[3].subject_text == "CN = d"
+    assert listing.entries[4].host == "127.0.0.1"
+
+
+@pytest.mark.parametrize("eol", ["\r\n", "\r", "\n", "\r\r\n"])
+def test_line_ends_and_trailing_spaces(eol: str) -> None:
+    text = SEED.replace("\n", "   " + eol)
+    listing = parse_listing(text)
+    assert listing.bad_lines == ()
+    assert [e.key for e in listing.entries] == ["10.0.0.1_8082", "10.0.0.3_443", "10.0.0.2_8082"]
+    assert listing.entries[0].subject_text.endswith("CN=prime-pri")
+
+
+def test_ansi_escapes_and_pager_remnants() -> None:
+    text = (
+        "\x1b]0;prime-pri\x07\x1b[?2004h\x1b[1mHost certificate are automatically added\x1b[0m\r\n"
+        "\x1b[32mhost=10.0.0.1_8082;\x1b[0m  subject= /C=US/CN=a\x1b[K\r\n"
+        " --More-- \x08\x08\x08\x08\x08\x08\x08\x08\x08\x08          \x08\x08\x08\x08\x08\x08\x08\x08"
+        "\x08\x08host=10.0.0.2_8082;  subject= /C=US/CN=b\r\n"
+        "\x1b[7m--More--\x1b[27m\r        \rhost=10.0.0.3_8082; subject=CN = c\r\n"
+        "prime-pri/admin#\x1b[?2004l"
+    )
+    listing = parse_listing(text)
+    assert listing.bad_lines == ()
+    assert [(e.key, e.subject[-1][1]) for e in listing.entries] == [
+        ("10.0.0.1_8082", "a"),
+        ("10.0.0.2_8082", "b"),
+        ("10.0.0.3_8082", "c"),
+    ]
+    assert listing.entries[0].subject_text == "/C=US/CN=a"
+
+
+@pytest.mark.parametrize(
+    ("key", "host", "port"),
+    [
+        ("fe80::1_8082", "fe80::1", 8082),
+        ("2001:db8::5_443", "2001:db8::5", 443),
+        ("[2001:db8::1]_443", "2001:db8::1", 443),
+        ("::1_1", "::1", 1),
+        ("fe80::1%eth0_8443", "fe80::1%eth0", 8443),
+        ("prime-sec.example.com_8082", "prime-sec.example.com", 8082),
+        ("ise_node_01.lab_443", "ise_node_01.lab", 443),
+        ("a__65535", "a_", 65535),
+    ],
+)
+def test_key_forms(key: str, host: str, port: int) -> None:
+    listing = parse_listing(f"host={key};  subject= /CN=x")
+    assert listing.bad_lines == ()
+    (entry,) = listing.entries
+    assert (entry.key, entry.host, entry.port) == (key, host, port)
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        "host=10.0.0.1_0; subject=CN = x",  # port 0
+        "host=10.0.0.1_65536; subject=CN = x",  # port too large
+        "host=10.0.0.1_80a; subject=CN = x",
+        "host=10.0.0.1_; subject=CN = x",
+        "host=10.0.0.1; subject=CN = x",  # no port
+        "host=_443; subject=CN = x",  # no host
+        "host=10.0.0.1_443;",  # no subject
+        "host=10.0.0.1_443",
+        "host=10.0.0.1_443; subject=",
+        "host=10.0.0.1_443; subject=   ",
+        "host=10.0.0.1_443; subject=kong",  # unparseable subject
+        'host=10.0.0.1_443; subject=O = "open',
+        "host=10.0.0.1_443; issuer=CN = x",
+        "host=10.0.0.1 x_443; subject=CN = x",
+        "host=[2001:db8::1_443; subject=CN = x",
+        "host=10.0.0.1_\u0664\u0664\u0663; subject=CN = x",  # Arabic-Indic digits
+    ],
+)
+def test_bad_entry_lines_are_kept(line: str) -> None:
+    text = f"host=10.0.0.9_443; subject=CN = good\n{line}   \r\n"
+    listing = parse_listing(text)
+    assert [e.key for e in listing.entries] == ["10.0.0.9_443"]
+    assert listing.bad_lines == (line.strip(),)
+
+
+def test_lines_mentioning_entry_syntax_are_bad_others_ignored() -> None:
+    text = "\n".join(
+        [
+            "Welcome to Prime Infrastructure",
+            "% Invalid input detected at '^' marker.",
+            "garbage host=10.0.0.1_443; subject=CN = x",
+            "  subject= /CN=orphan",
+            "host=10.0.0.2_443; subject=CN = ok",
+        ]
+    )
+    listing = parse_listing(text)
+    assert [e.key for e in listing.entries] == ["10.0.0.2_443"]
+    assert listing.bad_lines == (
+        "garbage host=10.0.0.1_443; subject=CN = x",
+        "subject= /CN=orphan",
+    )
+
+
+def test_duplicate_keys_keep_first() -> None:
+    text = (
+        "host=10.0.0.1_8082;  subject= /CN=first\n"
+        "host=10.0.0.1_8082;  subject= /CN=second\n"
+        "host=10.0.0.1_8083;  subject= /CN=other\n"
+    )
+    listing = parse_listing(text)
+    assert [(e.key, e.subject) for e in listing.entries] == [
+        ("10.0.0.1_8082", (("CN", "first"),)),
+        ("10.0.0.1_8083", (("CN", "other"),)),
+    ]
+    assert listing.bad_lines == ("host=10.0.0.1_8082;  subject= /CN=second",)
+
+
+def test_escaped_and_quoted_subjects_in_listing() -> None:
+    text = (
+        'host=10.0.0.1_443; subject=C = US, O = "Cisco, Inc.", CN = a\n'
+        r"host=10.0.0.2_443; subject=O = Cisco\, Inc., CN = b" "\n"
+        r"host=10.0.0.3_443;  subject= /O=Cisco\/Prime/CN=c" "\n"
+    )
+    listing = parse_listing(text)
+    assert listing.bad_lines == ()
+    assert [e.subject for e in listing.entries] == [
+        (("C", "US"), ("O", "Cisco, Inc."), ("CN", "a")),
+        (("O", "Cisco, Inc."), ("CN", "b")),
+        (("O", "Cisco/Prime"), ("CN", "c")),
+    ]
+    assert listing.entries[0].subject_text == 'C = US, O = "Cisco, Inc.", CN = a'
+
+
+def test_endpoint_of() -> None:
+    assert endpoint_of("10.0.0.1", 8082) == "10.0.0.1:8082"
+    assert endpoint_of("prime-sec.example.com", 443) == "prime-sec.example.com:443"
+    assert endpoint_of("2001:db8::5", 443) == "[2001:db8::5]:443"
+    assert endpoint_of("fe80::1", 8082) == "[fe80::1]:8082"
+
+
+# -- properties -----------------------------------------------------------------------
+
+_IPV4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+_IPV6 = st.ip_addresses(v=6).map(str)
+_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
+_HOSTNAME = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
+_HOSTS = st.one_of(_IPV4, _IPV6, _HOSTNAME)
+_VALUE = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9 .,/_@-]{0,15}[A-Za-z0-9]", fullmatch=True)
+_SUBJECT = st.lists(
+    st.tuples(st.sampled_from(["C", "ST", "L", "O", "OU", "CN", "emailAddress"]), _VALUE),
+    min_size=1,
+    max_size=6,
+).map(tuple)
+
+
+@st.composite
+def entry_lines(draw: st.DrawFn) -> tuple[str, StoredEntry]:
+    host = draw(_HOSTS)
+    port = draw(st.integers(1, 65535))
+    subject = draw(_SUBJECT)
+    if draw(st.booleans()):
+        subject_text = format_subject(subject)
+    else:
+        subject_text = ", ".join(
+            f'{k} = "{v}"' if "," in v else f"{k} = {v}" for k, v in subject
+        )
+    key = f"{host}_{port}"
+    sep = draw(st.sampled_from([";", "; ", ";  ", ";   "]))
+    lead = draw(st.sampled_from(["", " "]))
+    trail = draw(st.sampled_from(["", " ", "   ", "\x1b[0m"]))
+    line = f"{lead}host={key}{sep}subject={lead}{subject_text}{trail}"
+    return line, StoredEntry(key, host, port, subject_text, subject)
+
+
+# Any text at all, but nothing that could become `host` once escapes are stripped, so it
+# cannot legitimately add or claim an entry.
+_GARBAGE = st.text(max_size=60).filter(lambda s: not re.search(r"h.*o.*s.*t", s, re.I | re.S))
+
+
+@settings(max_examples=300, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    st.lists(entry_lines(), max_size=8, unique_by=lambda le: le[1].key),
+    st.lists(_GARBAGE, max_size=10),
+    st.randoms(use_true_random=False),
+    st.sampled_from(["\n", "\r\n", "\r"]),
+)
+def test_garbage_never_loses_a_well_formed_line(
+    good: list[tuple[str, StoredEntry]],
+    garbage: list[str],
+    rnd: random.Random,
+    eol: str,
+) -> None:
+    lines = [line for line, _ in good]
+    for g in garbage:
+        lines.insert(rnd.randint(0, len(lines)), g)
+    listing = parse_listing(eol.join(lines))
+    assert listing.entries == tuple(entry for _, entry in good)
+    for bad in listing.bad_lines:
+        assert re.search(r"host=|subject=", bad, re.I)
+
+
+@settings(max_examples=300)
+@given(st.text(max_size=200))
+def test_never_raises_on_any_text(text: str) -> None:
+    listing = parse_listing(text)
+    for entry in listing.entries:
+        assert 1 <= entry.port <= 65535
+        assert entry.subject
+    assert len({e.key for e in listing.entries}) == len(listing.entries)
+
+
+@settings(max_examples=100)
+@given(st.lists(st.one_of(entry_lines().map(lambda le: le[0]), st.text(max_size=40))))
+def test_never_raises_on_entry_like_text(lines: list[str]) -> None:
+    listing = parse_listing("\n".join(lines))
+    assert len(listing.entries) + len(listing.bad_lines) <= len("\n".join(lines).splitlines())
