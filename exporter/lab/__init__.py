@@ -1,0 +1,1 @@
+"""Lab: real SSH and TLS servers that imitate Prime Infrastructure and its peers."""
