@@ -33,14 +33,17 @@ from exporter.verdict import decide
 
 log = logging.getLogger("exporter.service")
 
-_LOOPBACK_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost"}
+# What PI writes when it stores its own certificate. Only these: the rest of 127.0.0.0/8 is
+# rare on PI and is how the lab gives each simulated peer its own address.
+_SELF_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "127.0.0.1", "::1"}
 
 
 def is_loopback(host: str) -> bool:
-    if host.lower() in _LOOPBACK_NAMES:
+    host = host.lower()
+    if host in _SELF_NAMES:
         return True
     try:
-        return ipaddress.ip_address(host).is_loopback
+        return ipaddress.ip_address(host) == ipaddress.ip_address("::1")
     except ValueError:
         return False
 
