@@ -104,7 +104,8 @@ def test_password_env_missing_and_known_hosts_required(files: Path, monkeypatch:
 
 def test_password_from_env(files: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PI_PW", "from-env")
-    cfg = load_config(write(files, "stores:\n  - {name: a, host: h, password_env: PI_PW, known_hosts: known_hosts}\n"))
+    text = "stores:\n  - {name: a, host: h, password_env: PI_PW, known_hosts: known_hosts}\n"
+    cfg = load_config(write(files, text))
     assert cfg.stores[0].password == "from-env"
 
 
@@ -114,7 +115,9 @@ def test_yaml_syntax_error_names_line(files: Path) -> None:
     assert "line" in str(err.value) and "cfg.yml" in str(err.value)
 
 
-@pytest.mark.parametrize(("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), (7, 7)])
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30s", 30), ("5m", 300), ("1h30m", 5400), ("250ms", 0.25), (7, 7)]
+)
 def test_durations(text: object, seconds: float) -> None:
     assert parse_duration(text) == seconds
 
