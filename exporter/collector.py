@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 
 from exporter import __version__
 from exporter.model import ErrorReason, State
+from exporter.pairs import LINK_STATES
 from exporter.service import Snapshot
 from exporter.subject import format_subject
 
@@ -136,6 +137,31 @@ def families(snap: Snapshot) -> Iterator[Metric]:
     for ep, t in sorted(snap.changed.items()):
         changed.add_metric([ep], t)
     yield from (p_ok, p_dur, live, expiry, changed)
+
+    pair_info = GaugeMetricFamily(
+        "tofu_ha_pair_info", "A configured HA pair", labels=["pair", "primary", "secondary"]
+    )
+    pair_state = GaugeMetricFamily(
+        "tofu_ha_pair_trust_state",
+        "Whether `store` still trusts `peer` (peer may be store itself); one state is 1",
+        labels=["pair", "store", "peer", "state"],
+    )
+    pair_mismatch = GaugeMetricFamily(
+        "tofu_ha_pair_peer_mismatch",
+        "1 when `store` holds a stale entry for `peer` of its HA pair",
+        labels=["pair", "store", "peer"],
+    )
+    for p in snap.pairs:
+        pair_info.add_metric([p.name, p.primary, p.secondary], 1.0)
+        for link in p.links:
+            for ls in LINK_STATES:
+                pair_state.add_metric(
+                    [p.name, link.store, link.peer, ls], 1.0 if link.state == ls else 0.0
+                )
+            pair_mismatch.add_metric(
+                [p.name, link.store, link.peer], 1.0 if link.state == State.MISMATCH.value else 0.0
+            )
+    yield from (pair_info, pair_state, pair_mismatch)
 
     build = GaugeMetricFamily("tofu_exporter_build_info", "Build", labels=["version"])
     build.add_metric([__version__], 1.0)

@@ -26,6 +26,7 @@ from exporter.model import (
     StoreRead,
     StoreStatus,
 )
+from exporter.pairs import PairView, pair_views
 from exporter.prime.listing import endpoint_of, parse_listing
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
@@ -65,6 +66,7 @@ class Snapshot:
     bad_lines: Mapping[str, int] = field(default_factory=dict)
     config_reload_ok: bool = True
     ready: bool = False
+    pairs: tuple[PairView, ...] = ()
 
     def for_store(self, name: str) -> Snapshot:
         views = tuple(v for v in self.views if v.store == name)
@@ -78,6 +80,7 @@ class Snapshot:
             {k: v for k, v in self.bad_lines.items() if k == name},
             self.config_reload_ok,
             self.ready,
+            tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
         )
 
 
@@ -303,4 +306,5 @@ class Service:
         return Snapshot(
             stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
             changed, dict(self.capped), bad, self.config_reload_ok, self.ready,
+            pair_views(self.config, views),
         )
