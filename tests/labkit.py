@@ -1,0 +1,48 @@
+"""Shared test helpers: a lab PI server plus the StoreConfig that reads it, no mocks."""
+
+from __future__ import annotations
+
+import socket
+from dataclasses import replace
+from pathlib import Path
+
+from exporter.config import StoreConfig
+from exporter.lab.pi import PiServer
+
+PASSWORD = "Lab-Pa55-word!"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def store_config(pi: PiServer, tmp: Path, name: str | None = None, **overrides: object) -> StoreConfig:
+    """A StoreConfig for `pi` with its host key trusted in a known_hosts file under tmp."""
+    kh = tmp / f"known_hosts-{pi.hostname}"
+    kh.write_text(pi.known_hosts_line() + "\n")
+    base = StoreConfig(
+        name=name or pi.hostname,
+        host=pi.host,
+        port=pi.port,
+        username="admin",
+        password=PASSWORD,
+        private_key_file=None,
+        private_key_passphrase=None,
+        known_hosts=str(kh),
+        cli_mode="shell",
+        connect_timeout=3.0,
+        command_timeout=3.0,
+        probe_timeout=2.0,
+        store_interval=60.0,
+        probe_interval=60.0,
+        self_address=pi.host,
+    )
+    return replace(base, **overrides)  # type: ignore[arg-type]
+
+
+async def started_pi(hostname: str, **kwargs: object) -> PiServer:
+    pi = PiServer(hostname, users={"admin": PASSWORD}, **kwargs)  # type: ignore[arg-type]
+    await pi.start()
+    return pi

@@ -1,0 +1,156 @@
+"""The service against the demo lab: evidence, baselines, isolation of a bad store."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from exporter.config import Config, load_config
+from exporter.demo import prepare
+from exporter.lab.pki import make_cert
+from exporter.lab.scene import Lab
+from exporter.model import BaselineKind, Evidence, State
+from exporter.service import Service, Snapshot
+
+
+@pytest.fixture
+async def scene(tmp_path: Path) -> AsyncIterator[tuple[Lab, Config]]:
+    lab, cfg_path = await prepare(tmp_path / "lab", fixed_ports=False)
+    yield lab, load_config(cfg_path)
+    await lab.stop()
+
+
+def verdicts(snap: Snapshot) -> dict[tuple[str, str], tuple[State, Evidence]]:
+    return {(v.store, v.entry.key): (v.verdict.state, v.verdict.evidence) for v in snap.views}
+
+
+def key(lab: Lab, name: str, host: str | None = None) -> str:
+    ep = lab.endpoints[name]
+    return f"{host or ep.host}_{ep.port}"
+
+
+async def test_demo_scene_verdicts_before_and_after_regeneration(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    lab, config = scene
+    service = Service(config, tmp_path / "data")
+    try:
+        first = verdicts(await service.run_once())
+        assert first[("prime-pri", key(lab, "ise"))] == (State.MISMATCH, Evidence.SUBJECT)
+        assert first[("pi-system-184", key(lab, "dnac-1"))] == (State.MATCH, Evidence.FINGERPRINT)
+        assert first[("pi-system-184", key(lab, "dnac-2"))] == (State.UNKNOWN, Evidence.NONE)
+        # Adopted baselines that equal the live certificate prove nothing: never match.
+        assert first[("prime-pri", key(lab, "prime-sec"))] == (State.UNKNOWN, Evidence.NONE)
+
+        lab.regenerate("prime-sec")  # same subject, new key: the seed's insidious case
+        after = verdicts(await service.run_once())
+        assert after[("prime-pri", key(lab, "prime-sec"))] == (State.MISMATCH, Evidence.BASELINE)
+        assert after[("prime-sec", key(lab, "prime-sec"))] == (State.MISMATCH, Evidence.BASELINE)
+        assert after[("prime-sec", key(lab, "prime-sec", "127.0.0.1"))] == (
+            State.MISMATCH, Evidence.BASELINE)
+        assert after[("prime-sec", key(lab, "prime-pri"))] == (State.UNKNOWN, Evidence.NONE)
+        assert not any(s is State.MATCH and e is not Evidence.FINGERPRINT for s, e in after.values())
+    finally:
+        await service.stop()
+
+
+async def test_adopted_baseline_survives_a_restart(scene: tuple[Lab, Config], tmp_path: Path) -> None:
+    lab, config = scene
+    service = Service(config, tmp_path / "data")
+    await service.run_once()
+    await service.stop()
+    lab.regenerate("prime-sec")  # while the exporter was down
+    again = Service(config, tmp_path / "data")
+    try:
+        got = verdicts(await again.run_once())
+        assert got[("prime-pri", key(lab, "prime-sec"))] == (State.MISMATCH, Evidence.BASELINE)
+    finally:
+        await again.stop()
+
+
+async def test_entry_that_appears_is_witnessed_and_matches(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    lab, config = scene
+    service = Service(config, tmp_path / "data")
+    try:
+        await service.run_once()
+        pri = lab.pis["prime-pri"]
+        ise_key = key(lab, "ise")
+        pri.remove_entry(ise_key)  # what deletecert does
+        await service.run_once()
+        await pri.connect_peers()  # PI's next connection stores the current certificate
+        snap = await service.run_once()
+        view = next(v for v in snap.views if v.store == "prime-pri" and v.entry.key == ise_key)
+        assert view.baseline is not None and view.baseline.kind is BaselineKind.WITNESSED
+        assert (view.verdict.state, view.verdict.evidence) == (State.MATCH, Evidence.BASELINE)
+        lab.regenerate("ise")
+        snap = await service.run_once()
+        view = next(v for v in snap.views if v.store == "prime-pri" and v.entry.key == ise_key)
+        assert (view.verdict.state, view.verdict.evidence) == (State.MISMATCH, Evidence.BASELINE)
+    finally:
+        await service.stop()
+
+
+async def test_pin_mismatch_and_changed_subject(scene: tuple[Lab, Config], tmp_path: Path) -> None:
+    lab, config = scene
+    dnac = lab.endpoints["dnac-1"].endpoint
+    other_fp = make_cert([("CN", "kong")]).fingerprint_sha256
+    config = replace(config, pins={dnac: other_fp})
+    service = Service(config, tmp_path / "data")
+    try:
+        await service.run_once()
+        lab.regenerate("dnac-2", [("CN", "kong-renewed")])
+        got = verdicts(await service.run_once())
+        assert got[("pi-system-184", key(lab, "dnac-1"))] == (State.MISMATCH, Evidence.FINGERPRINT)
+        # Adopted baseline changed beats subject: the stronger evidence is named.
+        assert got[("pi-system-184", key(lab, "dnac-2"))] == (State.MISMATCH, Evidence.BASELINE)
+    finally:
+        await service.stop()
+
+
+async def test_refusing_endpoint_is_unreachable(scene: tuple[Lab, Config], tmp_path: Path) -> None:
+    lab, config = scene
+    dnac2 = key(lab, "dnac-2")
+    await lab.endpoints["dnac-2"].stop()
+    service = Service(config, tmp_path / "data")
+    try:
+        snap = await service.run_once()
+        view = next(v for v in snap.views if v.entry.key == dnac2)
+        assert view.verdict.state is State.UNREACHABLE
+        assert view.probe is not None and view.probe.error == "connection refused"
+        assert verdicts(snap)[("pi-system-184", key(lab, "dnac-1"))][0] is State.MATCH
+    finally:
+        await service.stop()
+
+
+async def test_hanging_store_does_not_hold_up_the_others(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    lab, config = scene
+    config = replace(config, stores=tuple(
+        replace(s, command_timeout=1.5, store_interval=0.3, probe_interval=0.3)
+        for s in config.stores))
+    lab.pis["prime-sec"].hang_on_command = True
+    service = Service(config, tmp_path / "data")
+    try:
+        start = time.monotonic()
+        await service.start()
+        first_pass = time.monotonic() - start
+        assert first_pass < 3.0  # bounded by command_timeout, not by the hang
+        mark = time.time()
+        await asyncio.sleep(2.0)
+        snap = service.snapshot()
+        assert snap.stores["prime-sec"].last is not None
+        assert snap.stores["prime-sec"].last.error_reason is not None
+        assert snap.stores["prime-sec"].last.error_reason.value == "timeout"
+        for name in ("prime-pri", "pi-system-184"):
+            ok = snap.stores[name].last_success
+            assert ok is not None and ok.timestamp > mark  # still refreshed
+    finally:
+        await service.stop()
