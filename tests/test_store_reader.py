@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -136,8 +137,6 @@ async def test_private_key_auth(tmp_path: Path) -> None:
 async def test_hanging_command_times_out_within_command_timeout(pi: PiServer, tmp_path: Path) -> None:
     pi.hang_on_command = True
     session = PiSession(store_config(pi, tmp_path, command_timeout=1.0))
-    import time
-
     start = time.monotonic()
     with pytest.raises(StoreReadError) as err:
         await session.run(LIST)
