@@ -72,7 +72,7 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], float]]:
 
 
 def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], float]) -> None:
-    base, proc, start = demo
+    base, _proc, start = demo
     wait_for(f"{base}/-/ready", start + 20)
     want_mismatch = 4  # ISE on pri (subject), prime-sec on pri, prime-sec's 2 self entries
     deadline = start + 45
@@ -109,7 +109,7 @@ def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], 
     assert mismatches == {k for k, v in state.items() if v == "mismatch"}
     assert len(mismatches) == want_mismatch
     page = get(f"{base}/")[1]
-    for store, entry in mismatches:
+    for _store, entry in mismatches:
         assert f"ncs certvalidation tofu-certs deletecert host {entry}" in page
     assert "live certificate changed" in page and "differs from the stored" in page
 
@@ -162,7 +162,7 @@ async def test_check_json_and_exit_codes(lab_config: tuple[Lab, Path], tmp_path:
 async def test_serve_reload_ready_and_probe(lab_config: tuple[Lab, Path], tmp_path: Path) -> None:
     import asyncio
 
-    lab, cfg = lab_config
+    _lab, cfg = lab_config
     port = free_port()
     proc = subprocess.Popen(
         [*EXPORTER, "serve", "--config.file", str(cfg), "--web.listen-address",
