@@ -50,6 +50,8 @@ class StoreConfig:
     listcerts_command: str = "ncs certvalidation tofu-certs listcerts"
     prompt: str | None = None  # regex; default detects `<host>/<user>#`
     max_entries: int = 5000
+    # A CLI command printing PI's health-monitor log (site-specific; unset = no log evidence).
+    log_command: str | None = None
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -183,6 +185,7 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "listcerts_command": (_str, "ncs certvalidation tofu-certs listcerts"),
     "prompt": (_prompt, None),
     "max_entries": (_positive_int, 5000),
+    "log_command": (_str, None),
 }
 _STORE_ONLY = {"name": _str, "host": _str, "port": _port, "self_address": _str}
 _TOP_KEYS = {"defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency"}
@@ -303,6 +306,7 @@ def _build_store(
         listcerts_command=merged["listcerts_command"],
         prompt=merged["prompt"],
         max_entries=merged["max_entries"],
+        log_command=merged["log_command"],
     )
 
 

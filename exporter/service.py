@@ -28,8 +28,10 @@ from exporter.model import (
 )
 from exporter.pairs import PairView, pair_views
 from exporter.prime.listing import endpoint_of, parse_listing
+from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
+from exporter.subject import common_name
 from exporter.verdict import decide
 
 log = logging.getLogger("exporter.service")
@@ -101,7 +103,8 @@ class Service:
         self._snapshot: Snapshot | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._probe_task: asyncio.Task[None] | None = None
-        self._reading: set[str] = set()
+        self._log_counts: dict[str, Counter[str]] = {}  # store -> CN -> records seen so far
+        self._log_seen: dict[str, dict[str, float]] = {}  # store -> CN -> newest record seen at
 
     # ---- reading stores -------------------------------------------------------------
 
@@ -156,9 +159,44 @@ class Service:
                 await self.probe_endpoints({endpoints[k] for k in appeared})
             self.last_success[store.name] = read
             self.baselines[store.name] = self.db.baselines(store.name)
+            if store.log_command:
+                await self._read_log(store, session)
         self.last[store.name] = read
         self._snapshot = None
         return read
+
+    async def _read_log(self, store: StoreConfig, session: PiSession) -> None:
+        """Note TOFU-failed records that are new since the last read. Records present at the
+        first read have no time we can trust, so they are counted but prove nothing."""
+        assert store.log_command is not None
+        try:
+            counts = tofu_failures(await session.run(store.log_command))
+        except StoreReadError as e:
+            log.warning("log command failed; no log evidence this cycle",
+                        extra={"store": store.name, "error": e.message})
+            return
+        before = self._log_counts.get(store.name)
+        seen = self._log_seen.setdefault(store.name, {})
+        now = time.time()
+        if before is not None:
+            # Fewer records than before means the log rotated: every record left is new to us.
+            rotated = sum(counts.values()) < sum(before.values())
+            for cn, n in counts.items():
+                if rotated or n > before.get(cn, 0):
+                    seen[cn] = now
+        self._log_counts[store.name] = counts
+
+    def _logged_failure(self, store: str, entry: StoredEntry, unique_cns: set[str],
+                        base: Baseline | None, probe: ProbeResult | None) -> bool:
+        seen = self._log_seen.get(store)
+        if not seen:
+            return False
+        since = base.since if base is not None else 0.0
+        names = {common_name(entry.subject)}
+        if probe is not None and probe.cert is not None:
+            names.add(common_name(probe.cert.subject))
+        # The log names a CN, not a host: only trust it where that CN is unique in the store.
+        return any(n in unique_cns and seen.get(n, 0.0) > since for n in names if n)
 
     # ---- probing --------------------------------------------------------------------
 
@@ -293,14 +331,17 @@ class Service:
                 continue
             bad[st.name] = len(ok.listing.bad_lines)
             baselines = self.baselines.get(st.name, {})
+            cns = Counter(common_name(e.subject) for e in ok.listing.entries)
+            unique = {cn for cn, n in cns.items() if n == 1 and cn}
             for entry in ok.listing.entries:
                 ep = entry_endpoint(st, entry)
                 pin = self.config.pins.get(ep)
                 probe = self.probes.get(ep)
                 base = baselines.get(entry.key)
-                views.append(
-                    EntryView(st.name, entry, ep, decide(entry, probe, base, pin), probe, base, pin)
-                )
+                logged = self._logged_failure(st.name, entry, unique, base, probe)
+                views.append(EntryView(
+                    st.name, entry, ep, decide(entry, probe, base, pin, logged), probe, base, pin
+                ))
         known = {v.endpoint for v in views}
         changed = {ep: t for ep, t in self.db.changed_times().items() if ep in known}
         return Snapshot(

@@ -154,3 +154,26 @@ async def test_hanging_store_does_not_hold_up_the_others(
             assert ok is not None and ok.timestamp > mark  # still refreshed
     finally:
         await service.stop()
+
+
+async def test_tofu_failed_log_lines_are_log_evidence(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    lab, config = scene
+    config = replace(config, stores=tuple(
+        replace(s, log_command="show logs file ncs-0-0.log") for s in config.stores))
+    service = Service(config, tmp_path / "data")
+    try:
+        await service.run_once()  # records already in the log have no trusted time: not evidence
+        first = verdicts(service.snapshot())
+        assert first[("prime-pri", key(lab, "prime-sec"))] == (State.UNKNOWN, Evidence.NONE)
+        await lab.pis["prime-pri"].stop_health_monitor()
+        lab.regenerate("prime-sec")
+        await lab.pis["prime-pri"].connect_peers()  # PI's health monitor: TOFU failed, logged
+        assert any("CN=prime-sec" in r for r in lab.pis["prime-pri"].log)
+        got = verdicts(await service.run_once())
+        assert got[("prime-pri", key(lab, "prime-sec"))] == (State.MISMATCH, Evidence.LOG)
+        # prime-sec's log says nothing new about itself: its self entries fall back to baseline.
+        assert got[("prime-sec", key(lab, "prime-sec"))] == (State.MISMATCH, Evidence.BASELINE)
+    finally:
+        await service.stop()

@@ -539,6 +539,10 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
                 return 0
             self._write_text(f"% Entry not found: {key}\n")
             return 1
+        if len(low) == 4 and low[:3] == ("show", "logs", "file"):
+            # Where PI's health monitor writes; the exact file name is site-specific.
+            self._write_text("".join(record + "\n" for record in self._pi.log))
+            return 0
         # Caret under the command, IOS-style (prompt width included in a shell).
         indent = len(f"{self._pi.hostname}/{self._user}# ") if shell else 0
         self._write_text(" " * indent + "^\n% Invalid input detected at '^' marker.\n\n")
