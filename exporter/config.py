@@ -205,6 +205,14 @@ class _Collector:
             self.add(path, str(e))
             return None
 
+    def items(self, top: dict[str, Any], key: str, allowed: set[str]) -> list[dict[str, Any]]:
+        """An optional top-level list of mappings, each checked for unknown keys."""
+        raw = top.get(key) or []
+        if not isinstance(raw, list):
+            self.add(key, "must be a list")
+            return []
+        return [self.mapping(f"{key}[{i}]", item, allowed) for i, item in enumerate(raw)]
+
     def mapping(self, path: str, value: object, allowed: set[str]) -> dict[str, Any]:
         if value is None:
             return {}
@@ -341,12 +349,7 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
             stores.append(st)
 
     pins: dict[str, str] = {}
-    raw_pins = top.get("pins") or []
-    if not isinstance(raw_pins, list):
-        c.add("pins", "must be a list")
-        raw_pins = []
-    for i, raw in enumerate(raw_pins):
-        raw = c.mapping(f"pins[{i}]", raw, {"endpoint", "sha256"})
+    for i, raw in enumerate(c.items(top, "pins", {"endpoint", "sha256"})):
         ep = c.check(f"pins[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
         fp = c.check(f"pins[{i}].sha256", lambda v: normalise_fingerprint(_str(v)), raw.get("sha256"))
         if ep and fp:
@@ -355,12 +358,7 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
             pins[ep] = fp
 
     endpoints: dict[str, EndpointConfig] = {}
-    raw_eps = top.get("endpoints") or []
-    if not isinstance(raw_eps, list):
-        c.add("endpoints", "must be a list")
-        raw_eps = []
-    for i, raw in enumerate(raw_eps):
-        raw = c.mapping(f"endpoints[{i}]", raw, {"endpoint", "sni", "connect"})
+    for i, raw in enumerate(c.items(top, "endpoints", {"endpoint", "sni", "connect"})):
         ep = c.check(f"endpoints[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
         sni = c.check(f"endpoints[{i}].sni", _str, raw["sni"]) if "sni" in raw else None
         dial = (
@@ -372,12 +370,7 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
             endpoints[ep] = EndpointConfig(ep, sni, dial)
 
     pairs: list[PairConfig] = []
-    raw_pairs = top.get("pairs") or []
-    if not isinstance(raw_pairs, list):
-        c.add("pairs", "must be a list")
-        raw_pairs = []
-    for i, raw in enumerate(raw_pairs):
-        raw = c.mapping(f"pairs[{i}]", raw, {"name", "primary", "secondary"})
+    for i, raw in enumerate(c.items(top, "pairs", {"name", "primary", "secondary"})):
         values = {k: c.check(f"pairs[{i}].{k}", _str, raw.get(k)) for k in ("primary", "secondary")}
         for k, v in values.items():
             if v and v not in seen:
