@@ -7,7 +7,9 @@ DNA Center, so nothing is verified here: we want what the peer presents, as PI s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import re
 import ssl
 import time
 from collections import OrderedDict
@@ -95,7 +97,9 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, ConnectionResetError):
         return "connection reset"
     if isinstance(exc, ssl.SSLError):
-        return f"tls handshake failed: {exc.reason or exc.__class__.__name__}"
+        # OpenSSL leaves `reason` empty for some errors ("[SSL] ASN1 lib (_ssl.c:1006)").
+        text = re.sub(r"^\[[^\]]*\]\s*|\s*\(_ssl\.c:\d+\)$", "", str(exc.strerror or ""))
+        return f"tls handshake failed: {getattr(exc, 'reason', None) or text or exc.__class__.__name__}"
     if isinstance(exc, OSError):
         return f"connect failed: {exc.strerror or exc.__class__.__name__}"
     if isinstance(exc, ValueError):
@@ -103,9 +107,11 @@ def _describe(exc: BaseException) -> str:
     return f"probe failed: {exc.__class__.__name__}"
 
 
-async def _handshake(host: str, port: int, sni: str | None) -> bytes:
+async def _handshake(
+    host: str, port: int, sni: str | None, ctx: ssl.SSLContext = _CONTEXT
+) -> bytes:
     _, writer = await asyncio.open_connection(
-        host, port, ssl=_CONTEXT, server_hostname=sni or "", ssl_handshake_timeout=None
+        host, port, ssl=ctx, server_hostname=sni or "", ssl_handshake_timeout=None
     )
     try:
         sslobj = writer.get_extra_info("ssl_object")
@@ -136,7 +142,56 @@ async def probe(
         raise
     except Exception as exc:  # every failure is a result, never a crash
         error = "no certificate sent" if "no certificate" in str(exc) else _describe(exc)
+        left = timeout - (time.perf_counter() - start)
+        if left > 0 and isinstance(exc, _FAILED_AFTER_HELLO) and error != "no certificate sent":
+            with contextlib.suppress(Exception):
+                captured = await asyncio.wait_for(_capture_certificate(host, port, sni), left)
+                if captured:
+                    cert, error = cache.get(captured), None
     return ProbeResult(endpoint, cert, error, time.perf_counter() - start, time.time())
+
+
+# A peer that aborts the handshake after sending its certificate (TLS 1.2 with a required
+# client certificate: the server rejects our empty Certificate) still showed it to us.
+_FAILED_AFTER_HELLO = (ssl.SSLError, ConnectionResetError, ConnectionAbortedError,
+                       asyncio.IncompleteReadError)
+
+
+def _leaf_of_certificate_message(data: bytes, tls13: bool) -> bytes | None:
+    """The first certificate in a raw Certificate handshake message, or None.
+
+    Layout: type(1) length(3) [TLS 1.3: context length(1) context] list length(3)
+    then per certificate: length(3) DER [TLS 1.3: extensions].
+    """
+    pos = 4
+    if tls13:
+        if len(data) <= pos:
+            return None
+        pos += 1 + data[pos]
+    pos += 3
+    n = int.from_bytes(data[pos : pos + 3], "big")
+    der = data[pos + 3 : pos + 3 + n]
+    return bytes(der) if n and len(der) == n else None
+
+
+async def _capture_certificate(host: str, port: int, sni: str | None) -> bytes | None:
+    """Handshake again, recording the Certificate message as it arrives (the ssl module's
+    message callback), so a handshake that fails afterwards still yields the leaf.
+    A private context per call: this path runs only after a failure, never per cycle."""
+    seen: list[bytes] = []
+
+    def on_message(_conn: object, direction: str, version: int, content_type: int,
+                   msg_type: int, data: bytes) -> None:
+        if direction == "read" and content_type == 22 and msg_type == 11 and not seen:
+            der = _leaf_of_certificate_message(data, version == ssl.TLSVersion.TLSv1_3)
+            if der:
+                seen.append(der)
+
+    ctx = _client_context()
+    ctx._msg_callback = on_message  # type: ignore[attr-defined]
+    with contextlib.suppress(Exception):
+        return await _handshake(host, port, sni, ctx)
+    return seen[0] if seen else None
 
 
 async def probe_many(
