@@ -54,6 +54,20 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("serve", parents=[common, web], help="run the exporter (default)")
     check = sub.add_parser("check", parents=[common], help="one pass, print verdicts, exit code")
     check.add_argument("--output", choices=["table", "json"], default="table")
+    rem = sub.add_parser("remediate", parents=[common],
+                         help="print (or --apply) the deletecert fix for proven mismatches")
+    rem.add_argument("--store", default=None, help="only this PI server")
+    rem.add_argument("--entry", default=None, help="only this entry key, e.g. 10.0.0.2_8082")
+    rem.add_argument("--output", choices=["table", "json"], default="table")
+    rem.add_argument("--min-evidence", dest="min_evidence", default="subject",
+                     choices=["fingerprint", "log", "baseline", "subject"],
+                     help="leave out mismatches proven only by weaker evidence (default: %(default)s)")
+    rem.add_argument("--apply", action="store_true", help="run the deletecert commands over SSH")
+    rem.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
+    rem.add_argument("--reason", default=None, help="with --apply: why, for the audit log")
+    rem.add_argument("--audit.file", dest="audit_file", default=None,
+                     help="append-only JSON lines audit log "
+                          "(default: <storage.path>/remediation-audit.jsonl)")
     demo = sub.add_parser("demo", parents=[common, web],
                           help="start a simulated PI lab on loopback and serve against it")
     demo.add_argument("--demo.dir", dest="demo_dir", default=None,
@@ -101,6 +115,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
     handler = setup(args.log_level, args.log_format, config.secrets)
+    if command == "remediate":
+        from exporter.remediate import run as remediate
+
+        return remediate(config, args)
     if command == "check":
         return asyncio.run(check(config, args.storage_path, args.output))
     return run_server(config, args, listen, handler)
