@@ -19,6 +19,7 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
 from exporter.collector import SnapshotCollector
+from exporter.remediate import DELETECERT, make_plan, pair_health, render_next, render_store
 from exporter.report import Row, rows
 from exporter.service import Service, Snapshot
 
@@ -53,6 +54,15 @@ def landing_page(snap: Snapshot) -> str:
         "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
         "<a href='/-/ready'>Ready</a></p>",
     ]
+    plan = make_plan(snap)  # the same plan and text `prime-tofu-exporter remediate` prints
+    for pair in plan.pairs:
+        parts.append(f"<h2 id='pair-{e(pair.name)}'>HA pair {e(pair.name)}</h2><p>primary "
+                     f"{e(pair.primary)}, secondary {e(pair.secondary)}</p><ul>")
+        for line, link in zip(pair_health(pair), pair.links, strict=True):
+            colour = _STATE_COLOURS.get(link.state, "#000")
+            parts.append(f"<li style='color:{colour}'>{e(line)}</li>")
+        parts.append("</ul>")
+    store_plans = {sp.store: sp for sp in plan.stores}
     by_store: dict[str, list[Row]] = {}
     for r in rows(snap.views):
         by_store.setdefault(r.store, []).append(r)
@@ -80,12 +90,9 @@ def landing_page(snap: Snapshot) -> str:
             "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th>"
             "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>"
         )
-        fixes = []
         for r in items:
             colour = _STATE_COLOURS.get(r.state, "#000")
             fix = f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation else ""
-            if r.remediation:
-                fixes.append(r.remediation)
             parts.append(
                 f"<tr><td>{e(r.entry)}</td><td>{e(r.endpoint)}</td>"
                 f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>"
@@ -95,12 +102,21 @@ def landing_page(snap: Snapshot) -> str:
                 f"<td>{fix}</td></tr>"
             )
         parts.append("</table>")
-        if fixes:
-            plan = "\n".join(fixes)
-            parts.append(
-                f"<p>Remediation plan on {e(name)} (run in its admin CLI, then re-register HA / "
-                f"re-add ISE as the runbook says):</p><pre class='fix'>{e(plan)}</pre>"
+        sp = store_plans.get(name)
+        if sp is not None and sp.steps:
+            text = "\n".join(
+                f"<span class='fix'>{e(line)}</span>" if line.strip().startswith(DELETECERT)
+                else e(line)
+                for line in render_store(sp).splitlines()
             )
+            parts.append(f"<p>Remediation plan on {e(name)} (in its admin CLI; the order across "
+                         f"servers and the follow-up steps are at the end of this page):</p>"
+                         f"<pre class='plan'>{text}</pre>")
+    rest = render_next(plan)
+    if rest:
+        parts.append(f"<h2 id='remediation'>After the deletes</h2><pre>{e(rest)}</pre>")
+        parts.append("<p>Or let the exporter do it: <code>prime-tofu-exporter remediate</code> "
+                     "prints this plan, <code>--apply</code> runs it and writes an audit log.</p>")
     parts.append("</body></html>")
     return "\n".join(parts)
 
