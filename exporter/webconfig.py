@@ -3,6 +3,7 @@ exporter-toolkit file format (tls_server_config, basic_auth_users with bcrypt ha
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -55,11 +56,16 @@ class WebConfig:
         users = self.users
         verified: set[bytes] = set()  # digests of credentials bcrypt already accepted
 
+        # bcrypt costs ~0.1 s of CPU per check: run it off the event loop, two at a time,
+        # so a flood of wrong passwords cannot stall /metrics for the rightful scraper.
+        checks = asyncio.Semaphore(2)
+
         @web.middleware
         async def basic_auth(request: web.Request, handler: Handler) -> web.StreamResponse:
             if request.path in OPEN_PATHS:
                 return await handler(request)
-            if _authorised(request.headers.get("Authorization", ""), users, verified):
+            if await _authorised(request.headers.get("Authorization", ""), users, verified,
+                                 checks):
                 return await handler(request)
             return web.Response(
                 status=401, text="Unauthorized\n",
@@ -69,7 +75,9 @@ class WebConfig:
         return [basic_auth]
 
 
-def _authorised(header: str, users: dict[str, bytes], verified: set[bytes]) -> bool:
+async def _authorised(
+    header: str, users: dict[str, bytes], verified: set[bytes], checks: asyncio.Semaphore
+) -> bool:
     scheme, _, value = header.partition(" ")
     if scheme.lower() != "basic":
         return False
@@ -83,10 +91,11 @@ def _authorised(header: str, users: dict[str, bytes], verified: set[bytes]) -> b
     digest = hashlib.sha256(hashed + b"\0" + password.encode()).digest()
     if any(hmac.compare_digest(digest, d) for d in verified):
         return True
-    if bcrypt.checkpw(password.encode(), hashed):
+    async with checks:
+        ok = await asyncio.to_thread(bcrypt.checkpw, password.encode(), hashed)
+    if ok:
         verified.add(digest)
-        return True
-    return False
+    return ok
 
 
 def load_web_config(path: str | Path) -> WebConfig:
@@ -140,4 +149,9 @@ def load_web_config(path: str | Path) -> WebConfig:
         users[str(user)] = hashed.encode()
     if problems:
         raise ConfigError(str(p), problems)
-    return WebConfig(cert, key, ca, auth, min_version, users)
+    cfg = WebConfig(cert, key, ca, auth, min_version, users)
+    try:
+        cfg.ssl_context()  # a key that does not fit its certificate fails here, not at start
+    except (ssl.SSLError, OSError, ValueError) as e:
+        raise ConfigError(str(p), [f"tls_server_config: cannot load certificate/key: {e}"]) from None
+    return cfg

@@ -107,14 +107,12 @@ class Exporter:
         workdir: Path,
         web_config: Path | None = None,
         client_ssl: ssl.SSLContext | None = None,
-        auth: aiohttp.BasicAuth | None = None,
     ) -> None:
         self.config = config
         self.workdir = workdir
         self.web_config = web_config
         self.port = free_port()
         self.client_ssl = client_ssl
-        self.auth = auth
         self.log_path = workdir / f"exporter-{self.port}.log"
         self.proc: asyncio.subprocess.Process | None = None
         self.session: aiohttp.ClientSession | None = None
@@ -142,8 +140,7 @@ class Exporter:
                 *self.args(), stdout=log, stderr=log, env=env, cwd=str(self.workdir)
             )
         self.session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(ssl=self.client_ssl or False, limit=0),
-            auth=self.auth,
+            connector=aiohttp.TCPConnector(ssl=self.client_ssl or False, limit=0)
         )
         path = "/-/ready" if ready else "/-/healthy"
         deadline = time.monotonic() + timeout
