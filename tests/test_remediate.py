@@ -222,3 +222,30 @@ def test_only_listcerts_keys_become_commands() -> None:
             deletecert_command(bad)
     assert command_failed("% Entry not found: 10.0.0.2_8082")
     assert not command_failed("Deleted certificate for host fe80::1%eth0_8443")
+
+
+async def test_interactive_confirmation_on_a_terminal(
+    lab_config: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    """On a real terminal it asks; anything but `yes` deletes nothing."""
+    import os
+    import pty
+
+    lab, cfg = lab_config
+    master, slave = pty.openpty()
+    try:
+        os.write(master, b"no\n")  # typed ahead; the terminal holds the line until it is read
+        proc = await asyncio.create_subprocess_exec(
+            *EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+            str(tmp_path / "d"), "--log.level", "error", "--apply",
+            stdin=slave, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )
+        out, err = await asyncio.wait_for(proc.communicate(), 30)
+    finally:
+        os.close(slave)
+        os.close(master)
+    text = out.decode()
+    assert proc.returncode == 1, err.decode()
+    assert "Type 'yes' to run them" in text and "not confirmed; nothing deleted" in text
+    assert f"on prime-pri: {DELETE} {keys(lab)['ise']}" in text
+    assert deletes(lab) == []
