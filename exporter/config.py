@@ -226,6 +226,7 @@ class _Collector:
 
 
 def _read_secret_file(c: _Collector, path: str, filename: str, base: Path) -> str | None:
+    filename = os.path.expandvars(filename)  # ${CREDENTIALS_DIRECTORY}/x under systemd LoadCredential
     p = (base / filename) if not os.path.isabs(filename) else Path(filename)
     try:
         text = p.read_text(encoding="utf-8").strip()
@@ -239,6 +240,8 @@ def _read_secret_file(c: _Collector, path: str, filename: str, base: Path) -> st
 
 
 def _resolve(filename: str | None, base: Path) -> str | None:
+    if filename is not None:
+        filename = os.path.expandvars(filename)
     if filename is None or os.path.isabs(filename):
         return filename
     return str(base / filename)
