@@ -1,0 +1,192 @@
+"""Reload (POST /-/reload and SIGHUP) and overload, against `python -m exporter serve`."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from exporter.lab.pi import LISTCERTS, PiServer
+from exporter.lab.pki import make_cert, pi_subject
+from exporter.lab.tls import TlsEndpoint
+from tests.exporterkit import Exporter, start_pi, value, wait_for, write_config
+
+LISTCERTS_CMD = " ".join(LISTCERTS)
+
+
+@pytest_asyncio.fixture
+async def lab() -> AsyncIterator[dict[str, PiServer]]:
+    peer = TlsEndpoint(pi_subject("ise"))
+    await peer.start()
+    pis = {name: await start_pi(name, page_lines=0) for name in ("alpha", "beta", "gamma")}
+    for pi in pis.values():
+        pi.add_entry(f"{peer.host}_{peer.port}", peer.current)
+    yield pis
+    for pi in pis.values():
+        await pi.stop()
+    await peer.stop()
+
+
+async def started(config: Path, workdir: Path) -> Exporter:
+    exporter = Exporter(config, workdir)
+    await exporter.start()
+    return exporter
+
+
+async def reload_ok(exporter: Exporter) -> float | None:
+    body, _ = await exporter.metrics()
+    return value(body, "tofu_exporter_config_last_reload_successful")
+
+
+async def test_broken_reload_keeps_old_config_http_and_sighup(
+    lab: dict[str, PiServer], tmp_path: Path
+) -> None:
+    config = write_config(tmp_path, {"alpha": lab["alpha"], "beta": lab["beta"]})
+    good = config.read_text()
+    exporter = await started(config, tmp_path)
+    try:
+        assert await reload_ok(exporter) == 1.0
+        for trigger in ("http", "sighup"):
+            config.write_text(good.replace("stores:", "stores: [broken", 1))
+            if trigger == "http":
+                status, text = await exporter.post("/-/reload")
+                assert status == 500 and "old config kept" in text and str(config) in text
+            else:
+                exporter.signal(signal.SIGHUP)
+            await wait_for(lambda: _equals(reload_ok(exporter), 0.0), 5)
+            # The old config keeps running: both stores stay up and keep being read.
+            body, _ = await exporter.metrics()
+            t0 = value(body, "tofu_store_last_success_timestamp_seconds", store="alpha")
+
+            async def fresh(t: float | None = t0) -> bool:
+                b, _ = await exporter.metrics()
+                now = value(b, "tofu_store_last_success_timestamp_seconds", store="alpha")
+                return bool(now and t and now > t and value(b, "tofu_store_up", store="beta") == 1)
+
+            await wait_for(fresh, 5)
+            config.write_text(good)
+            if trigger == "http":
+                status, text = await exporter.post("/-/reload")
+                assert status == 200, text
+            else:
+                exporter.signal(signal.SIGHUP)
+            await wait_for(lambda: _equals(reload_ok(exporter), 1.0), 5)
+        assert exporter.log().count("reload failed, old config kept") == 2
+        assert exporter.proc is not None and exporter.proc.returncode is None
+    finally:
+        await exporter.stop()
+
+
+async def _equals(coro: object, expected: float) -> bool:
+    return await coro == expected  # type: ignore[misc]
+
+
+async def test_reload_adds_and_removes_stores_without_touching_the_others(
+    lab: dict[str, PiServer], tmp_path: Path
+) -> None:
+    alpha, beta, gamma = lab["alpha"], lab["beta"], lab["gamma"]
+    config = write_config(tmp_path, {"alpha": alpha, "beta": beta})
+    exporter = await started(config, tmp_path)
+    try:
+        await asyncio.sleep(1.5)  # a few reads on the same session
+        alpha_conns, alpha_reads = alpha.connections, alpha.commands.count(LISTCERTS_CMD)
+        assert alpha_conns == 1 and alpha_reads >= 2
+        write_config(tmp_path, {"alpha": alpha, "gamma": gamma})
+        status, text = await exporter.post("/-/reload")
+        assert status == 200, text
+
+        async def swapped() -> bool:
+            body, _ = await exporter.metrics()
+            return (value(body, "tofu_store_up", store="gamma") == 1.0
+                    and value(body, "tofu_store_up", store="beta") is None)
+
+        await wait_for(swapped, 5)
+        beta_reads = beta.commands.count(LISTCERTS_CMD)
+        await asyncio.sleep(2.5)
+        assert beta.commands.count(LISTCERTS_CMD) == beta_reads  # removed: not read any more
+        assert alpha.commands.count(LISTCERTS_CMD) > alpha_reads  # still read...
+        assert alpha.connections == alpha_conns  # ...on the very same SSH session
+        body, _ = await exporter.metrics()
+        assert 'store="beta"' not in body
+        assert value(body, "tofu_exporter_config_last_reload_successful") == 1.0
+    finally:
+        await exporter.stop()
+
+
+async def test_thousand_concurrent_scrapes(lab: dict[str, PiServer], tmp_path: Path) -> None:
+    many = await start_pi("many", page_lines=0)
+    for i in range(200):
+        many.add_entry(f"127.0.0.1_{41000 + i}", make_cert([("CN", f"peer-{i}")]))
+    config = write_config(tmp_path, {"alpha": lab["alpha"], "many": many}, interval="2s")
+    exporter = await started(config, tmp_path)
+    try:
+        connector = aiohttp.TCPConnector(limit=0, force_close=True)
+        async with aiohttp.ClientSession(connector=connector,
+                                         timeout=aiohttp.ClientTimeout(total=60)) as session:
+
+            async def scrape() -> tuple[int, int]:
+                async with session.get(exporter.url + "/metrics") as r:
+                    return r.status, (await r.text()).count("tofu_certificate_state{")
+
+            t0 = time.perf_counter()
+            results = await asyncio.gather(*(scrape() for _ in range(1000)))
+            took = time.perf_counter() - t0
+        print(f"\n1000 concurrent /metrics scrapes (201 entries each): {took:.2f} s")
+        assert all(status == 200 for status, _ in results)
+        assert {n for _, n in results} == {201 * 4}  # every body complete
+        assert took < 10, f"{took:.1f} s"  # 14 s when every scrape re-rendered the snapshot
+        body, took_one = await exporter.metrics()
+        assert took_one < 1.0 and value(body, "tofu_store_up", store="alpha") == 1.0
+    finally:
+        await exporter.stop()
+        await many.stop()
+
+
+@pytest.mark.parametrize("mode", ["shell", "exec"])
+async def test_hanging_store_does_not_stack_reads(
+    lab: dict[str, PiServer], tmp_path: Path, mode: str
+) -> None:
+    hang = lab["gamma"]
+    config = write_config(
+        tmp_path, {"alpha": lab["alpha"], "gamma": hang}, interval="1s",
+        store_extra={"gamma": {"command_timeout": "2s", "cli_mode": mode}},
+    )
+    exporter = await started(config, tmp_path)
+    try:
+        hang.hang_on_command = True
+        before_cmds = hang.commands.count(LISTCERTS_CMD)
+        before_conns = hang.connections
+        # On-demand reads of the hanging store pile on top of the loop's own reads.
+        probes = [asyncio.create_task(exporter.get("/probe?target=gamma",
+                                                   headers={"X-Prometheus-Scrape-Timeout-Seconds": "3"}))
+                  for _ in range(10)]
+        window, worst_open, worst_scrape = 8.0, 0, 0.0
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < window:
+            worst_open = max(worst_open, len(hang._conns))
+            _, took = await exporter.metrics()
+            worst_scrape = max(worst_scrape, took)
+            await asyncio.sleep(0.1)
+        answers = await asyncio.gather(*probes)
+        reads = hang.commands.count(LISTCERTS_CMD) - before_cmds
+        conns = hang.connections - before_conns
+        print(f"\nhanging store ({mode}), {window:.0f} s, interval 1 s, command timeout 2 s, "
+              f"10 /probe: {reads} reads, {conns} connections, at most {worst_open} open")
+        # One read at a time: ~window / (timeout + interval) reads, never one per second.
+        assert reads <= window / 2.0 + 2, reads
+        assert worst_open <= 2, worst_open  # the hung session plus one being replaced
+        assert conns <= reads + 1
+        assert worst_scrape < 1.0
+        assert all(status == 200 for status, _, _ in answers)
+        body, _ = await exporter.metrics()
+        assert value(body, "tofu_store_up", store="gamma") == 0.0
+        assert value(body, "tofu_store_up", store="alpha") == 1.0
+    finally:
+        hang.hang_on_command = False
+        await exporter.stop()
