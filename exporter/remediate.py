@@ -34,7 +34,7 @@ DELETECERT = "ncs certvalidation tofu-certs deletecert host"
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"
 # The listcerts key grammar (exporter.prime.listing): address or name, `_`, port. Nothing
 # that a CLI could read as a second word or a second command: no space, `;`, newline.
-_KEY_RE = re.compile(r"(?:\[[0-9A-Za-z:.%]+\]|[A-Za-z0-9._:%-]+)_[0-9]{1,5}")
+_KEY_RE = re.compile(r"(?:\[[A-Za-z0-9._:%-]+\]|[A-Za-z0-9._:%-]+)_[0-9]{1,5}")
 _ISE_RE = re.compile(r"(?<![a-z0-9])ise(?![a-z0-9])", re.IGNORECASE)
 _EVIDENCE_RANK = {e.value: i for i, e in enumerate(Evidence)}  # strongest first
 
@@ -176,7 +176,12 @@ def make_plan(
             skipped.append(Skip(r.store, r.entry, r.state, r.evidence,
                                 f"evidence {r.evidence} is weaker than --min-evidence {min_evidence}"))
             continue
-        by_store.setdefault(r.store, []).append(_step(r, roles))
+        try:
+            step = _step(r, roles)
+        except PlanError as e:  # parsed, but not a key we would hand to a CLI
+            skipped.append(Skip(r.store, r.entry, r.state, r.evidence, str(e)))
+            continue
+        by_store.setdefault(r.store, []).append(step)
     plans = []
     for name, pair, pair_role in _store_order(snap):
         if store is not None and name != store:

@@ -216,6 +216,7 @@ async def test_failed_delete_stops_before_the_next_server(
 def test_only_listcerts_keys_become_commands() -> None:
     assert deletecert_command("10.0.0.2_8082") == f"{DELETE} 10.0.0.2_8082"
     assert deletecert_command("fe80::1%eth0_8443").endswith(" fe80::1%eth0_8443")
+    assert deletecert_command("[fe80::1]_8443").endswith(" [fe80::1]_8443")
     for bad in ("10.0.0.2_8082; reload", "10.0.0.2_8082\nreload", "10.0.0.2 8082", "10.0.0.2",
                 "", "host=10.0.0.2_8082", "a_b_c_d_123456"):
         with pytest.raises(PlanError):
