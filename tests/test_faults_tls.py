@@ -19,6 +19,7 @@ import socket
 import ssl
 import struct
 import tempfile
+import time
 import warnings
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
@@ -431,6 +432,7 @@ async def test_metrics_fast_and_others_fresh_during_faults(scene: Scene) -> None
         _, took = await ex.metrics()
         worst = max(worst, took)
         await asyncio.sleep(0.1)
+    print(f"\n20 scrapes during {len(scene.cases)} live faults: slowest {worst * 1000:.0f} ms")
     assert worst < 1.0, f"slowest /metrics {worst:.3f}s"
     target = scene.healthy["healthy-clean-1"]
     new = target.regenerate()
@@ -442,7 +444,9 @@ async def test_metrics_fast_and_others_fresh_during_faults(scene: Scene) -> None
                      fingerprint_sha256=new.fingerprint_sha256) == 1.0
 
     # One probe cycle: interval (1 s) + the slowest fault (the probe timeout) + slack.
+    t0 = time.monotonic()
     await wait_for(seen, 1.0 + 2 * PROBE_TIMEOUT + 2.0)
+    print(f"regenerated healthy peer visible after {time.monotonic() - t0:.1f} s")
     body, _ = await ex.metrics()
     for store, t in before.items():
         assert value(body, "tofu_store_up", store=store) == 1.0
