@@ -105,6 +105,7 @@ class Service:
         self._probe_task: asyncio.Task[None] | None = None
         self._log_counts: dict[str, Counter[str]] = {}  # store -> CN -> records seen so far
         self._log_seen: dict[str, dict[str, float]] = {}  # store -> CN -> newest record seen at
+        self._log_read_at: dict[str, float] = {}  # store -> when its log was last read
 
     # ---- reading stores -------------------------------------------------------------
 
@@ -178,13 +179,17 @@ class Service:
         before = self._log_counts.get(store.name)
         seen = self._log_seen.setdefault(store.name, {})
         now = time.time()
+        # A record new since the last read was written after that read, maybe long before
+        # this one: date it there, so an entry re-stored meanwhile (remediation) is not blamed.
+        written = self._log_read_at.get(store.name, now)
         if before is not None:
             # Fewer records than before means the log rotated: every record left is new to us.
             rotated = sum(counts.values()) < sum(before.values())
             for cn, n in counts.items():
                 if rotated or n > before.get(cn, 0):
-                    seen[cn] = now
+                    seen[cn] = written
         self._log_counts[store.name] = counts
+        self._log_read_at[store.name] = now
 
     def _logged_failure(self, store: str, entry: StoredEntry, unique_cns: set[str],
                         base: Baseline | None, probe: ProbeResult | None) -> bool:

@@ -250,3 +250,43 @@ async def test_interactive_confirmation_on_a_terminal(
     assert "Type 'yes' to run them" in text and "not confirmed; nothing deleted" in text
     assert f"on prime-pri: {DELETE} {keys(lab)['ise']}" in text
     assert deletes(lab) == []
+
+
+async def test_running_exporter_with_log_evidence_sees_the_fix(
+    lab_config: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    """The serving exporter reads PI's log too: TOFU-failed records written before the delete,
+    but first read after it, must not make the re-stored entry a mismatch again."""
+    from dataclasses import replace
+
+    lab, cfg = lab_config
+    k = keys(lab)
+    config = load_config(cfg)
+    config = replace(config, stores=tuple(
+        replace(s, log_command="show logs file ncs-0-0.log") for s in config.stores))
+    running = Service(config, tmp_path / "data")  # shares the baseline DB, as in production
+    try:
+        await running.run_once()
+        lab.regenerate("prime-sec")
+        await lab.pis["prime-pri"].connect_peers()  # PI's health monitor: TOFU failed, logged
+        await running.run_once()
+
+        def state(key: str) -> tuple[str, str]:
+            v = next(v for v in running.snapshot().views
+                     if v.store == "prime-pri" and v.entry.key == key)
+            return v.verdict.state.value, v.verdict.evidence.value
+
+        assert state(k["sec"]) == ("mismatch", "log")
+        await lab.pis["prime-pri"].connect_peers()  # logged again; the exporter has not read it
+        fixer = Service(config, tmp_path / "data")
+        plan = make_plan(await fixer.run_once(["prime-pri"]), store="prime-pri")
+        outcomes = await Applier(fixer, tmp_path / "audit.jsonl", "t", say=lambda _: None).apply(plan)
+        await fixer.stop()
+        assert [o.ok for o in outcomes] == [True, True]
+        await lab.pis["prime-pri"].connect_peers()  # PI reconnects and stores the live certs
+        for _ in range(2):
+            await running.run_once()
+            assert state(k["sec"]) == ("match", "baseline")
+            assert state(k["ise"]) == ("match", "baseline")
+    finally:
+        await running.stop()
