@@ -11,8 +11,7 @@ import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
-from typing import Any, TypeVar
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
