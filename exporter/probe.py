@@ -110,15 +110,16 @@ def _describe(exc: BaseException) -> str:
 async def _handshake(
     host: str, port: int, sni: str | None, ctx: ssl.SSLContext = _CONTEXT
 ) -> bytes:
-    _, writer = await asyncio.open_connection(
-        host, port, ssl=ctx, server_hostname=sni or "", ssl_handshake_timeout=None
+    # A bare Protocol, not streams: the handshake is all we want, no reader or writer.
+    transport, _ = await asyncio.get_running_loop().create_connection(
+        asyncio.Protocol, host, port, ssl=ctx, server_hostname=sni or "", ssl_handshake_timeout=None
     )
     try:
-        sslobj = writer.get_extra_info("ssl_object")
+        sslobj = transport.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
     finally:
         # The certificate is in hand: drop the connection without a close_notify round trip.
-        writer.transport.abort()
+        transport.abort()
     if not der:
         raise ssl.SSLError("peer sent no certificate")
     return der
@@ -136,7 +137,8 @@ async def probe(
     host, port = split_endpoint(connect or endpoint)
     cert, error = None, None
     try:
-        der = await asyncio.wait_for(_handshake(host, port, sni), timeout)
+        async with asyncio.timeout(timeout):  # no extra task per probe, unlike wait_for
+            der = await _handshake(host, port, sni)
         cert = cache.get(der)
     except asyncio.CancelledError:
         raise
@@ -196,10 +198,13 @@ async def _capture_certificate(host: str, port: int, sni: str | None) -> bytes |
 
 async def probe_many(
     targets: Iterable[tuple[str, float, str | None, str | None]],
-    concurrency: int,
+    concurrency: int | asyncio.Semaphore,
 ) -> Mapping[str, ProbeResult]:
-    """Probe (endpoint, timeout, sni, connect) tuples, each endpoint once, bounded."""
-    sem = asyncio.Semaphore(concurrency)
+    """Probe (endpoint, timeout, sni, connect) tuples, each endpoint once, bounded.
+
+    Pass a shared Semaphore to bound concurrent calls together (each handshake in flight
+    holds a 256 KiB TLS buffer)."""
+    sem = concurrency if isinstance(concurrency, asyncio.Semaphore) else asyncio.Semaphore(concurrency)
     unique = {t[0]: t for t in targets}
 
     async def one(t: tuple[str, float, str | None, str | None]) -> ProbeResult:
