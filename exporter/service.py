@@ -7,6 +7,7 @@ hanging PI server can delay nothing but its own data.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ipaddress
 import logging
 import time
@@ -41,6 +42,7 @@ log = logging.getLogger("exporter.service")
 _SELF_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "127.0.0.1", "::1"}
 
 
+@functools.lru_cache(maxsize=65536)  # per entry per snapshot; hosts repeat
 def is_loopback(host: str) -> bool:
     host = host.lower()
     if host in _SELF_NAMES:
@@ -101,6 +103,7 @@ class Service:
         self.config_reload_ok = True
         self.ready = False
         self._snapshot: Snapshot | None = None
+        self._probe_sem: tuple[int, asyncio.Semaphore] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._probe_task: asyncio.Task[None] | None = None
         self._log_counts: dict[str, Counter[str]] = {}  # store -> CN -> records seen so far
@@ -225,7 +228,7 @@ class Service:
         return eps
 
     async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
-        results = await probe_many(self._targets(endpoints), self.config.probe_concurrency)
+        results = await probe_many(self._targets(endpoints), self._probe_semaphore())
         self.probes.update(results)
         fps = {ep: r.cert.fingerprint_sha256 for ep, r in results.items() if r.cert is not None}
         if fps:
@@ -235,13 +238,23 @@ class Service:
                     self.baselines[name] = self.db.baselines(name)
         self._snapshot = None
 
+    def _probe_semaphore(self) -> asyncio.Semaphore:
+        """One bound for all probes in flight: the loops and concurrent /probe requests
+        share it, so N requests do not mean N x probe_concurrency handshakes."""
+        n = self.config.probe_concurrency
+        if self._probe_sem is None or self._probe_sem[0] != n:
+            self._probe_sem = (n, asyncio.Semaphore(n))
+        return self._probe_sem[1]
+
     # ---- one pass, loops ------------------------------------------------------------
 
     async def run_once(self, store_names: Iterable[str] | None = None) -> Snapshot:
         stores = [s for s in self.config.stores if store_names is None or s.name in store_names]
         await asyncio.gather(*(self.read_store(s) for s in stores))
         await self.probe_endpoints(self.known_endpoints(s.name for s in stores))
-        return self.snapshot()
+        if store_names is None:
+            return self.snapshot()
+        return self._build(only={s.name for s in stores})
 
     async def _store_loop(self, store: StoreConfig) -> None:
         while True:
@@ -323,11 +336,18 @@ class Service:
             snap = self._snapshot = self._build()
         return snap
 
-    def _build(self) -> Snapshot:
+    def _build(self, only: set[str] | None = None) -> Snapshot:
+        """`only`: just these stores and their HA partners (pair verdicts need both sides),
+        what /probe?target= shows, without deciding every other store's entries."""
+        if only is not None:
+            only = only | {n for p in self.config.pairs if only & {p.primary, p.secondary}
+                           for n in (p.primary, p.secondary)}
         views: list[EntryView] = []
         stores: dict[str, StoreStatus] = {}
         bad: dict[str, int] = {}
         for st in self.config.stores:
+            if only is not None and st.name not in only:
+                continue
             ok = self.last_success.get(st.name)
             stores[st.name] = StoreStatus(
                 st.name, self.last.get(st.name), ok, dict(self.errors.get(st.name, {}))
