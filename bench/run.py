@@ -486,7 +486,7 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
                    f"kept connection {kept_ms:.2f} ms (n={kept_n}, target <= 3)")
         figures.update(fresh_ms=fresh_ms, kept_ms=kept_ms)
         storage = work / "data-scale"
-        cycles, cpus, renders, sizes, series, rss = [], [], [], [], [], []
+        cycles, cpus, renders, cached, sizes, series, rss = [], [], [], [], [], [], []
         for rep in range(reps):
             ex = start_exporter(work, cfg, storage)
             try:
@@ -496,11 +496,13 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
                 cpus.append(cpu_seconds(ex.proc.pid) - c0)
                 cycles.append(t1 - t0)
                 async with aiohttp.ClientSession() as s:
-                    for _ in range(5):
+                    # The exporter keeps the body of an unchanged snapshot: only the first
+                    # scrape after a cycle renders. Report both.
+                    for k in range(5):
                         t = time.perf_counter()
                         async with s.get(f"{ex.base}/metrics") as r:
                             body = await r.read()
-                        renders.append(time.perf_counter() - t)
+                        (renders if k == 0 else cached).append(time.perf_counter() - t)
                     sizes.append(len(body))
                     series.append(sum(1 for ln in body.split(b"\n") if ln and not ln.startswith(b"#")))
                 rss.append(status_kb(ex.proc.pid, "VmHWM") / 1024)
@@ -516,8 +518,9 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
         out.append(f"  CPU per full cycle, median: {med(cpus):.1f} s = "
                    f"{1000 * med(cpus) / unique:.2f} ms per unique endpoint, "
                    f"{1000 * med(cpus) / (n_stores * per_store):.2f} ms per entry")
-        out.append(f"  /metrics: {1000 * med(renders):.0f} ms median of {len(renders)} scrapes "
-                   f"(target <= 150), {med(sizes) / 1e6:.1f} MB, {med(series):.0f} series")
+        out.append(f"  /metrics first scrape after a cycle (renders): {1000 * med(renders):.0f} ms "
+                   f"median of {len(renders)} (target <= 150); repeat scrapes (cached body): "
+                   f"{1000 * med(cached):.0f} ms; {med(sizes) / 1e6:.1f} MB, {med(series):.0f} series")
         out.append(f"  exporter peak RSS (VmHWM): {max(rss):.1f} MB (target <= 150)")
     finally:
         stop(lab.proc)
@@ -556,7 +559,7 @@ def main() -> None:
     p.add_argument("--scale-stores", type=int, default=200)
     p.add_argument("--scale-per-store", type=int, default=100)
     p.add_argument("--scale-unique", type=int, default=5000)
-    p.add_argument("--scale-reps", type=int, default=2)
+    p.add_argument("--scale-reps", type=int, default=3)
     p.add_argument("--fresh-reads", type=int, default=40)
     p.add_argument("--kept-reads", type=int, default=200)
     p.add_argument("--skip-scale", action="store_true")
