@@ -3,12 +3,16 @@ paging) or exec requests. Host keys are always checked against known_hosts.
 
 The session is kept between reads (PI logins are slow) and thrown away on any doubt:
 a timeout, a drop or output we could not frame means the next read reconnects.
+Output is read in bounded chunks: a flooding or paging-forever server costs at most
+MAX_OUTPUT bytes of memory and MAX_PAGES round trips, never the exporter.
 """
 
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
+import os
 import re
 import time
 
@@ -19,9 +23,16 @@ from exporter.model import ErrorReason
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 _MORE = re.compile(r"\s*-+\s*More\s*-+\s*$", re.IGNORECASE)
+_MORE_LINE = re.compile(r"^[ \t]*-+[ \t]*More[ \t]*-+[ \t]*$", re.IGNORECASE | re.MULTILINE)
 DEFAULT_PROMPT = r"[A-Za-z0-9][\w.\-]*/[\w.\-@]+#"
 MAX_OUTPUT = 16 * 1024 * 1024  # far above any real TOFU list; guards memory against a flood
-MAX_PAGES = 10000
+# 5000 entries (max_entries) with their blank lines, at 24 lines a page, are ~420 pages.
+MAX_PAGES = 1000
+# Read in big pieces: a reader that falls behind makes asyncssh queue the surplus in the
+# channel (measured: 33 MB queued at 64 KiB reads against a 50 MB flood).
+_CHUNK = 1 << 20
+_TAIL = 512  # enough decoded text to see a prompt or a --More-- at the end of the output
+_DRAIN_QUIET = 0.05  # seconds of silence that mean a reused shell has nothing stale queued
 
 
 class StoreReadError(Exception):
@@ -46,6 +57,48 @@ def strip_echo_and_prompt(output: str, command: str, prompt: re.Pattern[str]) ->
     return "\n".join(lines)
 
 
+class _Output:
+    """Raw CLI output, accumulated under a size cap, decoded once at the end.
+
+    listcerts prints OpenSSL subjects, which escape every non-ASCII byte, so a NUL or an
+    invalid UTF-8 sequence means the bytes are not a listing at all: parse error, not an
+    empty list that would wipe the store's baselines.
+    """
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+        self.size = 0
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
+        self.tail = ""  # the last _TAIL decoded characters, for prompt / pager checks
+        self.invalid = 0
+
+    def add(self, chunk: bytes) -> None:
+        self.size += len(chunk)
+        if self.size > MAX_OUTPUT:
+            raise StoreReadError(
+                ErrorReason.COMMAND, f"output larger than {MAX_OUTPUT // (1024 * 1024)} MiB; gave up"
+            )
+        self.parts.append(chunk)
+        try:
+            text = self._decoder.decode(chunk)
+        except UnicodeDecodeError:
+            self.invalid += 1
+            self._decoder.reset()
+            text = chunk.decode("utf-8", errors="replace")
+        self.invalid += chunk.count(0)
+        self.tail = (self.tail + text)[-_TAIL:]
+
+    def text(self) -> str:
+        if self.invalid:
+            raise StoreReadError(ErrorReason.PARSE, "output is binary, not CLI text (NUL or invalid UTF-8)")
+        raw = b"".join(self.parts)
+        self.parts = [raw]
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:  # a sequence cut at the very end
+            raise StoreReadError(ErrorReason.PARSE, "output is not valid UTF-8 text") from None
+
+
 class PiSession:
     """One PI server. `run(command)` returns the command's output as clean text."""
 
@@ -55,6 +108,7 @@ class PiSession:
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
         self._prompt: re.Pattern[str] | None = None
         self._lock = asyncio.Lock()
+        self._key: tuple[tuple[int, int, int], asyncssh.SSHKey | StoreReadError] | None = None
         self.connects = 0
 
     @property
@@ -85,6 +139,9 @@ class PiSession:
 
     async def _run(self, command: str) -> str:
         cfg = self.cfg
+        if self._conn is not None and self._conn.is_closed():
+            # The server went away between reads (restart, idle drop): not this read's fault.
+            await self.close()
         if self._conn is None:
             self._conn = await self._connect()
         deadline = time.monotonic() + cfg.command_timeout
@@ -97,13 +154,52 @@ class PiSession:
                 ErrorReason.TIMEOUT, f"no complete answer within {cfg.command_timeout:g}s"
             ) from None
         except (asyncssh.ChannelOpenError, asyncssh.ProcessError) as e:
+            if self._conn is not None and self._conn.is_closed():
+                raise StoreReadError(ErrorReason.CONNECT, f"connection lost: {_text(e)}") from None
             raise StoreReadError(ErrorReason.COMMAND, f"command channel refused: {e.reason}") from None
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, ConnectionError, BrokenPipeError) as e:
             raise StoreReadError(ErrorReason.CONNECT, f"connection lost: {_text(e)}") from None
 
+    async def _client_keys(self) -> list[asyncssh.SSHKey]:
+        """Load the key ourselves: a wrong passphrase is an auth problem, not a network one.
+
+        Decrypting an OpenSSH key runs bcrypt's KDF (about a second of CPU): it runs in a
+        thread so /metrics never waits for it, and the result (or the failure) is kept until
+        the file changes, so a wrong passphrase does not burn a second every interval.
+        """
+        cfg = self.cfg
+        if not cfg.private_key_file:
+            return []
+        path = cfg.private_key_file
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise StoreReadError(
+                ErrorReason.AUTH, f"cannot read private key {path}: {e.strerror or e}"
+            ) from None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._key is None or self._key[0] != stamp:
+            try:
+                key: asyncssh.SSHKey | StoreReadError = await asyncio.to_thread(
+                    asyncssh.read_private_key, path, cfg.private_key_passphrase
+                )
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError):
+                why = "wrong passphrase or not a private key" if cfg.private_key_passphrase else (
+                    "encrypted and no passphrase configured, or not a private key")
+                key = StoreReadError(ErrorReason.AUTH, f"cannot load private key {path}: {why}")
+            except OSError as e:
+                key = StoreReadError(
+                    ErrorReason.AUTH, f"cannot read private key {path}: {e.strerror or e}"
+                )
+            self._key = (stamp, key)
+        loaded = self._key[1]
+        if isinstance(loaded, StoreReadError):
+            raise StoreReadError(loaded.reason, loaded.message)
+        return [loaded]
+
     async def _connect(self) -> asyncssh.SSHClientConnection:
         cfg = self.cfg
-        keys = [cfg.private_key_file] if cfg.private_key_file else []
+        keys = await self._client_keys()
         try:
             conn = await asyncio.wait_for(
                 asyncssh.connect(
@@ -112,7 +208,6 @@ class PiSession:
                     username=cfg.username,
                     password=cfg.password,
                     client_keys=keys,
-                    passphrase=cfg.private_key_passphrase,
                     known_hosts=cfg.known_hosts,
                     agent_path=None,
                     config=None,
@@ -139,79 +234,113 @@ class PiSession:
             raise StoreReadError(
                 ErrorReason.AUTH, f"authentication as {cfg.username!r} rejected"
             ) from None
-        except (asyncssh.Error, OSError) as e:
+        except (asyncssh.Error, OSError, ValueError) as e:
             raise StoreReadError(ErrorReason.CONNECT, f"cannot connect: {_text(e)}") from None
         self.connects += 1
         return conn
 
     async def _exec(self, command: str, deadline: float) -> str:
         assert self._conn is not None
-        result = await asyncio.wait_for(
-            self._conn.run(command, check=False, encoding=None),
-            max(0.0, deadline - time.monotonic()),
+        proc: asyncssh.SSHClientProcess[bytes] = await asyncio.wait_for(
+            self._conn.create_process(command, encoding=None, stderr=asyncssh.DEVNULL),
+            _left(deadline),
         )
-        out = result.stdout if isinstance(result.stdout, bytes) else b""
-        if len(out) > MAX_OUTPUT:
-            raise StoreReadError(ErrorReason.COMMAND, "output larger than 16 MiB")
-        if result.exit_status not in (0, None):
+        try:
+            out = _Output()
+            while True:
+                left = _left(deadline)
+                chunk = await asyncio.wait_for(proc.stdout.read(_CHUNK), left)
+                if not chunk:
+                    break
+                out.add(chunk)
+            await asyncio.wait_for(proc.wait_closed(), _left(deadline))
+        finally:
+            proc.close()
+        if proc.exit_status is None and proc.exit_signal is None and self._conn.is_closed():
             raise StoreReadError(
-                ErrorReason.COMMAND, f"command exited with status {result.exit_status}"
+                ErrorReason.CONNECT, "connection lost before the command finished"
             )
-        return clean(out.decode("utf-8", errors="replace")).strip("\n")
+        if proc.exit_status not in (0, None):
+            raise StoreReadError(ErrorReason.COMMAND, f"command exited with status {proc.exit_status}")
+        return _MORE_LINE.sub("", clean(out.text())).strip("\n")
 
     async def _shell(self, command: str, deadline: float) -> str:
+        if self._proc is not None and not self._proc.is_closing() and not await self._drain():
+            self._proc.close()
+            self._proc = None
         if self._proc is None or self._proc.is_closing():
             assert self._conn is not None
             proc: asyncssh.SSHClientProcess[bytes] = await asyncio.wait_for(
                 self._conn.create_process(term_type="vt100", term_size=(511, 24), encoding=None),
-                max(0.0, deadline - time.monotonic()),
+                _left(deadline),
             )
             self._proc = proc
             # Banner and motd come first; the first prompt tells us this server's exact prompt.
             await self._read_until_prompt(deadline, learn=True)
             await self._command("terminal length 0", deadline)
-        output = await self._command(command, deadline)
+        output = _MORE_LINE.sub("", clean((await self._command(command, deadline)).text()))
         assert self._prompt is not None
         return strip_echo_and_prompt(output, command, self._prompt)
 
-    async def _command(self, line: str, deadline: float) -> str:
+    async def _drain(self) -> bool:
+        """Discard whatever a reused shell printed since the last prompt (broadcasts, late
+        output), so this read's answer cannot start with someone else's. False at EOF."""
+        assert self._proc is not None
+        discarded = 0
+        while True:
+            try:
+                chunk = await asyncio.wait_for(self._proc.stdout.read(_CHUNK), _DRAIN_QUIET)
+            except TimeoutError:
+                return True
+            if not chunk:
+                return False
+            discarded += len(chunk)
+            if discarded > MAX_OUTPUT:
+                return False
+
+    async def _command(self, line: str, deadline: float) -> _Output:
         assert self._proc is not None
         self._proc.stdin.write(line.encode() + b"\n")
         return await self._read_until_prompt(deadline, learn=False)
 
-    async def _read_until_prompt(self, deadline: float, learn: bool) -> str:
+    async def _read_until_prompt(self, deadline: float, learn: bool) -> _Output:
+        """Raw output up to the prompt. Banners are not checked for being text: only the
+        listing is parsed, and a login banner in Latin-1 must not fail the store."""
         assert self._proc is not None
         pattern = re.compile(self.cfg.prompt or DEFAULT_PROMPT)
-        buf, pages = "", 0
-        raw = 0
+        out, pages = _Output(), 0
         while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError
-            chunk = await asyncio.wait_for(self._proc.stdout.read(65536), remaining)
+            left = _left(deadline)
+            chunk = await asyncio.wait_for(self._proc.stdout.read(_CHUNK), left)
             if not chunk:
                 raise StoreReadError(
                     ErrorReason.CONNECT, "the CLI closed the session before the prompt returned"
                 )
-            raw += len(chunk)
-            if raw > MAX_OUTPUT:
-                raise StoreReadError(ErrorReason.COMMAND, "output larger than 16 MiB")
-            buf += clean(chunk.decode("utf-8", errors="replace"))
-            if _MORE.search(buf[-80:]):
+            out.add(chunk)
+            tail = clean(out.tail)
+            if _MORE.search(tail[-80:]):
                 pages += 1
                 if pages > MAX_PAGES:
-                    raise StoreReadError(ErrorReason.COMMAND, "endless --More-- paging")
-                buf = _MORE.sub("\n", buf)
+                    raise StoreReadError(
+                        ErrorReason.COMMAND, f"endless --More-- paging ({MAX_PAGES} pages); gave up"
+                    )
+                out.tail = ""  # this pager prompt is answered; do not answer it twice
                 self._proc.stdin.write(b" ")
                 continue
-            tail = buf.rsplit("\n", 1)[-1].strip()
+            last = tail.rsplit("\n", 1)[-1].strip()
             if learn:
-                m = pattern.fullmatch(tail)
-                if m:
-                    self._prompt = re.compile(re.escape(tail))
-                    return buf
-            elif self._prompt is not None and self._prompt.fullmatch(tail):
-                return buf
+                if pattern.fullmatch(last):
+                    self._prompt = re.compile(re.escape(last))
+                    return out
+            elif self._prompt is not None and self._prompt.fullmatch(last):
+                return out
+
+
+def _left(deadline: float) -> float:
+    remaining = deadline - time.monotonic()
+    if remaining <= 0:
+        raise TimeoutError
+    return remaining
 
 
 def _text(e: BaseException) -> str:
