@@ -339,6 +339,9 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
     seen: set[str] = set()
     for i, raw in enumerate(raw_stores):
         path = f"stores[{i}]"
+        if raw is None or raw == {}:  # `- ` alone in YAML: a store nobody would read
+            c.add(path, "is empty: a store needs at least name and host")
+            continue
         raw = c.mapping(path, raw, set(_STORE_KEYS) | set(_STORE_ONLY))
         if not raw:
             continue

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 import yaml
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from exporter.config import Config, ConfigError, load_config, parse_config
@@ -111,6 +111,8 @@ _TREES = st.recursive(
 def _config_tree_test(n: int, base: Path) -> Any:
     @settings(max_examples=n, **_COMMON)  # type: ignore[arg-type]
     @given(_TREES)
+    @example({"stores": [None]})  # found by the long run: was a valid config with no stores
+    @example({"stores": [{}]})
     def run(tree: object) -> None:
         try:
             cfg = parse_config(tree, "fuzz.yml", base)
