@@ -18,6 +18,7 @@ from collections.abc import Iterable, Mapping
 from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from exporter import tls12
 from exporter.model import LiveCert, ProbeResult
 from exporter.subject import format_subject, subject_from_name
 
@@ -125,6 +126,26 @@ async def _handshake(
     return der
 
 
+# Endpoints the plaintext fast path could not read (TLS 1.3 only, odd servers): full
+# handshakes only, for a while, so they do not cost two connections every cycle.
+_FULL_ONLY: dict[tuple[str, int], float] = {}
+_FULL_ONLY_FOR = 3600.0
+
+
+async def _leaf(host: str, port: int, sni: str | None) -> bytes:
+    now = time.monotonic()
+    if _FULL_ONLY.get((host, port), 0.0) < now:
+        try:
+            return await tls12.fetch_leaf(host, port, sni)
+        except tls12.Fallback:
+            if len(_FULL_ONLY) > 100_000:
+                _FULL_ONLY.clear()
+            _FULL_ONLY[(host, port)] = now + _FULL_ONLY_FOR
+        except (ConnectionResetError, ConnectionAbortedError, BrokenPipeError):
+            pass  # let OpenSSL try and name the failure
+    return await _handshake(host, port, sni)
+
+
 async def probe(
     endpoint: str,
     timeout: float,
@@ -138,7 +159,7 @@ async def probe(
     cert, error = None, None
     try:
         async with asyncio.timeout(timeout):  # no extra task per probe, unlike wait_for
-            der = await _handshake(host, port, sni)
+            der = await _leaf(host, port, sni)
         cert = cache.get(der)
     except asyncio.CancelledError:
         raise
