@@ -573,17 +573,21 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
         return 0
 
     async def _emit(self, lines: list[str], page: int) -> None:
-        budget = page
+        # One write per page, as sshd forwards what a PTY buffered, not one packet per line.
+        budget, chunk = page, []
         for line in lines:
             if page > 0 and budget == 0:
+                self._write_text("".join(chunk))
+                chunk = []
                 self._write(MORE.encode())
                 key = await self._read_key()
                 self._write(MORE_ERASE.encode())
                 if key is None or key in "qQ":
                     return
                 budget = 1 if key in "\r\n" else page  # Enter: one more line
-            self._write_text(line + "\n")
+            chunk.append(line + "\n")
             budget -= 1
+        self._write_text("".join(chunk))
 
     async def _endless(self, lines: list[str]) -> None:
         """Pages forever, ignoring `terminal length 0` and `q`: the client must give up."""

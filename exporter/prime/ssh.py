@@ -25,6 +25,16 @@ _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 _MORE = re.compile(r"\s*-+\s*More\s*-+\s*$", re.IGNORECASE)
 _MORE_LINE = re.compile(r"^[ \t]*-+[ \t]*More[ \t]*-+[ \t]*$", re.IGNORECASE | re.MULTILINE)
 DEFAULT_PROMPT = r"[A-Za-z0-9][\w.\-]*/[\w.\-@]+#"
+# AES-GCM first: with AES-NI it costs a fraction of asyncssh's per-packet ChaCha20-Poly1305
+# setup (bench: kept read 10.9 -> 4.5 CPU-ms). The rest of asyncssh's defaults stay offered.
+_CIPHERS = [
+    "aes128-gcm@openssh.com",
+    "aes256-gcm@openssh.com",
+    "chacha20-poly1305@openssh.com",
+    "aes256-ctr",
+    "aes192-ctr",
+    "aes128-ctr",
+]
 MAX_OUTPUT = 16 * 1024 * 1024  # far above any real TOFU list; guards memory against a flood
 # 5000 entries (max_entries) with their blank lines, at 24 lines a page, are ~420 pages.
 MAX_PAGES = 1000
@@ -213,6 +223,7 @@ class PiSession:
                     config=None,
                     keepalive_interval=30,
                     keepalive_count_max=3,
+                    encryption_algs=_CIPHERS,
                     login_timeout=cfg.connect_timeout,
                     connect_timeout=cfg.connect_timeout,
                 ),
