@@ -299,3 +299,11 @@ def test_never_raises_on_any_text(text: str) -> None:
 def test_never_raises_on_entry_like_text(lines: list[str]) -> None:
     listing = parse_listing("\n".join(lines))
     assert len(listing.entries) + len(listing.bad_lines) <= len("\n".join(lines).splitlines())
+
+
+def test_absurdly_long_key_is_a_bad_line_not_an_unbounded_label() -> None:
+    long_host = "a" * 300
+    text = f"host={long_host}_443; subject=CN = x\nhost=10.0.0.5_443; subject=CN = kong\n"
+    listing = parse_listing(text)
+    assert [e.key for e in listing.entries] == ["10.0.0.5_443"]
+    assert len(listing.bad_lines) == 1 and long_host in listing.bad_lines[0]

@@ -37,6 +37,9 @@ _ENTRY_RE = re.compile(
     r"host[ \t]*=[ \t]*(?P<key>[^;\s]*)(?:[ \t]*;[ \t]*|[ \t]+)subject[ \t]*=(?P<subject>.*)",
     re.I | re.S,
 )
+# A DNS name is at most 253 characters; with `_<port>` a real key fits in 260. Longer is
+# junk, and would become an unbounded label value.
+MAX_KEY = 260
 _HOST_RE = re.compile(r"[A-Za-z0-9._:%-]+")  # IPv4, IPv6 (with zone id), DNS names, `_`
 _BRACKETED_RE = re.compile(r"\[(?P<host>[^\]]+)\]_(?P<port>[0-9]+)")
 _PORT_RE = re.compile(r"[0-9]{1,5}")
@@ -78,6 +81,8 @@ def _parse_entry(line: str) -> StoredEntry | None:
     if m is None:
         return None
     key = m.group("key")
+    if len(key) > MAX_KEY:
+        return None
     hostport = _split_key(key)
     if hostport is None:
         return None
