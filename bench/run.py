@@ -487,6 +487,9 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
         figures.update(fresh_ms=fresh_ms, kept_ms=kept_ms)
         storage = work / "data-scale"
         cycles, cpus, renders, cached, sizes, series, rss = [], [], [], [], [], [], []
+        warm: list[float] = []
+        hwm_ready: list[float] = []
+        hwm_scraped: list[float] = []
         for rep in range(reps):
             ex = start_exporter(work, cfg, storage)
             try:
@@ -495,6 +498,7 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
                 t1 = await wait_http(f"{ex.base}/-/ready", ex.proc, 600, 0.05)
                 cpus.append(cpu_seconds(ex.proc.pid) - c0)
                 cycles.append(t1 - t0)
+                hwm_ready.append(status_kb(ex.proc.pid, "VmHWM") / 1024)
                 async with aiohttp.ClientSession() as s:
                     # The exporter keeps the body of an unchanged snapshot: only the first
                     # scrape after a cycle renders. Report both.
@@ -505,23 +509,36 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
                         (renders if k == 0 else cached).append(time.perf_counter() - t)
                     sizes.append(len(body))
                     series.append(sum(1 for ln in body.split(b"\n") if ln and not ln.startswith(b"#")))
+                    hwm_scraped.append(status_kb(ex.proc.pid, "VmHWM") / 1024)
+                    # Steady state: another full cycle (every store re-read, every endpoint
+                    # probed), then the first scrape after it, which renders anew.
+                    await exporter_cycle(ex, [f"pi-{i:03d}" for i in range(n_stores)])
+                    t = time.perf_counter()
+                    async with s.get(f"{ex.base}/metrics") as r:
+                        await r.read()
+                    warm.append(time.perf_counter() - t)
                 rss.append(status_kb(ex.proc.pid, "VmHWM") / 1024)
             finally:
                 stop(ex.proc)
             kind = "first read, empty baseline DB" if rep == 0 else "restart, DB kept"
             out.append(f"  cycle {rep + 1} ({kind}):"
                        f" {cycles[-1]:.1f} s wall, {cpus[-1]:.1f} s CPU")
-        figures.update(cycle=med(cycles), metrics_ms=1000 * med(renders), rss=max(rss))
+        figures.update(cycle=med(cycles), metrics_ms=1000 * med(renders),
+                       metrics_warm_ms=1000 * med(warm), rss=max(rss))
         out.append(f"  full cycle (cold: {n_stores} SSH logins + reads, {unique} probes, "
                    f"verdicts; /-/healthy -> /-/ready), median: {med(cycles):.1f} s "
                    f"(target <= 30)")
         out.append(f"  CPU per full cycle, median: {med(cpus):.1f} s = "
                    f"{1000 * med(cpus) / unique:.2f} ms per unique endpoint, "
                    f"{1000 * med(cpus) / (n_stores * per_store):.2f} ms per entry")
-        out.append(f"  /metrics first scrape after a cycle (renders): {1000 * med(renders):.0f} ms "
-                   f"median of {len(renders)} (target <= 150); repeat scrapes (cached body): "
+        out.append(f"  /metrics first scrape after the cold start cycle (renders): "
+                   f"{1000 * med(renders):.0f} ms median of {len(renders)} (target <= 150); repeat scrapes (cached body): "
                    f"{1000 * med(cached):.0f} ms; {med(sizes) / 1e6:.1f} MB, {med(series):.0f} series")
-        out.append(f"  exporter peak RSS (VmHWM): {max(rss):.1f} MB (target <= 150)")
+        out.append(f"  /metrics first scrape after a steady-state cycle (renders): "
+                   f"{1000 * med(warm):.0f} ms median of {len(warm)} (target <= 150)")
+        out.append(f"  exporter peak RSS (VmHWM): {max(rss):.1f} MB (target <= 150); after the cold "
+                   f"cycle {max(hwm_ready):.1f} MB, after its scrapes {max(hwm_scraped):.1f} MB, "
+                   f"the rest is the {n_stores} concurrent /probe requests of the steady-state cycle")
     finally:
         stop(lab.proc)
     return out, figures

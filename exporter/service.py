@@ -56,8 +56,12 @@ def is_loopback(host: str) -> bool:
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
     """Where to probe an entry from here. PI stores itself as 127.0.0.1_8082: that is the
     PI server's own address, not ours."""
-    host = store.self_address if is_loopback(entry.host) else entry.host
-    return endpoint_of(host.lower(), entry.port)
+    return _endpoint(store.self_address, entry.host, entry.port)
+
+
+@functools.lru_cache(maxsize=131072)  # every snapshot build asks again for every entry
+def _endpoint(self_address: str, host: str, port: int) -> str:
+    return endpoint_of((self_address if is_loopback(host) else host).lower(), port)
 
 
 @dataclass(frozen=True)
@@ -106,6 +110,9 @@ class Service:
         self._probe_sem: tuple[int, asyncio.Semaphore] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._probe_task: asyncio.Task[None] | None = None
+        # Per store: what its views were built from, and the views (see _store_views).
+        self._views_cache: dict[str, tuple[object, ...]] = {}
+        self._versions: Counter[str] = Counter()  # bumped when baselines or log evidence change
         self._log_counts: dict[str, Counter[str]] = {}  # store -> CN -> records seen so far
         self._log_seen: dict[str, dict[str, float]] = {}  # store -> CN -> newest record seen at
         self._log_read_at: dict[str, float] = {}  # store -> when its log was last read
@@ -162,7 +169,7 @@ class Service:
                                                     "entries": ",".join(sorted(appeared))})
                 await self.probe_endpoints({endpoints[k] for k in appeared})
             self.last_success[store.name] = read
-            self.baselines[store.name] = self.db.baselines(store.name)
+            self._set_baselines(store.name)
             if store.log_command:
                 await self._read_log(store, session)
         self.last[store.name] = read
@@ -191,6 +198,7 @@ class Service:
             for cn, n in counts.items():
                 if rotated or n > before.get(cn, 0):
                     seen[cn] = written
+                    self._versions[store.name] += 1
         self._log_counts[store.name] = counts
         self._log_read_at[store.name] = now
 
@@ -235,7 +243,7 @@ class Service:
             self.db.note_fingerprints(fps)
             if self.db.fill(fps):
                 for name in self.last_success:
-                    self.baselines[name] = self.db.baselines(name)
+                    self._set_baselines(name)
         self._snapshot = None
 
     def _probe_semaphore(self) -> asyncio.Semaphore:
@@ -320,6 +328,7 @@ class Service:
                     self.errors.pop(name, None)
                     self.baselines.pop(name, None)
                     self.capped.pop(name, None)
+                    self._views_cache.pop(name, None)
         for name, st in fresh.items():
             if old.get(name) != st and self.ready:
                 self._start_loop(st, first_delay=False)
@@ -335,6 +344,50 @@ class Service:
         if snap is None or snap.config_reload_ok != self.config_reload_ok:
             snap = self._snapshot = self._build()
         return snap
+
+    def _set_baselines(self, store: str) -> None:
+        fresh = self.db.baselines(store)
+        if fresh != self.baselines.get(store):
+            self.baselines[store] = fresh
+            self._versions[store] += 1
+
+    def _store_views(self, st: StoreConfig, ok: StoreRead) -> tuple[EntryView, ...]:
+        """One store's views, reused while nothing they depend on changed: a probe cycle
+        that saw the same certificates (the usual one) decides nothing again."""
+        assert ok.listing is not None
+        cached = self._views_cache.get(st.name)
+        # A re-read that printed the same list counts as the same read.
+        same_read = cached is not None and cached[1] is self.config and cached[0] == ok.listing
+        eps: list[str] = (
+            cached[5] if cached is not None and same_read  # type: ignore[assignment]
+            else [entry_endpoint(st, e) for e in ok.listing.entries]
+        )
+        probes = self.probes
+        sig = tuple(
+            (r.cert.fingerprint_sha256 if r.cert is not None else None, r.error)
+            if (r := probes.get(ep)) is not None else None
+            for ep in eps
+        )
+        version = self._versions[st.name]
+        if cached is not None and same_read and cached[2] == version and cached[3] == sig:
+            return cached[4]  # type: ignore[return-value]
+        baselines = self.baselines.get(st.name, {})
+        unique: set[str] = set()
+        if self._log_seen.get(st.name):  # only log evidence needs the CN census
+            cns = Counter(common_name(e.subject) for e in ok.listing.entries)
+            unique = {cn for cn, n in cns.items() if n == 1 and cn}
+        views = []
+        for entry, ep in zip(ok.listing.entries, eps, strict=True):
+            pin = self.config.pins.get(ep)
+            probe = probes.get(ep)
+            base = baselines.get(entry.key)
+            logged = self._logged_failure(st.name, entry, unique, base, probe)
+            views.append(EntryView(
+                st.name, entry, ep, decide(entry, probe, base, pin, logged), probe, base, pin
+            ))
+        result = tuple(views)
+        self._views_cache[st.name] = (ok.listing, self.config, version, sig, result, eps)
+        return result
 
     def _build(self, only: set[str] | None = None) -> Snapshot:
         """`only`: just these stores and their HA partners (pair verdicts need both sides),
@@ -355,18 +408,7 @@ class Service:
             if ok is None or ok.listing is None:
                 continue
             bad[st.name] = len(ok.listing.bad_lines)
-            baselines = self.baselines.get(st.name, {})
-            cns = Counter(common_name(e.subject) for e in ok.listing.entries)
-            unique = {cn for cn, n in cns.items() if n == 1 and cn}
-            for entry in ok.listing.entries:
-                ep = entry_endpoint(st, entry)
-                pin = self.config.pins.get(ep)
-                probe = self.probes.get(ep)
-                base = baselines.get(entry.key)
-                logged = self._logged_failure(st.name, entry, unique, base, probe)
-                views.append(EntryView(
-                    st.name, entry, ep, decide(entry, probe, base, pin, logged), probe, base, pin
-                ))
+            views.extend(self._store_views(st, ok))
         known = {v.endpoint for v in views}
         changed = {ep: t for ep, t in self.db.changed_times().items() if ep in known}
         return Snapshot(

@@ -16,6 +16,7 @@ are upper-cased; unknown OIDs stay dotted. Names compare case-insensitively anyw
 
 from __future__ import annotations
 
+import functools
 import re
 
 from cryptography import x509
@@ -184,6 +185,7 @@ def subject_from_name(name: x509.Name) -> Subject:
 _PLUS_BEFORE_KEY = re.compile(r"\+(?=" + _KEY_RE.pattern + ")")
 
 
+@functools.lru_cache(maxsize=65536)  # the same few subjects are printed for every entry, every build
 def format_subject(subject: Subject) -> str:
     """OpenSSL 1.0 one-line style, escaped so that parse_subject reads it back unchanged."""
     parts = []

@@ -574,7 +574,7 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
 
     async def _emit(self, lines: list[str], page: int) -> None:
         # One write per page, as sshd forwards what a PTY buffered, not one packet per line.
-        budget, chunk = page, []
+        budget, chunk = page, list[str]()
         for line in lines:
             if page > 0 and budget == 0:
                 self._write_text("".join(chunk))
