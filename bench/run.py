@@ -532,7 +532,8 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
                    f"{1000 * med(cpus) / unique:.2f} ms per unique endpoint, "
                    f"{1000 * med(cpus) / (n_stores * per_store):.2f} ms per entry")
         out.append(f"  /metrics first scrape after the cold start cycle (renders): "
-                   f"{1000 * med(renders):.0f} ms median of {len(renders)} (target <= 150); repeat scrapes (cached body): "
+                   f"{1000 * med(renders):.0f} ms median of {len(renders)} (target <= 150); "
+                   f"repeat scrapes (cached body): "
                    f"{1000 * med(cached):.0f} ms; {med(sizes) / 1e6:.1f} MB, {med(series):.0f} series")
         out.append(f"  /metrics first scrape after a steady-state cycle (renders): "
                    f"{1000 * med(warm):.0f} ms median of {len(warm)} (target <= 150)")
