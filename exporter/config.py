@@ -80,6 +80,8 @@ class Config:
     pairs: tuple[PairConfig, ...] = ()
     probe_concurrency: int = 64
     source: str = "<config>"
+    # SSH reads at once: 200 PI servers are not logged into in the same instant (memory, AAA).
+    store_concurrency: int = 32
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -188,7 +190,9 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "log_command": (_str, None),
 }
 _STORE_ONLY = {"name": _str, "host": _str, "port": _port, "self_address": _str}
-_TOP_KEYS = {"defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency"}
+_TOP_KEYS = {
+    "defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency", "store_concurrency"
+}
 
 
 class _Collector:
@@ -390,10 +394,15 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
     concurrency = 64
     if "probe_concurrency" in top:
         concurrency = c.check("probe_concurrency", _positive_int, top["probe_concurrency"]) or 64
+    readers = 32
+    if "store_concurrency" in top:
+        readers = c.check("store_concurrency", _positive_int, top["store_concurrency"]) or 32
 
     if c.problems:
         raise ConfigError(source, c.problems)
-    return Config(tuple(stores), pins, endpoints, tuple(pairs), concurrency, source)
+    return Config(
+        tuple(stores), pins, endpoints, tuple(pairs), concurrency, source, store_concurrency=readers
+    )
 
 
 def load_config(path: str | Path) -> Config:

@@ -108,6 +108,7 @@ class Service:
         self.ready = False
         self._snapshot: Snapshot | None = None
         self._probe_sem: tuple[int, asyncio.Semaphore] | None = None
+        self._read_sem: tuple[int, asyncio.Semaphore] | None = None
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._probe_task: asyncio.Task[None] | None = None
         # Per store: what its views were built from, and the views (see _store_views).
@@ -127,8 +128,18 @@ class Service:
 
     async def read_store(self, store: StoreConfig) -> StoreRead:
         """Read one store's list, update baselines, probe entries that just appeared."""
-        start = time.perf_counter()
         session = self._session(store)
+        async with self._read_semaphore():
+            return await self._read_store(store, session)
+
+    def _read_semaphore(self) -> asyncio.Semaphore:
+        n = self.config.store_concurrency
+        if self._read_sem is None or self._read_sem[0] != n:
+            self._read_sem = (n, asyncio.Semaphore(n))
+        return self._read_sem[1]
+
+    async def _read_store(self, store: StoreConfig, session: PiSession) -> StoreRead:
+        start = time.perf_counter()
         try:
             text = await session.run(store.listcerts_command)
             listing = parse_listing(text)

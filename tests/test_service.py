@@ -177,3 +177,22 @@ async def test_tofu_failed_log_lines_are_log_evidence(
         assert got[("prime-sec", key(lab, "prime-sec"))] == (State.MISMATCH, Evidence.BASELINE)
     finally:
         await service.stop()
+
+
+async def test_store_reads_are_bounded_by_store_concurrency(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    lab, config = scene
+    for pi in lab.pis.values():
+        pi.hang_on_command = True  # every read runs into its command_timeout of 0.6 s
+    stores = tuple(replace(s, command_timeout=0.6) for s in config.stores)
+    service = Service(replace(config, stores=stores, store_concurrency=1), tmp_path / "data")
+    try:
+        start = time.monotonic()
+        snap = await service.run_once()
+        took = time.monotonic() - start
+    finally:
+        await service.stop()
+    assert all(st.last is not None and not st.last.ok for st in snap.stores.values())
+    # One at a time: three timeouts in a row, not three side by side.
+    assert took >= 3 * 0.6 - 0.05, took
