@@ -224,13 +224,14 @@ async def probe_many(
     """Probe (endpoint, timeout, sni, connect) tuples, each endpoint once, bounded.
 
     Pass a shared Semaphore to bound concurrent calls together (each handshake in flight
-    holds a 256 KiB TLS buffer)."""
+    holds a 256 KiB TLS buffer). A slot is taken before a probe's task exists, so 5,000
+    endpoints never mean 5,000 tasks waiting in memory."""
     sem = concurrency if isinstance(concurrency, asyncio.Semaphore) else asyncio.Semaphore(concurrency)
-    unique = {t[0]: t for t in targets}
-
-    async def one(t: tuple[str, float, str | None, str | None]) -> ProbeResult:
-        async with sem:
-            return await probe(t[0], t[1], t[2], t[3])
-
-    results = await asyncio.gather(*(one(t) for t in unique.values()))
+    tasks: list[asyncio.Task[ProbeResult]] = []
+    for t in {t[0]: t for t in targets}.values():
+        await sem.acquire()
+        task = asyncio.ensure_future(probe(t[0], t[1], t[2], t[3]))
+        task.add_done_callback(lambda _: sem.release())
+        tasks.append(task)
+    results = await asyncio.gather(*tasks)
     return {r.endpoint: r for r in results}
