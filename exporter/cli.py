@@ -102,13 +102,17 @@ def parse_listen(value: str) -> tuple[str | None, int]:
     return (host.strip("[]") or None), int(port)
 
 
+def _report(what: str, e: ConfigError) -> None:
+    print(f"{what} invalid ({len(e.problems)} problems):", file=sys.stderr)
+    for p in e.problems:
+        print(f"  {e.source}: {p}", file=sys.stderr)
+
+
 def _load(path: str) -> Config | None:
     try:
         return load_config(path)
     except ConfigError as e:
-        print(f"configuration invalid ({len(e.problems)} problems):", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {e.source}: {p}", file=sys.stderr)
+        _report("configuration", e)
         return None
 
 
@@ -118,9 +122,7 @@ def _load_web(path: str) -> WebConfig | None:
     try:
         return load_web_config(path)
     except ConfigError as e:
-        print(f"web configuration invalid ({len(e.problems)} problems):", file=sys.stderr)
-        for p in e.problems:
-            print(f"  {e.source}: {p}", file=sys.stderr)
+        _report("web configuration", e)
         return None
 
 
