@@ -200,8 +200,33 @@ _STATE_LINES = {
 }
 
 
-_ENTRY_LINES: dict[tuple[object, ...], tuple[str, str, str, str]] = {}
-_ENTRY_LINES_MAX = 200_000
+# Per store: the views its blocks were written from, and the four blocks (info, mismatch,
+# state, evidence). The service hands out the same view objects while a store is unchanged,
+# so a steady-state scrape reuses the bytes, and the body shares them instead of copying.
+_BLOCKS: dict[str, tuple[tuple[EntryView, ...], tuple[bytes, ...]]] = {}
+_BLOCKS_MAX = 100_000
+
+
+def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]:
+    start = 0
+    for i in range(1, len(views) + 1):
+        if i == len(views) or views[i].store != views[start].store:
+            yield views[start:i]
+            start = i
+
+
+def _store_blocks(run: tuple[EntryView, ...]) -> tuple[bytes, ...]:
+    hit = _BLOCKS.get(run[0].store)
+    if hit is not None and len(hit[0]) == len(run) and all(
+        a is b for a, b in zip(hit[0], run, strict=True)
+    ):
+        return hit[1]
+    lines = [_entry_lines(v) for v in run]
+    blocks = tuple("".join(ln[i] for ln in lines).encode() for i in range(4))
+    if len(_BLOCKS) > _BLOCKS_MAX:
+        _BLOCKS.clear()
+    _BLOCKS[run[0].store] = (run, blocks)
+    return blocks
 
 
 def _entry_lines(v: EntryView) -> tuple[str, str, str, str]:
@@ -218,25 +243,12 @@ def _entry_lines(v: EntryView) -> tuple[str, str, str, str]:
     )
 
 
-def _bulk_samples(snap: Snapshot) -> dict[str, list[str]]:
+def _bulk_samples(snap: Snapshot) -> dict[str, list[bytes]]:
     """Sample lines of the per-entry and per-endpoint families, written directly: with
     20,000 entries the library's Sample objects and generic formatting took seconds.
     Labels in sorted order and values formatted as generate_latest does (tests compare)."""
-    info, mism, state, evid = [], [], [], []
-    for v in snap.views:
-        e = v.entry
-        # An entry's four lines change only with its verdict: reuse them across scrapes.
-        key = (v.store, e.key, e.host, e.port, e.subject, v.endpoint, v.verdict.state,
-               v.verdict.evidence)
-        lines = _ENTRY_LINES.get(key)
-        if lines is None:
-            if len(_ENTRY_LINES) > _ENTRY_LINES_MAX:
-                _ENTRY_LINES.clear()
-            lines = _ENTRY_LINES[key] = _entry_lines(v)
-        info.append(lines[0])
-        mism.append(lines[1])
-        state.append(lines[2])
-        evid.append(lines[3])
+    entry_blocks = [_store_blocks(run) for run in _store_runs(snap.views)]
+    info, mism, state, evid = ([b[i] for b in entry_blocks] for i in range(4))
     ok, dur, live, expiry, changed = [], [], [], [], []
     for ep, r in sorted(snap.probes.items()):
         lep = f'endpoint="{_esc(ep)}"'
@@ -254,13 +266,16 @@ def _bulk_samples(snap: Snapshot) -> dict[str, list[str]]:
     for ep, t in sorted(snap.changed.items()):
         changed.append(f'tofu_live_certificate_changed_timestamp_seconds{{endpoint="{_esc(ep)}"}} '
                        f"{floatToGoString(t)}\n")
-    return {
-        "tofu_entry_info": info, "tofu_certificate_mismatch": mism,
-        "tofu_certificate_state": state, "tofu_certificate_evidence_info": evid,
+    per_endpoint = {
         "tofu_probe_success": ok, "tofu_probe_duration_seconds": dur,
         "tofu_live_certificate_info": live,
         "tofu_live_certificate_not_after_timestamp_seconds": expiry,
         "tofu_live_certificate_changed_timestamp_seconds": changed,
+    }
+    return {
+        "tofu_entry_info": info, "tofu_certificate_mismatch": mism,
+        "tofu_certificate_state": state, "tofu_certificate_evidence_info": evid,
+        **{name: ["".join(lines).encode()] for name, lines in per_endpoint.items()},
     }
 
 
@@ -273,16 +288,15 @@ class _One(Collector):
 
 
 def render_chunks(snap: Snapshot) -> list[bytes]:
-    """The text exposition of `families(snap)`, byte for byte, one chunk per family, without
-    building a Sample per series: small families go through generate_latest, the bulk ones
-    are written. Chunks, so an 18 MB body is never joined, copied or encoded whole."""
+    """The text exposition of `families(snap)`, byte for byte, in chunks (per family, and per
+    store for the per-entry families), without building a Sample per series: small families
+    go through generate_latest, the bulk ones are written. Chunks, so an 18 MB body is never
+    joined, copied or encoded whole, and unchanged stores' blocks are reused as they are."""
     bulk = _bulk_samples(snap)
     out: list[bytes] = []
     for fam in families(snap, bulk=False):
         out.append(generate_latest(_One(fam)))
-        lines = bulk.get(fam.name)
-        if lines:
-            out.append("".join(lines).encode())
+        out.extend(c for c in bulk.get(fam.name, ()) if c)
     return out
 
 

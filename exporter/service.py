@@ -171,6 +171,9 @@ class Service:
                 listing = type(listing)(entries, listing.bad_lines)
             else:
                 self.capped.pop(store.name, None)
+            prev = self.last_success.get(store.name)
+            if prev is not None and prev.listing == listing:
+                listing = prev.listing  # keep one copy of an unchanged list, not one per read
             read = StoreRead(store.name, True, listing, time.perf_counter() - start, time.time())
             endpoints = {e.key: entry_endpoint(store, e) for e in entries}
             appeared = self.db.observe_store(store.name, endpoints)
