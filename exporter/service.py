@@ -92,6 +92,19 @@ class Snapshot:
         )
 
 
+class _Bound:
+    """A semaphore whose size follows the config: a reload with a new limit gets a new one."""
+
+    def __init__(self) -> None:
+        self._size = 0
+        self._sem = asyncio.Semaphore(1)
+
+    def get(self, size: int) -> asyncio.Semaphore:
+        if size != self._size:
+            self._size, self._sem = size, asyncio.Semaphore(size)
+        return self._sem
+
+
 class Service:
     def __init__(self, config: Config, storage_path: Path | str) -> None:
         self.config = config
@@ -107,8 +120,10 @@ class Service:
         self.config_reload_ok = True
         self.ready = False
         self._snapshot: Snapshot | None = None
-        self._probe_sem: tuple[int, asyncio.Semaphore] | None = None
-        self._read_sem: tuple[int, asyncio.Semaphore] | None = None
+        # One bound for all probes in flight and one for all SSH reads: the loops and
+        # concurrent /probe requests share them, so N requests do not mean N x the limit.
+        self._probe_bound = _Bound()
+        self._read_bound = _Bound()
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._probe_task: asyncio.Task[None] | None = None
         # Per store: what its views were built from, and the views (see _store_views).
@@ -129,14 +144,8 @@ class Service:
     async def read_store(self, store: StoreConfig) -> StoreRead:
         """Read one store's list, update baselines, probe entries that just appeared."""
         session = self._session(store)
-        async with self._read_semaphore():
+        async with self._read_bound.get(self.config.store_concurrency):
             return await self._read_store(store, session)
-
-    def _read_semaphore(self) -> asyncio.Semaphore:
-        n = self.config.store_concurrency
-        if self._read_sem is None or self._read_sem[0] != n:
-            self._read_sem = (n, asyncio.Semaphore(n))
-        return self._read_sem[1]
 
     async def _read_store(self, store: StoreConfig, session: PiSession) -> StoreRead:
         start = time.perf_counter()
@@ -250,7 +259,9 @@ class Service:
         return eps
 
     async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
-        results = await probe_many(self._targets(endpoints), self._probe_semaphore())
+        results = await probe_many(
+            self._targets(endpoints), self._probe_bound.get(self.config.probe_concurrency)
+        )
         self.probes.update(results)
         fps = {ep: r.cert.fingerprint_sha256 for ep, r in results.items() if r.cert is not None}
         if fps:
@@ -259,14 +270,6 @@ class Service:
                 for name in self.last_success:
                     self._set_baselines(name)
         self._snapshot = None
-
-    def _probe_semaphore(self) -> asyncio.Semaphore:
-        """One bound for all probes in flight: the loops and concurrent /probe requests
-        share it, so N requests do not mean N x probe_concurrency handshakes."""
-        n = self.config.probe_concurrency
-        if self._probe_sem is None or self._probe_sem[0] != n:
-            self._probe_sem = (n, asyncio.Semaphore(n))
-        return self._probe_sem[1]
 
     # ---- one pass, loops ------------------------------------------------------------
 
