@@ -275,8 +275,13 @@ class Service:
 
     async def run_once(self, store_names: Iterable[str] | None = None) -> Snapshot:
         stores = [s for s in self.config.stores if store_names is None or s.name in store_names]
+        started = time.time()
         await asyncio.gather(*(self.read_store(s) for s in stores))
-        await self.probe_endpoints(self.known_endpoints(s.name for s in stores))
+        # Entries that appeared were probed during their read, to witness them: not again.
+        await self.probe_endpoints(
+            ep for ep in self.known_endpoints(s.name for s in stores)
+            if (r := self.probes.get(ep)) is None or r.timestamp < started
+        )
         if store_names is None:
             return self.snapshot()
         return self._build(only={s.name for s in stores})
