@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
+from exporter.listen import parse_listen
 from exporter.logs import RedactingHandler, setup
 from exporter.model import State
 from exporter.report import rows, table
@@ -53,10 +54,22 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--log.format", dest="log_format", default="logfmt",
                         choices=["logfmt", "json"])
     web = argparse.ArgumentParser(add_help=False)
-    web.add_argument("--web.listen-address", dest="listen", default=DEFAULT_LISTEN,
-                     help="host:port to serve on (default: %(default)s)")
+    web.add_argument("--web.listen-address", dest="listen", action="append", default=None,
+                     help=f"host:port to serve on, repeatable (default: {DEFAULT_LISTEN})")
+    web.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
+                     help="serve on the sockets systemd passes (socket activation) instead")
     web.add_argument("--web.config.file", dest="web_config", default=None,
-                     help="TLS and basic auth for the HTTP endpoints (exporter-toolkit format)")
+                     help="TLS, basic auth, headers, rate limit (exporter-toolkit format)")
+    web.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
+                     help="path of the metrics (default: %(default)s)")
+    web.add_argument("--web.health-address", dest="health_listen", default=None,
+                     help="host:port of a plain HTTP port with only /-/healthy and /-/ready, "
+                          "no TLS or auth, for orchestrator probes (default: off)")
+    web.add_argument("--web.max-connections", dest="max_connections", type=int, default=512,
+                     help="open client connections at most; the longest idle one makes room "
+                          "(default: %(default)s, lowered to fit RLIMIT_NOFILE)")
+    web.add_argument("--web.idle-timeout", dest="idle_timeout", type=float, default=15.0,
+                     help="seconds a connection may stay idle or half-sent (default: %(default)s)")
 
     p = argparse.ArgumentParser(
         prog="prime-tofu-exporter",
@@ -95,11 +108,8 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_listen(value: str) -> tuple[str | None, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--web.listen-address {value!r}: expected host:port, e.g. :9877")
-    return (host.strip("[]") or None), int(port)
+def listen_addresses(args: argparse.Namespace) -> list[tuple[str | None, int]]:
+    return [parse_listen(a) for a in getattr(args, "listen", None) or [DEFAULT_LISTEN]]
 
 
 def _report(what: str, e: ConfigError) -> None:
@@ -134,7 +144,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(args)
     try:
-        listen = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
+        listen = listen_addresses(args)
+        if getattr(args, "health_listen", None):
+            parse_listen(args.health_listen)
+        if not str(getattr(args, "telemetry_path", "/metrics")).startswith("/"):
+            raise ValueError("--web.telemetry-path must start with /")
     except ValueError as e:
         print(e, file=sys.stderr)
         return EXIT_ERROR
@@ -146,10 +160,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.web_settings = _load_web(args.web_config)
         if args.web_settings is None:
             return EXIT_ERROR
+    web_warnings = getattr(getattr(args, "web_settings", None), "warnings", ())
     if args.config_check:
+        for w in web_warnings:
+            print(f"warning: {args.web_config}: {w}", file=sys.stderr)
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
     handler = setup(args.log_level, args.log_format, config.secrets)
+    for w in web_warnings:
+        log.warning("web config", extra={"file": args.web_config, "problem": w})
     if command == "remediate":
         from exporter.remediate import run as remediate
 
@@ -189,14 +208,14 @@ def exit_code(snap: Snapshot) -> int:
 
 
 def run_server(
-    config: Config, args: argparse.Namespace, listen: tuple[str | None, int],
+    config: Config, args: argparse.Namespace, listen: list[tuple[str | None, int]],
     handler: RedactingHandler,
 ) -> int:
     try:
         run_async(serve(config, args, listen, handler))
     except KeyboardInterrupt:
         pass
-    except OSError as e:
+    except (OSError, ValueError) as e:
         log.error("cannot serve", extra={"error": str(e)})
         return EXIT_ERROR
     return EXIT_OK
@@ -205,16 +224,15 @@ def run_server(
 async def serve(
     config: Config,
     args: argparse.Namespace,
-    listen: tuple[str | None, int],
+    listen: list[tuple[str | None, int]],
     handler: RedactingHandler,
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    from aiohttp import web
-
-    from exporter.web import make_app
+    from exporter.webserve import WebServer
 
     service = Service(config, args.storage_path)
+    web_server = WebServer(service, args, config)
 
     async def reload() -> str | None:
         try:
@@ -224,27 +242,16 @@ async def serve(
             service.invalidate()
             log.error("reload failed, old config kept", extra={"error": str(e)})
             return str(e)
+        error = web_server.reload_web_config()
+        if error:
+            return error
         handler.secrets = tuple({*handler.secrets, *new.secrets})
         await service.apply_config(new)
         service.config_reload_ok = True
         log.info("configuration reloaded", extra={"stores": len(new.stores)})
         return None
 
-    middlewares = []
-    ssl_ctx = None
-    if getattr(args, "web_config", None):
-        from exporter.webconfig import load_web_config
-
-        web_cfg: WebConfig = getattr(args, "web_settings", None) or load_web_config(args.web_config)
-        middlewares = web_cfg.middlewares()
-        ssl_ctx = web_cfg.ssl_context()
-    app = make_app(service, reload, middlewares)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, listen[0], listen[1], ssl_context=ssl_ctx)
-    await site.start()
-    log.info("listening", extra={"address": f"{listen[0] or ''}:{listen[1]}",
-                                 "stores": len(config.stores), "version": __version__})
+    await web_server.start(listen, reload)
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[str | None]] = set()
@@ -268,5 +275,4 @@ async def serve(
             await first
     finally:
         await service.stop()
-        await runner.cleanup()
-
+        await web_server.stop()

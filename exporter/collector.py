@@ -18,7 +18,6 @@ from prometheus_client.exposition import generate_latest
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from exporter import __version__
 from exporter.model import EntryView, ErrorReason, State, Subject
 from exporter.pairs import LINK_STATES
 from exporter.service import Snapshot
@@ -168,13 +167,11 @@ def families(snap: Snapshot, bulk: bool = True) -> Iterator[Metric]:
             )
     yield from (pair_info, pair_state, pair_mismatch)
 
-    build = GaugeMetricFamily("tofu_exporter_build_info", "Build", labels=["version"])
-    build.add_metric([__version__], 1.0)
     reload_ok = GaugeMetricFamily(
         "tofu_exporter_config_last_reload_successful", "1 if the last config reload succeeded"
     )
     reload_ok.add_metric([], 1.0 if snap.config_reload_ok else 0.0)
-    yield from (build, reload_ok)
+    yield reload_ok
 
 
 def _esc(value: str) -> str:

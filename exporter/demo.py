@@ -13,7 +13,7 @@ from typing import Any
 
 import yaml
 
-from exporter.cli import parse_listen, serve
+from exporter.cli import listen_addresses, serve
 from exporter.config import load_config
 from exporter.lab.scene import Lab, start_demo_scene
 from exporter.logs import setup
@@ -60,8 +60,8 @@ async def _run(args: argparse.Namespace, workdir: Path) -> None:
         args.storage_path = str(workdir / "data")
     config = load_config(cfg_path)
     handler = setup(args.log_level, args.log_format, config.secrets)
-    listen = parse_listen(args.listen)
-    shown = f"http://{listen[0] or '127.0.0.1'}:{listen[1]}/"
+    listen = listen_addresses(args)
+    shown = f"http://{listen[0][0] or '127.0.0.1'}:{listen[0][1]}/"
     print(f"demo lab in {workdir}; config {cfg_path}", flush=True)
     for name, pi in lab.pis.items():
         print(f"  PI {name}: ssh -p {pi.port} admin@{pi.host}", flush=True)

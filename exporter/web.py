@@ -1,156 +1,205 @@
-"""HTTP: /metrics, the landing page, health, readiness, reload and the /probe multi-target.
+"""HTTP: /metrics, the landing page, the entries JSON, health, readiness, reload and /probe.
 
 aiohttp, because the exporter is one asyncio program (asyncssh, TLS probes) and the web side
-must share its loop without threads.
+must share its loop. Everything derived from a snapshot (the exposition, its gzip form, the
+landing page, the JSON) is built once per snapshot, in a worker thread, by one request while
+the others wait for it: a storm of requests renders nothing twice, and /-/healthy answers
+while a 20,000-entry page is being built.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import html
-import logging
-import time
-from collections.abc import Awaitable, Callable
+import re
+import struct
+import zlib
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
 
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
-from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
 from exporter import __version__
-from exporter.collector import render_chunks, render_text
-from exporter.remediate import DELETECERT, make_plan, pair_health, render_next, render_store
-from exporter.report import Row, rows
+from exporter.collector import render_chunks
+from exporter.landing import entries_json
+from exporter.landing import landing_page as _landing_page
 from exporter.service import Service, Snapshot
 
-log = logging.getLogger("exporter.web")
-
 ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None on success
-
-
-def render(snap: Snapshot, with_process: bool = True) -> bytes:
-    body = render_text(snap)  # same bytes as generate_latest(SnapshotCollector), ~10x faster
-    return body + generate_latest(REGISTRY) if with_process else body
-
-
-async def _stream(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
-    """Write chunk by chunk, waiting for the socket: the body is never copied whole and the
-    transport never buffers all of it."""
-    resp = web.StreamResponse(headers={"Content-Type": CONTENT_TYPE_LATEST})
-    resp.content_length = sum(len(c) for c in chunks)
-    await resp.prepare(request)
-    for chunk in chunks:
-        await resp.write(chunk)
-    await resp.write_eof()
-    return resp
-
-
-_STATE_COLOURS = {
-    "match": "#1a7f37",
-    "mismatch": "#cf222e",
-    "unknown": "#9a6700",
-    "unreachable": "#6e7781",
-}
+Middleware = Callable[..., Awaitable[web.StreamResponse]]
+OWN_PREFIX = b"# HELP tofu_exporter_"  # the exporter's own families: not in a /probe answer
+GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
+_FINAL_BLOCK = b"\x03\x00"  # an empty final deflate block (fixed Huffman, end of block only)
+WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long loses its response
 
 
 def landing_page(snap: Snapshot) -> str:
-    e = html.escape
-    parts = [
-        "<!doctype html><html><head><meta charset='utf-8'><title>prime-tofu-exporter</title>",
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}"
-        "code{background:#f6f8fa;padding:.1em .3em}.fix{user-select:all}</style></head><body>",
-        f"<h1>prime-tofu-exporter {e(__version__)}</h1>",
-        "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
-        "<a href='/-/ready'>Ready</a></p>",
-    ]
-    plan = make_plan(snap)  # the same plan and text `prime-tofu-exporter remediate` prints
-    for pair in plan.pairs:
-        parts.append(f"<h2 id='pair-{e(pair.name)}'>HA pair {e(pair.name)}</h2><p>primary "
-                     f"{e(pair.primary)}, secondary {e(pair.secondary)}</p><ul>")
-        for line, link in zip(pair_health(pair), pair.links, strict=True):
-            colour = _STATE_COLOURS.get(link.state, "#000")
-            parts.append(f"<li style='color:{colour}'>{e(line)}</li>")
-        parts.append("</ul>")
-    store_plans = {sp.store: sp for sp in plan.stores}
-    by_store: dict[str, list[Row]] = {}
-    for r in rows(snap.views):
-        by_store.setdefault(r.store, []).append(r)
-    for name, st in snap.stores.items():
-        last = st.last
-        if last is None:
-            status = "never read"
-        elif last.ok:
-            status = "up"
-        else:
-            reason = last.error_reason.value if last.error_reason else "?"
-            status = f"DOWN ({reason}: {last.error})"
-        when = (
-            time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.last_success.timestamp))
-            if st.last_success
-            else "never"
-        )
-        parts.append(f"<h2 id='store-{e(name)}'>{e(name)}</h2>")
-        parts.append(f"<p>Store {e(status)}; last successful read {e(when)}.</p>")
-        items = by_store.get(name, [])
-        if not items:
-            parts.append("<p>No entries known.</p>")
-            continue
-        parts.append(
-            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th>"
-            "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>"
-        )
-        for r in items:
-            colour = _STATE_COLOURS.get(r.state, "#000")
-            fix = f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation else ""
-            parts.append(
-                f"<tr><td>{e(r.entry)}</td><td>{e(r.endpoint)}</td>"
-                f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>"
-                f"<td>{e(r.evidence)}: {e(r.reason)}</td>"
-                f"<td>{e(r.stored_subject)}</td><td>{e(r.live_subject or '-')}</td>"
-                f"<td><code>{e(r.live_fingerprint_sha256 or r.probe_error or '-')}</code></td>"
-                f"<td>{fix}</td></tr>"
-            )
-        parts.append("</table>")
-        sp = store_plans.get(name)
-        if sp is not None and sp.steps:
-            text = "\n".join(
-                f"<span class='fix'>{e(line)}</span>" if line.strip().startswith(DELETECERT)
-                else e(line)
-                for line in render_store(sp).splitlines()
-            )
-            parts.append(f"<p>Remediation plan on {e(name)} (in its admin CLI; the order across "
-                         f"servers and the follow-up steps are at the end of this page):</p>"
-                         f"<pre class='plan'>{text}</pre>")
-    rest = render_next(plan)
-    if rest:
-        parts.append(f"<h2 id='remediation'>After the deletes</h2><pre>{e(rest)}</pre>")
-        parts.append("<p>Or let the exporter do it: <code>prime-tofu-exporter remediate</code> "
-                     "prints this plan, <code>--apply</code> runs it and writes an audit log.</p>")
-    parts.append("</body></html>")
-    return "\n".join(parts)
+    return _landing_page(snap, __version__).decode()
+
+
+def render(snap: Snapshot, with_process: bool = True) -> bytes:
+    chunks = render_chunks(snap)
+    if not with_process:
+        chunks = [c for c in chunks if not c.startswith(OWN_PREFIX)]
+    return b"".join(chunks) + (generate_latest(REGISTRY) if with_process else b"")
+
+
+# ---- gzip, per chunk ---------------------------------------------------------------------
+
+
+def deflate_piece(chunk: bytes) -> bytes:
+    """`chunk` as raw deflate blocks that end byte-aligned (sync flush) and refer to nothing
+    before them: such pieces concatenate into one valid deflate stream, so an unchanged
+    store's compressed bytes are reused as they are."""
+    c = zlib.compressobj(6, zlib.DEFLATED, -15)
+    return c.compress(chunk) + c.flush(zlib.Z_SYNC_FLUSH)
+
+
+class GzipCache:
+    """One gzip member (what every client decodes, unlike concatenated members) assembled
+    from cached per-chunk deflate pieces, keyed by the chunk's content."""
+
+    def __init__(self) -> None:
+        self._pieces: dict[bytes, bytes] = {}
+
+    def pieces(self, chunks: Iterable[bytes]) -> tuple[list[bytes], int, int]:
+        """-> (deflate pieces, crc32, length) of the concatenated chunks."""
+        fresh: dict[bytes, bytes] = {}
+        out, crc, size = [], 0, 0
+        for c in chunks:
+            z = fresh.get(c) or self._pieces.get(c) or deflate_piece(c)
+            fresh[c] = z
+            out.append(z)
+            crc = zlib.crc32(c, crc)
+            size += len(c)
+        self._pieces = fresh  # forget the pieces of chunks that are gone
+        return out, crc, size
+
+
+def gzip_member(pieces: list[bytes], crc: int, size: int, tail: bytes) -> list[bytes]:
+    """Header + pieces + `tail` (compressed fresh) + final block + trailer."""
+    crc = zlib.crc32(tail, crc)
+    size += len(tail)
+    return [GZIP_HEADER, *pieces, deflate_piece(tail), _FINAL_BLOCK,
+            struct.pack("<II", crc, size & 0xFFFFFFFF)]
+
+
+def accepts_gzip(header: str) -> bool:
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        if name.strip().lower() in ("gzip", "*"):
+            m = re.search(r"q\s*=\s*([0-9.]+)", params)
+            if m is None or float(m.group(1)) > 0:
+                return True
+    return False
+
+
+# ---- OpenMetrics from the text chunks ----------------------------------------------------
+
+
+def openmetrics_chunk(chunk: bytes) -> bytes:
+    """A text-format chunk in OpenMetrics: sample lines are the same; a family's header names
+    a counter without its _total suffix, and HELP escapes quotes too."""
+    if not chunk.startswith(b"# HELP "):
+        return chunk
+    head, _, rest = chunk.partition(b"\n")
+    typ, _, samples = rest.partition(b"\n")
+    name = typ.split(b" ")[2]
+    if typ.endswith(b" counter") and name.endswith(b"_total"):
+        base = name[: -len(b"_total")]
+        head = head.replace(b"# HELP " + name, b"# HELP " + base, 1)
+        typ = typ.replace(b"# TYPE " + name, b"# TYPE " + base, 1)
+    help_name, _, doc = head[len(b"# HELP "):].partition(b" ")
+    head = b"# HELP " + help_name + b" " + doc.replace(b'"', b'\\"')
+    return head + b"\n" + typ + b"\n" + samples
+
+
+def own_openmetrics() -> bytes:
+    return om_generate_latest(REGISTRY)  # ends with "# EOF"
+
+
+# ---- per-snapshot products ---------------------------------------------------------------
+
+
+class PerSnapshot:
+    """A value computed from the current snapshot once, in a worker thread, shared by every
+    request that asks while that snapshot is current."""
+
+    def __init__(self) -> None:
+        self._snap: Snapshot | None = None
+        self._task: asyncio.Future[Any] | None = None
+
+    async def get(self, snap: Snapshot, build: Callable[[], Any]) -> Any:
+        if self._snap is not snap or self._task is None:
+            self._snap, self._task = None, None  # let the old value go first
+            self._snap = snap
+            self._task = asyncio.ensure_future(asyncio.to_thread(build))
+        return await asyncio.shield(self._task)
+
+
+async def _stream(request: web.Request, chunks: list[bytes], headers: dict[str, str]) -> web.StreamResponse:
+    """Write chunk by chunk, waiting for the socket: the body is never copied whole and the
+    transport never buffers all of it. A client that stops reading is cut off."""
+    resp = web.StreamResponse(headers=headers)
+    resp.content_length = sum(len(c) for c in chunks)
+    await resp.prepare(request)
+    for chunk in chunks:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await resp.write(chunk)
+    await resp.write_eof()
+    return resp
 
 
 def make_app(
     service: Service,
     reload: ReloadFn | None = None,
-    middlewares: list[Callable[..., Awaitable[web.StreamResponse]]] | None = None,
+    middlewares: list[Middleware] | None = None,
+    telemetry_path: str = "/metrics",
+    on_prepare: Callable[[web.Request, web.StreamResponse], Awaitable[None]] | None = None,
 ) -> web.Application:
     app = web.Application(middlewares=middlewares or [])
-
-    # The snapshot only changes when a read or probe lands; rendering it costs ~10 ms per
-    # 200 entries, so a scrape storm renders it once (1,000 scrapes: 14 s -> under 2 s).
-    rendered: list[tuple[Snapshot, list[bytes]]] = []
+    if on_prepare is not None:
+        app.on_response_prepare.append(on_prepare)
+    gz = GzipCache()
+    text, gzipped, om, page, entries = (PerSnapshot() for _ in range(5))
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         snap = service.snapshot()
-        if not rendered or rendered[0][0] is not snap:
-            rendered[:] = []  # let the old body go before the new one is built
-            rendered[:] = [(snap, render_chunks(snap))]
-        return await _stream(request, [*rendered[0][1], generate_latest(REGISTRY)])
+        chunks: list[bytes] = await text.get(snap, lambda: render_chunks(snap))
+        _, content_type = choose_encoder(request.headers.get("Accept", ""))
+        headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept, Accept-Encoding"}
+        if content_type.startswith("application/openmetrics-text"):
+            headers["Content-Type"] = OPENMETRICS_TYPE
+            om_chunks = await om.get(snap, lambda: [openmetrics_chunk(c) for c in chunks])
+            body = [*om_chunks, own_openmetrics()]
+        else:
+            body = [*chunks, generate_latest(REGISTRY)]
+        if accepts_gzip(request.headers.get("Accept-Encoding", "")):
+            headers["Content-Encoding"] = "gzip"
+            if content_type.startswith("application/openmetrics-text"):
+                pieces, crc, size = await asyncio.to_thread(gz.pieces, body[:-1])
+            else:
+                pieces, crc, size = await gzipped.get(snap, lambda: gz.pieces(chunks))
+            body = gzip_member(pieces, crc, size, body[-1])
+        return await _stream(request, body, headers)
 
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text=landing_page(service.snapshot()), content_type="text/html")
+        snap = service.snapshot()
+        body = await page.get(snap, lambda: _landing_page(snap, __version__, telemetry_path))
+        return web.Response(body=body, content_type="text/html", charset="utf-8")
+
+    async def api_entries(request: web.Request) -> web.Response:
+        snap = service.snapshot()
+        store, state = request.query.get("store"), request.query.get("state")
+        if store is None and state is None:
+            body = await entries.get(snap, lambda: entries_json(snap))
+        else:
+            body = await asyncio.to_thread(entries_json, snap, store, state)
+        return web.Response(body=body, content_type="application/json")
 
     async def healthy(_: web.Request) -> web.Response:
         return web.Response(text="Healthy.\n")
@@ -187,11 +236,30 @@ def make_app(
         body = render(snap.for_store(target), with_process=False)
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
-    app.router.add_get("/metrics", metrics)
+    app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/", index)
+    app.router.add_get("/api/v1/entries", api_entries)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", do_reload)
     app.router.add_put("/-/reload", do_reload)
     app.router.add_get("/probe", probe)
+    return app
+
+
+def make_health_app(service: Service) -> web.Application:
+    """The plain probe port (--web.health-address): /-/healthy and /-/ready only, no TLS, no
+    auth, so kubelet probes work whatever the web config requires of other clients."""
+    app = web.Application()
+
+    async def healthy(_: web.Request) -> web.Response:
+        return web.Response(text="Healthy.\n")
+
+    async def ready(_: web.Request) -> web.Response:
+        if service.ready:
+            return web.Response(text="Ready.\n")
+        return web.Response(status=503, text="Not ready: first pass over the stores running.\n")
+
+    app.router.add_get("/-/healthy", healthy)
+    app.router.add_get("/-/ready", ready)
     return app

@@ -133,11 +133,16 @@ class Exporter:
             args += ["--web.config.file", str(self.web_config)]
         return args
 
+    def spawn_kwargs(self) -> dict[str, Any]:
+        """Extra create_subprocess_exec arguments (e.g. pass_fds) for subclasses."""
+        return {}
+
     async def start(self, ready: bool = True, timeout: float = 20.0) -> None:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.args(), stdout=log, stderr=log, env=env, cwd=str(self.workdir)
+                *self.args(), stdout=log, stderr=log, env=env, cwd=str(self.workdir),
+                **self.spawn_kwargs(),
             )
         self.session = aiohttp.ClientSession(
             connector=aiohttp.TCPConnector(ssl=self.client_ssl or False, limit=0)

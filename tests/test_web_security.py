@@ -194,9 +194,10 @@ BAD = {
     "missing-file": (None, "cannot read"),
     "yaml-syntax": ("basic_auth_users: [unclosed\n", "cannot read"),
     "not-bcrypt": ({"basic_auth_users": {"u": "plaintext"}}, "basic_auth_users.u: must be a bcrypt"),
-    "unknown-key": ({"tls_server_config": {"cert": "x"}}, "tls_server_config.cert: unknown key"),
+    "unknown-key": ({"tls_server_config": {"cert_filse": "x"}}, "tls_server_config.cert_filse: unknown key"),
     "cert-without-key": (
-        {"tls_server_config": {"cert_file": "web.yml"}}, "cert_file and key_file go together"),
+        {"tls_server_config": {"cert_file": "web.yml"}},
+        "needs a certificate (cert_file or cert) and its key"),
     "missing-cert-file": (
         {"tls_server_config": {"cert_file": "nope.crt", "key_file": "nope.key"}},
         "tls_server_config.cert_file: cannot read"),

@@ -1,0 +1,186 @@
+"""The landing page and the entries JSON: pure functions of a snapshot.
+
+Built for an operator with 20,000 entries: the overall and per-store summaries come first,
+then what needs action (unreadable stores, mismatches and their fixes), then a bounded
+number of rows per store, worst first, with a link to the full list as JSON.
+
+Every peer- or PI-supplied string (subjects, SANs, reasons, error text, keys) goes through
+`exporter.text.visible` and then HTML escaping, so it is one line of inert text. A fix line
+(class `fix`) is only ever built by `deletecert_command` from the key of an entry whose
+verdict is `mismatch`; a key outside the listcerts grammar gets no command at all.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import asdict
+from urllib.parse import quote
+
+from exporter.model import State
+from exporter.remediate import PlanError, Step, deletecert_command, make_plan, pair_health
+from exporter.report import Row, rows
+from exporter.service import Snapshot
+from exporter.text import visible
+
+ROWS_PER_STORE = 100  # at most; fewer when there are many stores (PAGE_ROWS in all)
+PAGE_ROWS = 2000
+_ORDER = {State.MISMATCH.value: 0, State.UNREACHABLE.value: 1, State.UNKNOWN.value: 2,
+          State.MATCH.value: 3}
+STATES = tuple(_ORDER)
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:100%;box-sizing:border-box}
+table{border-collapse:collapse;width:100%;table-layout:fixed;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.25em .4em;text-align:left;vertical-align:top;
+overflow-wrap:anywhere;word-break:break-word}
+code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space:pre-wrap}
+.fix,.fp{user-select:all;-webkit-user-select:all;font-family:monospace;cursor:copy}
+.fix{background:#fff8c5;display:inline-block;padding:.15em .4em}
+.match{color:#1a7f37}.mismatch{color:#cf222e;font-weight:bold}.unknown{color:#9a6700}
+.unreachable{color:#6e7781}.down{color:#cf222e;font-weight:bold}.up{color:#1a7f37}
+.summary td,.summary th{text-align:right}.summary td:first-child,.summary th:first-child{text-align:left}
+.states span{display:inline-block;margin-right:1.2em;font-size:1.2em}
+"""
+
+
+def _t(value: object) -> str:
+    """Peer/PI text -> one escaped line of inert HTML."""
+    return html.escape(visible(str(value)), quote=True)
+
+
+def _fix(key: str) -> str:
+    try:
+        return f"<code class='fix'>{html.escape(deletecert_command(key))}</code>"
+    except PlanError:
+        return "<span>no command: the key is not a listcerts key</span>"
+
+
+def _store_status(snap: Snapshot, name: str) -> tuple[str, str, str]:
+    """(css class, status text, last successful read) for one store."""
+    st = snap.stores[name]
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.last_success.timestamp))
+            if st.last_success else "never")
+    if st.last is None:
+        return "unknown", "not read yet", when
+    if st.last.ok:
+        return "up", "up", when
+    reason = st.last.error_reason.value if st.last.error_reason else "?"
+    return "down", f"UNREADABLE ({reason}: {st.last.error or '-'})", when
+
+
+def _row_html(r: Row) -> str:
+    fp = (f"<code class='fp'>{_t(r.live_fingerprint_sha256)}</code>" if r.live_fingerprint_sha256
+          else _t(r.probe_error or "-"))
+    fix = _fix(r.entry) if r.state == State.MISMATCH.value else ""
+    return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
+            f"<td class='{r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
+            f"<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
+            f"<td>{fp}</td><td>{fix}</td></tr>")
+
+
+_HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='width:10%'>"
+         "<col style='width:7%'><col style='width:17%'><col style='width:16%'>"
+         "<col style='width:16%'><col style='width:12%'><col style='width:13%'></colgroup>"
+         "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th>"
+         "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>")
+
+
+def _step_html(s: Step) -> str:
+    what = f"{s.role} {s.peer}" if s.peer and s.role == "ha-peer" else s.role
+    return (f"<li>{_t(s.entry)} [{_t(what)}, {_t(s.endpoint)}] evidence {_t(s.evidence)}: "
+            f"{_t(s.reason)}<br>{_fix(s.entry)}</li>")
+
+
+def _counts(items: Iterable[Row]) -> Counter[str]:
+    return Counter(r.state for r in items)
+
+
+def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics") -> bytes:
+    by_store: dict[str, list[Row]] = {name: [] for name in snap.stores}
+    for r in rows(snap.views):
+        by_store.setdefault(r.store, []).append(r)
+    total = _counts(r for items in by_store.values() for r in items)
+    status = {name: _store_status(snap, name) for name in snap.stores}
+    down = [n for n, s in status.items() if s[0] == "down"]
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>prime-tofu-exporter</title><style>{_CSS}</style></head><body>",
+        f"<h1>prime-tofu-exporter {e(version)}</h1>",
+        f"<p><a href='{e(telemetry_path)}'>Metrics</a> · <a href='/api/v1/entries'>Entries (JSON)</a>"
+        " · <a href='/-/healthy'>Health</a> · <a href='/-/ready'>Ready</a></p>",
+        "<h2 id='summary'>Summary</h2><p class='states' id='overall'>",
+        *(f"<span class='{s}'>{total.get(s, 0)} {s}</span>" for s in STATES),
+        f"<span class='{'down' if down else 'up'}'>{len(snap.stores) - len(down)} of "
+        f"{len(snap.stores)} stores readable</span></p>",
+        "<table class='summary'><tr><th>store</th><th>status</th>",
+        *(f"<th>{s}</th>" for s in STATES),
+        "<th>entries</th><th>last successful read</th></tr>",
+    ]
+    order = sorted(snap.stores, key=lambda n: (
+        status[n][0] != "down", -_counts(by_store[n]).get(State.MISMATCH.value, 0), n))
+    for name in order:
+        cls, text, when = status[name]
+        c = _counts(by_store[name])
+        parts.append(
+            f"<tr><td><a href='#store-{quote(name)}'>{_t(name)}</a></td>"
+            f"<td class='{cls}'>{_t(text)}</td>"
+            + "".join(f"<td class='{s if c.get(s) else ''}'>{c.get(s, 0)}</td>" for s in STATES)
+            + f"<td>{len(by_store[name])}</td><td>{e(when)}</td></tr>")
+    parts.append("</table>")
+
+    plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
+    if plan.steps:
+        parts.append(f"<h2 id='fixes'>Fixes: {len(plan.steps)} entries proven stale</h2>"
+                     "<p>Delete them one server at a time, in this order, in each server's "
+                     "admin CLI (<code>prime-tofu-exporter remediate</code> prints the same plan; "
+                     "<code>--apply</code> runs it and writes an audit log).</p>")
+        for sp in plan.stores:
+            if sp.steps:
+                role = f" ({_t(sp.pair_role)} of {_t(sp.pair)})" if sp.pair else ""
+                noun = "entry" if len(sp.steps) == 1 else "entries"
+                parts.append(f"<h3>{_t(sp.store)}{role}: {len(sp.steps)} stale {noun}</h3>"
+                             "<ol class='plan'>"
+                             + "".join(_step_html(s) for s in sp.steps) + "</ol>")
+        if plan.followups or plan.verify:
+            parts.append("<h3>Then</h3><ul>" + "".join(f"<li>{_t(f)}</li>" for f in plan.followups)
+                         + "".join(f"<li>{_t(v)}</li>" for v in plan.verify) + "</ul>")
+    for pair in plan.pairs:
+        parts.append(f"<h2 id='pair-{quote(pair.name)}'>HA pair {_t(pair.name)}</h2><p>primary "
+                     f"{_t(pair.primary)}, secondary {_t(pair.secondary)}</p><ul>")
+        for line, link in zip(pair_health(pair), pair.links, strict=True):
+            parts.append(f"<li class='{e(link.state)}'>{_t(line)}</li>")
+        parts.append("</ul>")
+
+    per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
+    for name in order:
+        cls, text, when = status[name]
+        items = sorted(by_store[name], key=lambda r: _ORDER.get(r.state, 9))
+        url = f"/api/v1/entries?store={quote(name)}"
+        parts.append(f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
+                     f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
+                     f"{e(when)}; {len(items)} entries (<a href='{e(url)}'>all as JSON</a>).</p>")
+        if not items:
+            continue
+        parts.append(_HEAD + "".join(_row_html(r) for r in items[:per_store]) + "</table>")
+        if len(items) > per_store:
+            parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
+                         f"<a href='{e(url)}'>the full list as JSON</a>.</p>")
+    parts.append("</body></html>")
+    return "\n".join(parts).encode()
+
+
+def entries_json(snap: Snapshot, store: str | None = None, state: str | None = None) -> bytes:
+    """GET /api/v1/entries: every entry's row, optionally of one store and/or one state."""
+    items = [asdict(r) for r in rows(snap.views)
+             if (store is None or r.store == store) and (state is None or r.state == state)]
+    stores = [
+        {"store": name, "up": st.last is not None and st.last.ok,
+         "error": None if st.last is None or st.last.ok else st.last.error}
+        for name, st in snap.stores.items() if store is None or name == store
+    ]
+    return json.dumps({"stores": stores, "entries": items}).encode()

@@ -1,0 +1,110 @@
+"""The web side of `serve`: apps, listening sockets, web config, connection bounds.
+
+Kept apart from cli.py so the command line only parses flags and hands them over.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+from prometheus_client import REGISTRY
+
+from exporter import __version__
+from exporter.buildinfo import BuildInfoCollector
+from exporter.config import Config, ConfigError
+from exporter.listen import (
+    ConnectionGuard,
+    GuardedSite,
+    connection_budget,
+    parse_listen,
+    raise_nofile_limit,
+    systemd_sockets,
+)
+from exporter.service import Service
+from exporter.web import make_app, make_health_app
+from exporter.webconfig import WebConfig, load_web_config
+from exporter.webguard import Guard
+
+log = logging.getLogger("exporter.web")
+_BUILD_INFO: list[BuildInfoCollector] = []
+
+
+def register_build_info() -> None:
+    """Once per process: the default registry refuses a second collector of the same name."""
+    if not _BUILD_INFO:
+        _BUILD_INFO.append(BuildInfoCollector())
+        REGISTRY.register(_BUILD_INFO[0])
+
+
+class WebServer:
+    def __init__(self, service: Service, args: argparse.Namespace, config: Config) -> None:
+        self.service, self.args, self.config = service, args, config
+        self.web_config_path: str | None = getattr(args, "web_config", None)
+        cfg: WebConfig | None = getattr(args, "web_settings", None)
+        if self.web_config_path and cfg is None:
+            cfg = load_web_config(self.web_config_path)
+        self.guard = Guard(cfg or WebConfig())
+        self.runners: list[web.AppRunner] = []
+        self.conns: ConnectionGuard | None = None
+
+    def reload_web_config(self) -> str | None:
+        """Re-read --web.config.file (users, headers, limits, certificates); a bad one is
+        refused and the old one kept."""
+        if not self.web_config_path:
+            return None
+        try:
+            cfg = load_web_config(self.web_config_path)
+        except ConfigError as e:
+            log.error("web config reload failed, old one kept", extra={"error": str(e)})
+            return str(e)
+        for w in cfg.warnings:
+            log.warning("web config", extra={"file": self.web_config_path, "problem": w})
+        self.guard.swap(cfg)
+        return None
+
+    async def start(self, listen: list[tuple[str | None, int]],
+                    reload: Callable[[], Awaitable[str | None]]) -> None:
+        register_build_info()
+        args = self.args
+        nofile = raise_nofile_limit()
+        limit = connection_budget(getattr(args, "max_connections", 512), nofile,
+                                  len(self.config.stores), self.config.probe_concurrency)
+        idle = float(getattr(args, "idle_timeout", 15.0))
+        self.conns = ConnectionGuard(limit, idle)
+        app = make_app(self.service, reload,
+                       [self.conns.middleware(), *self.guard.middlewares()],
+                       getattr(args, "telemetry_path", "/metrics"), self.guard.add_headers)
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle)
+        await runner.setup()
+        self.runners.append(runner)
+        ssl_ctx = self.guard.ssl_context()
+        sites: list[GuardedSite] = []
+        if getattr(args, "systemd_socket", False):
+            sites = [GuardedSite(runner, self.conns, sock=s, ssl_context=ssl_ctx)
+                     for s in systemd_sockets()]
+        else:
+            sites = [GuardedSite(runner, self.conns, host=h, port=p, ssl_context=ssl_ctx)
+                     for h, p in listen]
+        for site in sites:
+            await site.start()
+        health = getattr(args, "health_listen", None)
+        if health:
+            h_runner = web.AppRunner(make_health_app(self.service), access_log=None,
+                                     keepalive_timeout=idle)
+            await h_runner.setup()
+            self.runners.append(h_runner)
+            host, port = parse_listen(health)
+            await GuardedSite(h_runner, ConnectionGuard(64, idle), host=host, port=port).start()
+        log.info("listening", extra={
+            "address": ",".join(s.name for s in sites), "health": health or "",
+            "stores": len(self.config.stores), "version": __version__,
+            "max_connections": limit, "nofile": nofile})
+
+    async def stop(self) -> None:
+        for runner in self.runners:
+            await runner.cleanup()
+        if self.conns is not None:
+            await self.conns.stop()
