@@ -68,7 +68,7 @@ def _store_status(snap: Snapshot, name: str) -> tuple[str, str, str]:
     if st.last.ok:
         return "up", "up", when
     reason = st.last.error_reason.value if st.last.error_reason else "?"
-    return "down", f"UNREADABLE ({reason}: {st.last.error or '-'})", when
+    return "down", f"DOWN ({reason}: {st.last.error or '-'})", when
 
 
 def _row_html(r: Row) -> str:

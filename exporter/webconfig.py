@@ -294,6 +294,8 @@ def _parse_http(http: dict[str, Any], problems: _Problems) -> tuple[tuple[str, s
     out = []
     for name, v in _mapping(http.get("headers"), "http_server_config.headers", problems).items():
         check = HEADERS.get(name)
+        if isinstance(v, int | float) and not isinstance(v, bool):
+            v = str(v)  # YAML reads `X-XSS-Protection: 1` as a number
         if check is None:
             problems.add(f"http_server_config.headers.{name}",
                          f"not a header the web config may set (one of {sorted(HEADERS)})")

@@ -195,6 +195,8 @@ class Guard:
                 return web.Response(status=403, text="Forbidden: client certificate SAN not allowed\n")
             if cfg.users and request.path not in OPEN_PATHS | cfg.excluded_paths \
                     and not await self.authorised(request.headers.get("Authorization", "")):
+                # Never the user name: people type passwords into it.
+                log.debug("web auth denied", extra={"path": request.path, "remote": request.remote})
                 return web.Response(
                     status=401, text="Unauthorized\n",
                     headers={"WWW-Authenticate": 'Basic realm="prime-tofu-exporter"'},

@@ -521,8 +521,12 @@ def test_kubernetes_deployment_is_hardened_and_wired(rendered: list[dict[str, An
     ports = {p["name"]: p["containerPort"] for p in ctr["ports"]}
     assert ctr["readinessProbe"]["httpGet"]["path"] == "/-/ready"
     assert ctr["livenessProbe"]["httpGet"]["path"] == "/-/healthy"
+    assert ports["http"] == EXPORTER_PORT
+    # Probes use the plain health port, so they work whatever --web.config.file requires
+    # (tests/test_web_hardening.py runs them against TLS + basic auth + client certificates).
+    health = next(a for a in ctr["args"] if a.startswith("--web.health-address="))
     for probe in ("readinessProbe", "livenessProbe"):
-        assert ports[ctr[probe]["httpGet"]["port"]] == EXPORTER_PORT
+        assert ports[ctr[probe]["httpGet"]["port"]] == int(health.rpartition(":")[2])
     assert ctr["image"].startswith("registry.example.com/")  # the overlay's image transform applied
 
     # Every volume names an object the overlay renders; mounts cover config, secret, state, /tmp.
