@@ -41,6 +41,7 @@ code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space
 .fix{background:#fff8c5;display:inline-block;padding:.15em .4em}
 .match{color:#1a7f37}.mismatch{color:#cf222e;font-weight:bold}.unknown{color:#9a6700}
 .unreachable{color:#6e7781}.down{color:#cf222e;font-weight:bold}.up{color:#1a7f37}
+.state{overflow-wrap:normal;word-break:normal}
 .summary td,.summary th{text-align:right}.summary td:first-child,.summary th:first-child{text-align:left}
 .states span{display:inline-block;margin-right:1.2em;font-size:1.2em}
 """
@@ -76,14 +77,14 @@ def _row_html(r: Row) -> str:
           else _t(r.probe_error or "-"))
     fix = _fix(r.entry) if r.state == State.MISMATCH.value else ""
     return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
-            f"<td class='{r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
+            f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
             f"<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
             f"<td>{fp}</td><td>{fix}</td></tr>")
 
 
-_HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='width:10%'>"
-         "<col style='width:7%'><col style='width:17%'><col style='width:16%'>"
-         "<col style='width:16%'><col style='width:12%'><col style='width:13%'></colgroup>"
+_HEAD = ("<table class='entries'><colgroup><col style='width:10%'><col style='width:10%'>"
+         "<col style='width:8%'><col style='width:18%'><col style='width:15%'>"
+         "<col style='width:15%'><col style='width:12%'><col style='width:12%'></colgroup>"
          "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th>"
          "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>")
 

@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import gzip
+import re
+import shutil
 import socket
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -24,6 +27,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from exporter.lab.pi import PiServer
 from exporter.lab.pki import make_cert, pi_subject
 from exporter.lab.tls import TlsEndpoint
+from exporter.listen import connection_budget
 from tests.exporterkit import ROOT, free_port, samples, start_pi, value, wait_for, write_config
 from tests.test_web_security import toolkit_hash
 from tests.webkit import WebExporter, idle_connections, listening_socket, raise_own_nofile
@@ -309,3 +313,26 @@ async def test_health_port_flag_answers_plain(lab: Lab, tmp_path: Path) -> None:
         assert await wait_for(ready, 10)
     finally:
         await exporter.stop()
+
+
+# ---- the systemd units ---------------------------------------------------------------------
+
+SYSTEMD = ROOT / "deploy" / "systemd"
+
+
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
+def test_socket_unit_and_descriptor_limit(tmp_path: Path) -> None:
+    service = (SYSTEMD / "prime-tofu-exporter.service").read_text()
+    socket_unit = (SYSTEMD / "prime-tofu-exporter.socket").read_text()
+    binary = re.search(r"^ExecStart=(\S+)", service, re.M)
+    assert binary
+    (tmp_path / "prime-tofu-exporter.service").write_text(
+        service.replace(binary.group(1), sys.executable))
+    (tmp_path / "prime-tofu-exporter.socket").write_text(socket_unit)
+    r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "prime-tofu-exporter.socket")],
+                       capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0 and not r.stderr.strip(), r.stderr
+    assert re.search(r"^ListenStream=9877$", socket_unit, re.M)
+    # The documented budget: one SSH connection per store, the probes, the clients, our own.
+    limit = int(re.search(r"^LimitNOFILE=(\d+)$", service, re.M).group(1))  # type: ignore[union-attr]
+    assert connection_budget(512, limit, 10_000, 64) == 512
