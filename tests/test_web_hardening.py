@@ -336,3 +336,51 @@ def test_socket_unit_and_descriptor_limit(tmp_path: Path) -> None:
     # The documented budget: one SSH connection per store, the probes, the clients, our own.
     limit = int(re.search(r"^LimitNOFILE=(\d+)$", service, re.M).group(1))  # type: ignore[union-attr]
     assert connection_budget(512, limit, 10_000, 64) == 512
+
+
+# ---- the landing page with many entries ----------------------------------------------------
+
+
+async def test_big_store_page_is_bounded_and_health_answers_while_loaded(tmp_path: Path) -> None:
+    """2,000 entries in one store: the page shows the worst 100 with a link to the JSON
+    (v0.1 printed every row, per request, on the event loop); /-/healthy and /metrics keep
+    answering while 20 clients load `/` in a loop (timings: bench/web.py)."""
+    cert = make_cert([("CN", "peer")])
+    pi = await start_pi("big", page_lines=0)
+    for i in range(2000):  # nothing listens there: each probe is refused at once
+        pi.add_entry(f"127.9.{i // 250}.{i % 250 + 1}_8443", cert)
+    config = write_config(tmp_path, {"big": pi}, interval="1h",
+                          store_extra={"big": {"max_entries": 5000}})
+    exporter = WebExporter(config, tmp_path)
+    stop = asyncio.Event()
+    try:
+        await exporter.start(timeout=120)
+        _, page, _ = await exporter.get("/")
+        assert page.count("<tr><td>127.9.") == 100
+        assert "1900 more entries" in page and "/api/v1/entries?store=big" in page
+        _, body, _ = await exporter.get("/api/v1/entries?store=big")
+        assert body.count('"entry"') == 2000
+
+        async def load() -> int:
+            n = 0
+            async with aiohttp.ClientSession() as s:
+                while not stop.is_set():
+                    async with s.get(exporter.url + "/") as r:
+                        assert r.status == 200
+                        await r.read()
+                    n += 1
+            return n
+        clients = [asyncio.create_task(load()) for _ in range(20)]
+        timeout = aiohttp.ClientTimeout(total=5)
+        async with aiohttp.ClientSession(timeout=timeout) as s:
+            for _ in range(10):
+                for path in ("/-/healthy", "/metrics"):
+                    async with s.get(exporter.url + path) as r:
+                        assert r.status == 200
+                        await r.read()
+        stop.set()
+        assert sum(await asyncio.gather(*clients)) > 20
+    finally:
+        stop.set()
+        await exporter.stop()
+        await pi.stop()
