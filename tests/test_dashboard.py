@@ -2,6 +2,8 @@
 
 Every panel query (and the annotation and variable queries) runs, with its template variables
 substituted, against a real Prometheus that scraped the real exporter serving the demo lab.
+The dashboard is built by monitoring/dashboard.py (grafana-foundation-sdk); tests/test_monitoring.py
+checks the committed JSON is what it builds and fits Grafana's schema.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.e2e_stack import MISSING, ROOT, RULES, SKIP_REASON, Stack, running_stack, wait_until
+from tests.e2e_stack import JOB, MISSING, ROOT, RULES, SKIP_REASON, Stack, running_stack, wait_until
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "prime-tofu.json"
 # Grafana's built-in variables, at values that suit a 1s scrape interval.
@@ -57,7 +59,9 @@ def test_dashboard_is_importable_with_variables() -> None:
     variables = {v["name"]: v for v in doc["templating"]["list"]}
     assert variables["datasource"]["type"] == "datasource"
     assert variables["datasource"]["query"] == "prometheus"
-    assert {"store", "entry"} <= set(variables)
+    assert list(variables) == ["datasource", "job", "instance", "store", "entry"]
+    assert "$job" in variables["instance"]["query"]["query"]
+    assert "$instance" in variables["store"]["query"]["query"]
     assert "$store" in variables["entry"]["query"]["query"]  # entries follow the chosen store
     ids = [p["id"] for p in doc["panels"]]
     assert len(ids) == len(set(ids))
@@ -71,6 +75,39 @@ def test_dashboard_is_importable_with_variables() -> None:
     exprs = " ".join(e for _, e in queries(doc))
     assert "sum by (store) (tofu_certificate_mismatch" in exprs
     assert "ncs certvalidation tofu-certs deletecert host $1" in exprs
+
+
+SELECTOR = re.compile(r"\b(tofu_[a-z0-9_]+|up)\{([^}]*)\}")
+
+
+def test_every_query_follows_the_job_and_instance_variables() -> None:
+    """Every series a panel or annotation reads is narrowed by $job and $instance; those about
+    endpoints (probes, expiry, changes) follow $store and $entry through the entries."""
+    doc = dashboard()
+    for p in doc["panels"]:
+        for t in p.get("targets", []):
+            found = SELECTOR.findall(t["expr"])
+            assert found and all('job=~"$job"' in m and 'instance=~"$instance"' in m for _, m in found), \
+                (p["title"], t["expr"])
+            if "endpoint" in t["expr"] and "tofu_entry_info" not in t["expr"]:
+                raise AssertionError(f"{p['title']}: endpoint panel ignores $store/$entry")
+            if "tofu_probe" in t["expr"]:
+                assert 'store=~"$store"' in t["expr"] and 'entry=~"$entry"' in t["expr"], p["title"]
+
+
+def test_zero_one_panels_say_what_zero_and_one_mean() -> None:
+    doc = dashboard()
+    binary = {"PI store read OK", "TLS probe success", "Verdict per entry over time", "Exporter"}
+    for p in doc["panels"]:
+        if p["title"] not in binary:
+            continue
+        binary.remove(p["title"])
+        maps = list(p["fieldConfig"]["defaults"].get("mappings", []))
+        for o in p["fieldConfig"]["overrides"]:
+            maps += [v for prop in o["properties"] if prop["id"] == "mappings" for v in prop["value"]]
+        texts = {k for m in maps for k in m["options"]}
+        assert "1" in texts, p["title"]
+    assert not binary, f"panels not found: {binary}"
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +129,11 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def test_every_panel_query_returns_data(stack: Stack) -> None:
     doc = dashboard()
     peer = stack.lab.endpoints["prime-sec"]
+    target = {"job": JOB, "instance": stack.exporter.removeprefix("http://")}
     selections = {
-        "all": {"store": ".*", "entry": ".*"},
+        "all": {"job": ".*", "instance": ".*", "store": ".*", "entry": ".*"},
         # prime-pri's stale entry for prime-sec: a user drilling into the one to delete.
-        "one entry": {"store": "prime-pri", "entry": f"{peer.host}_{peer.port}"},
+        "one entry": {**target, "store": "prime-pri", "entry": f"{peer.host}_{peer.port}"},
     }
     empty = []
     for label, values in selections.items():
