@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e_stack import JOB, MISSING, ROOT, RULES, SKIP_REASON, Stack, running_stack, wait_until
+from tests.e2e_stack import JOB, MISSING, ROOT, RULES, SKIP_REASON, Stack, http_get, running_stack, wait_until
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "prime-tofu.json"
 # Grafana's built-in variables, at values that suit a 1s scrape interval.
@@ -156,3 +157,33 @@ def test_rules_and_dashboard_name_only_exposed_metrics(stack: Stack) -> None:
     assert len(used) >= 15  # the scan found the rules' and panels' metrics at all
     unknown = {n: sorted(s) for n, s in used.items() if n not in exposed}
     assert not unknown, f"named but not exposed by the exporter: {unknown}"
+
+
+METRICS_DOC = ROOT / "docs" / "metrics.md"
+
+
+def documented_metrics() -> dict[str, tuple[str, frozenset[str]]]:
+    """docs/metrics.md's table: name -> (type, labels)."""
+    out = {}
+    for line in METRICS_DOC.read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 4 and cells[0].startswith("`tofu_"):
+            labels = frozenset(re.findall(r"`(\w+)`", cells[2]))
+            out[cells[0].strip("`")] = (cells[1], labels)
+    return out
+
+
+@pytest.mark.e2e
+def test_metrics_doc_matches_a_real_scrape(stack: Stack) -> None:
+    """Every tofu_* series of the demo's /metrics is documented with its type and labels, and
+    nothing documented is missing from the scrape."""
+    scraped: dict[str, tuple[str, frozenset[str]]] = {}
+    for fam in text_string_to_metric_families(http_get(stack.exporter + "/metrics").decode()):
+        if not fam.name.startswith("tofu_"):
+            continue
+        name = fam.name + "_total" if fam.type == "counter" else fam.name
+        labels = frozenset(k for s in fam.samples for k in s.labels)
+        scraped[name] = (fam.type, labels)
+    documented = documented_metrics()
+    assert len(documented) >= 20
+    assert documented == scraped
