@@ -190,6 +190,8 @@ def test_metrics_doc_matches_a_real_scrape(stack: Stack) -> None:
         if not fam.name.startswith("tofu_"):
             continue
         name = fam.name + "_total" if fam.type == "counter" else fam.name
+        if name.endswith("_created") and f"{name.removesuffix('_created')}_total" in documented_metrics():
+            continue  # prometheus_client's creation time of a documented counter (docs say so)
         labels = frozenset(k for s in fam.samples for k in s.labels)
         scraped[name] = (fam.type, labels)
     documented = {n: v for n, v in documented_metrics().items() if n not in pending_metrics()}
