@@ -15,7 +15,7 @@ import yaml
 
 from exporter.cli import parse_listen, serve
 from exporter.config import load_config
-from exporter.lab.scene import Lab, start_demo_scene
+from pilab.scene import Lab, start_demo_scene
 from exporter.logs import setup
 
 log = logging.getLogger("exporter.demo")

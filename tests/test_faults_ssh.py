@@ -24,12 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.baseline import BaselineDB
 from exporter.config import load_config
-from exporter.lab.pi import PiServer
-from exporter.lab.tls import TlsEndpoint
 from exporter.model import ErrorReason
 from exporter.prime.ssh import MAX_OUTPUT
 from exporter.service import Service
 from exporter.web import make_app
+from pilab.pi import PiServer
+from pilab.tls import TlsEndpoint
 from tests import sshfaults as sf
 
 PASSWORD = "Matrix-Pa55-healthy"
