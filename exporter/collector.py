@@ -21,7 +21,7 @@ from prometheus_client.utils import floatToGoString
 from exporter import __version__
 from exporter.model import EntryView, ErrorReason, State, Subject
 from exporter.pairs import LINK_STATES
-from exporter.service import Snapshot
+from exporter.snapshot import Snapshot
 from exporter.subject import format_subject
 
 LABEL_MAX = 256
@@ -200,10 +200,10 @@ _STATE_LINES = {
 }
 
 
-# Per store: the views its blocks were written from, and the four blocks (info, mismatch,
-# state, evidence). The service hands out the same view objects while a store is unchanged,
-# so a steady-state scrape reuses the bytes, and the body shares them instead of copying.
-_BLOCKS: dict[str, tuple[tuple[EntryView, ...], tuple[bytes, ...]]] = {}
+# Per store: the version its blocks were written at (exporter.state; versions are unique in
+# the process), and the four blocks (info, mismatch, state, evidence). A steady-state scrape
+# reuses the bytes, and the body shares them instead of copying.
+_BLOCKS: dict[str, tuple[int, tuple[bytes, ...]]] = {}
 _BLOCKS_MAX = 100_000
 
 
@@ -215,17 +215,17 @@ def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]
             start = i
 
 
-def _store_blocks(run: tuple[EntryView, ...]) -> tuple[bytes, ...]:
-    hit = _BLOCKS.get(run[0].store)
-    if hit is not None and len(hit[0]) == len(run) and all(
-        a is b for a, b in zip(hit[0], run, strict=True)
-    ):
+def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[bytes, ...]:
+    store = run[0].store
+    hit = _BLOCKS.get(store)
+    if version is not None and hit is not None and hit[0] == version:
         return hit[1]
     lines = [_entry_lines(v) for v in run]
     blocks = tuple("".join(ln[i] for ln in lines).encode() for i in range(4))
-    if len(_BLOCKS) > _BLOCKS_MAX:
-        _BLOCKS.clear()
-    _BLOCKS[run[0].store] = (run, blocks)
+    if version is not None:
+        if len(_BLOCKS) > _BLOCKS_MAX:
+            _BLOCKS.clear()
+        _BLOCKS[store] = (version, blocks)
     return blocks
 
 
@@ -247,7 +247,8 @@ def _bulk_samples(snap: Snapshot) -> dict[str, list[bytes]]:
     """Sample lines of the per-entry and per-endpoint families, written directly: with
     20,000 entries the library's Sample objects and generic formatting took seconds.
     Labels in sorted order and values formatted as generate_latest does (tests compare)."""
-    entry_blocks = [_store_blocks(run) for run in _store_runs(snap.views)]
+    entry_blocks = [_store_blocks(run, snap.versions.get(run[0].store))
+                    for run in _store_runs(snap.views)]
     info, mism, state, evid = ([b[i] for b in entry_blocks] for i in range(4))
     ok, dur, live, expiry, changed = [], [], [], [], []
     for ep, r in sorted(snap.probes.items()):

@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from exporter.commands import LISTCERTS
+from exporter.endpoint import parse_endpoint
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
@@ -47,7 +50,7 @@ class StoreConfig:
     probe_interval: float
     # Where this PI server's own loopback entries (127.0.0.1_8082) really live, seen from here.
     self_address: str
-    listcerts_command: str = "ncs certvalidation tofu-certs listcerts"
+    listcerts_command: str = LISTCERTS
     prompt: str | None = None  # regex; default detects `<host>/<user>#`
     max_entries: int = 5000
     # A CLI command printing PI's health-monitor log (site-specific; unset = no log evidence).
@@ -161,13 +164,7 @@ def _positive_duration(value: object) -> float:
 
 def normalise_endpoint(value: object) -> str:
     """'10.0.0.3:443', '[2001:db8::1]:443', 'ise.example.com:443' -> canonical host:port."""
-    text = _str(value).strip()
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text)
-    if not m:
-        raise ValueError("must be host:port (IPv6 as [addr]:port)")
-    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    _port(int(port))
-    return f"[{host.lower()}]:{int(port)}" if ":" in host else f"{host.lower()}:{int(port)}"
+    return parse_endpoint(_str(value))
 
 
 # key -> (validator, default). A default of None means optional.
@@ -184,7 +181,7 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "probe_timeout": (_positive_duration, 5.0),
     "store_interval": (_positive_duration, 300.0),
     "probe_interval": (_positive_duration, 60.0),
-    "listcerts_command": (_str, "ncs certvalidation tofu-certs listcerts"),
+    "listcerts_command": (_str, LISTCERTS),
     "prompt": (_prompt, None),
     "max_entries": (_positive_int, 5000),
     "log_command": (_str, None),

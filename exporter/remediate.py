@@ -23,22 +23,20 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TextIO
 
+from exporter import exitcodes
+from exporter.commands import LISTCERTS, deletecert, is_key
 from exporter.config import Config
 from exporter.model import Evidence, State
 from exporter.pairs import ABSENT, PairView
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.report import Row, rows
-from exporter.service import Service, Snapshot
+from exporter.service import Service
+from exporter.snapshot import Snapshot
 
-DELETECERT = "ncs certvalidation tofu-certs deletecert host"
-LISTCERTS = "ncs certvalidation tofu-certs listcerts"
-# The listcerts key grammar (exporter.prime.listing): address or name, `_`, port. Nothing
-# that a CLI could read as a second word or a second command: no space, `;`, newline.
-_KEY_RE = re.compile(r"(?:\[[A-Za-z0-9._:%-]+\]|[A-Za-z0-9._:%-]+)_[0-9]{1,5}")
 _ISE_RE = re.compile(r"(?<![a-z0-9])ise(?![a-z0-9])", re.IGNORECASE)
 _EVIDENCE_RANK = {e.value: i for i, e in enumerate(Evidence)}  # strongest first
 
-EXIT_OK, EXIT_FAILED, EXIT_ERROR = 0, 1, 2
+EXIT_OK, EXIT_FAILED, EXIT_ERROR = exitcodes.OK, exitcodes.FAILED, exitcodes.ERROR
 
 
 class PlanError(ValueError):
@@ -46,9 +44,9 @@ class PlanError(ValueError):
 
 
 def deletecert_command(key: str) -> str:
-    if not _KEY_RE.fullmatch(key):
+    if not is_key(key):
         raise PlanError(f"{key!r} is not a listcerts key (<address>_<port>); refusing to build a command")
-    return f"{DELETECERT} {key}"
+    return deletecert(key)
 
 
 class Role(StrEnum):
@@ -399,10 +397,7 @@ class Applier:
         cfg = self.service.config.store(name)
         if cfg is None:
             raise PlanError(f"store {name!r} left the configuration")
-        s = self.service.sessions.get(name)
-        if s is None or s.cfg != cfg:
-            s = self.service.sessions[name] = PiSession(cfg)  # closed by service.stop()
-        return s
+        return self.service.session(name)  # closed by service.stop()
 
     async def _apply_store(self, sp: StorePlan) -> list[Outcome]:
         cfg = self.service.config.store(sp.store)
@@ -426,7 +421,7 @@ class Applier:
                 if not ok:
                     break
             # Deleted for sure: forget the baseline now so a re-stored entry is witnessed anew.
-            self.service.db.forget(
+            self.service.forget(
                 sp.store, [s.entry for s, out, ok in ran if ok and command_confirmed(out, s.entry)]
             )
             outcomes = await self._verify(sp, ran)
@@ -457,7 +452,7 @@ class Applier:
                 outcomes.append(Outcome(step, True, False, out, "still present" if step.entry in present
                                         else "gone", "deletecert reported an error"))
             elif step.entry not in present:
-                self.service.db.forget(sp.store, [step.entry])
+                self.service.forget(sp.store, [step.entry])
                 outcomes.append(Outcome(step, True, True, out, "gone",
                                         "absent from listcerts; PI stores the live certificate "
                                         "on its next connection"))

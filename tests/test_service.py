@@ -13,7 +13,8 @@ import pytest
 from exporter.config import Config, load_config
 from exporter.demo import prepare
 from exporter.model import BaselineKind, Evidence, State
-from exporter.service import Service, Snapshot
+from exporter.service import Service
+from exporter.snapshot import Snapshot
 from pilab.pki import make_cert
 from pilab.scene import Lab
 
