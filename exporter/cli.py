@@ -149,9 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     handler = setup(args.log_level, args.log_format, config.secrets)
     if command == "remediate":
-        from exporter.remediate import run as remediate
+        from exporter.remediate.command import Options, run
 
-        return remediate(config, args)
+        return run(config, Options(
+            storage_path=args.storage_path, store=args.store, entry=args.entry,
+            output=args.output, min_evidence=args.min_evidence, apply=args.apply, yes=args.yes,
+            reason=args.reason, audit_file=args.audit_file,
+        ))
     if command == "check":
         return run_async(check(config, args.storage_path, args.output))
     return run_server(config, args, listen, handler)

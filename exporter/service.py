@@ -363,12 +363,16 @@ class Service:
             state.views_version = state.version
         return state.views
 
+    def _with_partners(self, only: set[str] | None) -> set[str] | None:
+        if only is None:
+            return None
+        return only | {n for p in self.config.pairs if only & {p.primary, p.secondary}
+                       for n in (p.primary, p.secondary)}
+
     def _build(self, only: set[str] | None = None) -> Snapshot:
         """`only`: just these stores and their HA partners (pair verdicts need both sides),
         what /probe?target= shows, without deciding every other store's entries."""
-        if only is not None:
-            only = only | {n for p in self.config.pairs if only & {p.primary, p.secondary}
-                           for n in (p.primary, p.secondary)}
+        only = self._with_partners(only)
         views: list[EntryView] = []
         stores: dict[str, StoreStatus] = {}
         bad: dict[str, int] = {}

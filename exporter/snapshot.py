@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from exporter.model import EntryView, ProbeResult, StoreStatus
 from exporter.pairs import PairView
+
+_V = TypeVar("_V")
 
 
 @dataclass(frozen=True)
@@ -28,14 +31,12 @@ class Snapshot:
         views = tuple(v for v in self.views if v.store == name)
         eps = {v.endpoint for v in views}
         return Snapshot(
-            {k: v for k, v in self.stores.items() if k == name},
-            views,
-            {k: v for k, v in self.probes.items() if k in eps},
-            {k: v for k, v in self.changed.items() if k in eps},
-            {k: v for k, v in self.capped.items() if k == name},
-            {k: v for k, v in self.bad_lines.items() if k == name},
-            self.config_reload_ok,
-            self.ready,
-            tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
-            {k: v for k, v in self.versions.items() if k == name},
+            _only(self.stores, {name}), views, _only(self.probes, eps), _only(self.changed, eps),
+            _only(self.capped, {name}), _only(self.bad_lines, {name}), self.config_reload_ok,
+            self.ready, tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
+            _only(self.versions, {name}),
         )
+
+
+def _only(mapping: Mapping[str, _V], keys: set[str]) -> dict[str, _V]:
+    return {k: v for k, v in mapping.items() if k in keys}
