@@ -59,6 +59,41 @@ class Options:
     audit_file: str | None = None
 
 
+def _status(unreadable: bool) -> int:
+    return EXIT_ERROR if unreadable else EXIT_OK
+
+
+async def _apply(service: Service, plan: Plan, args: Options, human: TextIO, as_json: bool,
+                 unreadable: bool) -> int:
+    """--apply: confirm, run one server at a time, report and audit."""
+    if not plan.steps:
+        if as_json:
+            print(json.dumps(plan_json(plan) | {"applied": []}, indent=2))
+        print("nothing deleted", file=human)
+        return EXIT_FAILED if plan.skipped else _status(unreadable)
+    stop = _confirm(plan, args.yes, human)
+    if stop is not None:
+        return stop
+    audit = Path(args.audit_file or Path(args.storage_path) / "remediation-audit.jsonl")
+    applier = Applier(service, audit, args.reason, say=lambda s: print(s, file=human, flush=True))
+    print("", file=human)
+    outcomes = await applier.apply(plan)
+    print("\nResult:", file=human)
+    for o in outcomes:
+        mark = "ok  " if o.ok else "FAIL"
+        print(f"  {mark} {o.step.store} {o.step.entry}: {o.verified}; {o.detail}", file=human)
+    print(f"audit log: {audit} (+{sum(o.ran for o in outcomes)} lines)", file=human)
+    rest = render_next(plan)
+    if rest:
+        print(f"\n{rest}", file=human)
+    if as_json:
+        print(json.dumps(plan_json(plan) | {"applied": [outcome_json(o) for o in outcomes],
+                                            "audit_file": str(audit)}, indent=2))
+    if not all(o.ok for o in outcomes) or plan.skipped:
+        return EXIT_FAILED
+    return _status(unreadable)
+
+
 async def remediate(config: Config, args: Options) -> int:
     if args.store is not None and config.store(args.store) is None:
         known = ", ".join(s.name for s in config.stores)
@@ -81,34 +116,9 @@ async def remediate(config: Config, args: Options) -> int:
                 print(f"store {sp.store} unreadable: {sp.error}", file=sys.stderr)
         if not args.apply:
             print(json.dumps(plan_json(plan), indent=2) if as_json else render_plan(plan))
-            return EXIT_ERROR if unreadable else EXIT_OK
+            return _status(unreadable)
         print(render_plan(plan, with_next=False), file=human)
-        if not plan.steps:
-            if as_json:
-                print(json.dumps(plan_json(plan) | {"applied": []}, indent=2))
-            print("nothing deleted", file=human)
-            return EXIT_FAILED if plan.skipped else (EXIT_ERROR if unreadable else EXIT_OK)
-        stop = _confirm(plan, args.yes, human)
-        if stop is not None:
-            return stop
-        audit = Path(args.audit_file or Path(args.storage_path) / "remediation-audit.jsonl")
-        applier = Applier(service, audit, args.reason, say=lambda s: print(s, file=human, flush=True))
-        print("", file=human)
-        outcomes = await applier.apply(plan)
-        print("\nResult:", file=human)
-        for o in outcomes:
-            mark = "ok  " if o.ok else "FAIL"
-            print(f"  {mark} {o.step.store} {o.step.entry}: {o.verified}; {o.detail}", file=human)
-        print(f"audit log: {audit} (+{sum(o.ran for o in outcomes)} lines)", file=human)
-        rest = render_next(plan)
-        if rest:
-            print(f"\n{rest}", file=human)
-        if as_json:
-            print(json.dumps(plan_json(plan) | {"applied": [outcome_json(o) for o in outcomes],
-                                                "audit_file": str(audit)}, indent=2))
-        if not all(o.ok for o in outcomes) or plan.skipped:
-            return EXIT_FAILED
-        return EXIT_ERROR if unreadable else EXIT_OK
+        return await _apply(service, plan, args, human, as_json, unreadable)
     finally:
         await service.stop()
 

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 
 from exporter.commands import LISTCERTS, deletecert, is_key
-from exporter.model import Evidence, State
+from exporter.model import Evidence, State, StoreStatus
 from exporter.pairs import PairView
 from exporter.report import Row, rows
 from exporter.snapshot import Snapshot
@@ -124,13 +124,7 @@ def _step(r: Row, roles: dict[tuple[str, str], tuple[Role, str]]) -> Step:
                 r.stored_subject, r.live_fingerprint_sha256)
 
 
-def make_plan(
-    snap: Snapshot,
-    store: str | None = None,
-    entry: str | None = None,
-    min_evidence: str = Evidence.SUBJECT.value,
-) -> Plan:
-    """Which entries to delete where, in the seed's order. Only `mismatch` entries, ever."""
+def _select(snap: Snapshot, store: str | None, entry: str | None) -> list[Row]:
     if store is not None and store not in snap.stores:
         known = ", ".join(snap.stores) or "none"
         raise PlanError(f"--store {store!r}: no such store in the configuration (stores: {known})")
@@ -140,37 +134,56 @@ def make_plan(
         if not selected:
             where = f"store {store!r}" if store else "any readable store"
             raise PlanError(f"--entry {entry!r}: no such entry in {where}; run listcerts to see the keys")
-    floor = _EVIDENCE_RANK[min_evidence]
+    return selected
+
+
+def _triage(r: Row, roles: dict[tuple[str, str], tuple[Role, str]], named: bool,
+            min_evidence: str) -> Step | Skip | None:
+    """One row: a step, a reason to leave it (Skip), or None when it is simply not stale."""
+    if r.state != State.MISMATCH.value:
+        if named:  # named explicitly: say why it stays
+            return Skip(r.store, r.entry, r.state, r.evidence,
+                        f"state {r.state}, not mismatch: {r.reason}")
+        return None
+    if _EVIDENCE_RANK.get(r.evidence, len(_EVIDENCE_RANK)) > _EVIDENCE_RANK[min_evidence]:
+        return Skip(r.store, r.entry, r.state, r.evidence,
+                    f"evidence {r.evidence} is weaker than --min-evidence {min_evidence}")
+    try:
+        return _step(r, roles)
+    except PlanError as e:  # parsed, but not a key we would hand to a CLI
+        return Skip(r.store, r.entry, r.state, r.evidence, str(e))
+
+
+def _read_error(st: StoreStatus) -> str | None:
+    if st.last is not None and not st.last.ok:
+        return st.last.error or "unreadable"
+    if st.last_success is None:
+        return "never read"
+    return None
+
+
+def make_plan(
+    snap: Snapshot,
+    store: str | None = None,
+    entry: str | None = None,
+    min_evidence: str = Evidence.SUBJECT.value,
+) -> Plan:
+    """Which entries to delete where, in the seed's order. Only `mismatch` entries, ever."""
+    selected = _select(snap, store, entry)
     roles = _roles(snap.pairs)
     by_store: dict[str, list[Step]] = {}
     skipped: list[Skip] = []
     for r in selected:
-        if r.state != State.MISMATCH.value:
-            if entry is not None:  # named explicitly: say why it stays
-                skipped.append(Skip(r.store, r.entry, r.state, r.evidence,
-                                    f"state {r.state}, not mismatch: {r.reason}"))
-            continue
-        if _EVIDENCE_RANK.get(r.evidence, len(_EVIDENCE_RANK)) > floor:
-            skipped.append(Skip(r.store, r.entry, r.state, r.evidence,
-                                f"evidence {r.evidence} is weaker than --min-evidence {min_evidence}"))
-            continue
-        try:
-            step = _step(r, roles)
-        except PlanError as e:  # parsed, but not a key we would hand to a CLI
-            skipped.append(Skip(r.store, r.entry, r.state, r.evidence, str(e)))
-            continue
-        by_store.setdefault(r.store, []).append(step)
-    plans = []
-    for name, pair, pair_role in _store_order(snap):
-        if store is not None and name != store:
-            continue
-        st = snap.stores[name]
-        error = None
-        if st.last is not None and not st.last.ok:
-            error = st.last.error or "unreadable"
-        elif st.last_success is None:
-            error = "never read"
-        plans.append(StorePlan(name, tuple(by_store.get(name, ())), pair, pair_role, error))
+        got = _triage(r, roles, entry is not None, min_evidence)
+        if isinstance(got, Skip):
+            skipped.append(got)
+        elif got is not None:
+            by_store.setdefault(r.store, []).append(got)
+    plans = [
+        StorePlan(name, tuple(by_store.get(name, ())), pair, pair_role,
+                  _read_error(snap.stores[name]))
+        for name, pair, pair_role in _store_order(snap) if store is None or name == store
+    ]
     pairs = tuple(p for p in snap.pairs if store is None or store in (p.primary, p.secondary))
     steps = [s for sp in plans for s in sp.steps]
     return Plan(tuple(plans), pairs, followups(steps, pairs), verify_steps(steps), tuple(skipped))
