@@ -25,8 +25,9 @@ import aiohttp
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.lab.pki import make_cert  # noqa: E402
-from tests.exporterkit import Exporter, start_pi, write_config  # noqa: E402
+from pilab.pki import make_cert  # noqa: E402
+from tests.conftest import start_pi, write_config  # noqa: E402
+from tests.exporterkit import Exporter  # noqa: E402
 
 STORES, PER_STORE, CLIENTS = 10, 2000, 20
 LOAD = """

@@ -4,22 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from exporter import __version__
+from exporter import __version__, exitcodes
 from exporter.config import Config, ConfigError, load_config
-from exporter.listen import parse_listen
 from exporter.logs import RedactingHandler, setup
 from exporter.model import State
 from exporter.report import rows, table
-from exporter.service import Service, Snapshot
+from exporter.server import WebOptions, parse_listen, serve
+from exporter.service import Service
+from exporter.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -28,7 +27,8 @@ log = logging.getLogger("exporter")
 
 DEFAULT_LISTEN = ":9877"
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = exitcodes.OK, exitcodes.MISMATCH, exitcodes.ERROR
+EXIT_UNKNOWN = exitcodes.UNKNOWN
 
 _T = TypeVar("_T")
 
@@ -66,8 +66,8 @@ def _parser() -> argparse.ArgumentParser:
                      help="host:port of a plain HTTP port with only /-/healthy and /-/ready, "
                           "no TLS or auth, for orchestrator probes (default: off)")
     web.add_argument("--web.max-connections", dest="max_connections", type=int, default=512,
-                     help="open client connections at most; the longest idle one makes room "
-                          "(default: %(default)s, lowered to fit RLIMIT_NOFILE)")
+                     help="open client connections at most; the longest silent or idle one "
+                          "makes room (default: %(default)s, lowered to fit RLIMIT_NOFILE)")
     web.add_argument("--web.idle-timeout", dest="idle_timeout", type=float, default=15.0,
                      help="seconds a connection may stay idle or half-sent (default: %(default)s)")
 
@@ -108,10 +108,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def listen_addresses(args: argparse.Namespace) -> list[tuple[str | None, int]]:
-    return [parse_listen(a) for a in getattr(args, "listen", None) or [DEFAULT_LISTEN]]
-
-
 def _report(what: str, e: ConfigError) -> None:
     print(f"{what} invalid ({len(e.problems)} problems):", file=sys.stderr)
     for p in e.problems:
@@ -140,15 +136,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
     if command == "demo":
-        from exporter.demo import run_demo
+        from exporter.demo import run_demo  # the only way into the lab (pilab)
 
-        return run_demo(args)
+        return run_demo(
+            demo_dir=args.demo_dir, regen_after=args.regen_after, duration=args.demo_duration,
+            listen_text=(args.listen or [DEFAULT_LISTEN])[0], storage_path=args.storage_path,
+            log_level=args.log_level, log_format=args.log_format, web_config=args.web_config,
+        )
     try:
-        listen = listen_addresses(args)
-        if getattr(args, "health_listen", None):
-            parse_listen(args.health_listen)
-        if not str(getattr(args, "telemetry_path", "/metrics")).startswith("/"):
-            raise ValueError("--web.telemetry-path must start with /")
+        web_opts = _web_options(args)
     except ValueError as e:
         print(e, file=sys.stderr)
         return EXIT_ERROR
@@ -170,12 +166,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     for w in web_warnings:
         log.warning("web config", extra={"file": args.web_config, "problem": w})
     if command == "remediate":
-        from exporter.remediate import run as remediate
+        from exporter.remediate.command import Options, run
 
-        return remediate(config, args)
+        return run(config, Options(
+            storage_path=args.storage_path, store=args.store, entry=args.entry,
+            output=args.output, min_evidence=args.min_evidence, apply=args.apply, yes=args.yes,
+            reason=args.reason, audit_file=args.audit_file,
+        ))
     if command == "check":
         return run_async(check(config, args.storage_path, args.output))
-    return run_server(config, args, listen, handler)
+    return run_server(config, args, web_opts, handler)
+
+
+def _web_options(args: argparse.Namespace) -> WebOptions:
+    """The --web.* flags, checked (ValueError names the bad one)."""
+    listen = tuple(parse_listen(a) for a in getattr(args, "listen", None) or [DEFAULT_LISTEN])
+    health = getattr(args, "health_listen", None)
+    if health:
+        parse_listen(health)
+    path = getattr(args, "telemetry_path", "/metrics")
+    if not path.startswith("/"):
+        raise ValueError(f"--web.telemetry-path {path!r}: must start with /")
+    return WebOptions(
+        listen=listen, systemd_socket=getattr(args, "systemd_socket", False),
+        telemetry_path=path, health_listen=health,
+        max_connections=getattr(args, "max_connections", 512),
+        idle_timeout=getattr(args, "idle_timeout", 15.0),
+        config_file=getattr(args, "web_config", None),
+    )
 
 
 async def check(config: Config, storage: str, output: str) -> int:
@@ -208,71 +226,15 @@ def exit_code(snap: Snapshot) -> int:
 
 
 def run_server(
-    config: Config, args: argparse.Namespace, listen: list[tuple[str | None, int]],
-    handler: RedactingHandler,
+    config: Config, args: argparse.Namespace, web_opts: WebOptions, handler: RedactingHandler,
 ) -> int:
+    web_cfg: WebConfig | None = getattr(args, "web_settings", None)
     try:
-        run_async(serve(config, args, listen, handler))
+        run_async(serve(config, args.config_file, args.storage_path, web_opts.listen[0], handler,
+                        web_cfg, web_opts=web_opts))
     except KeyboardInterrupt:
         pass
     except (OSError, ValueError) as e:
         log.error("cannot serve", extra={"error": str(e)})
         return EXIT_ERROR
     return EXIT_OK
-
-
-async def serve(
-    config: Config,
-    args: argparse.Namespace,
-    listen: list[tuple[str | None, int]],
-    handler: RedactingHandler,
-    started: asyncio.Event | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    from exporter.webserve import WebServer
-
-    service = Service(config, args.storage_path)
-    web_server = WebServer(service, args, config)
-
-    async def reload() -> str | None:
-        try:
-            new = load_config(args.config_file)
-        except ConfigError as e:
-            service.config_reload_ok = False
-            service.invalidate()
-            log.error("reload failed, old config kept", extra={"error": str(e)})
-            return str(e)
-        error = web_server.reload_web_config()
-        if error:
-            return error
-        handler.secrets = tuple({*handler.secrets, *new.secrets})
-        await service.apply_config(new)
-        service.config_reload_ok = True
-        log.info("configuration reloaded", extra={"stores": len(new.stores)})
-        return None
-
-    await web_server.start(listen, reload)
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[str | None]] = set()
-
-    def on_hup() -> None:
-        t = loop.create_task(reload())
-        reloads.add(t)
-        t.add_done_callback(reloads.discard)
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    if started is not None:
-        started.set()
-    try:
-        first = asyncio.create_task(service.start())
-        await stop.wait()
-        first.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
-    finally:
-        await service.stop()
-        await web_server.stop()

@@ -21,9 +21,9 @@ from dataclasses import asdict
 from urllib.parse import quote
 
 from exporter.model import State
-from exporter.remediate import PlanError, Step, deletecert_command, make_plan, pair_health
+from exporter.remediate import Plan, PlanError, Step, deletecert_command, make_plan, pair_health
 from exporter.report import Row, rows
-from exporter.service import Snapshot
+from exporter.snapshot import Snapshot
 from exporter.text import visible
 
 ROWS_PER_STORE = 100  # at most; fewer when there are many stores (PAGE_ROWS in all)
@@ -59,7 +59,7 @@ def _fix(key: str) -> str:
         return "<span>no command: the key is not a listcerts key</span>"
 
 
-def _store_status(snap: Snapshot, name: str) -> tuple[str, str, str]:
+def _store_status(snap: Snapshot, name: str) -> tuple[str, str, str]:  # Status
     """(css class, status text, last successful read) for one store."""
     st = snap.stores[name]
     when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.last_success.timestamp))
@@ -99,13 +99,87 @@ def _counts(items: Iterable[Row]) -> Counter[str]:
     return Counter(r.state for r in items)
 
 
+Status = tuple[str, str, str]  # css class, status text, last successful read
+
+
+def _summary(snap: Snapshot, by_store: dict[str, list[Row]], status: dict[str, Status],
+             order: list[str]) -> list[str]:
+    total = _counts(r for items in by_store.values() for r in items)
+    down = sum(1 for s in status.values() if s[0] == "down")
+    parts = [
+        "<h2 id='summary'>Summary</h2><p class='states' id='overall'>",
+        *(f"<span class='{s}'>{total.get(s, 0)} {s}</span>" for s in STATES),
+        f"<span class='{'down' if down else 'up'}'>{len(snap.stores) - down} of "
+        f"{len(snap.stores)} stores readable</span></p>",
+        "<table class='summary'><tr><th>store</th><th>status</th>",
+        *(f"<th>{s}</th>" for s in STATES),
+        "<th>entries</th><th>last successful read</th></tr>",
+    ]
+    for name in order:
+        cls, text, when = status[name]
+        c = _counts(by_store[name])
+        parts.append(
+            f"<tr><td><a href='#store-{quote(name)}'>{_t(name)}</a></td>"
+            f"<td class='{cls}'>{_t(text)}</td>"
+            + "".join(f"<td class='{s if c.get(s) else ''}'>{c.get(s, 0)}</td>" for s in STATES)
+            + f"<td>{len(by_store[name])}</td><td>{html.escape(when)}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _fixes(plan: Plan) -> list[str]:
+    if not plan.steps:
+        return []
+    parts = [f"<h2 id='fixes'>Fixes: {len(plan.steps)} entries proven stale</h2>"
+             "<p>Delete them one server at a time, in this order, in each server's "
+             "admin CLI (<code>prime-tofu-exporter remediate</code> prints the same plan; "
+             "<code>--apply</code> runs it and writes an audit log).</p>"]
+    for sp in plan.stores:
+        if sp.steps:
+            role = f" ({_t(sp.pair_role)} of {_t(sp.pair)})" if sp.pair else ""
+            noun = "entry" if len(sp.steps) == 1 else "entries"
+            parts.append(f"<h3>{_t(sp.store)}{role}: {len(sp.steps)} stale {noun}</h3>"
+                         "<ol class='plan'>" + "".join(_step_html(s) for s in sp.steps) + "</ol>")
+    if plan.followups or plan.verify:
+        parts.append("<h3>Then</h3><ul>" + "".join(f"<li>{_t(f)}</li>" for f in plan.followups)
+                     + "".join(f"<li>{_t(v)}</li>" for v in plan.verify) + "</ul>")
+    return parts
+
+
+def _pairs(plan: Plan) -> list[str]:
+    parts = []
+    for pair in plan.pairs:
+        parts.append(f"<h2 id='pair-{quote(pair.name)}'>HA pair {_t(pair.name)}</h2><p>primary "
+                     f"{_t(pair.primary)}, secondary {_t(pair.secondary)}</p><ul>")
+        for line, link in zip(pair_health(pair), pair.links, strict=True):
+            parts.append(f"<li class='{html.escape(link.state)}'>{_t(line)}</li>")
+        parts.append("</ul>")
+    return parts
+
+
+def _store_section(name: str, status: Status, items: list[Row], per_store: int) -> list[str]:
+    cls, text, when = status
+    items = sorted(items, key=lambda r: _ORDER.get(r.state, 9))
+    url = html.escape(f"/api/v1/entries?store={quote(name)}")
+    parts = [f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
+             f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
+             f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
+    if items:
+        parts.append(_HEAD + "".join(_row_html(r) for r in items[:per_store]) + "</table>")
+    if len(items) > per_store:
+        parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
+                     f"<a href='{url}'>the full list as JSON</a>.</p>")
+    return parts
+
+
 def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics") -> bytes:
     by_store: dict[str, list[Row]] = {name: [] for name in snap.stores}
     for r in rows(snap.views):
         by_store.setdefault(r.store, []).append(r)
-    total = _counts(r for items in by_store.values() for r in items)
     status = {name: _store_status(snap, name) for name in snap.stores}
-    down = [n for n, s in status.items() if s[0] == "down"]
+    # Unreadable stores first, then by number of mismatches.
+    order = sorted(snap.stores, key=lambda n: (
+        status[n][0] != "down", -_counts(by_store[n]).get(State.MISMATCH.value, 0), n))
     e = html.escape
     parts = [
         "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
@@ -114,63 +188,13 @@ def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics")
         f"<h1>prime-tofu-exporter {e(version)}</h1>",
         f"<p><a href='{e(telemetry_path)}'>Metrics</a> · <a href='/api/v1/entries'>Entries (JSON)</a>"
         " · <a href='/-/healthy'>Health</a> · <a href='/-/ready'>Ready</a></p>",
-        "<h2 id='summary'>Summary</h2><p class='states' id='overall'>",
-        *(f"<span class='{s}'>{total.get(s, 0)} {s}</span>" for s in STATES),
-        f"<span class='{'down' if down else 'up'}'>{len(snap.stores) - len(down)} of "
-        f"{len(snap.stores)} stores readable</span></p>",
-        "<table class='summary'><tr><th>store</th><th>status</th>",
-        *(f"<th>{s}</th>" for s in STATES),
-        "<th>entries</th><th>last successful read</th></tr>",
+        *_summary(snap, by_store, status, order),
     ]
-    order = sorted(snap.stores, key=lambda n: (
-        status[n][0] != "down", -_counts(by_store[n]).get(State.MISMATCH.value, 0), n))
-    for name in order:
-        cls, text, when = status[name]
-        c = _counts(by_store[name])
-        parts.append(
-            f"<tr><td><a href='#store-{quote(name)}'>{_t(name)}</a></td>"
-            f"<td class='{cls}'>{_t(text)}</td>"
-            + "".join(f"<td class='{s if c.get(s) else ''}'>{c.get(s, 0)}</td>" for s in STATES)
-            + f"<td>{len(by_store[name])}</td><td>{e(when)}</td></tr>")
-    parts.append("</table>")
-
     plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
-    if plan.steps:
-        parts.append(f"<h2 id='fixes'>Fixes: {len(plan.steps)} entries proven stale</h2>"
-                     "<p>Delete them one server at a time, in this order, in each server's "
-                     "admin CLI (<code>prime-tofu-exporter remediate</code> prints the same plan; "
-                     "<code>--apply</code> runs it and writes an audit log).</p>")
-        for sp in plan.stores:
-            if sp.steps:
-                role = f" ({_t(sp.pair_role)} of {_t(sp.pair)})" if sp.pair else ""
-                noun = "entry" if len(sp.steps) == 1 else "entries"
-                parts.append(f"<h3>{_t(sp.store)}{role}: {len(sp.steps)} stale {noun}</h3>"
-                             "<ol class='plan'>"
-                             + "".join(_step_html(s) for s in sp.steps) + "</ol>")
-        if plan.followups or plan.verify:
-            parts.append("<h3>Then</h3><ul>" + "".join(f"<li>{_t(f)}</li>" for f in plan.followups)
-                         + "".join(f"<li>{_t(v)}</li>" for v in plan.verify) + "</ul>")
-    for pair in plan.pairs:
-        parts.append(f"<h2 id='pair-{quote(pair.name)}'>HA pair {_t(pair.name)}</h2><p>primary "
-                     f"{_t(pair.primary)}, secondary {_t(pair.secondary)}</p><ul>")
-        for line, link in zip(pair_health(pair), pair.links, strict=True):
-            parts.append(f"<li class='{e(link.state)}'>{_t(line)}</li>")
-        parts.append("</ul>")
-
+    parts += _fixes(plan) + _pairs(plan)
     per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
     for name in order:
-        cls, text, when = status[name]
-        items = sorted(by_store[name], key=lambda r: _ORDER.get(r.state, 9))
-        url = f"/api/v1/entries?store={quote(name)}"
-        parts.append(f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
-                     f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
-                     f"{e(when)}; {len(items)} entries (<a href='{e(url)}'>all as JSON</a>).</p>")
-        if not items:
-            continue
-        parts.append(_HEAD + "".join(_row_html(r) for r in items[:per_store]) + "</table>")
-        if len(items) > per_store:
-            parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
-                         f"<a href='{e(url)}'>the full list as JSON</a>.</p>")
+        parts += _store_section(name, status[name], by_store[name], per_store)
     parts.append("</body></html>")
     return "\n".join(parts).encode()
 

@@ -34,6 +34,8 @@ OPEN = Gauge("tofu_exporter_http_connections", "Open client connections")
 CLOSED = Counter("tofu_exporter_http_connections_closed_by_server",
                  "Client connections the exporter closed: idle or half-sent too long (idle), "
                  "or evicted for a newer one at the connection limit (evicted)", ["reason"])
+for _reason in ("idle", "evicted"):
+    CLOSED.labels(_reason)  # both reasons exported from the start, at 0
 
 
 def raise_nofile_limit() -> int:
@@ -50,13 +52,6 @@ def raise_nofile_limit() -> int:
 def connection_budget(requested: int, nofile: int, stores: int, probes: int) -> int:
     """Client connections that fit beside one SSH connection per store and the probes."""
     return max(8, min(requested, nofile - stores - probes - RESERVED_FDS))
-
-
-def parse_listen(value: str) -> tuple[str | None, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--web.listen-address {value!r}: expected host:port, e.g. :9877")
-    return (host.strip("[]") or None), int(port)
 
 
 def systemd_sockets() -> list[socket.socket]:

@@ -27,7 +27,8 @@ from exporter import __version__
 from exporter.collector import render_chunks
 from exporter.landing import entries_json
 from exporter.landing import landing_page as _landing_page
-from exporter.service import Service, Snapshot
+from exporter.service import Service
+from exporter.snapshot import Snapshot
 
 ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None on success
 Middleware = Callable[..., Awaitable[web.StreamResponse]]

@@ -186,53 +186,41 @@ def _str_list(value: Any, where: str, problems: _Problems) -> list[str]:
     return value
 
 
-def _parse_tls(tls: dict[str, Any], base: Path, problems: _Problems,
-               warnings: list[str]) -> TlsSettings | None:
-    for key in tls:
-        if key in _REFUSED_TLS:
-            problems.add(f"tls_server_config.{key}", _REFUSED_TLS[key])
-        elif key not in _TLS_KEYS:
-            problems.add(f"tls_server_config.{key}", "unknown key")
-    if not tls:
+def _tls_path(tls: dict[str, Any], name: str, base: Path, problems: _Problems) -> str | None:
+    v = tls.get(name)
+    if v is None:
         return None
+    if not isinstance(v, str) or not v:
+        problems.add(f"tls_server_config.{name}", "must be a file name")
+        return None
+    f = Path(v) if Path(v).is_absolute() else base / v
+    if not f.is_file():
+        problems.add(f"tls_server_config.{name}", f"cannot read {f}")
+    return str(f)
 
-    def path_of(name: str) -> str | None:
-        v = tls.get(name)
-        if v is None:
-            return None
-        if not isinstance(v, str) or not v:
-            problems.add(f"tls_server_config.{name}", "must be a file name")
-            return None
-        f = Path(v) if Path(v).is_absolute() else base / v
-        if not f.is_file():
-            problems.add(f"tls_server_config.{name}", f"cannot read {f}")
-        return str(f)
 
-    def inline(name: str) -> str | None:
-        v = tls.get(name)
-        if v is None:
-            return None
-        if not isinstance(v, str) or "-----BEGIN" not in v:
-            problems.add(f"tls_server_config.{name}", "must be PEM text")
-            return None
-        return v
+def _tls_inline(tls: dict[str, Any], name: str, problems: _Problems) -> str | None:
+    v = tls.get(name)
+    if v is None:
+        return None
+    if not isinstance(v, str) or "-----BEGIN" not in v:
+        problems.add(f"tls_server_config.{name}", "must be PEM text")
+        return None
+    return v
 
-    cert_file, key_file, ca_file = path_of("cert_file"), path_of("key_file"), path_of("client_ca_file")
-    cert_pem, key_pem, ca_pem = inline("cert"), inline("key"), inline("client_ca")
-    for a, b in (("cert", "cert_file"), ("key", "key_file"), ("client_ca", "client_ca_file")):
-        if a in tls and b in tls:
-            problems.add("tls_server_config", f"{a} and {b} exclude each other")
-    has_cert = "cert" in tls or "cert_file" in tls
-    has_key = "key" in tls or "key_file" in tls
-    if not (has_cert and has_key):
-        problems.add("tls_server_config", "needs a certificate (cert_file or cert) and its key "
-                                          "(key_file or key)")
-    if key_file and Path(key_file).is_file():
-        mode = Path(key_file).stat().st_mode
-        if mode & (stat.S_IRGRP | stat.S_IROTH):
-            warnings.append(f"tls_server_config.key_file {key_file} is readable by group or "
-                            f"others (mode {stat.S_IMODE(mode):04o}); make it readable by the "
-                            "exporter's user only (chmod 600)")
+
+def _key_mode_warning(key_file: str | None, warnings: list[str]) -> None:
+    if not key_file or not Path(key_file).is_file():
+        return
+    mode = Path(key_file).stat().st_mode
+    if mode & (stat.S_IRGRP | stat.S_IROTH):
+        warnings.append(f"tls_server_config.key_file {key_file} is readable by group or "
+                        f"others (mode {stat.S_IMODE(mode):04o}); make it readable by the "
+                        "exporter's user only (chmod 600)")
+
+
+def _tls_client_auth(tls: dict[str, Any], has_ca: bool,
+                     problems: _Problems) -> tuple[str, tuple[str, ...]]:
     auth = tls.get("client_auth_type", "NoClientCert")
     if auth in _UNVERIFIED_AUTH:
         problems.add("tls_server_config.client_auth_type",
@@ -241,23 +229,30 @@ def _parse_tls(tls: dict[str, Any], base: Path, problems: _Problems,
     elif auth not in CLIENT_AUTH:
         problems.add("tls_server_config.client_auth_type",
                      f"one of {sorted(CLIENT_AUTH)} (got {auth!r})")
-    if auth != "NoClientCert" and auth in CLIENT_AUTH and not (ca_file or ca_pem) \
-            and auth == "RequireAndVerifyClientCert":
+    elif auth == "RequireAndVerifyClientCert" and not has_ca:
         problems.add("tls_server_config", "RequireAndVerifyClientCert needs client_ca_file or client_ca")
     sans = _str_list(tls.get("client_allowed_sans"), "tls_server_config.client_allowed_sans", problems)
     if sans and auth != "RequireAndVerifyClientCert":
         problems.add("tls_server_config.client_allowed_sans",
                      "needs client_auth_type RequireAndVerifyClientCert (without a required "
                      "certificate there is no SAN to check)")
-    versions = {}
+    return auth, tuple(sans)
+
+
+def _tls_versions(tls: dict[str, Any], problems: _Problems) -> tuple[str, str]:
+    versions = []
     for name, default in (("min_version", "TLS12"), ("max_version", "TLS13")):
         v = tls.get(name, default)
         if v not in TLS_VERSIONS:
             problems.add(f"tls_server_config.{name}", f"one of {sorted(TLS_VERSIONS)} (got {v!r})")
             v = default
-        versions[name] = v
-    if TLS_VERSIONS[versions["min_version"]] > TLS_VERSIONS[versions["max_version"]]:
+        versions.append(v)
+    if TLS_VERSIONS[versions[0]] > TLS_VERSIONS[versions[1]]:
         problems.add("tls_server_config", "min_version is above max_version")
+    return versions[0], versions[1]
+
+
+def _tls_ciphers(tls: dict[str, Any], problems: _Problems) -> tuple[tuple[str, ...], bool]:
     ciphers: list[str] = []
     for c in _str_list(tls.get("cipher_suites"), "tls_server_config.cipher_suites", problems):
         if c in CIPHERS:
@@ -273,14 +268,36 @@ def _parse_tls(tls: dict[str, Any], base: Path, problems: _Problems,
         problems.add("tls_server_config.prefer_server_cipher_suites", "must be true or false")
         prefer = True
     curves = tls.get("curve_preferences")
-    if isinstance(curves, list):
-        for c in curves:
-            if c not in _CURVES:
-                problems.add("tls_server_config.curve_preferences", f"unknown curve {c!r}")
-    return TlsSettings(
-        cert_file, key_file, cert_pem, key_pem, ca_file, ca_pem, auth, tuple(sans),
-        versions["min_version"], versions["max_version"], tuple(ciphers), prefer,
-    )
+    for c in curves if isinstance(curves, list) else ():
+        if c not in _CURVES:
+            problems.add("tls_server_config.curve_preferences", f"unknown curve {c!r}")
+    return tuple(ciphers), prefer
+
+
+def _parse_tls(tls: dict[str, Any], base: Path, problems: _Problems,
+               warnings: list[str]) -> TlsSettings | None:
+    for key in tls:
+        if key in _REFUSED_TLS:
+            problems.add(f"tls_server_config.{key}", _REFUSED_TLS[key])
+        elif key not in _TLS_KEYS:
+            problems.add(f"tls_server_config.{key}", "unknown key")
+    if not tls:
+        return None
+    cert_file, key_file, ca_file = (_tls_path(tls, n, base, problems)
+                                    for n in ("cert_file", "key_file", "client_ca_file"))
+    cert_pem, key_pem, ca_pem = (_tls_inline(tls, n, problems) for n in ("cert", "key", "client_ca"))
+    for a, b in (("cert", "cert_file"), ("key", "key_file"), ("client_ca", "client_ca_file")):
+        if a in tls and b in tls:
+            problems.add("tls_server_config", f"{a} and {b} exclude each other")
+    if not ({"cert", "cert_file"} & set(tls) and {"key", "key_file"} & set(tls)):
+        problems.add("tls_server_config", "needs a certificate (cert_file or cert) and its key "
+                                          "(key_file or key)")
+    _key_mode_warning(key_file, warnings)
+    auth, sans = _tls_client_auth(tls, bool(ca_file or ca_pem), problems)
+    min_version, max_version = _tls_versions(tls, problems)
+    ciphers, prefer = _tls_ciphers(tls, problems)
+    return TlsSettings(cert_file, key_file, cert_pem, key_pem, ca_file, ca_pem, auth, sans,
+                       min_version, max_version, ciphers, prefer)
 
 
 def _parse_http(http: dict[str, Any], problems: _Problems) -> tuple[tuple[str, str], ...]:
@@ -326,6 +343,24 @@ def _parse_users(raw: dict[str, Any], problems: _Problems,
     return users
 
 
+def _parse_rate(rate: dict[str, Any], problems: _Problems) -> tuple[float, int]:
+    interval, burst = 0.0, 0
+    for key in rate:
+        if key not in ("interval", "burst"):
+            problems.add(f"rate_limit.{key}", "unknown key")
+    if not rate:
+        return interval, burst
+    try:
+        interval = parse_duration(rate.get("interval", "0s"))
+    except ValueError as e:
+        problems.add("rate_limit.interval", str(e))
+    burst = rate.get("burst", 0)
+    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
+        problems.add("rate_limit.burst", "must be a whole number >= 0")
+        burst = 0
+    return interval, burst
+
+
 def parse_web_config(data: Any, base: Path, source: str = "web config") -> WebConfig:
     """The parsed document -> WebConfig, or ConfigError naming every problem."""
     problems = _Problems()
@@ -349,20 +384,7 @@ def parse_web_config(data: Any, base: Path, source: str = "web config") -> WebCo
     for p in excluded:
         if not p.startswith("/"):
             problems.add("auth_excluded_paths", f"{p!r} must start with /")
-    rate = _mapping(data.get("rate_limit"), "rate_limit", problems)
-    interval, burst = 0.0, 0
-    for key in rate:
-        if key not in ("interval", "burst"):
-            problems.add(f"rate_limit.{key}", "unknown key")
-    if rate:
-        try:
-            interval = parse_duration(rate.get("interval", "0s"))
-        except ValueError as e:
-            problems.add("rate_limit.interval", str(e))
-        burst = rate.get("burst", 0)
-        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
-            problems.add("rate_limit.burst", "must be a whole number >= 0")
-            burst = 0
+    interval, burst = _parse_rate(_mapping(data.get("rate_limit"), "rate_limit", problems), problems)
     if problems:
         raise ConfigError(source, list(problems))
     cfg = WebConfig(source, tls, users, headers, frozenset(excluded), interval, burst,

@@ -39,6 +39,8 @@ _ALPHABET = b"./ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789"
 
 AUTH = Counter("tofu_exporter_http_auth_checks", "Basic auth checks by result "
                "(ok, cached, denied, shed: dropped unchecked while checks queued)", ["result"])
+for _result in ("ok", "cached", "denied", "shed"):
+    AUTH.labels(_result)  # every result exported from the start, at 0
 AUTH_WAITING = Gauge("tofu_exporter_http_auth_waiting", "Basic auth checks waiting for a hash slot")
 
 

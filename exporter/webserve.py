@@ -5,7 +5,6 @@ Kept apart from cli.py so the command line only parses flags and hands them over
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -19,7 +18,6 @@ from exporter.listen import (
     ConnectionGuard,
     GuardedSite,
     connection_budget,
-    parse_listen,
     raise_nofile_limit,
     systemd_sockets,
 )
@@ -27,6 +25,7 @@ from exporter.service import Service
 from exporter.web import make_app, make_health_app
 from exporter.webconfig import WebConfig, load_web_config
 from exporter.webguard import Guard
+from exporter.webopts import WebOptions, parse_listen
 
 log = logging.getLogger("exporter.web")
 _BUILD_INFO: list[BuildInfoCollector] = []
@@ -40,13 +39,13 @@ def register_build_info() -> None:
 
 
 class WebServer:
-    def __init__(self, service: Service, args: argparse.Namespace, config: Config) -> None:
-        self.service, self.args, self.config = service, args, config
-        self.web_config_path: str | None = getattr(args, "web_config", None)
-        cfg: WebConfig | None = getattr(args, "web_settings", None)
-        if self.web_config_path and cfg is None:
-            cfg = load_web_config(self.web_config_path)
-        self.guard = Guard(cfg or WebConfig())
+    def __init__(self, service: Service, config: Config, web_cfg: WebConfig | None,
+                 opts: WebOptions) -> None:
+        self.service, self.config, self.opts = service, config, opts
+        self.web_config_path = opts.config_file
+        if self.web_config_path and web_cfg is None:
+            web_cfg = load_web_config(self.web_config_path)
+        self.guard = Guard(web_cfg or WebConfig())
         self.runners: list[web.AppRunner] = []
         self.conns: ConnectionGuard | None = None
 
@@ -65,32 +64,31 @@ class WebServer:
         self.guard.swap(cfg)
         return None
 
-    async def start(self, listen: list[tuple[str | None, int]],
-                    reload: Callable[[], Awaitable[str | None]]) -> None:
+    async def start(self, reload: Callable[[], Awaitable[str | None]]) -> None:
         register_build_info()
-        args = self.args
+        opts = self.opts
         nofile = raise_nofile_limit()
-        limit = connection_budget(getattr(args, "max_connections", 512), nofile,
-                                  len(self.config.stores), self.config.probe_concurrency)
-        idle = float(getattr(args, "idle_timeout", 15.0))
+        limit = connection_budget(opts.max_connections, nofile, len(self.config.stores),
+                                  self.config.probe_concurrency)
+        idle = opts.idle_timeout
         self.conns = ConnectionGuard(limit, idle)
         app = make_app(self.service, reload,
                        [self.conns.middleware(), *self.guard.middlewares()],
-                       getattr(args, "telemetry_path", "/metrics"), self.guard.add_headers)
+                       opts.telemetry_path, self.guard.add_headers)
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle)
         await runner.setup()
         self.runners.append(runner)
         ssl_ctx = self.guard.ssl_context()
         sites: list[GuardedSite] = []
-        if getattr(args, "systemd_socket", False):
+        if opts.systemd_socket:
             sites = [GuardedSite(runner, self.conns, sock=s, ssl_context=ssl_ctx)
                      for s in systemd_sockets()]
         else:
             sites = [GuardedSite(runner, self.conns, host=h, port=p, ssl_context=ssl_ctx)
-                     for h, p in listen]
+                     for h, p in opts.listen]
         for site in sites:
             await site.start()
-        health = getattr(args, "health_listen", None)
+        health = opts.health_listen
         if health:
             h_runner = web.AppRunner(make_health_app(self.service), access_log=None,
                                      keepalive_timeout=idle)

@@ -24,11 +24,12 @@ import yaml
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab.pi import PiServer
-from exporter.lab.pki import make_cert, pi_subject
-from exporter.lab.tls import TlsEndpoint
 from exporter.listen import connection_budget
-from tests.exporterkit import ROOT, free_port, samples, start_pi, value, wait_for, write_config
+from pilab.pi import PiServer
+from pilab.pki import make_cert, pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import free_port, start_pi, write_config
+from tests.exporterkit import ROOT, samples, value, wait_for
 from tests.test_web_security import toolkit_hash
 from tests.webkit import WebExporter, idle_connections, listening_socket, raise_own_nofile
 

@@ -15,9 +15,10 @@ from html.parser import HTMLParser
 import pytest
 import pytest_asyncio
 
-from exporter.lab.tls import TlsEndpoint
 from exporter.remediate import deletecert_command
-from tests.exporterkit import Exporter, start_pi, wait_for, write_config
+from pilab.tls import TlsEndpoint
+from tests.conftest import start_pi, write_config
+from tests.exporterkit import Exporter, wait_for
 from tests.test_hostile_input import hostile_cert
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),

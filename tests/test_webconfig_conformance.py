@@ -12,8 +12,8 @@ import pytest
 import yaml
 
 from exporter.config import ConfigError
-from exporter.lab.pki import make_cert
 from exporter.webconfig import load_web_config, parse_web_config
+from pilab.pki import make_cert
 
 DATA = Path(__file__).parent / "data" / "exporter-toolkit"
 GOOD = {"web_config_rate_limiter_one_second.yaml"}  # named without .good, passes upstream
