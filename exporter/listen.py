@@ -20,7 +20,7 @@ import resource
 import socket
 import ssl
 import time
-from typing import Any
+from typing import Any, cast
 
 from aiohttp import web
 from prometheus_client import Counter, Gauge
@@ -151,8 +151,8 @@ class ConnectionGuard:
     def _close(self, c: _Conn, reason: str) -> None:
         self.by_transport.pop(c.transport, None)
         CLOSED.labels(reason).inc()
-        if isinstance(c.transport, asyncio.Transport):
-            c.transport.abort()
+        if c.transport is not None:  # uvloop's transports are not asyncio.Transport subclasses
+            cast(asyncio.Transport, c.transport).abort()
 
     def request_started(self, transport: Any) -> None:
         c = self.by_transport.get(transport)
