@@ -149,6 +149,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.config_check:
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
+    from exporter.baseline import storage_problem
+
+    if (problem := storage_problem(args.storage_path)) is not None:
+        print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
+        return EXIT_ERROR
     handler = setup(args.log_level, args.log_format, config.secrets)
     if command == "remediate":
         from exporter.remediate import run as remediate
