@@ -119,5 +119,6 @@ def test_baseline_survives_sigkill(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_baseline_survives_sigkill_long(tmp_path: Path) -> None:
     assert _kill_loop(tmp_path, 150) == 150

@@ -124,13 +124,15 @@ async def fetch_leaf_der(host: str, port: int, timeout: float = _PEER_TIMEOUT) -
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout)
+    async with asyncio.timeout(timeout):
+        _, writer = await asyncio.open_connection(host, port, ssl=ctx)
     try:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
     if not der:
         raise ConnectionError("no peer certificate")
     return bytes(der)
@@ -217,7 +219,8 @@ class PiServer:
             conn.close()
         for conn in conns:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await conn.wait_closed()
         self._conns.clear()
 
     @property
