@@ -188,6 +188,9 @@ class PiServer:
         self.log: list[str] = []
         self.tofu_failures: list[TofuFailure] = []
         self.connections = 0
+        self.max_open = 0  # most SSH connections open at the same time (reset it at will)
+        self.max_busy = 0  # most listcerts commands in progress at the same time
+        self._busy = 0
         self.commands: list[str] = []
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._conns: set[asyncssh.SSHServerConnection] = set()
@@ -335,6 +338,7 @@ class _Server(asyncssh.SSHServer):
         self._conn = conn
         self._pi.connections += 1
         self._pi._conns.add(conn)
+        self._pi.max_open = max(self._pi.max_open, len(self._pi._conns))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
@@ -534,7 +538,13 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
             self._page_lines = int(low[2])
             return 0
         if low == LISTCERTS:
-            return await self._listcerts(shell)
+            pi = self._pi
+            pi._busy += 1
+            pi.max_busy = max(pi.max_busy, pi._busy)
+            try:
+                return await self._listcerts(shell)
+            finally:
+                pi._busy -= 1
         if len(low) == 6 and low[:5] == DELETECERT:
             key = words[5]
             if self._pi.remove_entry(key):
