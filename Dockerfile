@@ -17,6 +17,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md ./
 COPY exporter ./exporter
+COPY pilab ./pilab
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[fast]'
 
 # Runtime stage: the same Python, the finished venv, nothing to compile with.

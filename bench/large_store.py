@@ -33,7 +33,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from run import PASSWORD, free_port, start_lab, status_kb, stop, wait_http  # noqa: E402
 
-from exporter.lab.pki import make_cert, pi_subject  # noqa: E402
+from pilab.pki import make_cert, pi_subject  # noqa: E402
 
 
 def hwm_mb(pid: int) -> float:

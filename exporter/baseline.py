@@ -462,6 +462,13 @@ class BaselineDB:
 
         self._guard(op)
 
+    def prune_endpoints(self) -> int:
+        """Drop endpoint rows no baseline names any more (their entries left every store):
+        the table is as large as the set of endpoints stored entries name, not every one ever."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM endpoints WHERE endpoint NOT IN (SELECT endpoint FROM baselines)")
+        return cur.rowcount
+
     def changed_times(self) -> dict[str, float]:
         return self._guard(
             lambda: dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())

@@ -15,7 +15,8 @@ import pytest
 from prometheus_client import REGISTRY
 
 from exporter.baseline import BaselineDB, StorageError
-from tests.exporterkit import ROOT, Exporter, free_port, start_pi, value, write_config
+from tests.conftest import free_port, start_pi, write_config
+from tests.exporterkit import ROOT, Exporter, value
 from tests.mounts import remount, tmpfs
 
 EXPORTER = [sys.executable, "-m", "exporter"]

@@ -17,6 +17,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator
 
+from exporter.endpoint import format_endpoint as endpoint_of  # noqa: F401  (re-export)
 from exporter.model import Listing, StoredEntry, Subject
 from exporter.subject import SubjectError, parse_subject
 
@@ -160,10 +161,3 @@ def _split_key(key: str) -> tuple[str, int] | None:
     if not 1 <= port <= 65535:
         return None
     return host, port
-
-
-def endpoint_of(host: str, port: int) -> str:
-    """`host:port` for probing and labels; IPv6 literals in brackets as in URLs."""
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"
