@@ -156,15 +156,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.web_settings = _load_web(args.web_config)
         if args.web_settings is None:
             return EXIT_ERROR
-    web_warnings = getattr(getattr(args, "web_settings", None), "warnings", ())
     if args.config_check:
-        for w in web_warnings:
-            print(f"warning: {args.web_config}: {w}", file=sys.stderr)
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
+        _web_warnings(args, to_stderr=True)
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
+    from exporter.baseline import storage_problem
+
+    if (problem := storage_problem(args.storage_path)) is not None:
+        print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
+        return EXIT_ERROR
     handler = setup(args.log_level, args.log_format, config.secrets)
-    for w in web_warnings:
-        log.warning("web config", extra={"file": args.web_config, "problem": w})
+    for warning in config.warnings:
+        log.warning(warning)
+    _web_warnings(args, to_stderr=False)
     if command == "remediate":
         from exporter.remediate.command import Options, run
 
@@ -176,6 +182,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     if command == "check":
         return run_async(check(config, args.storage_path, args.output))
     return run_server(config, args, web_opts, handler)
+
+
+def _web_warnings(args: argparse.Namespace, to_stderr: bool) -> None:
+    """The web config's warnings (low bcrypt cost, a key file others can read)."""
+    for w in getattr(getattr(args, "web_settings", None), "warnings", ()):
+        if to_stderr:
+            print(f"warning: {args.web_config}: {w}", file=sys.stderr)
+        else:
+            log.warning("web config", extra={"file": args.web_config, "problem": w})
 
 
 def _web_options(args: argparse.Namespace) -> WebOptions:

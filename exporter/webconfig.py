@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import re
 import ssl
-import stat
 import tempfile
 from collections import Counter
 from collections.abc import Callable, Mapping
@@ -22,6 +21,7 @@ from typing import Any
 import yaml
 
 from exporter.config import ConfigError, parse_duration
+from exporter.files import loose_permissions
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
                 "TLS12": ssl.TLSVersion.TLSv1_2, "TLS13": ssl.TLSVersion.TLSv1_3}
@@ -210,13 +210,10 @@ def _tls_inline(tls: dict[str, Any], name: str, problems: _Problems) -> str | No
 
 
 def _key_mode_warning(key_file: str | None, warnings: list[str]) -> None:
-    if not key_file or not Path(key_file).is_file():
-        return
-    mode = Path(key_file).stat().st_mode
-    if mode & (stat.S_IRGRP | stat.S_IROTH):
-        warnings.append(f"tls_server_config.key_file {key_file} is readable by group or "
-                        f"others (mode {stat.S_IMODE(mode):04o}); make it readable by the "
-                        "exporter's user only (chmod 600)")
+    if key_file:
+        w = loose_permissions(key_file, "tls_server_config.key_file")
+        if w:
+            warnings.append(w)
 
 
 def _tls_client_auth(tls: dict[str, Any], has_ca: bool,

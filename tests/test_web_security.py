@@ -301,7 +301,8 @@ async def test_config_check_refuses_a_malformed_hash_and_warns(good_config: Path
     text = err.decode()
     assert proc.returncode == 0, text
     assert "bcrypt cost 4 is below 10" in text
-    assert f"key_file {tmp_path / 'web.key'} is readable by group or others (mode 0644)" in text
+    assert (f"tls_server_config.key_file {str(tmp_path / 'web.key')!r} is accessible by group or "
+            "others (mode 0644)") in text
     assert "PRIVATE KEY" not in text and cheap not in text
     web.write_text(yaml.safe_dump({"basic_auth_users": {"u": cheap[:-5]}}))
     proc = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
