@@ -29,6 +29,7 @@ log = logging.getLogger("exporter.web")
 
 SD_LISTEN_FDS_START = 3
 RESERVED_FDS = 64  # database, log, listening sockets, Python's own
+GRACE = 1.0  # seconds a new connection has to speak before it counts as idle
 
 OPEN = Gauge("tofu_exporter_http_connections", "Open client connections")
 CLOSED = Counter("tofu_exporter_http_connections_closed_by_server",
@@ -51,7 +52,12 @@ def raise_nofile_limit() -> int:
 
 def connection_budget(requested: int, nofile: int, stores: int, probes: int) -> int:
     """Client connections that fit beside one SSH connection per store and the probes."""
-    return max(8, min(requested, nofile - stores - probes - RESERVED_FDS))
+    return max(8, min(requested, descriptor_room(nofile, stores, probes)))
+
+
+def descriptor_room(nofile: int, stores: int, probes: int) -> int:
+    """Descriptors left for client connections: the hard bound on them."""
+    return max(8, nofile - stores - probes - RESERVED_FDS)
 
 
 def systemd_sockets() -> list[socket.socket]:
@@ -108,8 +114,9 @@ class _Conn(asyncio.Protocol):
 
 
 class ConnectionGuard:
-    def __init__(self, limit: int, idle_timeout: float) -> None:
+    def __init__(self, limit: int, idle_timeout: float, hard: int | None = None) -> None:
         self.limit = limit
+        self.hard = max(limit, hard or limit)
         self.idle_timeout = idle_timeout
         # Idle connections, longest idle first; busy ones leave it while a request runs.
         self.idle: collections.OrderedDict[_Conn, None] = collections.OrderedDict()
@@ -123,21 +130,32 @@ class ConnectionGuard:
         return make
 
     def opened(self, c: _Conn) -> None:
-        while len(self.by_transport) >= self.limit and (self.silent or self.idle):
-            # Evict the connection that never sent a byte for longest; only when there is
-            # none, the longest idle one. A scraper's connection speaks at once, so a flood
-            # of silent connections evicts its own members first.
-            pool = self.silent if self.silent else self.idle
-            old = next(iter(pool))
-            self.silent.pop(old, None)
-            self.idle.pop(old, None)
-            self._close(old, "evicted")
+        # Above the descriptor room: make room whatever the age (the descriptors the SSH
+        # sessions and probes need come first). Above the limit: only connections idle
+        # longer than GRACE make room, so a burst of real clients (a scrape storm) is served
+        # and a flood of silent connections evicts its own members.
+        while len(self.by_transport) >= self.hard and self._evict(None):
+            pass
+        while len(self.by_transport) >= self.limit and self._evict(c.since - GRACE):
+            pass
         self.by_transport[c.transport] = c
         self.idle[c] = None
         self.silent[c] = None
         OPEN.set(len(self.by_transport))
         if self._sweeper is None:
             self._sweeper = asyncio.get_running_loop().create_task(self._sweep())
+
+    def _evict(self, before: float | None) -> bool:
+        """Close the connection silent longest (never sent a byte), or else the one idle
+        longest, if idle since `before` (None: any); False when there is none."""
+        for pool in (self.silent, self.idle):
+            old = next(iter(pool), None)
+            if old is not None and (before is None or old.since <= before):
+                self.silent.pop(old, None)
+                self.idle.pop(old, None)
+                self._close(old, "evicted")
+                return True
+        return False
 
     def spoke(self, c: _Conn) -> None:
         self.silent.pop(c, None)
@@ -172,7 +190,10 @@ class ConnectionGuard:
         step = max(0.05, min(1.0, self.idle_timeout / 4))
         while True:
             await asyncio.sleep(step)
-            deadline = time.monotonic() - self.idle_timeout
+            now = time.monotonic()
+            while len(self.by_transport) > self.limit and self._evict(now - GRACE):
+                pass  # back to the limit once a burst's members had their chance to speak
+            deadline = now - self.idle_timeout
             while self.idle:
                 c = next(iter(self.idle))
                 if c.since > deadline:

@@ -32,7 +32,8 @@ from exporter.snapshot import Snapshot
 
 ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None on success
 Middleware = Callable[..., Awaitable[web.StreamResponse]]
-OWN_PREFIX = b"# HELP tofu_exporter_"  # the exporter's own families: not in a /probe answer
+# The exporter's own families (header and sample chunks): not in a /probe answer.
+OWN_PREFIXES = (b"# HELP tofu_exporter_", b"tofu_exporter_")
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
 _FINAL_BLOCK = b"\x03\x00"  # an empty final deflate block (fixed Huffman, end of block only)
 WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long loses its response
@@ -45,7 +46,7 @@ def landing_page(snap: Snapshot) -> str:
 def render(snap: Snapshot, with_process: bool = True) -> bytes:
     chunks = render_chunks(snap)
     if not with_process:
-        chunks = [c for c in chunks if not c.startswith(OWN_PREFIX)]
+        chunks = [c for c in chunks if not c.startswith(OWN_PREFIXES)]
     return b"".join(chunks) + (generate_latest(REGISTRY) if with_process else b"")
 
 

@@ -18,6 +18,7 @@ from exporter.listen import (
     ConnectionGuard,
     GuardedSite,
     connection_budget,
+    descriptor_room,
     raise_nofile_limit,
     systemd_sockets,
 )
@@ -68,10 +69,11 @@ class WebServer:
         register_build_info()
         opts = self.opts
         nofile = raise_nofile_limit()
+        room = descriptor_room(nofile, len(self.config.stores), self.config.probe_concurrency)
         limit = connection_budget(opts.max_connections, nofile, len(self.config.stores),
                                   self.config.probe_concurrency)
         idle = opts.idle_timeout
-        self.conns = ConnectionGuard(limit, idle)
+        self.conns = ConnectionGuard(limit, idle, hard=room)
         app = make_app(self.service, reload,
                        [self.conns.middleware(), *self.guard.middlewares()],
                        opts.telemetry_path, self.guard.add_headers)
@@ -99,7 +101,7 @@ class WebServer:
         log.info("listening", extra={
             "address": ",".join(s.name for s in sites), "health": health or "",
             "stores": len(self.config.stores), "version": __version__,
-            "max_connections": limit, "nofile": nofile})
+            "max_connections": limit, "descriptor_room": room, "nofile": nofile})
 
     async def stop(self) -> None:
         for runner in self.runners:
