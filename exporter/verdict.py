@@ -2,7 +2,9 @@
 
 The rules are design.md's table, first that applies wins. The one rule that matters most:
 a matching subject, or an adopted baseline that still equals the live certificate, proves
-nothing about what PI stored, so it is `unknown`, never `match`.
+nothing about what PI stored, so it is `unknown`, never `match`. An attested baseline (an
+operator saw PI's connection work and accepted the certificate presented then) ranks between
+a witnessed and an adopted one: equal -> match, different -> mismatch.
 """
 
 from __future__ import annotations
@@ -57,6 +59,10 @@ def decide(
                 Evidence.BASELINE,
                 f"live certificate changed since the entry appeared ({base[:16]}… -> {fp[:16]}…)",
             )
+        if baseline.kind is BaselineKind.ATTESTED and (
+            base != fp or subjects_equal(entry.subject, live.subject)
+        ):  # an accepted certificate whose subject differs from the stored one proves nothing
+            return _attested(base, fp)
         if base != fp:
             return Verdict(
                 State.MISMATCH,
@@ -73,5 +79,20 @@ def decide(
     return Verdict(
         State.UNKNOWN,
         Evidence.NONE,
-        "subjects match but the stored certificate was never seen; pin its fingerprint",
+        "subjects match but the stored certificate was never seen; pin its fingerprint, or "
+        "accept the live one once PI's connection to the peer is seen working",
+    )
+
+
+def _attested(base: str, fp: str) -> Verdict:
+    if base == fp:
+        return Verdict(
+            State.MATCH,
+            Evidence.ATTESTED,
+            "live certificate equals the one accepted while PI's connection to it worked",
+        )
+    return Verdict(
+        State.MISMATCH,
+        Evidence.ATTESTED,
+        f"live certificate changed since it was accepted ({base[:16]}… -> {fp[:16]}…)",
     )
