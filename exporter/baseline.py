@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -284,34 +284,38 @@ class BaselineDB:
 
     # ---- attestations (`accept`) ----------------------------------------------------------
 
-    def attest(self, a: Attestation, endpoint_now: str) -> Change:
-        """Record an operator's acceptance of the live certificate of one entry: the entry's
-        baseline becomes `attested` with that fingerprint, and the history says who and why.
-        Refuses (ValueError) when the entry no longer points at `endpoint_now` in the database
-        (it left the list or moved since it was read)."""
+    def attest(self, items: Sequence[Attestation]) -> list[Change]:
+        """Record an operator's acceptance of the live certificates of some entries, all or
+        none: each baseline becomes `attested` with that fingerprint, and the history says who
+        and why. Raises ValueError, recording nothing, when an entry no longer points at the
+        attestation's endpoint (it left the list or moved since it was read)."""
+        changes = []
         with self._tx() as db:
-            row = db.execute("SELECT endpoint FROM baselines WHERE store = ? AND entry = ?",
-                             (a.store, a.entry)).fetchone()
-            if row is None or row[0] != endpoint_now:
-                raise ValueError(f"entry {a.entry} of {a.store} changed while it was being accepted")
-            db.execute("UPDATE baselines SET kind = ?, fingerprint = ?, since = ? "
-                       "WHERE store = ? AND entry = ?",
-                       (BaselineKind.ATTESTED.value, a.fingerprint_sha256, a.time, a.store, a.entry))
-            db.execute("INSERT INTO attestations (store, entry, endpoint, fingerprint, spki, "
-                       "operator, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                       (a.store, a.entry, a.endpoint, a.fingerprint_sha256, a.spki_sha256,
-                        a.operator, a.reason, a.time))
-            old = self.statuses(a.store).get(a.entry)
-            after = accepted(a.fingerprint_sha256)
-            change = Change(a.time, a.store, a.entry, old.status if old else None, after,
-                            f"accepted by {a.operator}: {a.reason}")
-            st = advance(old, after, a.time)
-            db.execute("INSERT OR REPLACE INTO entry_status VALUES (?, ?, ?, ?, ?, ?, ?)",
-                       (a.store, a.entry, after.state, after.evidence, after.fingerprint,
-                        st.since, st.previous_fingerprint))
-            db.execute(f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES "
-                       "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _change_row(change))
-        return change
+            for a in items:
+                row = db.execute("SELECT endpoint FROM baselines WHERE store = ? AND entry = ?",
+                                 (a.store, a.entry)).fetchone()
+                if row is None or row[0] != a.endpoint:
+                    raise ValueError(f"entry {a.entry} of {a.store} changed while it was being accepted")
+                db.execute("UPDATE baselines SET kind = ?, fingerprint = ?, since = ? "
+                           "WHERE store = ? AND entry = ?",
+                           (BaselineKind.ATTESTED.value, a.fingerprint_sha256, a.time, a.store,
+                            a.entry))
+                db.execute("INSERT INTO attestations (store, entry, endpoint, fingerprint, spki, "
+                           "operator, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (a.store, a.entry, a.endpoint, a.fingerprint_sha256, a.spki_sha256,
+                            a.operator, a.reason, a.time))
+                old = self.statuses(a.store).get(a.entry)
+                after = accepted(a.fingerprint_sha256)
+                change = Change(a.time, a.store, a.entry, old.status if old else None, after,
+                                f"accepted by {a.operator}: {a.reason}")
+                st = advance(old, after, a.time)
+                db.execute("INSERT OR REPLACE INTO entry_status VALUES (?, ?, ?, ?, ?, ?, ?)",
+                           (a.store, a.entry, after.state, after.evidence, after.fingerprint,
+                            st.since, st.previous_fingerprint))
+                db.execute(f"INSERT INTO history ({_HISTORY_COLUMNS}) VALUES "
+                           "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", _change_row(change))
+                changes.append(change)
+        return changes
 
     def attestations(self, store: str) -> dict[str, Attestation]:
         """The attestation behind each entry of `store` whose baseline is attested now."""

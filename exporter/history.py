@@ -8,10 +8,12 @@ both; this module only compares and formats.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import time
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.model import EntryView, Evidence, State
+from exporter.text import visible
 
 GONE_REASON = "the entry left the store's list (deleted on the PI server)"
 
@@ -104,16 +106,10 @@ def diff(
     return new, changes
 
 
-def fingerprint_changed_since(changes: Iterable[Change], since: float) -> Change | None:
-    """The newest change of the live fingerprint (from one to another) at or after `since`."""
-    found = None
-    for c in changes:
-        if (c.time >= since and c.before is not None and c.after is not None
-                and c.before.fingerprint is not None
-                and c.before.fingerprint != c.after.fingerprint
-                and (found is None or c.time >= found.time)):
-            found = c
-    return found
+def fingerprint_moved(c: Change) -> bool:
+    """The live certificate changed from one to another (not: appeared, or came back)."""
+    return (c.before is not None and c.after is not None and c.before.fingerprint is not None
+            and c.before.fingerprint != c.after.fingerprint)
 
 
 def accepted(fingerprint: str) -> Status:
@@ -134,5 +130,20 @@ def change_json(c: Change) -> dict[str, object]:
             return None
         return {"state": s.state, "evidence": s.evidence, "fingerprint_sha256": s.fingerprint}
 
-    return {"time": c.time, "store": c.store, "entry": c.entry, "before": side(c.before),
-            "after": side(c.after), "reason": c.reason}
+    return {"time": c.time, "time_utc": _when(c.time), "store": c.store, "entry": c.entry,
+            "before": side(c.before), "after": side(c.after), "reason": c.reason}
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(t))
+
+
+def render_history(changes: Sequence[Change]) -> str:
+    """Newest first, one change per line, every PI, peer or operator text through `visible`."""
+    if not changes:
+        return "no changes recorded"
+    lines = []
+    for c in changes:
+        lines.append(f"{_when(c.time)}  {c.store}  {visible(c.entry)}  {status_text(c.before)} -> "
+                     f"{status_text(c.after)}  {visible(c.reason)}")
+    return "\n".join(lines)

@@ -46,29 +46,10 @@ def decide(
             State.MISMATCH, Evidence.LOG, "the PI server logged 'TOFU failed' for this peer"
         )
     if baseline is not None and baseline.fingerprint_sha256 is not None:
-        base = baseline.fingerprint_sha256
-        if baseline.kind is BaselineKind.WITNESSED:
-            if base == fp:
-                return Verdict(
-                    State.MATCH,
-                    Evidence.BASELINE,
-                    "live certificate equals the one seen when the entry appeared",
-                )
-            return Verdict(
-                State.MISMATCH,
-                Evidence.BASELINE,
-                f"live certificate changed since the entry appeared ({base[:16]}… -> {fp[:16]}…)",
-            )
-        if baseline.kind is BaselineKind.ATTESTED and (
-            base != fp or subjects_equal(entry.subject, live.subject)
-        ):  # an accepted certificate whose subject differs from the stored one proves nothing
-            return _attested(base, fp)
-        if base != fp:
-            return Verdict(
-                State.MISMATCH,
-                Evidence.BASELINE,
-                f"live certificate changed while the entry stayed ({base[:16]}… -> {fp[:16]}…)",
-            )
+        by_baseline = _by_baseline(baseline.kind, baseline.fingerprint_sha256, fp,
+                                   subjects_equal(entry.subject, live.subject))
+        if by_baseline is not None:
+            return by_baseline
     if not subjects_equal(entry.subject, live.subject):
         return Verdict(
             State.MISMATCH,
@@ -96,3 +77,30 @@ def _attested(base: str, fp: str) -> Verdict:
         Evidence.ATTESTED,
         f"live certificate changed since it was accepted ({base[:16]}… -> {fp[:16]}…)",
     )
+
+
+def _by_baseline(kind: BaselineKind, base: str, fp: str, same_subject: bool) -> Verdict | None:
+    """What a recorded fingerprint proves, or None when it proves nothing (an adopted or
+    attested baseline that the subjects contradict or, adopted, still equals the live one)."""
+    if kind is BaselineKind.WITNESSED:
+        if base == fp:
+            return Verdict(
+                State.MATCH,
+                Evidence.BASELINE,
+                "live certificate equals the one seen when the entry appeared",
+            )
+        return Verdict(
+            State.MISMATCH,
+            Evidence.BASELINE,
+            f"live certificate changed since the entry appeared ({base[:16]}… -> {fp[:16]}…)",
+        )
+    if kind is BaselineKind.ATTESTED and (base != fp or same_subject):
+        # an accepted certificate whose subject differs from the stored one proves nothing
+        return _attested(base, fp)
+    if base != fp:
+        return Verdict(
+            State.MISMATCH,
+            Evidence.BASELINE,
+            f"live certificate changed while the entry stayed ({base[:16]}… -> {fp[:16]}…)",
+        )
+    return None

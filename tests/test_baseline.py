@@ -95,7 +95,7 @@ def test_attest_makes_the_baseline_attested_and_records_who_why_and_history(tmp_
     db.observe_store("pri", {"a_1": "a:1"})  # adopted
     db.fill({"a:1": "e" * 64})
     db.record("pri", lambda old: ({"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, []))
-    change = db.attest(_att("a_1", "e" * 64, 20.0), "a:1")
+    (change,) = db.attest([_att("a_1", "e" * 64, 20.0)])
     base = db.baselines("pri")["a_1"]
     assert (base.kind, base.fingerprint_sha256, base.since) == (BaselineKind.ATTESTED, "e" * 64, 20.0)
     assert db.attestations("pri")["a_1"].operator == "alice"
@@ -118,10 +118,12 @@ def test_attest_refuses_an_entry_that_left_or_moved_meanwhile(tmp_path: Path) ->
 
     db = BaselineDB(tmp_path / "b.db")
     db.observe_store("pri", {"a_1": "a:1"})
+    moved = Attestation("pri", "a_1", "b:2", "e" * 64, "5" * 64, "bob", "x", 20.0)
     with pytest.raises(ValueError, match="changed while"):
-        db.attest(_att("a_1", "e" * 64, 20.0), "b:2")
-    with pytest.raises(ValueError, match="changed while"):
-        db.attest(_att("zz_9", "e" * 64, 20.0), "a:1")
+        db.attest([moved])
+    with pytest.raises(ValueError, match="changed while"):  # all or nothing: a_1 stays
+        db.attest([_att("a_1", "e" * 64, 20.0), _att("zz_9", "e" * 64, 20.0)])
+    assert db.baselines("pri")["a_1"].kind is BaselineKind.ADOPTED
     assert db.history() == [] and db.attestations("pri") == {}
     db.close()
 
@@ -145,7 +147,7 @@ def test_another_connection_s_commit_is_noticed_once(tmp_path: Path) -> None:
     serve, cli = BaselineDB(tmp_path / "b.db"), BaselineDB(tmp_path / "b.db")
     serve.observe_store("pri", {"a_1": "a:1"})  # its own writes are not "elsewhere"
     assert not serve.changed_elsewhere()
-    cli.attest(_att("a_1", "e" * 64, 20.0), "a:1")
+    cli.attest([_att("a_1", "e" * 64, 20.0)])
     assert serve.changed_elsewhere()
     assert not serve.changed_elsewhere()
     assert serve.baselines("pri")["a_1"].kind is BaselineKind.ATTESTED

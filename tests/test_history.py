@@ -3,7 +3,7 @@ live fingerprint was before."""
 
 from __future__ import annotations
 
-from exporter.history import GONE_REASON, EntryStatus, Status, diff, fingerprint_changed_since
+from exporter.history import GONE_REASON, EntryStatus, Status, diff, fingerprint_moved
 from exporter.model import (
     EntryView,
     Evidence,
@@ -54,7 +54,7 @@ def test_unreachable_keeps_the_last_fingerprint_so_coming_back_is_no_fingerprint
     assert changes[0].after == Status("unreachable", "none", A)
     back, changes = diff("pri", [view("k_1", State.MATCH, Evidence.ATTESTED, A)], down, 30.0)
     assert back["k_1"].previous_fingerprint is None  # the certificate never changed
-    assert fingerprint_changed_since(changes, 0.0) is None
+    assert not any(map(fingerprint_moved, changes))
 
 
 def test_appearing_and_leaving_entries_are_changes_with_an_absent_side() -> None:
@@ -66,8 +66,10 @@ def test_appearing_and_leaving_entries_are_changes_with_an_absent_side() -> None
     assert set(new) == {"k_2"}
 
 
-def test_fingerprint_changed_since_finds_only_a_change_from_one_certificate_to_another() -> None:
+def test_fingerprint_moved_is_only_a_change_from_one_certificate_to_another() -> None:
     _, changes = diff("pri", [view("k_1", State.MISMATCH, Evidence.BASELINE, B)],
                       {"k_1": EntryStatus(Status("match", "baseline", A), 1.0)}, 50.0)
-    assert fingerprint_changed_since(changes, 40.0) == changes[0]
-    assert fingerprint_changed_since(changes, 60.0) is None
+    assert fingerprint_moved(changes[0])
+    _, changes = diff("pri", [view("k_1", State.MISMATCH, Evidence.BASELINE, B)],
+                      {"k_1": EntryStatus(Status("unknown", "none", None), 1.0)}, 50.0)
+    assert not fingerprint_moved(changes[0])  # first sight of a certificate, not a change
