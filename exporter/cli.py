@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from exporter import __version__, exitcodes
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
-from exporter.model import State
+from exporter.model import Evidence, State
 from exporter.report import rows, table
 from exporter.server import parse_listen, serve
 from exporter.service import Service
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--entry", default=None, help="only this entry key, e.g. 10.0.0.2_8082")
     rem.add_argument("--output", choices=["table", "json"], default="table")
     rem.add_argument("--min-evidence", dest="min_evidence", default="subject",
-                     choices=["fingerprint", "log", "baseline", "subject"],
+                     choices=[e.value for e in Evidence if e is not Evidence.NONE],  # strongest first
                      help="leave out mismatches proven only by weaker evidence (default: %(default)s)")
     rem.add_argument("--apply", action="store_true", help="run the deletecert commands over SSH")
     rem.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
