@@ -66,6 +66,7 @@ class _Bound:
 class Service:
     def __init__(self, config: Config, storage_path: Path | str) -> None:
         self.config = config
+        self.storage_path = str(storage_path)  # what `accept` and `history` must be given too
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
         self.stores: dict[str, StoreState] = {s.name: StoreState(s) for s in config.stores}

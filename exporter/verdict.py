@@ -57,12 +57,19 @@ def decide(
             f"live subject {format_subject(live.subject)} differs from the stored "
             f"{format_subject(entry.subject)}",
         )
-    return Verdict(
-        State.UNKNOWN,
-        Evidence.NONE,
-        "subjects match but the stored certificate was never seen; pin its fingerprint, or "
-        "accept the live one once PI's connection to the peer is seen working",
-    )
+    return Verdict(State.UNKNOWN, Evidence.NONE, _unknown_reason(baseline))
+
+
+def _unknown_reason(baseline: Baseline | None) -> str:
+    if baseline is not None and baseline.kind is BaselineKind.ADOPTED:
+        why = ("the entry was already stored when the exporter first read this PI server, so "
+               "the certificate PI stored was never seen, and a matching subject proves nothing")
+    elif baseline is not None and baseline.fingerprint_sha256 is None:
+        why = "the entry appeared but its endpoint has not delivered a certificate since"
+    else:
+        why = "subjects match but the stored certificate was never seen"
+    return (f"{why}; pin its fingerprint, or accept the live one once PI's connection to the "
+            "peer is seen working")
 
 
 def _attested(base: str, fp: str) -> Verdict:
