@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import pty
 import subprocess
 import sys
 import time
@@ -211,3 +213,44 @@ async def test_refuses_a_certificate_that_changed_within_the_last_probe_interval
     assert (f"refused: {entry} on prime-pri: the live certificate changed within the last probe "
             "interval (5s: ") in got.stdout
     assert _recorded(data) == (False, "")
+
+
+async def _on_a_terminal(cfg: Path, data: Path, answer: str) -> tuple[int, str]:
+    """`accept` with a real pseudo-terminal as stdin/stdout: wait for the question, answer."""
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *EXPORTER, "accept", "--config.file", str(cfg), "--storage.path", str(data),
+        "--log.level", "warn", "--store", "prime-sec", "--all-unknown", "--reason", REASON,
+        stdin=slave, stdout=slave, stderr=slave)
+    os.close(slave)
+    seen = b""
+
+    def read() -> bytes:
+        try:
+            return os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return b""
+
+    try:
+        while b"Type 'yes'" not in seen:
+            chunk = await asyncio.wait_for(asyncio.to_thread(read), 60)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        os.write(master, answer.encode() + b"\n")
+        while chunk := await asyncio.wait_for(asyncio.to_thread(read), 60):
+            seen += chunk
+        return await asyncio.wait_for(proc.wait(), 30), seen.decode(errors="replace")
+    finally:
+        os.close(master)
+
+
+async def test_on_a_terminal_it_asks_and_records_only_after_yes(
+        lab_config: tuple[Lab, Path, Path]) -> None:
+    _, cfg, data = lab_config
+    rc, out = await _on_a_terminal(cfg, data, "no")
+    assert rc == 1 and "not confirmed; nothing recorded" in out
+    assert _recorded(data) == (False, "")
+    rc, out = await _on_a_terminal(cfg, data, "yes")
+    assert rc == 0, out
+    assert out.count("recorded: prime-sec ") == 3
+    assert len(_recorded(data)[1].splitlines()) == 3

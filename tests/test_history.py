@@ -73,3 +73,17 @@ def test_fingerprint_moved_is_only_a_change_from_one_certificate_to_another() ->
     _, changes = diff("pri", [view("k_1", State.MISMATCH, Evidence.BASELINE, B)],
                       {"k_1": EntryStatus(Status("unknown", "none", None), 1.0)}, 50.0)
     assert not fingerprint_moved(changes[0])  # first sight of a certificate, not a change
+
+
+def test_remediate_min_evidence_ranks_attested_between_baseline_and_subject() -> None:
+    from exporter.model import Listing, StoreRead, StoreStatus
+    from exporter.remediate import make_plan
+    from exporter.snapshot import Snapshot
+
+    v = view("10.0.0.2_8082", State.MISMATCH, Evidence.ATTESTED, B)
+    read = StoreRead("pri", True, Listing((v.entry,)), 0.1, 1.0)
+    snap = Snapshot({"pri": StoreStatus("pri", read, read)}, (v,), {}, {})
+    assert [s.entry for s in make_plan(snap, min_evidence="attested").steps] == ["10.0.0.2_8082"]
+    assert [s.entry for s in make_plan(snap, min_evidence="subject").steps] == ["10.0.0.2_8082"]
+    skipped = make_plan(snap, min_evidence="baseline")
+    assert not skipped.steps and "weaker than --min-evidence baseline" in skipped.skipped[0].why
