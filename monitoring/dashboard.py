@@ -184,8 +184,9 @@ def build(s: Settings) -> dict[str, Any]:
             target(f"max by (store, entry, fix) (label_replace({q.of('tofu_certificate_mismatch', q.entry)}"
                    ' == 1, "fix", "ncs certvalidation tofu-certs deletecert host $1", "entry", "(.*)"))',
                    "F", table_format=True, instant=True),
-            target(f"max by (store, entry) ({q.of('tofu_certificate_state_since_timestamp_seconds', q.entry)})"
-                   " * 1000", "G", table_format=True, instant=True),
+            target("max by (store, entry) "
+                   f"({q.of('tofu_certificate_state_since_timestamp_seconds', q.entry)}) * 1000", "G",
+                   table_format=True, instant=True),
         ])
         .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(dm.DataTransformerConfig(id_val="organize", options={

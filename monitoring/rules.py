@@ -73,7 +73,8 @@ def alerts(s: Settings) -> list[Alert]:
     previous = _label(s, "tofu_certificate_previous_fingerprint_info", entry, "fingerprint_sha256",
                       "(not seen)")
     since_sentence = (
-        f"{{{{ with query ({since_query}) }}}} In mismatch since {{{{ . | first | value | humanizeTimestamp }}}}"
+        f"{{{{ with query ({since_query}) }}}} In mismatch since"
+        " {{ . | first | value | humanizeTimestamp }}"
         f"{{{{ with query ({_fmt(s, 'tofu_certificate_previous_fingerprint_info', entry)}) }}}};"
         " before that the endpoint presented SHA-256 {{ . | first | label \"fingerprint_sha256\" }}"
         "{{ end }}.{{ end }}")
