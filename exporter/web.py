@@ -105,7 +105,7 @@ def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
             parts.append("<p>No entries known.</p>")
             continue
         parts.append(
-            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>since</th><th>evidence / why</th>"
+            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th><th>since</th>"
             "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>"
         )
         for r in items:
@@ -114,8 +114,8 @@ def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
                    else daypage.unknown_help(snap, r, *hints))
             parts.append(
                 f"<tr><td>{e(r.entry)}</td><td>{e(r.endpoint)}</td>"
-                f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>{daypage.since_cell(r)}"
-                f"<td>{e(r.evidence)}: {e(r.reason)}</td>"
+                f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>"
+                f"<td>{e(r.evidence)}: {e(r.reason)}</td>{daypage.since_cell(r)}"
                 f"<td>{e(r.stored_subject)}</td><td>{e(r.live_subject or '-')}</td>"
                 f"<td><code>{e(r.live_fingerprint_sha256 or r.probe_error or '-')}</code></td>"
                 f"<td>{fix}</td></tr>"
