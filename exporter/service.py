@@ -15,7 +15,7 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from exporter.baseline import BaselineDB
+from exporter.baseline import BaselineDB, StorageError
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
@@ -225,7 +225,12 @@ class Service:
     def pickup(self) -> None:
         """Another process (`accept`, `check`, `remediate --apply`) wrote the database: read
         the baselines again, so an attestation counts from this cycle on, without a restart."""
-        if self.db.changed_elsewhere():
+        try:
+            moved = self.db.changed_elsewhere()
+        except StorageError as e:
+            log.error("cannot check the database for other writers", extra={"error": str(e)})
+            return
+        if moved:
             for state in self.stores.values():
                 if state.last_success is not None:
                     self._set_baselines(state)
@@ -396,7 +401,7 @@ class Service:
             if now - self._history_pruned > 60:
                 self._history_pruned = now
                 self.db.prune_history(self.config.history.max_age, self.config.history.max_records)
-        except sqlite3.Error as e:
+        except (sqlite3.Error, StorageError) as e:
             log.error("cannot record history", extra={"store": store, "error": str(e)})
             return views
         return tuple(_with_status(v, statuses.get(v.entry.key)) for v in views)

@@ -21,6 +21,7 @@ from typing import Any, TextIO
 
 from exporter import exitcodes
 from exporter.accept.plan import AcceptError, AcceptPlan, make_accept_plan, render_accept
+from exporter.baseline import StorageError
 from exporter.config import Config
 from exporter.history import Attestation, Change
 from exporter.remediate.apply import append_audit
@@ -138,7 +139,7 @@ def _decide_and_record(service: Service, plan: AcceptPlan, args: Options, operat
     audit = Path(args.audit_file or Path(args.storage_path) / AUDIT_NAME)
     try:
         changes = _record(service, plan, args, operator, audit)
-    except ValueError as e:
+    except (ValueError, StorageError) as e:
         print(f"{e}; nothing recorded, run accept again", file=sys.stderr)
         return EXIT_ERROR
     for ch in changes:
