@@ -153,3 +153,14 @@ def test_another_connection_s_commit_is_noticed_once(tmp_path: Path) -> None:
     assert serve.baselines("pri")["a_1"].kind is BaselineKind.ATTESTED
     serve.close()
     cli.close()
+
+
+def test_a_database_started_afresh_after_corruption_has_the_history_tables(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    db = BaselineDB(path)  # set aside, a fresh one started (reason corrupt)
+    assert db.resets["corrupt"] == 1
+    db.observe_store("pri", {"a_1": "a:1"})
+    db.attest([_att("a_1", "e" * 64, 20.0)])
+    assert [c.entry for c in db.history()] == ["a_1"]
+    db.close()
