@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from exporter import __version__
 from exporter.model import EntryView, ErrorReason, State, Subject
 from exporter.pairs import LINK_STATES
-from exporter.snapshot import Snapshot
+from exporter.snapshot import LOOPS, Snapshot
 from exporter.subject import format_subject
 
 LABEL_MAX = 256
@@ -81,6 +81,11 @@ def _store_errors(snap: Snapshot) -> Iterator[Sample]:
     for name, st in snap.stores.items():
         for reason in ErrorReason:
             yield (name, reason.value), float(st.errors_total.get(reason.value, 0))
+
+
+def _loop_errors(snap: Snapshot) -> Iterator[Sample]:
+    for loop in LOOPS:
+        yield (loop,), float(snap.loop_errors.get(loop, 0))
 
 
 def _store_capped(snap: Snapshot) -> Iterator[Sample]:
@@ -214,4 +219,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("tofu_exporter_config_last_reload_successful", "gauge",
            "1 if the last config reload succeeded", (),
            lambda snap: [((), _flag(snap.config_reload_ok))]),
+    Metric("tofu_exporter_loop_errors", "counter",
+           "Unexpected exceptions in the exporter's own loops (first pass, store loops, probe "
+           "loop), each logged and retried with backoff", ("loop",), _loop_errors),
 )
