@@ -345,7 +345,10 @@ class Service:
         if self._prune_due:
             self.prune()
         if len(stores) == len(self.config.stores):
-            return self.snapshot()
+            # Built here, not through snapshot(): a pass whose snapshot cannot be built
+            # (the database cannot be read) failed, and start() retries it.
+            snap = self._snapshot = self._build()
+            return snap
         return self._build(only={s.name for s in stores})
 
     # ---- supervision ----------------------------------------------------------------
@@ -532,10 +535,23 @@ class Service:
         self._snapshot = None
 
     def snapshot(self) -> Snapshot:
+        """The latest snapshot, for scrapes and pages. A build that fails (the baseline
+        database cannot be read) is logged and serves the stores' status and the loop
+        errors without entries, so /metrics still says what is wrong."""
         snap = self._snapshot
         if snap is None or snap.config_reload_ok != self.config_reload_ok:
-            snap = self._snapshot = self._build()
+            try:
+                snap = self._snapshot = self._build()
+            except Exception:
+                log.exception("snapshot build failed; serving the stores' status only")
+                snap = self._status_only()
         return snap
+
+    def _status_only(self) -> Snapshot:
+        stores = {n: StoreStatus(n, s.last, s.last_success, dict(s.errors))
+                  for n, s in self.stores.items()}
+        return Snapshot(stores, (), {}, {}, config_reload_ok=self.config_reload_ok,
+                        ready=self.ready, loop_errors=dict(self.loop_errors))
 
     def _set_baselines(self, state: StoreState) -> None:
         fresh = self.db.baselines(state.name)
