@@ -77,7 +77,13 @@ _SPECIAL_39 = '\\,+"<>;'  # RFC 2253 specials
 
 
 def _escape(value: str, special: str) -> str:
-    return "".join("\\" + ch if ch in special else ch for ch in value)
+    """Specials backslash-escaped; control characters (C0, DEL) as `\\0A`-style hex
+    escapes, as OpenSSL prints them (ASN1_STRFLGS_ESC_CTRL): a listing line stays one line."""
+    return "".join(
+        f"\\{ord(ch):02X}" if ord(ch) < 0x20 or ord(ch) == 0x7F
+        else "\\" + ch if ch in special else ch
+        for ch in value
+    )
 
 
 def format_subject(subject: Subject, style: str) -> str:
