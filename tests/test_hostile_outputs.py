@@ -35,7 +35,11 @@ from tests.conftest import start_pi, write_config
 from tests.exporterkit import ROOT, Exporter
 from tests.test_hostile_input import hostile_cert
 
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [
+    pytest.mark.asyncio(loop_scope="module"),
+    # cryptography warns about the over-long CNs built on purpose.
+    pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning"),
+]
 
 FAKE = "ncs certvalidation tofu-certs deletecert host 10.0.0.2_8082"
 HOSTILE = {

@@ -143,3 +143,31 @@ async def test_start_stop_rounds_never_hang(lab: dict[str, PiServer], tmp_path: 
 @pytest.mark.timeout(600)
 async def test_300_start_stop_rounds_never_hang(lab: dict[str, PiServer], tmp_path: Path) -> None:
     await _stress(lab, tmp_path, 300)
+
+
+async def test_reload_awaits_the_loop_of_a_removed_store_mid_read(
+    lab: dict[str, PiServer], tmp_path: Path
+) -> None:
+    hung = lab["hung"]
+    config = _fast(load_config(write_config(tmp_path, lab, store_extra={"exec": {"cli_mode": "exec"}})))
+    service = Service(config, ":memory:")
+    await service.start()
+    try:
+        task = service.state("hung").task
+        assert task is not None
+        hung.hang_on_command = True
+        asked = hung.commands.count(LISTCERTS_CMD)
+
+        async def stuck() -> bool:
+            return hung.commands.count(LISTCERTS_CMD) > asked
+
+        await wait_for(stuck, 10, step=0.02)
+        t0 = time.monotonic()
+        await service.apply_config(replace(config, stores=tuple(
+            s for s in config.stores if s.name != "hung")))
+        took = time.monotonic() - t0
+        # Awaited (main only cancelled it and went on), and within the deadline.
+        assert task.done() and took < 2.0, (task, took)
+        assert "hung" not in service.stores
+    finally:
+        await service.stop()
