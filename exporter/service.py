@@ -17,13 +17,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
-from exporter.baseline import BaselineDB
+from exporter.baseline import BaselineDB, StorageError
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.model import EntryView, ErrorReason, Listing, ProbeResult, StoredEntry, StoreRead, StoreStatus
@@ -39,8 +38,9 @@ from exporter.views import store_views
 log = logging.getLogger("exporter.service")
 
 # What a BaselineDB write raises when the database cannot record (disk full, I/O error,
-# read-only file system).
-STORAGE_ERRORS: tuple[type[Exception], ...] = (sqlite3.Error,)
+# read-only file system). Reads (baselines, changed_times) are not caught: a database that
+# cannot even be read fails the loop, which the supervisor retries and counts.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (StorageError,)
 BACKOFF_BASE = 0.2  # seconds before the first retry after an unexpected exception
 BACKOFF_MAX = 60.0
 # Consecutive failures of the first pass or the probe loop (or of every store loop) after

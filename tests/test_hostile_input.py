@@ -28,8 +28,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import LABEL_MAX, bound
-from exporter.probe import parse_certificate
+from exporter.collector import LABEL_MAX
 from exporter.subject import format_subject
 from pilab.pki import CertBundle, make_cert
 from pilab.tls import TlsEndpoint
@@ -51,12 +50,7 @@ HOSTILE = {
     "huge": "A" * 10_000,
     "unicode": "Zürich 東京 \u202eright-to-left",
 }
-# What the label shows for the values holding control, separator or bidi characters.
-LABEL_SHOWS = {
-    "newline": "/CN=first line\\nsecond line\\r\\nthird",
-    "exposition": '/CN=x"} 1\\ntofu_certificate_mismatch{store="evil",entry="e"} 1\\n# EOF',
-    "unicode": "/CN=Zürich 東京 \\u202eright-to-left",
-}
+# No raw control, separator or bidi character in any label value.
 RAW_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 CAP = 10
 BIG = 30
@@ -136,6 +130,20 @@ async def scene(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scene
         await big.stop()
 
 
+def expected_subject_label(cn: str, org: str) -> str:
+    """OpenSSL one-line style (`/O=.../CN=...`, `\\` and `/` backslash-escaped); a value with
+    control or bidi characters shows them as escapes; cut to LABEL_MAX characters with a
+    trailing ellipsis."""
+    def esc(v: str) -> str:
+        return v.replace("\\", "\\\\").replace("/", "\\/")
+
+    text = f"/O={esc(org)}/CN={esc(cn)}"
+    if any(c in text for c in "\n\r\u202e"):  # shown as escapes, backslashes doubled
+        text = (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+                .replace("\u202e", "\\u202e"))
+    return text if len(text) <= 256 else text[:255] + "…"
+
+
 async def test_metrics_parse_and_bound_every_network_label(scene: Scene) -> None:
     body, _ = await scene.exporter.metrics()
     families = {f.name: f for f in text_string_to_metric_families(body)}
@@ -147,17 +155,10 @@ async def test_metrics_parse_and_bound_every_network_label(scene: Scene) -> None
         labels = live[scene.endpoints[name].endpoint]
         for key in ("subject", "issuer"):
             assert len(labels[key]) <= LABEL_MAX, (name, key, len(labels[key]))
-        # Escaped on the way out, unescaped by the parser: plain text round-trips exactly;
-        # control, separator and bidi characters arrive as visible escapes, never raw.
-        live_subject = parse_certificate(scene.endpoints[name].current.der).subject_text
-        if name in LABEL_SHOWS:
-            assert LABEL_SHOWS[name] in labels["subject"], (name, labels["subject"])
-        else:
-            assert labels["subject"] == bound(live_subject), name
-        if len(cn) < 100 and name not in LABEL_SHOWS:
-            assert format_subject((("CN", cn),)) in labels["subject"], name
-        elif len(cn) >= 100:
-            assert labels["subject"].endswith("…")
+        # Escaped on the way out, unescaped by the parser: the text round-trips exactly. The
+        # expectation is written out here from the raw CN and O, not with the product's own
+        # subject formatting and bounding.
+        assert labels["subject"] == expected_subject_label(cn, org=cn[:200]), name
         for key in ("subject", "issuer"):
             assert not RAW_CONTROL.search(labels[key]), (name, key, labels[key])
     for fam in families.values():

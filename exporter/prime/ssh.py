@@ -58,24 +58,34 @@ def clean(text: str) -> str:
 
 
 def strip_echo_and_prompt(output: str, command: str, prompt: re.Pattern[str]) -> str:
-    lines = output.split("\n")
-    if lines and lines[0].strip().endswith(command.strip()):
-        lines = lines[1:]
-    while lines and (not lines[-1].strip() or prompt.fullmatch(lines[-1].strip())):
-        lines.pop()
-    return "\n".join(lines)
+    """Drop the echoed command line and trailing blank / prompt lines. Works on the ends of
+    the text only: a multi-MB listing is sliced once, not split into lines and joined."""
+    start = 0
+    first_end = output.find("\n")
+    first = output if first_end < 0 else output[:first_end]
+    if first.strip().endswith(command.strip()):
+        start = len(output) if first_end < 0 else first_end + 1
+    end = len(output)
+    while end > start:
+        cut = output.rfind("\n", start, end)
+        last = output[(cut + 1 if cut >= 0 else start):end].strip()
+        if last and not prompt.fullmatch(last):
+            break
+        end = cut if cut >= 0 else start
+    return output[start:end]
 
 
 class _Output:
-    """Raw CLI output, accumulated under a size cap, decoded once at the end.
+    """CLI output, accumulated under a size cap and decoded as it arrives.
 
     listcerts prints OpenSSL subjects, which escape every non-ASCII byte, so a NUL or an
     invalid UTF-8 sequence means the bytes are not a listing at all: parse error, not an
-    empty list that would wipe the store's baselines.
+    empty list that would wipe the store's baselines. Only decoded text is kept (once):
+    a 10 MB listing is not held as bytes and as text at the same time.
     """
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[str] = []
         self.size = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
         self.tail = ""  # the last _TAIL decoded characters, for prompt / pager checks
@@ -87,7 +97,6 @@ class _Output:
             raise StoreReadError(
                 ErrorReason.COMMAND, f"output larger than {MAX_OUTPUT // (1024 * 1024)} MiB; gave up"
             )
-        self.parts.append(chunk)
         try:
             text = self._decoder.decode(chunk)
         except UnicodeDecodeError:
@@ -95,17 +104,22 @@ class _Output:
             self._decoder.reset()
             text = chunk.decode("utf-8", errors="replace")
         self.invalid += chunk.count(0)
+        if self.invalid:
+            self.parts = []  # never text(): keep only the tail, for the prompt
+        else:
+            self.parts.append(text)
         self.tail = (self.tail + text)[-_TAIL:]
 
     def text(self) -> str:
         if self.invalid:
             raise StoreReadError(ErrorReason.PARSE, "output is binary, not CLI text (NUL or invalid UTF-8)")
-        raw = b"".join(self.parts)
-        self.parts = [raw]
         try:
-            return raw.decode("utf-8")
+            self.parts.append(self._decoder.decode(b"", final=True))
         except UnicodeDecodeError:  # a sequence cut at the very end
             raise StoreReadError(ErrorReason.PARSE, "output is not valid UTF-8 text") from None
+        text = "".join(self.parts)
+        self.parts = [text]
+        return text
 
 
 class PiSession:
