@@ -14,11 +14,12 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from exporter import __version__, exitcodes
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
-from exporter.model import State
+from exporter.model import Evidence, State
 from exporter.report import rows, table
 from exporter.server import WebOptions, parse_listen, serve
 from exporter.service import Service
 from exporter.snapshot import Snapshot
+from exporter.text import visible
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -89,7 +90,7 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--entry", default=None, help="only this entry key, e.g. 10.0.0.2_8082")
     rem.add_argument("--output", choices=["table", "json"], default="table")
     rem.add_argument("--min-evidence", dest="min_evidence", default="subject",
-                     choices=["fingerprint", "log", "baseline", "subject"],
+                     choices=[e.value for e in Evidence if e is not Evidence.NONE],  # strongest first
                      help="leave out mismatches proven only by weaker evidence (default: %(default)s)")
     rem.add_argument("--apply", action="store_true", help="run the deletecert commands over SSH")
     rem.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
@@ -97,6 +98,28 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--audit.file", dest="audit_file", default=None,
                      help="append-only JSON lines audit log "
                           "(default: <storage.path>/remediation-audit.jsonl)")
+    acc = sub.add_parser("accept", parents=[common],
+                         help="record the live certificate of unknown entries as attested, once "
+                              "you have seen PI's connection to the peer work")
+    acc.add_argument("--store", required=True, help="the PI server holding the entries")
+    which = acc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--entry", action="append", default=[], metavar="KEY",
+                       help="an entry key, e.g. 10.0.0.2_8082 (repeat for more)")
+    which.add_argument("--all-unknown", dest="all_unknown", action="store_true",
+                       help="every entry of the store that is unknown now")
+    acc.add_argument("--reason", required=True, help="what you checked, for the record")
+    acc.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    acc.add_argument("--output", choices=["table", "json"], default="table")
+    acc.add_argument("--audit.file", dest="audit_file", default=None,
+                     help="append-only JSON lines audit log "
+                          "(default: <storage.path>/remediation-audit.jsonl)")
+    hist = sub.add_parser("history", parents=[common],
+                          help="the recorded changes of entries' state, evidence and certificate")
+    hist.add_argument("--store", default=None, help="only this PI server")
+    hist.add_argument("--entry", default=None, help="only this entry key")
+    hist.add_argument("--since", default=None, metavar="DURATION",
+                      help="only changes within this long, e.g. 24h or 7d")
+    hist.add_argument("--output", choices=["table", "json"], default="table")
     demo = sub.add_parser("demo", parents=[common, web],
                           help="start a simulated PI lab on loopback and serve against it")
     demo.add_argument("--demo.dir", dest="demo_dir", default=None,
@@ -140,9 +163,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return run_demo(
             demo_dir=args.demo_dir, regen_after=args.regen_after, duration=args.demo_duration,
-            listen_text=(args.listen or [DEFAULT_LISTEN])[0], storage_path=args.storage_path,
+            listen_text=_listen_texts(args)[0], storage_path=args.storage_path,
             log_level=args.log_level, log_format=args.log_format, web_config=args.web_config,
         )
+    if command == "history":  # the database only: no config, no SSH
+        return _history(args)
     try:
         web_opts = _web_options(args)
     except ValueError as e:
@@ -179,6 +204,15 @@ def main(argv: Sequence[str] | None = None) -> int:
             output=args.output, min_evidence=args.min_evidence, apply=args.apply, yes=args.yes,
             reason=args.reason, audit_file=args.audit_file,
         ))
+    if command == "accept":
+        from exporter.accept.command import Options as AcceptOptions
+        from exporter.accept.command import run as run_accept
+
+        return run_accept(config, AcceptOptions(
+            storage_path=args.storage_path, store=args.store, entries=tuple(args.entry),
+            all_unknown=args.all_unknown, reason=args.reason, yes=args.yes, output=args.output,
+            audit_file=args.audit_file,
+        ))
     if command == "check":
         return run_async(check(config, args.storage_path, args.output))
     return run_server(config, args, web_opts, handler)
@@ -193,9 +227,13 @@ def _web_warnings(args: argparse.Namespace, to_stderr: bool) -> None:
             log.warning("web config", extra={"file": args.web_config, "problem": w})
 
 
+def _listen_texts(args: argparse.Namespace) -> list[str]:
+    return getattr(args, "listen", None) or [DEFAULT_LISTEN]
+
+
 def _web_options(args: argparse.Namespace) -> WebOptions:
     """The --web.* flags, checked (ValueError names the bad one)."""
-    listen = tuple(parse_listen(a) for a in getattr(args, "listen", None) or [DEFAULT_LISTEN])
+    listen = tuple(parse_listen(a) for a in _listen_texts(args))
     health = getattr(args, "health_listen", None)
     if health:
         parse_listen(health)
@@ -211,6 +249,20 @@ def _web_options(args: argparse.Namespace) -> WebOptions:
     )
 
 
+def _history(args: argparse.Namespace) -> int:
+    from exporter.config import parse_duration
+    from exporter.history_command import run as run_history
+
+    since = None
+    if args.since is not None:
+        try:
+            since = parse_duration(args.since)
+        except ValueError as e:
+            print(f"--since {args.since!r}: {e}", file=sys.stderr)
+            return EXIT_ERROR
+    return run_history(args.storage_path, args.store, args.entry, since, args.output)
+
+
 async def check(config: Config, storage: str, output: str) -> int:
     service = Service(config, storage)
     try:
@@ -219,12 +271,12 @@ async def check(config: Config, storage: str, output: str) -> int:
         await service.stop()
     items = rows(snap.views)
     if output == "json":
-        print(json.dumps([asdict(r) for r in items], indent=2))
+        print(json.dumps([asdict(r) for r in items], indent=2, ensure_ascii=True))  # no raw U+2028
     else:
         print(table(items))
         for name, st in snap.stores.items():
             if st.last is not None and not st.last.ok:
-                print(f"store {name} unreadable: {st.last.error}", file=sys.stderr)
+                print(f"store {name} unreadable: {visible(st.last.error or '')}", file=sys.stderr)
     return exit_code(snap)
 
 

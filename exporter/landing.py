@@ -13,13 +13,14 @@ verdict is `mismatch`; a key outside the listcerts grammar gets no command at al
 from __future__ import annotations
 
 import html
-import json
 import time
 from collections import Counter
-from collections.abc import Iterable
-from dataclasses import asdict
+from collections.abc import Iterable, Sequence
 from urllib.parse import quote
 
+from exporter import daypage
+from exporter.accept.plan import accept_command, check_for
+from exporter.history import Change
 from exporter.model import State
 from exporter.remediate import Plan, PlanError, Step, deletecert_command, make_plan, pair_health
 from exporter.report import Row, rows
@@ -37,7 +38,7 @@ table{border-collapse:collapse;width:100%;table-layout:fixed;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .4em;text-align:left;vertical-align:top;
 overflow-wrap:anywhere;word-break:break-word}
 code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space:pre-wrap}
-.fix,.fp{user-select:all;-webkit-user-select:all;font-family:monospace;cursor:copy}
+.fix,.fp,.cmd{user-select:all;-webkit-user-select:all;font-family:monospace;cursor:copy}
 .fix{background:#fff8c5;display:inline-block;padding:.15em .4em}
 .match{color:#1a7f37}.mismatch{color:#cf222e;font-weight:bold}.unknown{color:#9a6700}
 .unreachable{color:#6e7781}.down{color:#cf222e;font-weight:bold}.up{color:#1a7f37}
@@ -72,20 +73,35 @@ def _store_status(snap: Snapshot, name: str) -> tuple[str, str, str]:  # Status
     return "down", f"DOWN ({reason}: {st.last.error or '-'})", when
 
 
-def _row_html(r: Row) -> str:
+def _accept_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
+    """For an `unknown` entry: what to check, and the `accept` command that records it (an
+    exporter command, not a fix on PI: class `cmd`, never `fix`)."""
+    command = accept_command(r.store, r.entry, *hints)
+    return (f"<div class='unknown'>Unknown because: {_t(r.reason)}.<br>"
+            f"Once {_t(check_for(snap, r))}, record it:<br>"
+            f"<code class='cmd'>{_t(command)}</code></div>")
+
+
+def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
     fp = (f"<code class='fp'>{_t(r.live_fingerprint_sha256)}</code>" if r.live_fingerprint_sha256
           else _t(r.probe_error or "-"))
-    fix = _fix(r.entry) if r.state == State.MISMATCH.value else ""
+    if r.state == State.MISMATCH.value:
+        fix = _fix(r.entry)
+    elif r.state == State.UNKNOWN.value:
+        fix = _accept_html(snap, r, hints)
+    else:
+        fix = ""
     return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
             f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
-            f"<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
+            f"{daypage.since_cell(r)}<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
             f"<td>{fp}</td><td>{fix}</td></tr>")
 
 
-_HEAD = ("<table class='entries'><colgroup><col style='width:10%'><col style='width:10%'>"
-         "<col style='width:8%'><col style='width:18%'><col style='width:15%'>"
-         "<col style='width:15%'><col style='width:12%'><col style='width:12%'></colgroup>"
-         "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th>"
+_HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='width:9%'>"
+         "<col style='width:7%'><col style='width:16%'><col style='width:8%'>"
+         "<col style='width:13%'><col style='width:13%'><col style='width:11%'>"
+         "<col style='width:14%'></colgroup>"
+         "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th><th>since</th>"
          "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>")
 
 
@@ -157,7 +173,9 @@ def _pairs(plan: Plan) -> list[str]:
     return parts
 
 
-def _store_section(name: str, status: Status, items: list[Row], per_store: int) -> list[str]:
+def _store_section(snap: Snapshot, name: str, items: list[Row], per_store: int,
+                   hints: tuple[str | None, str | None]) -> list[str]:
+    status = _store_status(snap, name)
     cls, text, when = status
     items = sorted(items, key=lambda r: _ORDER.get(r.state, 9))
     url = html.escape(f"/api/v1/entries?store={quote(name)}")
@@ -165,14 +183,19 @@ def _store_section(name: str, status: Status, items: list[Row], per_store: int) 
              f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
              f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
     if items:
-        parts.append(_HEAD + "".join(_row_html(r) for r in items[:per_store]) + "</table>")
+        parts.append(_HEAD + "".join(_row_html(snap, r, hints) for r in items[:per_store])
+                     + "</table>")
     if len(items) > per_store:
         parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
                      f"<a href='{url}'>the full list as JSON</a>.</p>")
     return parts
 
 
-def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics") -> bytes:
+def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
+                 recent: Sequence[Change] = (),
+                 hints: tuple[str | None, str | None] = (None, None)) -> bytes:
+    """`recent`: the newest recorded changes; `hints`: the config file and storage path the
+    `accept` commands for unknown entries name."""
     by_store: dict[str, list[Row]] = {name: [] for name in snap.stores}
     for r in rows(snap.views):
         by_store.setdefault(r.store, []).append(r)
@@ -187,25 +210,14 @@ def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics")
         f"<title>prime-tofu-exporter</title><style>{_CSS}</style></head><body>",
         f"<h1>prime-tofu-exporter {e(version)}</h1>",
         f"<p><a href='{e(telemetry_path)}'>Metrics</a> · <a href='/api/v1/entries'>Entries (JSON)</a>"
-        " · <a href='/-/healthy'>Health</a> · <a href='/-/ready'>Ready</a></p>",
+        " · <a href='/api/v1/history'>History (JSON)</a> · <a href='/-/healthy'>Health</a> · "
+        "<a href='/-/ready'>Ready</a></p>",
         *_summary(snap, by_store, status, order),
     ]
     plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
-    parts += _fixes(plan) + _pairs(plan)
+    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent)]
     per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
     for name in order:
-        parts += _store_section(name, status[name], by_store[name], per_store)
+        parts += _store_section(snap, name, by_store[name], per_store, hints)
     parts.append("</body></html>")
     return "\n".join(parts).encode()
-
-
-def entries_json(snap: Snapshot, store: str | None = None, state: str | None = None) -> bytes:
-    """GET /api/v1/entries: every entry's row, optionally of one store and/or one state."""
-    items = [asdict(r) for r in rows(snap.views)
-             if (store is None or r.store == store) and (state is None or r.state == state)]
-    stores = [
-        {"store": name, "up": st.last is not None and st.last.ok,
-         "error": None if st.last is None or st.last.ok else st.last.error}
-        for name, st in snap.stores.items() if store is None or name == store
-    ]
-    return json.dumps({"stores": stores, "entries": items}).encode()

@@ -72,12 +72,13 @@ async def serve(
     if started is not None:
         started.set()
     try:
-        first = asyncio.create_task(service.start())
+        service.launch()  # supervised: its failures are logged, counted and fail /-/healthy
         await stop.wait()
-        first.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
+        log.info("stopping")
     finally:
-        await service.stop()
-        await web_server.stop()
+        t0 = loop.time()
+        # Both bounded (Service.stop_deadline, the runners' shutdown_timeout): SIGTERM ends
+        # us in < 2 s.
+        await asyncio.gather(service.stop(), web_server.stop())
+        log.info("stopped", extra={"seconds": round(loop.time() - t0, 3)})
 

@@ -11,10 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import re
 import struct
 import zlib
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -23,15 +24,16 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
-from exporter import __version__
+from exporter import __version__, api, daypage
 from exporter.collector import render_chunks
-from exporter.landing import entries_json
+from exporter.history import Change
 from exporter.landing import landing_page as _landing_page
 from exporter.service import Service
 from exporter.snapshot import Snapshot
 
 ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None on success
 Middleware = Callable[..., Awaitable[web.StreamResponse]]
+Handler = Callable[[web.Request], Awaitable[web.Response]]
 # The exporter's own families (header and sample chunks): not in a /probe answer.
 OWN_PREFIXES = (b"# HELP tofu_exporter_", b"tofu_exporter_")
 GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -39,8 +41,17 @@ _FINAL_BLOCK = b"\x03\x00"  # an empty final deflate block (fixed Huffman, end o
 WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long loses its response
 
 
-def landing_page(snap: Snapshot) -> str:
-    return _landing_page(snap, __version__).decode()
+def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
+                 hints: tuple[str | None, str | None] = (None, None)) -> str:
+    return _landing_page(snap, __version__, recent=recent, hints=hints).decode()
+
+
+def entries_body(snap: Snapshot, hints: tuple[str | None, str | None],
+                 store: str | None = None, state: str | None = None) -> bytes:
+    """/api/v1/entries (exporter.api's shape), optionally of one store and/or one state."""
+    data = [e for e in api.entries_data(snap, *hints)
+            if (store is None or e["store"] == store) and (state is None or e["state"] == state)]
+    return json.dumps({"status": "success", "data": data}).encode()
 
 
 def render(snap: Snapshot, with_process: bool = True) -> bytes:
@@ -189,27 +200,29 @@ def make_app(
             body = gzip_member(pieces, crc, size, body[-1])
         return await _stream(request, body, headers)
 
+    hints = (service.config.source, service.storage_path)  # named by the `accept` commands
+
     async def index(_: web.Request) -> web.Response:
         snap = service.snapshot()
-        body = await page.get(snap, lambda: _landing_page(snap, __version__, telemetry_path))
+        # The history changes with the snapshot; read here, on the loop: SQLite is per thread.
+        recent = service.db.history(limit=daypage.RECENT)
+        body = await page.get(snap, lambda: _landing_page(
+            snap, __version__, telemetry_path, recent=recent, hints=hints))
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def api_entries(request: web.Request) -> web.Response:
         snap = service.snapshot()
         store, state = request.query.get("store"), request.query.get("state")
         if store is None and state is None:
-            body = await entries.get(snap, lambda: entries_json(snap))
+            body = await entries.get(snap, lambda: entries_body(snap, hints))
         else:
-            body = await asyncio.to_thread(entries_json, snap, store, state)
+            body = await asyncio.to_thread(entries_body, snap, hints, store, state)
         return web.Response(body=body, content_type="application/json")
 
-    async def healthy(_: web.Request) -> web.Response:
-        return web.Response(text="Healthy.\n")
+    async def api_history(request: web.Request) -> web.Response:
+        return api.history(service, request)
 
-    async def ready(_: web.Request) -> web.Response:
-        if service.ready:
-            return web.Response(text="Ready.\n")
-        return web.Response(status=503, text="Not ready: first pass over the stores running.\n")
+    healthy, ready = _health_handlers(service)
 
     async def do_reload(_: web.Request) -> web.Response:
         if reload is None:
@@ -232,7 +245,8 @@ def make_app(
             with contextlib.suppress(ValueError):
                 timeout = max(0.5, float(header) - 0.5)  # leave room to send the answer
         try:
-            snap = await asyncio.wait_for(service.run_once([target]), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancellation
+                snap = await service.run_once([target])
         except TimeoutError:
             snap = service.snapshot()
         body = render(snap.for_store(target), with_process=False)
@@ -241,6 +255,7 @@ def make_app(
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/", index)
     app.router.add_get("/api/v1/entries", api_entries)
+    app.router.add_get("/api/v1/history", api_history)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     app.router.add_post("/-/reload", do_reload)
@@ -249,19 +264,27 @@ def make_app(
     return app
 
 
+def _health_handlers(service: Service) -> tuple[Handler, Handler]:
+    async def healthy(_: web.Request) -> web.Response:
+        problems = service.health()  # what a restart may cure (exporter.service)
+        if problems:
+            return web.Response(status=503, text="Unhealthy:\n" + "".join(f"  {p}\n" for p in problems))
+        return web.Response(text="Healthy.\n")
+
+    async def ready(_: web.Request) -> web.Response:
+        why = service.not_ready()
+        if why is None:
+            return web.Response(text="Ready.\n")
+        return web.Response(status=503, text=f"Not ready: {why}.\n")
+
+    return healthy, ready
+
+
 def make_health_app(service: Service) -> web.Application:
     """The plain probe port (--web.health-address): /-/healthy and /-/ready only, no TLS, no
     auth, so kubelet probes work whatever the web config requires of other clients."""
     app = web.Application()
-
-    async def healthy(_: web.Request) -> web.Response:
-        return web.Response(text="Healthy.\n")
-
-    async def ready(_: web.Request) -> web.Response:
-        if service.ready:
-            return web.Response(text="Ready.\n")
-        return web.Response(status=503, text="Not ready: first pass over the stores running.\n")
-
+    healthy, ready = _health_handlers(service)
     app.router.add_get("/-/healthy", healthy)
     app.router.add_get("/-/ready", ready)
     return app

@@ -5,6 +5,7 @@ Kept apart from cli.py so the command line only parses flags and hands them over
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
@@ -77,7 +78,9 @@ class WebServer:
         app = make_app(self.service, reload,
                        [self.conns.middleware(), *self.guard.middlewares()],
                        opts.telemetry_path, self.guard.add_headers)
-        runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle)
+        # In-flight requests (a /probe read of a hanging PI) get 0.5 s to finish and 0.5 s
+        # more once cancelled (aiohttp waits twice), in parallel with Service.stop (1 s).
+        runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle, shutdown_timeout=0.5)
         await runner.setup()
         self.runners.append(runner)
         ssl_ctx = self.guard.ssl_context()
@@ -93,7 +96,7 @@ class WebServer:
         health = opts.health_listen
         if health:
             h_runner = web.AppRunner(make_health_app(self.service), access_log=None,
-                                     keepalive_timeout=idle)
+                                     keepalive_timeout=idle, shutdown_timeout=0.5)
             await h_runner.setup()
             self.runners.append(h_runner)
             host, port = parse_listen(health)
@@ -104,7 +107,6 @@ class WebServer:
             "max_connections": limit, "descriptor_room": room, "nofile": nofile})
 
     async def stop(self) -> None:
-        for runner in self.runners:
-            await runner.cleanup()
+        await asyncio.gather(*(runner.cleanup() for runner in self.runners))
         if self.conns is not None:
             await self.conns.stop()

@@ -33,7 +33,7 @@ async def test_landing_page_in_chromium(tmp_path: Path) -> None:
 
         async def stale() -> bool:
             _, body, _ = await exporter.get("/api/v1/entries?state=mismatch")
-            return len(json.loads(body)["entries"]) >= 2
+            return len(json.loads(body)["data"]) >= 2
         await wait_for(stale, 60, step=0.5)
         async with playwright.async_playwright() as p:
             browser = await p.chromium.launch(executable_path=CHROMIUM, args=ARGS)

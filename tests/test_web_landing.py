@@ -97,7 +97,7 @@ class Page(HTMLParser):
 async def test_hostile_text_is_inert_and_only_real_fixes_are_fixes(scene: Scene) -> None:
     async def mismatches() -> list[dict[str, str]]:
         _, body, _ = await scene.exporter.get("/api/v1/entries")
-        return [e for e in json.loads(body)["entries"] if e["state"] == "mismatch"]
+        return [e for e in json.loads(body)["data"] if e["state"] == "mismatch"]
     stale = await wait_for(mismatches, 20)
     assert {e["entry"] for e in stale} == set(scene.keys.values())  # subjects differ: all stale
     status, html, _ = await scene.exporter.get("/")
@@ -126,5 +126,5 @@ async def test_entries_json_is_json_escaped(scene: Scene) -> None:
     for raw in RAW:
         assert raw not in body
     data = json.loads(body)
-    assert any("\x1b[2J" in e["live_subject"] for e in data["entries"])  # data, decoded
+    assert any("\x1b[2J" in e["live_subject"] for e in data["data"])  # data, decoded
     assert re.search(r"\\u001b\[2J", body)
