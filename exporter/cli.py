@@ -18,6 +18,7 @@ from exporter.model import State
 from exporter.report import rows, table
 from exporter.server import parse_listen, serve
 from exporter.service import Service
+from exporter.shard import Shard
 from exporter.snapshot import Snapshot
 
 if TYPE_CHECKING:
@@ -58,18 +59,24 @@ def _parser() -> argparse.ArgumentParser:
                      help="host:port to serve on (default: %(default)s)")
     web.add_argument("--web.config.file", dest="web_config", default=None,
                      help="TLS and basic auth for the HTTP endpoints (exporter-toolkit format)")
+    shard = argparse.ArgumentParser(add_help=False)
+    shard.add_argument("--shard", type=int, default=0,
+                       help="this replica's shard, 0 <= N < --total-shards (default: %(default)s)")
+    shard.add_argument("--total-shards", dest="total_shards", type=int, default=1,
+                       help="replicas the stores are spread over; each reads, probes and "
+                            "exports only the stores that hash to its shard (default: %(default)s)")
 
     p = argparse.ArgumentParser(
         prog="prime-tofu-exporter",
         description="Prometheus exporter for TOFU certificate drift in Cisco Prime Infrastructure",
-        parents=[common, web],
+        parents=[common, web, shard],
     )
     p.add_argument("--version", action="version", version=f"prime-tofu-exporter {__version__}")
     p.add_argument("--config.check", dest="config_check", action="store_true",
                    help="validate the configuration and exit (0 valid, 2 invalid)")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", parents=[common, web], help="run the exporter (default)")
-    check = sub.add_parser("check", parents=[common], help="one pass, print verdicts, exit code")
+    sub.add_parser("serve", parents=[common, web, shard], help="run the exporter (default)")
+    check = sub.add_parser("check", parents=[common, shard], help="one pass, print verdicts, exit code")
     check.add_argument("--output", choices=["table", "json"], default="table")
     rem = sub.add_parser("remediate", parents=[common],
                          help="print (or --apply) the deletecert fix for proven mismatches")
@@ -136,6 +143,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as e:
         print(e, file=sys.stderr)
         return EXIT_ERROR
+    try:
+        args.shard = Shard(getattr(args, "shard", 0), getattr(args, "total_shards", 1))
+    except ValueError as e:
+        print(e, file=sys.stderr)
+        return EXIT_ERROR
     config = _load(args.config_file)
     if config is None:
         return EXIT_ERROR
@@ -157,12 +169,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             reason=args.reason, audit_file=args.audit_file,
         ))
     if command == "check":
-        return run_async(check(config, args.storage_path, args.output))
+        return run_async(check(config, args.storage_path, args.output, args.shard))
     return run_server(config, args, listen, handler)
 
 
-async def check(config: Config, storage: str, output: str) -> int:
-    service = Service(config, storage)
+async def check(config: Config, storage: str, output: str, shard: Shard | None = None) -> int:
+    service = Service(config, storage, shard or Shard())
     try:
         snap = await service.run_once()
     finally:
@@ -196,7 +208,8 @@ def run_server(
 ) -> int:
     web_cfg: WebConfig | None = getattr(args, "web_settings", None)
     try:
-        run_async(serve(config, args.config_file, args.storage_path, listen, handler, web_cfg))
+        run_async(serve(config, args.config_file, args.storage_path, listen, handler, web_cfg,
+                        shard=args.shard))
     except KeyboardInterrupt:
         pass
     except OSError as e:

@@ -214,4 +214,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("tofu_exporter_config_last_reload_successful", "gauge",
            "1 if the last config reload succeeded", (),
            lambda snap: [((), _flag(snap.config_reload_ok))]),
+    Metric("tofu_exporter_shard_info", "gauge",
+           "This replica's shard; it exports only the stores that hash to it",
+           ("shard", "total_shards"),
+           lambda snap: [((str(snap.shard.index), str(snap.shard.total)), 1.0)]),
 )

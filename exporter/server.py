@@ -12,6 +12,7 @@ from exporter import __version__
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler
 from exporter.service import Service
+from exporter.shard import ALL, Shard
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -35,13 +36,14 @@ async def serve(
     web_cfg: WebConfig | None = None,
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
+    shard: Shard = ALL,
 ) -> None:
     """Serve until `stop` (or SIGTERM/SIGINT); SIGHUP and /-/reload re-read `config_file`."""
     from aiohttp import web  # here, so `check` and `remediate` start without the web stack
 
     from exporter.web import make_app
 
-    service = Service(config, storage_path)
+    service = Service(config, storage_path, shard)
 
     async def reload() -> str | None:
         try:
@@ -66,7 +68,8 @@ async def serve(
     site = web.TCPSite(runner, listen[0], listen[1], ssl_context=ssl_ctx)
     await site.start()
     log.info("listening", extra={"address": f"{listen[0] or ''}:{listen[1]}",
-                                 "stores": len(config.stores), "version": __version__})
+                                 "stores": len(service.config.stores), "version": __version__,
+                                 **({"shard": f"{shard.index}/{shard.total}"} if shard.sharded else {})})
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[str | None]] = set()

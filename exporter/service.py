@@ -22,6 +22,7 @@ from exporter.prime.listing import parse_listing
 from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
+from exporter.shard import ALL, Shard, select
 from exporter.snapshot import Snapshot
 from exporter.state import StoreState
 from exporter.views import store_views
@@ -55,8 +56,11 @@ class _Bound:
 
 
 class Service:
-    def __init__(self, config: Config, storage_path: Path | str) -> None:
-        self.config = config
+    def __init__(self, config: Config, storage_path: Path | str, shard: Shard = ALL) -> None:
+        # Sharded (exporter.shard): this replica reads, probes, stores and exports only the
+        # stores of its shard; every config it is given, at start or reload, is cut down here.
+        self.shard = shard
+        config = self.config = select(config, shard)
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
         self.stores: dict[str, StoreState] = {s.name: StoreState(s) for s in config.stores}
@@ -308,6 +312,7 @@ class Service:
     async def apply_config(self, new: Config) -> None:
         """Swap in a validated config: untouched stores keep their loop and SSH session, a
         changed store is reconfigured in place, a removed one is dropped whole."""
+        new = select(new, self.shard)
         old, self.config = self.stores, new
         stores: dict[str, StoreState] = {}
         for cfg in new.stores:
@@ -395,5 +400,5 @@ class Service:
         return Snapshot(
             stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
             changed, capped, bad, self.config_reload_ok, self.ready,
-            pair_views(self.config, views), versions,
+            pair_views(self.config, views), versions, self.shard,
         )
