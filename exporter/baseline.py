@@ -137,3 +137,10 @@ class BaselineDB:
 
     def changed_times(self) -> dict[str, float]:
         return dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())
+
+    def drop_stores(self, stores: Iterable[str]) -> None:
+        """Forget stores entirely (another shard owns them now): if one comes back, its
+        entries are adopted anew, not trusted on rows nobody kept up to date meanwhile."""
+        with self._tx() as db:
+            for table in ("baselines", "stores"):
+                db.executemany(f"DELETE FROM {table} WHERE store = ?", ((s,) for s in stores))

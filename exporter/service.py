@@ -60,9 +60,9 @@ class Service:
         # Sharded (exporter.shard): this replica reads, probes, stores and exports only the
         # stores of its shard; every config it is given, at start or reload, is cut down here.
         self.shard = shard
-        config = self.config = select(config, shard)
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
+        config = self.config = self._own(config)
         self.stores: dict[str, StoreState] = {s.name: StoreState(s) for s in config.stores}
         self.probes: dict[str, ProbeResult] = {}  # endpoint -> last probe, only endpoints in use
         self.config_reload_ok = True
@@ -74,6 +74,14 @@ class Service:
         self._probe_bound = _Bound()
         self._read_bound = _Bound()
         self._probe_task: asyncio.Task[None] | None = None
+
+    def _own(self, config: Config) -> Config:
+        """This replica's part of a config. Rows of stores another shard owns are dropped:
+        a store that moves back later is adopted anew, not trusted on stale rows."""
+        mine = select(config, self.shard)
+        if mine is not config:
+            self.db.drop_stores({s.name for s in config.stores} - {s.name for s in mine.stores})
+        return mine
 
     # ---- the public state API (remediation, tests) -----------------------------------
 
@@ -312,7 +320,7 @@ class Service:
     async def apply_config(self, new: Config) -> None:
         """Swap in a validated config: untouched stores keep their loop and SSH session, a
         changed store is reconfigured in place, a removed one is dropped whole."""
-        new = select(new, self.shard)
+        new = self._own(new)
         old, self.config = self.stores, new
         stores: dict[str, StoreState] = {}
         for cfg in new.stores:

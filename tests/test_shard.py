@@ -6,6 +6,7 @@ unsharded and as shards 0 and 1 of 2, then kills shard 1 and starts it again on 
 
 from __future__ import annotations
 
+import shutil
 import signal
 import subprocess
 import sys
@@ -186,3 +187,65 @@ async def test_two_shards_split_the_demo_lab_and_survive_a_restart(
 
 def stores_of_series(series: set[tuple[str, tuple[tuple[str, str], ...], float | None]]) -> set[str]:
     return {v for _, labels, _ in series for k, v in labels if k == "store"}
+
+
+# ---------------------------------------------------------------- re-sharding the baselines
+
+MERGE = """
+ATTACH DATABASE ? AS old;
+INSERT OR IGNORE INTO stores SELECT * FROM old.stores;
+INSERT OR IGNORE INTO baselines SELECT * FROM old.baselines;
+INSERT OR IGNORE INTO endpoints SELECT * FROM old.endpoints;
+DETACH DATABASE old;
+"""  # docs/sharding.md's procedure, per old replica's baseline.db
+
+
+async def test_a_reshard_keeps_witnessed_baselines_only_where_the_databases_were_merged(
+        tmp_path: Path) -> None:
+    """2 -> 3 shards. A replica's database holds its own stores only (rows of stores another
+    shard owns are dropped at start); merging the old databases into each new replica's
+    volume keeps every moved store's witnessed baselines, without merging they are gone."""
+    import sqlite3
+
+    from exporter.baseline import BaselineDB
+    from exporter.model import BaselineKind
+    from exporter.service import Service
+
+    names = [f"pi-{i:02d}" for i in range(12)]
+    cfg = _config(names, [])
+    service = Service(cfg, tmp_path / "one")  # one exporter witnessed one entry per store
+    for s in service.config.stores:
+        service.db.observe_store(s.name, {})
+        service.db.observe_store(s.name, {"10.0.0.1_443": "10.0.0.1:443"})
+    service.db.fill({"10.0.0.1:443": "ab" * 32})
+    await service.stop()
+    for i in range(2):  # sharded into 2 on copies of its volume: each drops the other's stores
+        (tmp_path / f"old-{i}").mkdir()
+        shutil.copy(tmp_path / "one" / "baseline.db", tmp_path / f"old-{i}" / "baseline.db")
+        await Service(cfg, tmp_path / f"old-{i}", Shard(i, 2)).stop()
+        db = BaselineDB(tmp_path / f"old-{i}" / "baseline.db")
+        held = {n for n in names if db.baselines(n)}
+        db.close()
+        assert held == {n for n in names if owner(n, 2) == i}
+
+    moved = [n for n in names if owner(n, 3) != owner(n, 2)]
+    assert moved
+    for i in range(3):
+        merged = tmp_path / f"merged-{i}"
+        merged.mkdir()
+        shutil.copy(tmp_path / "old-0" / "baseline.db", merged / "baseline.db")
+        db = sqlite3.connect(merged / "baseline.db", isolation_level=None)  # as the sqlite3 CLI
+        for old in range(1, 2):
+            for statement in MERGE.strip().split(";\n"):
+                args = (str(tmp_path / f"old-{old}" / "baseline.db"),) if "ATTACH" in statement else ()
+                db.execute(statement, args)
+        db.close()
+        new = Service(cfg, merged, Shard(i, 3))
+        fresh = Service(cfg, tmp_path / f"fresh-{i}", Shard(i, 3))
+        for s in new.config.stores:
+            (b,) = new.db.baselines(s.name).values()
+            assert b.kind is BaselineKind.WITNESSED and b.fingerprint_sha256 == "ab" * 32
+            assert fresh.db.baselines(s.name) == {}  # unmerged: first read adopts
+        assert {n for n in names if new.db.baselines(n)} == {s.name for s in new.config.stores}
+        await new.stop()
+        await fresh.stop()
