@@ -18,6 +18,15 @@ from exporter.model import (
 )
 from exporter.subject import format_subject, subjects_equal
 
+# Verdicts whose reason names no value: one shared object each, not one per entry (20,000
+# entries mostly decide the same few ways).
+_PINNED = Verdict(State.MATCH, Evidence.FINGERPRINT, "live fingerprint equals the pin")
+_LOGGED = Verdict(State.MISMATCH, Evidence.LOG, "the PI server logged 'TOFU failed' for this peer")
+_WITNESSED = Verdict(State.MATCH, Evidence.BASELINE,
+                     "live certificate equals the one seen when the entry appeared")
+_UNPROVEN = Verdict(State.UNKNOWN, Evidence.NONE,
+                    "subjects match but the stored certificate was never seen; pin its fingerprint")
+
 
 def decide(
     entry: StoredEntry,
@@ -33,25 +42,19 @@ def decide(
     fp = live.fingerprint_sha256
     if pin is not None:
         if pin == fp:
-            return Verdict(State.MATCH, Evidence.FINGERPRINT, "live fingerprint equals the pin")
+            return _PINNED
         return Verdict(
             State.MISMATCH,
             Evidence.FINGERPRINT,
             f"live fingerprint {fp[:16]}… differs from the pinned {pin[:16]}…",
         )
     if logged_failure:
-        return Verdict(
-            State.MISMATCH, Evidence.LOG, "the PI server logged 'TOFU failed' for this peer"
-        )
+        return _LOGGED
     if baseline is not None and baseline.fingerprint_sha256 is not None:
         base = baseline.fingerprint_sha256
         if baseline.kind is BaselineKind.WITNESSED:
             if base == fp:
-                return Verdict(
-                    State.MATCH,
-                    Evidence.BASELINE,
-                    "live certificate equals the one seen when the entry appeared",
-                )
+                return _WITNESSED
             return Verdict(
                 State.MISMATCH,
                 Evidence.BASELINE,
@@ -70,8 +73,4 @@ def decide(
             f"live subject {format_subject(live.subject)} differs from the stored "
             f"{format_subject(entry.subject)}",
         )
-    return Verdict(
-        State.UNKNOWN,
-        Evidence.NONE,
-        "subjects match but the stored certificate was never seen; pin its fingerprint",
-    )
+    return _UNPROVEN

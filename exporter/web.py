@@ -18,7 +18,7 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
-from exporter.collector import render_chunks, render_text
+from exporter.collector import render_chunks
 from exporter.commands import DELETECERT
 from exporter.remediate import make_plan, pair_health, render_next, render_store
 from exporter.report import Row, rows
@@ -28,11 +28,6 @@ from exporter.snapshot import Snapshot
 log = logging.getLogger("exporter.web")
 
 ReloadFn = Callable[[], Awaitable[str | None]]  # returns an error text, or None on success
-
-
-def render(snap: Snapshot, with_process: bool = True) -> bytes:
-    body = render_text(snap)  # same bytes as generate_latest(SnapshotCollector), ~10x faster
-    return body + generate_latest(REGISTRY) if with_process else body
 
 
 async def _stream(request: web.Request, chunks: list[bytes]) -> web.StreamResponse:
@@ -170,7 +165,7 @@ def make_app(
             return web.Response(status=500, text=f"reload failed, old config kept:\n{error}\n")
         return web.Response(text="reloaded\n")
 
-    async def probe(request: web.Request) -> web.Response:
+    async def probe(request: web.Request) -> web.StreamResponse:
         target = request.query.get("target", "")
         store = service.config.store(target)
         if store is None:
@@ -186,8 +181,9 @@ def make_app(
             snap = await asyncio.wait_for(service.run_once([target]), timeout)
         except TimeoutError:
             snap = service.snapshot()
-        body = render(snap.for_store(target), with_process=False)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Streamed from the store's cached blocks (exporter.collector): 200 concurrent
+        # /probe requests must not each hold a joined copy of their body.
+        return await _stream(request, render_chunks(snap.for_store(target)))
 
     app.router.add_get("/metrics", metrics)
     app.router.add_get("/", index)
