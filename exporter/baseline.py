@@ -8,6 +8,7 @@ WAL mode and one transaction per update keep the file consistent across SIGKILL.
 from __future__ import annotations
 
 import sqlite3
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -65,7 +66,8 @@ class BaselineDB:
         rows = self._db.execute(
             "SELECT entry, kind, fingerprint, since FROM baselines WHERE store = ?", (store,)
         )
-        return {e: Baseline(BaselineKind(k), fp, s) for e, k, fp, s in rows}
+        # One string per distinct fingerprint: many entries (across stores) hold one cert.
+        return {e: Baseline(BaselineKind(k), fp and sys.intern(fp), s) for e, k, fp, s in rows}
 
     def observe_store(
         self, store: str, entries: Mapping[str, str], now: float | None = None
