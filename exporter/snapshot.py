@@ -13,6 +13,8 @@ from exporter.shard import ALL, Shard
 
 _V = TypeVar("_V")
 
+LOOPS = ("start", "store", "probe")  # the exporter's supervised loops (exporter.service)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -27,6 +29,8 @@ class Snapshot:
     pairs: tuple[PairView, ...] = ()
     # store -> version of its views (exporter.state): renderers cache per (store, version).
     versions: Mapping[str, int] = field(default_factory=dict)
+    # loop ("start", "store", "probe") -> unexpected exceptions so far (exporter.service)
+    loop_errors: Mapping[str, int] = field(default_factory=dict)
     shard: Shard = ALL  # which stores this replica owns (exporter.shard)
 
     def for_store(self, name: str) -> Snapshot:
@@ -36,7 +40,7 @@ class Snapshot:
             _only(self.stores, {name}), views, _only(self.probes, eps), _only(self.changed, eps),
             _only(self.capped, {name}), _only(self.bad_lines, {name}), self.config_reload_ok,
             self.ready, tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
-            _only(self.versions, {name}), self.shard,
+            _only(self.versions, {name}), shard=self.shard,
         )
 
 

@@ -11,15 +11,16 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from exporter import __version__
+from exporter import __version__, api, daypage
 from exporter.collector import render_chunks
 from exporter.commands import DELETECERT
+from exporter.history import Change
 from exporter.remediate import make_plan, pair_health, render_next, render_store
 from exporter.report import Row, rows
 from exporter.service import Service
@@ -50,7 +51,10 @@ _STATE_COLOURS = {
 }
 
 
-def landing_page(snap: Snapshot) -> str:
+def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
+                 hints: tuple[str | None, str | None] = (None, None)) -> str:
+    """`recent`: the newest changes (the history); `hints`: the config file and storage path
+    the `accept` commands shown for unknown entries name."""
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>prime-tofu-exporter</title>",
@@ -59,8 +63,10 @@ def landing_page(snap: Snapshot) -> str:
         "code{background:#f6f8fa;padding:.1em .3em}.fix{user-select:all}</style></head><body>",
         f"<h1>prime-tofu-exporter {e(__version__)}</h1>",
         "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
-        "<a href='/-/ready'>Ready</a></p>",
+        "<a href='/-/ready'>Ready</a> · <a href='/api/v1/entries'>Entries (JSON)</a> · "
+        "<a href='/api/v1/history'>History (JSON)</a></p>",
     ]
+    parts.append(daypage.recent_changes(recent))
     plan = make_plan(snap)  # the same plan and text `prime-tofu-exporter remediate` prints
     for pair in plan.pairs:
         parts.append(f"<h2 id='pair-{e(pair.name)}'>HA pair {e(pair.name)}</h2><p>primary "
@@ -94,16 +100,17 @@ def landing_page(snap: Snapshot) -> str:
             parts.append("<p>No entries known.</p>")
             continue
         parts.append(
-            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th>"
+            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th><th>since</th>"
             "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>"
         )
         for r in items:
             colour = _STATE_COLOURS.get(r.state, "#000")
-            fix = f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation else ""
+            fix = (f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation
+                   else daypage.unknown_help(snap, r, *hints))
             parts.append(
                 f"<tr><td>{e(r.entry)}</td><td>{e(r.endpoint)}</td>"
                 f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>"
-                f"<td>{e(r.evidence)}: {e(r.reason)}</td>"
+                f"<td>{e(r.evidence)}: {e(r.reason)}</td>{daypage.since_cell(r)}"
                 f"<td>{e(r.stored_subject)}</td><td>{e(r.live_subject or '-')}</td>"
                 f"<td><code>{e(r.live_fingerprint_sha256 or r.probe_error or '-')}</code></td>"
                 f"<td>{fix}</td></tr>"
@@ -146,16 +153,23 @@ def make_app(
             rendered[:] = [(snap, render_chunks(snap))]
         return await _stream(request, [*rendered[0][1], generate_latest(REGISTRY)])
 
+    hints = (service.config.source, service.storage_path)
+
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text=landing_page(service.snapshot()), content_type="text/html")
+        page = landing_page(service.snapshot(), service.db.history(limit=daypage.RECENT), hints)
+        return web.Response(text=page, content_type="text/html")
 
     async def healthy(_: web.Request) -> web.Response:
+        problems = service.health()  # what a restart may cure (exporter.service)
+        if problems:
+            return web.Response(status=503, text="Unhealthy:\n" + "".join(f"  {p}\n" for p in problems))
         return web.Response(text="Healthy.\n")
 
     async def ready(_: web.Request) -> web.Response:
-        if service.ready:
+        why = service.not_ready()
+        if why is None:
             return web.Response(text="Ready.\n")
-        return web.Response(status=503, text="Not ready: first pass over the stores running.\n")
+        return web.Response(status=503, text=f"Not ready: {why}.\n")
 
     async def do_reload(_: web.Request) -> web.Response:
         if reload is None:
@@ -178,7 +192,8 @@ def make_app(
             with contextlib.suppress(ValueError):
                 timeout = max(0.5, float(header) - 0.5)  # leave room to send the answer
         try:
-            snap = await asyncio.wait_for(service.run_once([target]), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancellation
+                snap = await service.run_once([target])
         except TimeoutError:
             snap = service.snapshot()
         # Streamed from the store's cached blocks (exporter.collector): 200 concurrent
@@ -192,4 +207,5 @@ def make_app(
     app.router.add_post("/-/reload", do_reload)
     app.router.add_put("/-/reload", do_reload)
     app.router.add_get("/probe", probe)
+    api.add_routes(app, service, *hints)
     return app

@@ -82,7 +82,9 @@ def test_shards_partition_the_stores_and_keep_pairs_together() -> None:
                                   ["--total-shards", "0"]])
 def test_a_shard_outside_the_total_is_refused(args: list[str],
                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["serve", *args, "--config.file", "/nonexistent.yml"]) == 2
+    with pytest.raises(SystemExit) as exited:
+        main(["serve", *args, "--config.file", "/nonexistent.yml"])
+    assert exited.value.code == 2
     assert "expected 0 <= shard < total-shards" in capsys.readouterr().err
 
 
@@ -196,6 +198,13 @@ ATTACH DATABASE ? AS old;
 INSERT OR IGNORE INTO stores SELECT * FROM old.stores;
 INSERT OR IGNORE INTO baselines SELECT * FROM old.baselines;
 INSERT OR IGNORE INTO endpoints SELECT * FROM old.endpoints;
+INSERT OR IGNORE INTO entry_status SELECT * FROM old.entry_status;
+INSERT INTO attestations (store, entry, endpoint, fingerprint, spki, operator, reason, at)
+  SELECT store, entry, endpoint, fingerprint, spki, operator, reason, at FROM old.attestations;
+INSERT INTO history (time, store, entry, state_before, evidence_before, fingerprint_before,
+                     state_after, evidence_after, fingerprint_after, reason)
+  SELECT time, store, entry, state_before, evidence_before, fingerprint_before,
+         state_after, evidence_after, fingerprint_after, reason FROM old.history;
 DETACH DATABASE old;
 """  # docs/sharding.md's procedure, per old replica's baseline.db
 
