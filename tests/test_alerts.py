@@ -1,5 +1,6 @@
 """The shipped alert rules: promtool accepts them and their unit tests pass; every alert follows
-the monitoring-mixins conventions and links to a runbook heading that exists."""
+the monitoring-mixins conventions (labels identify, annotations describe, a static summary)
+and links to a runbook heading, in the on-call layout, that exists."""
 
 from __future__ import annotations
 
@@ -32,7 +33,14 @@ EXPECTED = {
     "TofuLiveCertificateExpired": "critical",
     "TofuExporterDown": "warning",
     "TofuExporterConfigReloadFailed": "warning",
+    "TofuBaselineDatabaseReset": "warning",
 }
+# What may identify an alert: the target (job, instance), the object it is about, severity.
+# Anything else (a fingerprint, a subject, the evidence) changes while the problem persists
+# and would end the alert and restart its `for:`.
+IDENTITY = {"alertname", "severity", "job", "instance", "store", "entry", "endpoint", "pair", "peer",
+            "reason"}
+RUNBOOK_PARTS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
 
 
 def alerts() -> list[dict[str, Any]]:
@@ -99,10 +107,49 @@ def test_every_alert_has_a_firing_unit_test() -> None:
         assert any(not c["exp_alerts"] for c in mine), f"{name}: no case where it stays silent"
 
 
-def test_mismatch_annotations_carry_the_fix() -> None:
+def test_mismatch_annotations_carry_the_fix_and_the_details() -> None:
     rule = next(a for a in alerts() if a["alert"] == "TofuCertificateMismatch")
+    notes = rule["annotations"]
     fix = "ncs certvalidation tofu-certs deletecert host {{ $labels.entry }}"
-    assert rule["annotations"]["command"] == fix
-    assert fix in rule["annotations"]["description"]
-    for label in ("store", "entry", "evidence", "stored_subject", "live_subject", "fingerprint_sha256"):
-        assert f"$labels.{label}" in rule["annotations"]["description"], label
+    assert notes["command"] == fix
+    assert fix in notes["description"]
+    # The details are read at evaluation time, from the series the exporter exposes.
+    for key, label in (("evidence", "evidence"), ("stored_subject", "subject"),
+                       ("live_subject", "subject"), ("fingerprint_sha256", "fingerprint_sha256")):
+        assert f'label "{label}"' in notes[key] and "query" in notes[key], key
+        assert notes[key] in notes["description"], key
+
+
+def fired_label_sets() -> list[tuple[str, set[str]]]:
+    tests = yaml.safe_load(RULE_TESTS.read_text())["tests"]
+    return [(c["alertname"], set(a["exp_labels"]))
+            for t in tests for c in t.get("alert_rule_test", []) for a in c["exp_alerts"]]
+
+
+def test_alert_labels_only_identify() -> None:
+    """promtool compares label sets exactly, so the unit tests' expected labels are the labels."""
+    fired = fired_label_sets()
+    assert {name for name, _ in fired} == set(EXPECTED)
+    for name, labels in fired:
+        assert labels <= IDENTITY, (name, labels - IDENTITY)
+    for rule in alerts():
+        assert set(rule["labels"]) == {"severity"}, rule["alert"]
+
+
+def test_summary_is_static_per_alert() -> None:
+    """Alertmanager groups by alert name; a summary that varies per alert reads as noise."""
+    for rule in alerts():
+        assert "{{" not in rule["annotations"]["summary"], rule["alert"]
+
+
+def runbook_sections(markdown: str) -> dict[str, str]:
+    parts = re.split(r"^### (\w+)\s*$", markdown, flags=re.M)
+    return {parts[i]: parts[i + 1] for i in range(1, len(parts) - 1, 2)}
+
+
+def test_runbook_entries_have_the_on_call_layout() -> None:
+    sections = runbook_sections(RUNBOOK.read_text())
+    for name in EXPECTED:
+        assert name in sections, f"docs/runbook.md: no '### {name}' section"
+        found = re.findall(r"^\*\*(\w+)\*\*", sections[name], flags=re.M)
+        assert tuple(found) == RUNBOOK_PARTS, (name, found)

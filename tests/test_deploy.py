@@ -6,9 +6,11 @@
 - compose: `docker-compose config` (schema) plus cross-references (mount sources exist, scrape
   targets, receivers and datasource URLs name real services and ports).
 - Kubernetes: the overlay rendered with kustomize, each object validated against the Kubernetes
-  OpenAPI schemas (kubernetes-validate, offline), wiring checked, the PrometheusRule compared to
-  the rule file and checked with promtool.
-- Prometheus / Alertmanager configs: promtool / amtool. systemd unit: systemd-analyze.
+  OpenAPI schemas (kubernetes-validate, offline), wiring checked, the optional components
+  (PrometheusRule equal to the rule file and checked with promtool, ServiceMonitor, the
+  dashboard ConfigMap for Grafana's sidecar) rendered and checked.
+- Prometheus / Alertmanager configs: promtool / amtool (routing by severity, inhibitions with
+  `equal:`). systemd unit: systemd-analyze.
 """
 
 from __future__ import annotations
@@ -402,7 +404,8 @@ def test_compose_stack_is_wired_to_files_and_services_that_exist() -> None:
     am = yaml.safe_load((am_dir / "alertmanager.yml").read_text())
     urls = [w["url"] for r in am["receivers"] for w in r.get("webhook_configs", [])]
     sink_port = re.search(r'HTTPServer\(\("", (\d+)\)', (COMPOSE.parent / "alert-sink.py").read_text())
-    assert sink_port and urls == [f"http://alert-sink:{sink_port.group(1)}/"]
+    assert sink_port and urls
+    assert all(u.startswith(f"http://alert-sink:{sink_port.group(1)}/") for u in urls), urls
 
     # Grafana: the datasource is this stack's Prometheus, the provider reads the mounted grafana/.
     provisioning = COMPOSE.parent / "grafana" / "provisioning"
@@ -440,8 +443,9 @@ def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("config", [DEPLOY / "prometheus" / "prometheus.yml",
-                                    K8S / "sharding" / "prometheus-scrape.yml"],
-                         ids=["compose", "k8s-sharding"])
+                                    K8S / "sharding" / "prometheus-scrape.yml",
+                                    K8S / "prometheus" / "scrape-config.yml"],
+                         ids=["compose", "k8s-sharding", "k8s-plain"])
 def test_prometheus_config_passes_promtool(config: Path) -> None:
     r = run([need("promtool"), "check", "config", str(config)])
     assert r.returncode == 0, r.stdout + r.stderr
@@ -449,9 +453,41 @@ def test_prometheus_config_passes_promtool(config: Path) -> None:
         assert "1 rule files found" in r.stdout + r.stderr or "rule files found" in r.stdout + r.stderr
 
 
+ALERTMANAGER_CONFIG = DEPLOY / "alertmanager" / "alertmanager.yml"
+
+
 def test_alertmanager_config_passes_amtool() -> None:
-    r = run([need("amtool"), "check-config", str(DEPLOY / "alertmanager" / "alertmanager.yml")])
+    r = run([need("amtool"), "check-config", str(ALERTMANAGER_CONFIG)])
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def routed_to(**labels: str) -> list[str]:
+    r = run([need("amtool"), "config", "routes", "test", f"--config.file={ALERTMANAGER_CONFIG}",
+             *(f"{k}={v}" for k, v in labels.items())])
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout.split()
+
+
+def test_alertmanager_pages_only_for_critical_alerts() -> None:
+    """Every shipped alert's severity routed the way its comment in the rules promises."""
+    rules = rules_or_skip()
+    severities = {r["alert"]: r["labels"]["severity"] for g in rules["groups"] for r in g["rules"]}
+    assert set(severities.values()) == {"critical", "warning", "info"}
+    for alert, severity in severities.items():
+        receivers = routed_to(alertname=alert, severity=severity, job="prime-tofu-exporter",
+                              instance="exp:9877", store="prime-pri")
+        if severity == "critical":
+            assert receivers == ["pager"], (alert, receivers)
+        else:
+            assert "pager" not in receivers and receivers, (alert, receivers)
+
+
+def test_alertmanager_inhibitions_are_scoped_by_equal_labels() -> None:
+    """An inhibition without `equal:` lets one exporter's outage silence every other one."""
+    am = yaml.safe_load(ALERTMANAGER_CONFIG.read_text())
+    assert am["inhibit_rules"]
+    for rule in am["inhibit_rules"]:
+        assert {"job", "instance"} <= set(rule.get("equal", [])), rule
 
 
 # ---------------------------------------------------------------- Kubernetes
@@ -470,8 +506,6 @@ def rendered() -> list[dict[str, Any]]:
     cmd = kustomize_cmd()
     if cmd is None:
         pytest.skip("neither kustomize nor kubectl installed: only the per-file schema test runs")
-    if not (K8S / "base" / "prometheusrule.yaml").exists():
-        pytest.skip("deploy/kubernetes/base/prometheusrule.yaml not generated yet (no rule file)")
     r = run([*cmd, str(K8S / "overlays" / "example")])
     assert r.returncode == 0, r.stderr
     return [d for d in yaml.safe_load_all(r.stdout) if d]
@@ -496,6 +530,27 @@ def test_kubernetes_objects_pass_the_kubernetes_schemas(rendered: list[dict[str,
         kv.validate(doc, version, strict=True)  # raises on an unknown or mistyped field
     assert kinds == {"ConfigMap", "Secret", "Service", "PersistentVolumeClaim", "Deployment",
                      "ServiceMonitor", "PrometheusRule"}
+
+
+def test_kubernetes_base_renders_without_the_prometheus_operator() -> None:
+    """The base needs no CRD: the Operator's objects come only with their component."""
+    cmd = kustomize_cmd()
+    if cmd is None:
+        pytest.skip("neither kustomize nor kubectl installed")
+    r = run([*cmd, str(K8S / "base")])
+    assert r.returncode == 0, r.stderr
+    docs = [d for d in yaml.safe_load_all(r.stdout) if d]
+    assert not [d for d in docs if d["apiVersion"].startswith(CRD_GROUP)]
+    assert {d["kind"] for d in docs} == {"ConfigMap", "Service", "PersistentVolumeClaim", "Deployment"}
+
+
+def test_kubernetes_dashboard_configmap_is_the_dashboard_for_the_sidecar(
+        rendered: list[dict[str, Any]]) -> None:
+    (cm,) = [d for d in rendered if d["kind"] == "ConfigMap"
+             and d["metadata"].get("labels", {}).get("grafana_dashboard") == "1"]
+    (name, text), = cm["data"].items()
+    assert name.endswith(".json")
+    assert json.loads(text) == json.loads((ROOT / "grafana" / "dashboards" / "prime-tofu.json").read_text())
 
 
 def test_kubernetes_base_files_pass_the_schemas_without_kustomize() -> None:
@@ -540,7 +595,8 @@ def test_kubernetes_deployment_is_hardened_and_wired(rendered: list[dict[str, An
     assert mounts["tmp"]["mountPath"] == "/tmp"
 
     # The config the pod gets loads, with the Secret's files where the mounts put them.
-    cm = next(d for d in rendered if d["kind"] == "ConfigMap")
+    cm = next(d for d in rendered if d["kind"] == "ConfigMap"
+              and d["metadata"]["name"].startswith("prime-tofu-exporter-config"))
     secret = next(d for d in rendered if d["kind"] == "Secret")
     etc, sec = tmp_path / "etc", tmp_path / "secrets"
     etc.mkdir()
@@ -576,9 +632,8 @@ def rules_or_skip() -> dict[str, Any]:
 
 def test_prometheusrule_is_generated_from_the_rule_file() -> None:
     rules = rules_or_skip()
-    r = run([sys.executable, str(ROOT / "scripts" / "gen-prometheusrule"), "--check"])
-    assert r.returncode == 0, f"{r.stdout}\n{r.stderr}"
-    generated = yaml.safe_load((K8S / "base" / "prometheusrule.yaml").read_text())
+    generated = yaml.safe_load(
+        (K8S / "components" / "prometheus-operator" / "prometheusrule.yaml").read_text())
     assert generated["kind"] == "PrometheusRule"
     assert generated["spec"] == rules  # the same rules, group for group, annotation for annotation
 

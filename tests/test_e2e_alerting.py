@@ -7,13 +7,14 @@ receiver run by this test.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
 import pytest
 
 from exporter.lab.scene import Lab
-from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until
+from tests.e2e_stack import MISSING, SKIP_REASON, Stack, http_get, running_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)]
 
@@ -63,14 +64,36 @@ def test_regeneration_pages_with_deletecert_and_the_fix_resolves(tmp_path: Path)
 
         labels, notes = alert["labels"], alert["annotations"]
         assert isinstance(labels, dict) and isinstance(notes, dict)
+        # Labels identify; the details are annotations (a change of them must not reset the alert).
+        assert set(labels) == {"alertname", "severity", "job", "instance", "store", "entry", "endpoint"}
         assert labels["severity"] == "critical"
-        assert labels["evidence"] == "baseline"
-        assert labels["fingerprint_sha256"] == new.fingerprint_sha256
+        assert notes["evidence"] == "baseline"
+        assert notes["fingerprint_sha256"] == new.fingerprint_sha256
         assert notes["command"] == DELETECERT + peer_entry
         assert f"on prime-pri run `{DELETECERT}{peer_entry}`" in notes["description"]
         assert new.fingerprint_sha256 in notes["description"]
         assert "is PI server prime-sec" in notes["follow_up"]  # re-register HA, not re-add ISE
         assert notes["runbook_url"].endswith("docs/runbook.md#tofucertificatemismatch")
+
+        # No flapping: prime-sec's certificate changes again while the entry is still stale.
+        # The same alert stays firing (same activeAt in Prometheus, no resolved notification),
+        # and its annotations follow the new fingerprint.
+        def firing_alert() -> dict[str, object] | None:
+            body = json.loads(http_get(stack.prometheus + "/api/v1/alerts"))
+            found = [a for a in body["data"]["alerts"]
+                     if a["labels"].get("alertname") == "TofuCertificateMismatch"
+                     and a["labels"].get("entry") == peer_entry and a["labels"].get("store") == "prime-pri"]
+            return found[0] if len(found) == 1 and found[0]["state"] == "firing" else None
+
+        before = wait_until(firing_alert, 10, "the mismatch alert firing in Prometheus")
+        newer = stack.loop.call(lambda: lab.regenerate("prime-sec"))
+        assert newer.fingerprint_sha256 != new.fingerprint_sha256
+        after = wait_until(lambda: (a := firing_alert()) and
+                           a["annotations"]["fingerprint_sha256"] == newer.fingerprint_sha256 and a,
+                           30, "the firing alert showing the newer fingerprint")
+        assert after["activeAt"] == before["activeAt"], (before, after)
+        assert not stack.webhook.alerts("TofuCertificateMismatch", "resolved", store="prime-pri",
+                                        entry=peer_entry)
 
         # The seed's exact failure: both servers of the pair now hold a stale entry.
         ha = wait_until(lambda: stack.webhook.alerts("TofuHAPeerMismatch", "firing", pair="prime-ha"),

@@ -1,0 +1,386 @@
+"""The alert rules, as data built from Settings, and their YAML text.
+
+Alert labels are the alert's identity in Prometheus and Alertmanager: a label whose value
+changes while the problem persists (a live fingerprint, the evidence) ends the alert and starts
+a new one whose `for:` counts from zero. So labels only identify (the target's labels, then
+store, entry, endpoint, pair/peer, reason, and severity); everything that describes is read at
+evaluation time with `query` in the annotations. Target labels a site adds (namespace, pod,
+env) pass through: no expression aggregates them away. `summary` is static per alert name, so
+Alertmanager groups read well; the details are in `description`.
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from dataclasses import dataclass, field
+
+import yaml
+
+from monitoring.settings import Settings
+
+DELETECERT = "ncs certvalidation tofu-certs deletecert host"
+# The store read error counter and its reasons (exporter.model.ErrorReason).
+READ_ERRORS = "tofu_store_read_errors_total"
+READ_ERROR_REASONS = (
+    "connect (TCP or SSH connection refused or unreachable), timeout, auth (user, password or "
+    "key rejected), hostkey (the server's SSH host key is not the one in known_hosts), command "
+    "(the CLI refused listcerts or the prompt did not match), parse (the listing was not "
+    "understood), storage (the exporter could not write its own baseline database: disk full "
+    "or read-only volume)"
+)
+
+
+@dataclass(frozen=True)
+class Alert:
+    name: str
+    expr: str
+    severity: str
+    summary: str
+    description: str
+    identity: tuple[str, ...]  # labels besides the target ids and severity
+    for_: str | None = None
+    comment: str = ""
+    extra: dict[str, str] = field(default_factory=dict)  # annotations between description and runbook
+
+
+def _fmt(s: Settings, metric: str, labels: tuple[str, ...], *fixed: str) -> str:
+    """A Go template expression that yields the PromQL selector of this alert's own series."""
+    names = [*s.ids, *labels]
+    matchers = ",".join([*fixed, *(f"{n}=%q" for n in names)])
+    args = " ".join(f"$labels.{n}" for n in names)
+    return f"printf `{metric}{{{matchers}}}` {args}"
+
+
+def _label(s: Settings, metric: str, labels: tuple[str, ...], label: str, missing: str) -> str:
+    """Template text: `label` of the first series of metric{ids, labels}, or `missing`."""
+    return (f"{{{{ with query ({_fmt(s, metric, labels)}) }}}}{{{{ . | first | label \"{label}\" }}}}"
+            f"{{{{ else }}}}{missing}{{{{ end }}}}")
+
+
+def alerts(s: Settings) -> list[Alert]:
+    on, m = s.on, s.m
+    unknown = m("tofu_certificate_state", 'state="unknown"')
+    entry = ("store", "entry")
+    evidence = _label(s, "tofu_certificate_evidence_info", entry, "evidence", "unknown")
+    stored_subject = _label(s, "tofu_entry_info", entry, "subject", "unknown")
+    live_subject = _label(s, "tofu_live_certificate_info", ("endpoint",), "subject", "(not probed)")
+    live_sha = _label(s, "tofu_live_certificate_info", ("endpoint",), "fingerprint_sha256", "(not probed)")
+    # Is the entry's endpoint a PI server that stores itself (127.0.0.1_<port>) under it? Any
+    # instance: with the sharded /probe job each store is its own target.
+    same_cluster = [s.cluster_label] if s.cluster_label else []
+    pi_query = ("printf `" + m("tofu_entry_info", 'host=~"127[.]0[.]0[.]1|::1|localhost"',
+                               *(f"{n}=%q" for n in [*same_cluster, "endpoint"]))
+                + "` " + " ".join(f"$labels.{n}" for n in [*same_cluster, "endpoint"]))
+    target = " on {{ $labels.instance }}"
+
+    return [
+        Alert(
+            name="TofuCertificateMismatch",
+            comment=(
+                "The verdict is the exporter's (evidence, not guesswork). Identity: the entry and the\n"
+                "endpoint it points at; the evidence and the live certificate are read into the\n"
+                "annotations, so a certificate that changes again, or evidence that moves (subject to\n"
+                "baseline), keeps the alert firing instead of restarting its `for:`."),
+            expr=(
+                f"({m('tofu_certificate_mismatch')} == 1)\n"
+                f"* on({on('store', 'entry')}) group_left(endpoint) {m('tofu_entry_info')}\n"),
+            for_="5m",
+            severity="critical",
+            identity=("store", "entry", "endpoint"),
+            summary="A PI server holds a stale TOFU certificate and rejects the peer.",
+            description=(
+                "{{ $labels.store }} stored the certificate of {{ $labels.entry }} ({{ $labels.endpoint }})"
+                " on first use, and the certificate that endpoint presents now differs"
+                f" (evidence: {evidence})."
+                f" Stored subject: {stored_subject}; live subject: {live_subject}; live SHA-256: {live_sha}."
+                " PI rejects this connection (HA registration, ISE or DNA Center integration) until the"
+                " entry is deleted. Fix: on {{ $labels.store }} run"
+                f" `{DELETECERT} {{{{ $labels.entry }}}}`."),
+            extra={
+                "evidence": evidence,
+                "stored_subject": stored_subject,
+                "live_subject": live_subject,
+                "fingerprint_sha256": live_sha,
+                "command": f"{DELETECERT} {{{{ $labels.entry }}}}",
+                "follow_up": (
+                    '{{- $pi := "" -}}'
+                    f" {{{{- range {pi_query} | query -}}}}"
+                    " {{- $pi = .Labels.store -}}"
+                    " {{- end -}}"
+                    " {{- if $pi -}}"
+                    " {{ $labels.entry }} is PI server {{ $pi }} (it stores itself under this address):"
+                    " after the delete, re-register HA from the primary (Administration > Settings > High"
+                    " Availability > HA Configuration > Check Readiness > Register)."
+                    " {{- else -}}"
+                    " After the delete: if {{ $labels.entry }} is an ISE server, re-add it (Administration >"
+                    " Servers > ISE Servers > Add ISE Server > Save); if it is the HA peer, re-register HA"
+                    " (Administration > Settings > High Availability > Register); if it is DNA Center,"
+                    " re-establish co-existence."
+                    " {{- end }} Verify: `ncs certvalidation tofu-certs listcerts` on {{ $labels.store }}"
+                    " shows {{ $labels.entry }} again and this alert resolves."),
+            },
+        ),
+        Alert(
+            name="TofuHAPeerMismatch",
+            comment=(
+                "The seed's failure: both servers of an HA pair (configured under `pairs:`) hold a\n"
+                "stale entry for the pair, the peer's or their own. One alert per stale direction,\n"
+                "only while both sides are stale; a one-sided stale entry is TofuCertificateMismatch."),
+            expr=(
+                f"({m('tofu_ha_pair_peer_mismatch')} == 1)\n"
+                f"and on({on('pair')})\n"
+                "(\n"
+                f"  count by ({on('pair')}) (\n"
+                f"    count by ({on('pair', 'store')}) ({m('tofu_ha_pair_peer_mismatch')} == 1)\n"
+                "  ) >= 2\n"
+                ")\n"),
+            for_="5m",
+            severity="critical",
+            identity=("pair", "store", "peer"),
+            summary="Both PI servers of an HA pair hold stale TOFU entries; HA registration fails.",
+            description=(
+                "Both PI servers of HA pair {{ $labels.pair }} hold stale TOFU entries;"
+                " {{ $labels.store }} holds a stale entry for"
+                " {{ if eq $labels.store $labels.peer }}itself{{ else }}{{ $labels.peer }}{{ end }}."
+                " HA registration fails until the stale entries are deleted on both servers. Run"
+                f" the `{DELETECERT} <entry>` commands of the"
+                " TofuCertificateMismatch alerts for {{ $labels.store }} and for its peer, then"
+                " re-register HA from the primary (Administration > Settings > High Availability)."),
+        ),
+        Alert(
+            name="TofuCertificateStateUnknown",
+            comment=(
+                "A subject match on an entry the exporter did not see being stored proves nothing.\n"
+                "Not urgent, but silence must not pass for safety: after a day, ask for a pin."),
+            expr=(
+                "max without (state) (\n"
+                f"  ({unknown} == 1)\n"
+                f"  * on({on('store', 'entry')}) group_left(endpoint) {m('tofu_entry_info')}\n"
+                ")\n"),
+            for_="1d",
+            severity="info",
+            identity=("store", "entry", "endpoint"),
+            summary="The TOFU state of an entry has been unknown for a day; it needs a pin or a re-store.",
+            description=(
+                "The exporter cannot tell whether {{ $labels.store }} still trusts the certificate"
+                " {{ $labels.endpoint }} presents (entry {{ $labels.entry }}): the entry existed before the"
+                " exporter first saw it and the subjects match, which a regenerated certificate also does."
+                " Resolve it with a pin (`pins: [{endpoint: \"{{ $labels.endpoint }}\", sha256: <fingerprint"
+                f" PI stored>}}]`) or by deleting the entry (`{DELETECERT} {{{{ $labels.entry }}}}` on"
+                " {{ $labels.store }}) so that PI re-stores it while the exporter watches."),
+        ),
+        Alert(
+            name="TofuStoreDown",
+            comment="One failed read is noise (the next one is store_interval away); three are not.",
+            expr=f"{m('tofu_store_up')} == 0\n",
+            for_="15m",
+            severity="warning",
+            identity=("store",),
+            summary="The exporter cannot read a PI server's TOFU list; its entries are not checked.",
+            description=(
+                "Reading `ncs certvalidation tofu-certs listcerts` on {{ $labels.store }} over SSH has"
+                f" failed for 15 minutes{target}; its entries are no longer checked. Failed reads in the"
+                " last 30 minutes by reason: {{ range $i, $e := query (printf"
+                f" `sum by (reason) (increase({READ_ERRORS}{{"
+                + ",".join(f"{n}=%q" for n in [*s.ids, "store"])
+                + "}[30m])) > 0` "
+                + " ".join(f"$labels.{n}" for n in [*s.ids, "store"])
+                + ") }}{{ if $i }}, {{ end }}{{ $e.Labels.reason }} ({{ $e.Value | printf \"%.0f\" }})"
+                "{{ else }}none counted{{ end }}."
+                f" Reasons: {READ_ERROR_REASONS}. The exporter log names the error."),
+        ),
+        Alert(
+            name="TofuStoreStale",
+            comment="Catches what store_up cannot: a refresh loop that stopped or reads that hang.",
+            expr=f"time() - {m('tofu_store_last_success_timestamp_seconds')} > 3600\n",
+            for_="10m",
+            severity="warning",
+            identity=("store",),
+            summary="A PI server's TOFU list was last read more than an hour ago; its verdicts are stale.",
+            description=(
+                "The last successful read of {{ $labels.store }}'s TOFU list was"
+                " {{ $value | humanizeDuration }} ago, so every verdict for its entries is stale. Check"
+                f" the exporter log for this store and {READ_ERRORS}."),
+        ),
+        Alert(
+            name="TofuProbeFailing",
+            expr=f"{m('tofu_probe_success')} == 0\n",
+            for_="15m",
+            severity="warning",
+            identity=("endpoint",),
+            summary="A TLS endpoint stored in PI has not delivered a certificate for 15 minutes.",
+            description=(
+                "The exporter's TLS handshakes with {{ $labels.endpoint }} fail, so the entries that"
+                " point at it are `unreachable` and cannot be checked (a mismatch alert for them"
+                " resolves while the endpoint is unreachable). PI's own connection to it probably"
+                " fails too."),
+        ),
+        Alert(
+            name="TofuLiveCertificateExpiringSoon",
+            comment=(
+                "last_over_time: the expiry series disappears while a probe fails; the last value\n"
+                "seen within 6h keeps the alert from resolving and re-firing on every failed probe."),
+            expr=(
+                "0 < (last_over_time("
+                f"{m('tofu_live_certificate_not_after_timestamp_seconds')}[6h]) - time()) < 14 * 86400\n"),
+            for_="1h",
+            severity="warning",
+            identity=("endpoint",),
+            summary="A certificate PI trusts expires within 14 days; its renewal needs a deletecert.",
+            description=(
+                "The certificate {{ $labels.endpoint }} presents expires in {{ $value | humanizeDuration }}."
+                " Its renewal changes the certificate, so every PI server that stored the old one will"
+                f" reject it: plan the renewal together with `{DELETECERT} <entry>` on each PI server"
+                " holding it."),
+        ),
+        Alert(
+            name="TofuLiveCertificateExpired",
+            expr=(f"last_over_time({m('tofu_live_certificate_not_after_timestamp_seconds')}[6h])"
+                  " - time() <= 0\n"),
+            for_="5m",
+            severity="critical",
+            identity=("endpoint",),
+            summary="A certificate PI connects to has expired.",
+            description=(
+                "The certificate {{ $labels.endpoint }} presents has expired; PI and every other client"
+                f" that verifies it reject it. Renew it, then run `{DELETECERT} <entry>` on each PI"
+                " server holding it and restore the integration (re-register HA, re-add ISE)."),
+        ),
+        Alert(
+            name="TofuBaselineDatabaseReset",
+            comment=(
+                "The baseline database was found corrupt (set aside, a fresh one started) or emptied\n"
+                "although baselines had been recorded: witnessed baselines are gone, so entries that\n"
+                "were `match` fall back to `unknown` until re-witnessed. The second clause catches a\n"
+                "counter born non-zero (the reset found when the exporter started), which increase()\n"
+                "cannot see."),
+            expr=(
+                f"increase({m('tofu_baseline_db_resets_total')}[1h]) > 0\n"
+                f"or ({m('tofu_baseline_db_resets_total')} > 0\n"
+                f"    unless {m('tofu_baseline_db_resets_total')} offset 1h)\n"),
+            severity="warning",
+            identity=("reason",),
+            summary="The exporter started a new baseline database; witnessed baselines were lost.",
+            description=(
+                "The exporter at {{ $labels.instance }} found its baseline"
+                ' database {{ if eq $labels.reason "corrupt" }}corrupt: it set the file aside (the log'
+                " names where) and started a fresh one{{ else }}emptied although baselines had been"
+                " recorded (volume replaced, file deleted or restored from an old backup){{ end }}."
+                " Entries proven `match` by a witnessed baseline are `unknown` again, and a certificate"
+                " that changes before the entry is re-witnessed is only caught by subject or pin. Check the"
+                " volume (disk errors, free space), then re-witness the important entries (delete and let"
+                " PI re-store them) or pin them."),
+        ),
+        Alert(
+            name="TofuExporterDown",
+            expr=f"up{{{s.selector}}} == 0\nor absent(up{{{s.selector}}})\n",
+            for_="5m",
+            severity="warning",
+            identity=(),
+            summary="Prometheus cannot scrape prime-tofu-exporter; TOFU drift goes unnoticed.",
+            description=(
+                "{{ with $labels.instance }}The exporter target {{ . }} has been down for 5 minutes"
+                f"{{{{ else }}}}Prometheus has had no exporter target ({s.selector}) for 5 minutes"
+                "{{ end }}."
+                " No other Tofu* alert can fire while it is."),
+        ),
+        Alert(
+            name="TofuExporterConfigReloadFailed",
+            comment="max_over_time: a failed reload quickly followed by a good one is not an alert.",
+            expr=f"max_over_time({m('tofu_exporter_config_last_reload_successful')}[5m]) == 0\n",
+            for_="10m",
+            severity="warning",
+            identity=(),
+            summary="prime-tofu-exporter rejected its new configuration and runs with the old one.",
+            description=(
+                "The last configuration reload of {{ $labels.instance }} failed; the exporter keeps"
+                " running with the previous configuration, so edits (new stores, pins, pairs) are not"
+                " in effect. Run `prime-tofu-exporter --config.check --config.file <file>` to see"
+                " every problem, fix the file, then reload (SIGHUP or POST /-/reload)."),
+        ),
+    ]
+
+
+def as_data(s: Settings) -> dict[str, object]:
+    rules = []
+    for a in alerts(s):
+        rule: dict[str, object] = {"alert": a.name, "expr": a.expr}
+        if a.for_:
+            rule["for"] = a.for_
+        rule["labels"] = {"severity": a.severity}
+        rule["annotations"] = {"summary": a.summary, "description": a.description, **a.extra,
+                               "runbook_url": s.runbook_url(a.name)}
+        rules.append(rule)
+    return {"groups": [{"name": "prime-tofu.alerts", "rules": rules}]}
+
+
+HEADER = """\
+# GENERATED by `python -m monitoring` from monitoring/rules.py: do not edit, change the
+# generator or its settings and run it again (tests/test_monitoring.py fails when they differ).
+#
+# Alert rules for prime-tofu-exporter. Conventions (monitoring-mixins style guide): CamelCase
+# names prefixed with the component (Tofu...); `severity` is critical (page now), warning (fix
+# during working hours) or info (context, never routed to a pager); labels only identify the
+# alert (target, store, entry, endpoint), everything descriptive is in the annotations, read
+# with `query` at evaluation time, so a changing detail never restarts an alert; `summary` is
+# static per alert, `description` holds the details; `runbook_url` points at the alert's
+# heading in docs/runbook.md.
+#
+# Selector: {selector}
+# Joins use on({ids}, ...) so that several exporter replicas or /probe?target=
+# shards never produce many-to-many matches.
+"""
+
+
+def _wrap(text: str, width: int) -> list[str]:
+    """Lines of at most `width` columns, broken only at spaces outside template actions."""
+    protected = re.sub(r"\{\{.*?\}\}", lambda mo: mo[0].replace(" ", "\0"), text)
+    lines = textwrap.wrap(protected, width, break_long_words=False, break_on_hyphens=False)
+    return [ln.replace("\0", " ") for ln in lines]
+
+
+def _scalar(key: str, value: str, indent: str) -> list[str]:
+    """key: value as a block scalar: literal for multi-line text, folded at 96 columns else."""
+    if "\n" in value:
+        body = value[:-1] if value.endswith("\n") else value
+        style = "|" if value.endswith("\n") else "|-"
+        return [f"{indent}{key}: {style}", *(f"{indent}  {ln}" if ln else "" for ln in body.split("\n"))]
+    plain = yaml.safe_dump({key: value}, width=10_000, allow_unicode=True).strip()
+    if len(indent) + len(plain) <= 100 or " " not in value:
+        return [indent + plain]
+    return [f"{indent}{key}: >-", *(f"{indent}  {ln}" for ln in _wrap(value, 96 - len(indent)))]
+
+
+def render(s: Settings) -> str:
+    data = as_data(s)
+    out = [HEADER.format(selector=s.selector, ids=s.on())]
+    out.append("groups:")
+    for group in data["groups"]:  # type: ignore[attr-defined]
+        out.append(f"  - name: {group['name']}")
+        out.append("    rules:")
+        for a, rule in zip(alerts(s), group["rules"], strict=True):
+            out.append(f"      - alert: {a.name}")
+            out.extend(f"        # {ln}" for ln in a.comment.splitlines())
+            out.extend(_scalar("expr", rule["expr"], "        "))
+            if "for" in rule:
+                out.append(f"        for: {rule['for']}")
+            out.append("        labels:")
+            out.append(f"          severity: {a.severity}")
+            out.append("        annotations:")
+            for key, value in rule["annotations"].items():
+                out.extend(_scalar(key, value, "          "))
+            out.append("")
+    text = "\n".join(out).rstrip("\n") + "\n"
+    if yaml.safe_load(text) != data:  # the hand-made YAML must say exactly what the data says
+        raise AssertionError("rendered rules do not round-trip")
+    return text
+
+
+def prometheusrule(rules_text: str, name: str = "prime-tofu-exporter") -> str:
+    """The rule file as a PrometheusRule: its text indented under spec, comments kept."""
+    body = "".join(f"  {ln}\n" if ln.strip() else "\n" for ln in rules_text.splitlines()
+                   if not ln.startswith("# GENERATED") and not ln.startswith("# generator or"))
+    return ("# GENERATED by `python -m monitoring` (monitoring/rules.py): do not edit.\n"
+            "apiVersion: monitoring.coreos.com/v1\nkind: PrometheusRule\nmetadata:\n"
+            f"  name: {name}\nspec:\n" + body)

@@ -1,0 +1,61 @@
+"""The few knobs a site changes, as in the monitoring mixins (kubernetes-mixin's _config).
+
+Everything the rules and the dashboard say about which series they read comes from here, so
+a site with another job name, a per-cluster Prometheus or its own runbook copy generates its
+own files instead of editing ours.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _project_url() -> str:
+    """The project's home, declared once in the package metadata ([project.urls] Source)."""
+    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+    url: str = meta["project"]["urls"]["Source"]
+    return url.rstrip("/")
+
+
+# Both scrape forms the project ships: the plain /metrics job and the sharded /probe job
+# (deploy/kubernetes/sharding/prometheus-scrape.yml). Matching both keeps TofuExporterDown's
+# absent() quiet when only the sharded job exists.
+DEFAULT_SELECTOR = 'job=~"prime-tofu-exporter|prime-tofu-probe"'
+
+
+@dataclass(frozen=True)
+class Settings:
+    # PromQL label matchers (without braces) every rule and dashboard query applies.
+    selector: str = DEFAULT_SELECTOR
+    # %(anchor)s is the alert's heading anchor in docs/runbook.md (its name, lower-cased).
+    runbook_url_pattern: str = field(
+        default_factory=lambda: _project_url() + "/blob/main/docs/runbook.md#%(anchor)s")
+    # Label that tells clusters apart in a shared Prometheus (e.g. "cluster"); None: one cluster.
+    cluster_label: str | None = None
+    # Labels the generated promtool tests give their input series; must satisfy `selector`.
+    test_labels: str = 'job="prime-tofu-exporter"'
+    dashboard_uid: str = "prime-tofu"
+    dashboard_title: str = "Prime Infrastructure TOFU certificates"
+
+    @property
+    def ids(self) -> list[str]:
+        """Labels that identify one exporter target: joins and aggregations keep them."""
+        return ([self.cluster_label] if self.cluster_label else []) + ["job", "instance"]
+
+    def on(self, *more: str) -> str:
+        """'job, instance, store' (cluster first when configured) for on(...) and by(...)."""
+        return ", ".join([*self.ids, *more])
+
+    def m(self, metric: str, *matchers: str) -> str:
+        """metric{selector, extra matchers}."""
+        return f"{metric}{{{', '.join([self.selector, *matchers])}}}"
+
+    def runbook_url(self, alert: str) -> str:
+        return self.runbook_url_pattern % {"anchor": alert.lower()}
+
+    def is_default(self) -> bool:
+        return self == Settings()
