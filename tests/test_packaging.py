@@ -34,8 +34,18 @@ def run(cmd: list[str], timeout: float = 600, **kw: Any) -> subprocess.Completed
     return r
 
 
+# What a source tree holds besides the source, when it is not a git checkout to ask.
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
+                                     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis")
+
+
 def source_copy(dest: Path) -> Path:
-    files = run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others", "--exclude-standard"])
+    """The checkout as it stands: tracked and new files, nothing git ignores."""
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True, text=True)
+    if files.returncode != 0:  # an unpacked archive, not a git checkout
+        shutil.copytree(ROOT, dest, ignore=_NOT_SOURCE, dirs_exist_ok=True)
+        return dest
     for name in filter(None, files.stdout.split("\0")):
         if (ROOT / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
