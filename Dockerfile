@@ -20,6 +20,7 @@ RUN apt-get update \
 WORKDIR /src
 COPY pyproject.toml README.md LICENSE ./
 COPY exporter ./exporter
+COPY pilab ./pilab
 RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[fast]'
 # Build arguments for the OCI labels (org.opencontainers.image.*): VERSION, REVISION, CREATED.
 # The version is set once, in pyproject.toml: a VERSION that differs from the installed

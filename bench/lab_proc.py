@@ -5,7 +5,7 @@ keeps that cost out of every process the benchmark measures.
 
     python3 bench/lab_proc.py SPEC.json OUT.json
 
-SPEC: {"certs": {"ec": "ec.der", ...}, "stores": [{"name": ..., "entries": [[key, cert], ...]}]}
+SPEC: {"password": ..., "certs": {"ec": "ec.der", ...}, "stores": [{"name": ..., "entries": [[key, cert], ...]}]}
 OUT (written once every server listens): {name: {"host", "port", "known_hosts"}}.
 Runs until stdin closes or SIGTERM.
 """
@@ -18,7 +18,7 @@ import signal
 import sys
 from pathlib import Path
 
-from exporter.lab.pi import PiServer
+from pilab.pi import PiServer
 
 
 async def main(spec_path: str, out_path: str) -> None:
@@ -26,7 +26,7 @@ async def main(spec_path: str, out_path: str) -> None:
     ders = {name: Path(p).read_bytes() for name, p in spec["certs"].items()}
     pis: dict[str, PiServer] = {}
     for st in spec["stores"]:
-        pi = PiServer(st["name"], host="127.0.0.1", port=0)
+        pi = PiServer(st["name"], host="127.0.0.1", port=0, users={"admin": spec["password"]})
         for key, cert in st["entries"]:
             pi.add_entry(key, ders[cert])
         pis[st["name"]] = pi

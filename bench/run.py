@@ -5,7 +5,7 @@
 
 Everything runs on loopback: Debian's nginx serves two TLS listeners on 0.0.0.0 (ECDSA
 P-256 and RSA-2048, certificates made with `cryptography`), so every 127.x.y.z address is a
-distinct endpoint; simulated PI servers (exporter.lab.pi.PiServer) run in their own process
+distinct endpoint; simulated PI servers (pilab.pi.PiServer) run in their own process
 (bench/lab_proc.py); the exporter runs as a real `python -m exporter serve` process and
 blackbox_exporter as Debian's binary. Only the exporter's (or blackbox's) own process and
 its children are measured, from /proc/<pid>/stat utime+stime+cutime+cstime.
@@ -27,6 +27,7 @@ import json
 import os
 import platform
 import re
+import secrets
 import shutil
 import signal
 import socket
@@ -47,11 +48,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from exporter.config import load_config  # noqa: E402
-from exporter.lab.pki import make_cert, pi_subject  # noqa: E402
+from pilab.pki import make_cert, pi_subject  # noqa: E402
 from exporter.prime.ssh import PiSession  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-PASSWORD = "Admin123"
+PASSWORD = secrets.token_urlsafe(12)
 LONG = "1h"  # refresh loops idle during measurements; cycles are driven explicitly
 
 
@@ -199,6 +200,7 @@ def start_lab(work: Path, tag: str, certs: dict[str, Path],
     spec = work / f"lab-{tag}.json"
     out = work / f"lab-{tag}.out.json"
     spec.write_text(json.dumps({
+        "password": PASSWORD,
         "certs": {k: str(v) for k, v in certs.items()},
         "stores": [{"name": n, "entries": e} for n, e in stores],
     }))

@@ -128,5 +128,12 @@ class BaselineDB:
             with self._tx() as db:
                 db.executemany("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?)", changed)
 
+    def prune_endpoints(self) -> int:
+        """Drop endpoint rows no baseline names any more (their entries left every store):
+        the table is as large as the set of endpoints stored entries name, not every one ever."""
+        with self._tx() as db:
+            cur = db.execute("DELETE FROM endpoints WHERE endpoint NOT IN (SELECT endpoint FROM baselines)")
+        return cur.rowcount
+
     def changed_times(self) -> dict[str, float]:
         return dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())

@@ -4,21 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import logging
-import signal
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from exporter import __version__
+from exporter import __version__, exitcodes
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
 from exporter.model import State
 from exporter.report import rows, table
-from exporter.service import Service, Snapshot
+from exporter.server import parse_listen, serve
+from exporter.service import Service
+from exporter.snapshot import Snapshot
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -27,7 +27,8 @@ log = logging.getLogger("exporter")
 
 DEFAULT_LISTEN = ":9877"
 
-EXIT_OK, EXIT_MISMATCH, EXIT_ERROR, EXIT_UNKNOWN = 0, 1, 2, 3
+EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = exitcodes.OK, exitcodes.MISMATCH, exitcodes.ERROR
+EXIT_UNKNOWN = exitcodes.UNKNOWN
 
 _T = TypeVar("_T")
 
@@ -95,13 +96,6 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def parse_listen(value: str) -> tuple[str | None, int]:
-    host, _, port = value.rpartition(":")
-    if not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"--web.listen-address {value!r}: expected host:port, e.g. :9877")
-    return (host.strip("[]") or None), int(port)
-
-
 def _report(what: str, e: ConfigError) -> None:
     print(f"{what} invalid ({len(e.problems)} problems):", file=sys.stderr)
     for p in e.problems:
@@ -130,9 +124,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     command = args.command or "serve"
     if command == "demo":
-        from exporter.demo import run_demo
+        from exporter.demo import run_demo  # the only way into the lab (pilab)
 
-        return run_demo(args)
+        return run_demo(
+            demo_dir=args.demo_dir, regen_after=args.regen_after, duration=args.demo_duration,
+            listen_text=args.listen, storage_path=args.storage_path, log_level=args.log_level,
+            log_format=args.log_format, web_config=args.web_config,
+        )
     try:
         listen = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
     except ValueError as e:
@@ -151,9 +149,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_OK
     handler = setup(args.log_level, args.log_format, config.secrets)
     if command == "remediate":
-        from exporter.remediate import run as remediate
+        from exporter.remediate.command import Options, run
 
-        return remediate(config, args)
+        return run(config, Options(
+            storage_path=args.storage_path, store=args.store, entry=args.entry,
+            output=args.output, min_evidence=args.min_evidence, apply=args.apply, yes=args.yes,
+            reason=args.reason, audit_file=args.audit_file,
+        ))
     if command == "check":
         return run_async(check(config, args.storage_path, args.output))
     return run_server(config, args, listen, handler)
@@ -192,81 +194,12 @@ def run_server(
     config: Config, args: argparse.Namespace, listen: tuple[str | None, int],
     handler: RedactingHandler,
 ) -> int:
+    web_cfg: WebConfig | None = getattr(args, "web_settings", None)
     try:
-        run_async(serve(config, args, listen, handler))
+        run_async(serve(config, args.config_file, args.storage_path, listen, handler, web_cfg))
     except KeyboardInterrupt:
         pass
     except OSError as e:
         log.error("cannot serve", extra={"error": str(e)})
         return EXIT_ERROR
     return EXIT_OK
-
-
-async def serve(
-    config: Config,
-    args: argparse.Namespace,
-    listen: tuple[str | None, int],
-    handler: RedactingHandler,
-    started: asyncio.Event | None = None,
-    stop: asyncio.Event | None = None,
-) -> None:
-    from aiohttp import web
-
-    from exporter.web import make_app
-
-    service = Service(config, args.storage_path)
-
-    async def reload() -> str | None:
-        try:
-            new = load_config(args.config_file)
-        except ConfigError as e:
-            service.config_reload_ok = False
-            service.invalidate()
-            log.error("reload failed, old config kept", extra={"error": str(e)})
-            return str(e)
-        handler.secrets = tuple({*handler.secrets, *new.secrets})
-        await service.apply_config(new)
-        service.config_reload_ok = True
-        log.info("configuration reloaded", extra={"stores": len(new.stores)})
-        return None
-
-    middlewares = []
-    ssl_ctx = None
-    if getattr(args, "web_config", None):
-        from exporter.webconfig import load_web_config
-
-        web_cfg: WebConfig = getattr(args, "web_settings", None) or load_web_config(args.web_config)
-        middlewares = web_cfg.middlewares()
-        ssl_ctx = web_cfg.ssl_context()
-    app = make_app(service, reload, middlewares)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, listen[0], listen[1], ssl_context=ssl_ctx)
-    await site.start()
-    log.info("listening", extra={"address": f"{listen[0] or ''}:{listen[1]}",
-                                 "stores": len(config.stores), "version": __version__})
-    stop = stop or asyncio.Event()
-    loop = asyncio.get_running_loop()
-    reloads: set[asyncio.Task[str | None]] = set()
-
-    def on_hup() -> None:
-        t = loop.create_task(reload())
-        reloads.add(t)
-        t.add_done_callback(reloads.discard)
-
-    with contextlib.suppress(NotImplementedError, RuntimeError):
-        loop.add_signal_handler(signal.SIGHUP, on_hup)
-        loop.add_signal_handler(signal.SIGTERM, stop.set)
-        loop.add_signal_handler(signal.SIGINT, stop.set)
-    if started is not None:
-        started.set()
-    try:
-        first = asyncio.create_task(service.start())
-        await stop.wait()
-        first.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await first
-    finally:
-        await service.stop()
-        await runner.cleanup()
-

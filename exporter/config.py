@@ -14,6 +14,9 @@ from typing import Any
 
 import yaml
 
+from exporter.commands import LISTCERTS
+from exporter.endpoint import parse_endpoint
+
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
@@ -47,7 +50,7 @@ class StoreConfig:
     probe_interval: float
     # Where this PI server's own loopback entries (127.0.0.1_8082) really live, seen from here.
     self_address: str
-    listcerts_command: str = "ncs certvalidation tofu-certs listcerts"
+    listcerts_command: str = LISTCERTS
     prompt: str | None = None  # regex; default detects `<host>/<user>#`
     max_entries: int = 5000
     # A CLI command printing PI's health-monitor log (site-specific; unset = no log evidence).
@@ -161,13 +164,7 @@ def _positive_duration(value: object) -> float:
 
 def normalise_endpoint(value: object) -> str:
     """'10.0.0.3:443', '[2001:db8::1]:443', 'ise.example.com:443' -> canonical host:port."""
-    text = _str(value).strip()
-    m = re.fullmatch(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)", text)
-    if not m:
-        raise ValueError("must be host:port (IPv6 as [addr]:port)")
-    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
-    _port(int(port))
-    return f"[{host.lower()}]:{int(port)}" if ":" in host else f"{host.lower()}:{int(port)}"
+    return parse_endpoint(_str(value))
 
 
 # key -> (validator, default). A default of None means optional.
@@ -184,7 +181,7 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "probe_timeout": (_positive_duration, 5.0),
     "store_interval": (_positive_duration, 300.0),
     "probe_interval": (_positive_duration, 60.0),
-    "listcerts_command": (_str, "ncs certvalidation tofu-certs listcerts"),
+    "listcerts_command": (_str, LISTCERTS),
     "prompt": (_prompt, None),
     "max_entries": (_positive_int, 5000),
     "log_command": (_str, None),
@@ -251,9 +248,7 @@ def _resolve(filename: str | None, base: Path) -> str | None:
     return str(base / filename)
 
 
-def _build_store(
-    c: _Collector, path: str, raw: dict[str, Any], defaults: dict[str, Any], base: Path
-) -> StoreConfig | None:
+def _merge(c: _Collector, path: str, raw: dict[str, Any], defaults: dict[str, Any]) -> dict[str, Any]:
     merged: dict[str, Any] = {}
     for key, (fn, default) in _STORE_KEYS.items():
         src = f"{path}.{key}" if key in raw else f"defaults.{key}"
@@ -268,9 +263,14 @@ def _build_store(
     name = merged.get("name")
     if isinstance(name, str) and not _NAME.match(name):
         c.add(f"{path}.name", "must be 1-63 characters of letters, digits, _ . : -")
+    return merged
 
-    # Secrets: exactly one way to get a password, or a key; read now so a missing file fails early.
-    password = passphrase = None
+
+def _password(
+    c: _Collector, path: str, raw: dict[str, Any], merged: dict[str, Any], base: Path
+) -> tuple[str | None, list[str]]:
+    """Exactly one way to get a password; read now so a missing file fails early."""
+    password = None
     pw_sources = [k for k in ("password_file", "password_env") if merged.get(k)]
     if len(pw_sources) > 1:
         c.add(path, "set only one of password_file and password_env")
@@ -282,6 +282,15 @@ def _build_store(
         password = os.environ.get(var)
         if not password:
             c.add(f"{path}.password_env", f"environment variable {var} is not set or empty")
+    return password, pw_sources
+
+
+def _secrets(
+    c: _Collector, path: str, raw: dict[str, Any], merged: dict[str, Any], base: Path
+) -> tuple[str | None, str | None, str | None]:
+    """(password, private key file, key passphrase), or problems noted in `c`."""
+    passphrase = None
+    password, pw_sources = _password(c, path, raw, merged, base)
     key_file = _resolve(merged.get("private_key_file"), base)
     if key_file and not os.access(key_file, os.R_OK):
         c.add(f"{path}.private_key_file", f"cannot read {key_file}")
@@ -291,11 +300,25 @@ def _build_store(
         )
     if not password and not key_file and not pw_sources:
         c.add(path, "no credentials: set password_file, password_env or private_key_file")
+    return password, key_file, passphrase
+
+
+def _known_hosts(c: _Collector, path: str, merged: dict[str, Any], base: Path) -> str | None:
     known_hosts = _resolve(merged.get("known_hosts"), base)
     if known_hosts is None:
         c.add(f"{path}.known_hosts", "is required: the exporter never trusts SSH host keys on first use")
     elif not os.access(known_hosts, os.R_OK):
         c.add(f"{path}.known_hosts", f"cannot read {known_hosts}")
+    return known_hosts
+
+
+def _build_store(
+    c: _Collector, path: str, raw: dict[str, Any], defaults: dict[str, Any], base: Path
+) -> StoreConfig | None:
+    merged = _merge(c, path, raw, defaults)
+    name = merged.get("name")
+    password, key_file, passphrase = _secrets(c, path, raw, merged, base)
+    known_hosts = _known_hosts(c, path, merged, base)
 
     if any(v is None for k, v in merged.items() if k in _STORE_ONLY) or not isinstance(name, str):
         return None
@@ -325,15 +348,9 @@ def _build_store(
     )
 
 
-def parse_config(data: object, source: str = "<config>", base: Path | None = None) -> Config:
-    """Validate a parsed YAML document; raise ConfigError listing every problem."""
-    base = base or Path.cwd()
-    c = _Collector()
-    top = c.mapping("(top)", data, _TOP_KEYS) if data is not None else {}
-    if data is None:
-        c.add("(top)", "the file is empty")
-    defaults = c.mapping("defaults", top.get("defaults"), set(_STORE_KEYS))
-
+def _stores(
+    c: _Collector, data: object, top: dict[str, Any], defaults: dict[str, Any], base: Path
+) -> tuple[list[StoreConfig], set[str]]:
     stores: list[StoreConfig] = []
     raw_stores = top.get("stores")
     if not isinstance(raw_stores, list) or not raw_stores:
@@ -357,7 +374,10 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
         st = _build_store(c, path, raw, defaults, base)
         if st is not None:
             stores.append(st)
+    return stores, seen
 
+
+def _pins(c: _Collector, top: dict[str, Any]) -> dict[str, str]:
     pins: dict[str, str] = {}
     for i, raw in enumerate(c.items(top, "pins", {"endpoint", "sha256"})):
         ep = c.check(f"pins[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
@@ -366,7 +386,10 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
             if ep in pins:
                 c.add(f"pins[{i}].endpoint", f"{ep} is pinned twice")
             pins[ep] = fp
+    return pins
 
+
+def _endpoints(c: _Collector, top: dict[str, Any]) -> dict[str, EndpointConfig]:
     endpoints: dict[str, EndpointConfig] = {}
     for i, raw in enumerate(c.items(top, "endpoints", {"endpoint", "sni", "connect"})):
         ep = c.check(f"endpoints[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
@@ -378,7 +401,10 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
         )
         if ep:
             endpoints[ep] = EndpointConfig(ep, sni, dial)
+    return endpoints
 
+
+def _pairs(c: _Collector, top: dict[str, Any], seen: set[str]) -> list[PairConfig]:
     pairs: list[PairConfig] = []
     for i, raw in enumerate(c.items(top, "pairs", {"name", "primary", "secondary"})):
         values = {k: c.check(f"pairs[{i}].{k}", _str, raw.get(k)) for k in ("primary", "secondary")}
@@ -390,14 +416,29 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
                 c.add(f"pairs[{i}]", "primary and secondary must differ")
             name = raw.get("name") or f"{values['primary']}+{values['secondary']}"
             pairs.append(PairConfig(str(name), values["primary"], values["secondary"]))
+    return pairs
 
-    concurrency = 64
-    if "probe_concurrency" in top:
-        concurrency = c.check("probe_concurrency", _positive_int, top["probe_concurrency"]) or 64
-    readers = 32
-    if "store_concurrency" in top:
-        readers = c.check("store_concurrency", _positive_int, top["store_concurrency"]) or 32
 
+def _limit(c: _Collector, top: dict[str, Any], key: str, default: int) -> int:
+    if key not in top:
+        return default
+    return c.check(key, _positive_int, top[key]) or default
+
+
+def parse_config(data: object, source: str = "<config>", base: Path | None = None) -> Config:
+    """Validate a parsed YAML document; raise ConfigError listing every problem."""
+    base = base or Path.cwd()
+    c = _Collector()
+    top = c.mapping("(top)", data, _TOP_KEYS) if data is not None else {}
+    if data is None:
+        c.add("(top)", "the file is empty")
+    defaults = c.mapping("defaults", top.get("defaults"), set(_STORE_KEYS))
+    stores, seen = _stores(c, data, top, defaults, base)
+    pins = _pins(c, top)
+    endpoints = _endpoints(c, top)
+    pairs = _pairs(c, top, seen)
+    concurrency = _limit(c, top, "probe_concurrency", 64)
+    readers = _limit(c, top, "store_concurrency", 32)
     if c.problems:
         raise ConfigError(source, c.problems)
     return Config(

@@ -2,21 +2,21 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
 import logging
 import sys
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from exporter.cli import parse_listen, serve
 from exporter.config import load_config
-from exporter.lab.scene import Lab, start_demo_scene
 from exporter.logs import setup
+from exporter.server import parse_listen, serve
+from pilab.scene import Lab, start_demo_scene
 
 log = logging.getLogger("exporter.demo")
 
@@ -53,14 +53,31 @@ async def prepare(workdir: Path, fixed_ports: bool = True) -> tuple[Lab, Path]:
     return lab, cfg
 
 
-async def _run(args: argparse.Namespace, workdir: Path) -> None:
+@dataclass(frozen=True)
+class DemoOptions:
+    demo_dir: str | None
+    regen_after: float
+    duration: float
+    listen_text: str
+    storage_path: str
+    log_level: str
+    log_format: str
+    web_config: str | None
+
+
+async def _run(opts: DemoOptions, workdir: Path) -> None:
     lab, cfg_path = await prepare(workdir)
-    args.config_file = str(cfg_path)
-    if args.storage_path == "data":  # the default: keep the demo's baselines with the demo
-        args.storage_path = str(workdir / "data")
+    storage_path = opts.storage_path
+    if storage_path == "data":  # the default: keep the demo's baselines with the demo
+        storage_path = str(workdir / "data")
     config = load_config(cfg_path)
-    handler = setup(args.log_level, args.log_format, config.secrets)
-    listen = parse_listen(args.listen)
+    handler = setup(opts.log_level, opts.log_format, config.secrets)
+    listen = parse_listen(opts.listen_text)
+    web_cfg = None
+    if opts.web_config:
+        from exporter.webconfig import load_web_config
+
+        web_cfg = load_web_config(opts.web_config)
     shown = f"http://{listen[0] or '127.0.0.1'}:{listen[1]}/"
     print(f"demo lab in {workdir}; config {cfg_path}", flush=True)
     for name, pi in lab.pis.items():
@@ -73,7 +90,7 @@ async def _run(args: argparse.Namespace, workdir: Path) -> None:
     stop = asyncio.Event()
 
     async def regenerate() -> None:
-        await asyncio.sleep(args.regen_after)
+        await asyncio.sleep(opts.regen_after)
         new = lab.regenerate("prime-sec")
         print(
             f"lab: regenerated prime-sec's certificate, same subject, new sha256="
@@ -82,29 +99,30 @@ async def _run(args: argparse.Namespace, workdir: Path) -> None:
         )
 
     async def stop_later() -> None:
-        await asyncio.sleep(args.demo_duration)
+        await asyncio.sleep(opts.duration)
         stop.set()
 
     tasks = [asyncio.create_task(regenerate())]
-    if args.demo_duration > 0:
+    if opts.duration > 0:
         tasks.append(asyncio.create_task(stop_later()))
     try:
-        await serve(config, args, listen, handler, stop=stop)
+        await serve(config, str(cfg_path), storage_path, listen, handler, web_cfg, stop=stop)
     finally:
         for t in tasks:
             t.cancel()
         await lab.stop()
 
 
-def run_demo(args: argparse.Namespace) -> int:
+def run_demo(**options: Any) -> int:
+    opts = DemoOptions(**options)
     with contextlib.ExitStack() as stack:
-        if args.demo_dir:
-            workdir = Path(args.demo_dir)
+        if opts.demo_dir:
+            workdir = Path(opts.demo_dir)
             workdir.mkdir(parents=True, exist_ok=True)
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tofu-demo-")))
         try:
-            asyncio.run(_run(args, workdir))
+            asyncio.run(_run(opts, workdir))
         except KeyboardInterrupt:
             pass
         except OSError as e:

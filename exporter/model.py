@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from enum import StrEnum
 
+from exporter.commands import deletecert
+
 
 class State(StrEnum):
     MATCH = "match"
@@ -63,7 +65,6 @@ class LiveCert:
     serial: str  # hex
     not_before: float  # unix seconds
     not_after: float
-    sans: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,6 @@ class ProbeResult:
     error: str | None  # short, secret-free reason when cert is None
     duration_seconds: float
     timestamp: float  # unix seconds when the probe finished
-    verified: bool = False  # chain validated against the system trust store
 
     @property
     def success(self) -> bool:
@@ -126,7 +126,7 @@ class EntryView:
 
     @property
     def remediation(self) -> str:
-        return f"ncs certvalidation tofu-certs deletecert host {self.entry.key}"
+        return deletecert(self.entry.key)
 
 
 @dataclass(frozen=True)

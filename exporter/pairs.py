@@ -11,8 +11,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exporter.config import Config
+from exporter.endpoint import split_endpoint
 from exporter.model import EntryView, State
-from exporter.probe import split_endpoint
 
 # Worst first: the state a link shows when its entries disagree.
 _SEVERITY = (State.MISMATCH, State.UNREACHABLE, State.UNKNOWN, State.MATCH)
@@ -34,10 +34,6 @@ class PairView:
     primary: str
     secondary: str
     links: tuple[PairLink, ...]
-
-    @property
-    def stale(self) -> tuple[PairLink, ...]:
-        return tuple(link for link in self.links if link.state == State.MISMATCH.value)
 
 
 def pair_views(config: Config, views: Iterable[EntryView]) -> tuple[PairView, ...]:

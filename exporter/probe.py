@@ -19,13 +19,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter import tls12
+from exporter.endpoint import split_endpoint
 from exporter.model import LiveCert, ProbeResult
 from exporter.subject import format_subject, subject_from_name
-
-
-def split_endpoint(endpoint: str) -> tuple[str, int]:
-    host, _, port = endpoint.rpartition(":")
-    return host.strip("[]"), int(port)
 
 
 def _client_context() -> ssl.SSLContext:
@@ -49,13 +45,6 @@ def parse_certificate(der: bytes) -> LiveCert:
     cert = x509.load_der_x509_certificate(der)
     spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     subject = subject_from_name(cert.subject)
-    try:
-        san_ext = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
-        sans = tuple(str(v) for v in san_ext.get_values_for_type(x509.DNSName)) + tuple(
-            str(v) for v in san_ext.get_values_for_type(x509.IPAddress)
-        )
-    except (x509.ExtensionNotFound, ValueError):
-        sans = ()
     return LiveCert(
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
         spki_sha256=hashlib.sha256(spki).hexdigest(),
@@ -65,7 +54,6 @@ def parse_certificate(der: bytes) -> LiveCert:
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
-        sans=sans,
     )
 
 

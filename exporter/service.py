@@ -1,95 +1,44 @@
-"""The running exporter's state: store reads, probes, baselines, and the snapshot they make.
+"""The running exporter: store reads, probes, baselines, and the snapshot they make.
 
 Reads and probes run in background loops; scrapes only ever read the latest snapshot, so a
-hanging PI server can delay nothing but its own data.
+hanging PI server can delay nothing but its own data. Per store state lives in one
+StoreState each (exporter.state), in one mapping.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import ipaddress
 import logging
 import time
-from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Iterable
 from pathlib import Path
 
 from exporter.baseline import BaselineDB
 from exporter.config import Config, StoreConfig
-from exporter.model import (
-    Baseline,
-    EntryView,
-    ErrorReason,
-    ProbeResult,
-    StoredEntry,
-    StoreRead,
-    StoreStatus,
-)
-from exporter.pairs import PairView, pair_views
-from exporter.prime.listing import endpoint_of, parse_listing
+from exporter.endpoint import entry_endpoint as _entry_endpoint
+from exporter.model import EntryView, ErrorReason, Listing, ProbeResult, StoredEntry, StoreRead, StoreStatus
+from exporter.pairs import pair_views
+from exporter.prime.listing import parse_listing
 from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
-from exporter.subject import common_name
-from exporter.verdict import decide
+from exporter.snapshot import Snapshot
+from exporter.state import StoreState
+from exporter.views import store_views
 
 log = logging.getLogger("exporter.service")
 
-# What PI writes when it stores its own certificate. Only these: the rest of 127.0.0.0/8 is
-# rare on PI and is how the lab gives each simulated peer its own address.
-_SELF_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "127.0.0.1", "::1"}
-
-
-@functools.lru_cache(maxsize=65536)  # per entry per snapshot; hosts repeat
-def is_loopback(host: str) -> bool:
-    host = host.lower()
-    if host in _SELF_NAMES:
-        return True
-    try:
-        return ipaddress.ip_address(host) == ipaddress.ip_address("::1")
-    except ValueError:
-        return False
-
 
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
-    """Where to probe an entry from here. PI stores itself as 127.0.0.1_8082: that is the
-    PI server's own address, not ours."""
-    return _endpoint(store.self_address, entry.host, entry.port)
+    """Where to probe an entry from here (see exporter.endpoint.entry_endpoint)."""
+    return _entry_endpoint(store.self_address, entry.host, entry.port)
 
 
-@functools.lru_cache(maxsize=131072)  # every snapshot build asks again for every entry
-def _endpoint(self_address: str, host: str, port: int) -> str:
-    return endpoint_of((self_address if is_loopback(host) else host).lower(), port)
-
-
-@dataclass(frozen=True)
-class Snapshot:
-    stores: Mapping[str, StoreStatus]
-    views: tuple[EntryView, ...]
-    probes: Mapping[str, ProbeResult]
-    changed: Mapping[str, float]  # endpoint -> when its fingerprint last changed
-    capped: Mapping[str, int] = field(default_factory=dict)  # store -> entries not shown
-    bad_lines: Mapping[str, int] = field(default_factory=dict)
-    config_reload_ok: bool = True
-    ready: bool = False
-    pairs: tuple[PairView, ...] = ()
-
-    def for_store(self, name: str) -> Snapshot:
-        views = tuple(v for v in self.views if v.store == name)
-        eps = {v.endpoint for v in views}
-        return Snapshot(
-            {k: v for k, v in self.stores.items() if k == name},
-            views,
-            {k: v for k, v in self.probes.items() if k in eps},
-            {k: v for k, v in self.changed.items() if k in eps},
-            {k: v for k, v in self.capped.items() if k == name},
-            {k: v for k, v in self.bad_lines.items() if k == name},
-            self.config_reload_ok,
-            self.ready,
-            tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
-        )
+def _outcome(r: ProbeResult | None) -> tuple[str | None, str | None] | None:
+    """What a verdict reads from a probe: a new probe with the same outcome changes nothing."""
+    if r is None:
+        return None
+    return (r.cert.fingerprint_sha256 if r.cert is not None else None, r.error)
 
 
 class _Bound:
@@ -110,44 +59,46 @@ class Service:
         self.config = config
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
-        self.sessions: dict[str, PiSession] = {}
-        self.last: dict[str, StoreRead] = {}
-        self.last_success: dict[str, StoreRead] = {}
-        self.errors: dict[str, Counter[str]] = {}
-        self.probes: dict[str, ProbeResult] = {}
-        self.baselines: dict[str, dict[str, Baseline]] = {}
-        self.capped: dict[str, int] = {}
+        self.stores: dict[str, StoreState] = {s.name: StoreState(s) for s in config.stores}
+        self.probes: dict[str, ProbeResult] = {}  # endpoint -> last probe, only endpoints in use
         self.config_reload_ok = True
         self.ready = False
         self._snapshot: Snapshot | None = None
+        self._prune_due = False  # some endpoint may have lost its last entry
         # One bound for all probes in flight and one for all SSH reads: the loops and
         # concurrent /probe requests share them, so N requests do not mean N x the limit.
         self._probe_bound = _Bound()
         self._read_bound = _Bound()
-        self._tasks: dict[str, asyncio.Task[None]] = {}
         self._probe_task: asyncio.Task[None] | None = None
-        # Per store: what its views were built from, and the views (see _store_views).
-        self._views_cache: dict[str, tuple[object, ...]] = {}
-        self._versions: Counter[str] = Counter()  # bumped when baselines or log evidence change
-        self._log_counts: dict[str, Counter[str]] = {}  # store -> CN -> records seen so far
-        self._log_seen: dict[str, dict[str, float]] = {}  # store -> CN -> newest record seen at
-        self._log_read_at: dict[str, float] = {}  # store -> when its log was last read
+
+    # ---- the public state API (remediation, tests) -----------------------------------
+
+    def state(self, name: str) -> StoreState:
+        return self.stores[name]
+
+    def session(self, name: str) -> PiSession:
+        """The store's SSH session (opened on first use, closed by stop() or a reload)."""
+        return self.stores[name].pi_session()
+
+    def forget(self, store: str, entries: Iterable[str]) -> None:
+        """Remediation deleted these entries: the next sighting is witnessed anew."""
+        self.db.forget(store, entries)
+
+    def reload_failed(self) -> None:
+        self.config_reload_ok = False
+        self.invalidate()
 
     # ---- reading stores -------------------------------------------------------------
 
-    def _session(self, store: StoreConfig) -> PiSession:
-        s = self.sessions.get(store.name)
-        if s is None or s.cfg != store:
-            s = self.sessions[store.name] = PiSession(store)
-        return s
-
     async def read_store(self, store: StoreConfig) -> StoreRead:
         """Read one store's list, update baselines, probe entries that just appeared."""
-        session = self._session(store)
+        state = self.stores[store.name]
+        session = state.pi_session()
         async with self._read_bound.get(self.config.store_concurrency):
-            return await self._read_store(store, session)
+            return await self._read_store(state, session)
 
-    async def _read_store(self, store: StoreConfig, session: PiSession) -> StoreRead:
+    async def _read_store(self, state: StoreState, session: PiSession) -> StoreRead:
+        store = state.cfg
         start = time.perf_counter()
         try:
             text = await session.run(store.listcerts_command)
@@ -161,47 +112,65 @@ class Service:
                 store.name, False, None, time.perf_counter() - start, time.time(),
                 e.reason, e.message,
             )
-            self.errors.setdefault(store.name, Counter())[e.reason.value] += 1
+            state.errors[e.reason.value] += 1
             log.warning("store read failed", extra={"store": store.name, "reason": e.reason.value,
                                                     "error": e.message})
         else:
-            if listing.bad_lines:
-                self.errors.setdefault(store.name, Counter())[ErrorReason.PARSE.value] += 1
-                log.warning("unparseable lines in listing", extra={
-                    "store": store.name, "count": len(listing.bad_lines),
-                    "first": listing.bad_lines[0][:200]})
-            entries = listing.entries
-            if len(entries) > store.max_entries:
-                self.capped[store.name] = len(entries) - store.max_entries
-                log.warning("store holds more entries than max_entries; extra entries not shown",
-                            extra={"store": store.name, "entries": len(entries),
-                                   "max_entries": store.max_entries})
-                entries = entries[: store.max_entries]
-                listing = type(listing)(entries, listing.bad_lines)
-            else:
-                self.capped.pop(store.name, None)
-            prev = self.last_success.get(store.name)
-            if prev is not None and prev.listing == listing:
-                listing = prev.listing  # keep one copy of an unchanged list, not one per read
-            read = StoreRead(store.name, True, listing, time.perf_counter() - start, time.time())
-            endpoints = {e.key: entry_endpoint(store, e) for e in entries}
-            appeared = self.db.observe_store(store.name, endpoints)
-            if appeared:
-                # Witness the certificate now, while it is the one PI just stored.
-                log.info("entries appeared", extra={"store": store.name,
-                                                    "entries": ",".join(sorted(appeared))})
-                await self.probe_endpoints({endpoints[k] for k in appeared})
-            self.last_success[store.name] = read
-            self._set_baselines(store.name)
-            if store.log_command:
-                await self._read_log(store, session)
-        self.last[store.name] = read
+            read = await self._read_ok(state, session, listing, time.perf_counter() - start)
+        state.last = read
         self._snapshot = None
         return read
 
-    async def _read_log(self, store: StoreConfig, session: PiSession) -> None:
+    def _cap(self, state: StoreState, listing: Listing) -> Listing:
+        store = state.cfg
+        if listing.bad_lines:
+            state.errors[ErrorReason.PARSE.value] += 1
+            log.warning("unparseable lines in listing", extra={
+                "store": store.name, "count": len(listing.bad_lines),
+                "first": listing.bad_lines[0][:200]})
+        entries = listing.entries
+        state.capped = max(0, len(entries) - store.max_entries)
+        if state.capped:
+            log.warning("store holds more entries than max_entries; extra entries not shown",
+                        extra={"store": store.name, "entries": len(entries),
+                               "max_entries": store.max_entries})
+            listing = type(listing)(entries[: store.max_entries], listing.bad_lines)
+        return listing
+
+    async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
+                       duration: float) -> StoreRead:
+        store = state.cfg
+        listing = self._cap(state, listing)
+        prev = state.last_success
+        if prev is not None and prev.listing == listing:
+            listing = prev.listing  # keep one copy of an unchanged list, not one per read
+        else:
+            self._set_endpoints(state, listing)
+        read = StoreRead(store.name, True, listing, duration, time.time())
+        endpoints = dict(zip((e.key for e in listing.entries), state.endpoints, strict=True))
+        appeared = self.db.observe_store(store.name, endpoints)
+        if appeared:
+            # Witness the certificate now, while it is the one PI just stored.
+            log.info("entries appeared", extra={"store": store.name,
+                                                "entries": ",".join(sorted(appeared))})
+            await self.probe_endpoints({endpoints[k] for k in appeared})
+        state.last_success = read
+        self._set_baselines(state)
+        if store.log_command:
+            await self._read_log(state, session)
+        return read
+
+    def _set_endpoints(self, state: StoreState, listing: Listing) -> None:
+        eps = tuple(entry_endpoint(state.cfg, e) for e in listing.entries)
+        old = state.endpoint_set
+        state.endpoints, state.endpoint_set = eps, frozenset(eps)
+        self._prune_due = self._prune_due or not old <= state.endpoint_set
+        state.bump()
+
+    async def _read_log(self, state: StoreState, session: PiSession) -> None:
         """Note TOFU-failed records that are new since the last read. Records present at the
         first read have no time we can trust, so they are counted but prove nothing."""
+        store = state.cfg
         assert store.log_command is not None
         try:
             counts = tofu_failures(await session.run(store.log_command))
@@ -209,33 +178,20 @@ class Service:
             log.warning("log command failed; no log evidence this cycle",
                         extra={"store": store.name, "error": e.message})
             return
-        before = self._log_counts.get(store.name)
-        seen = self._log_seen.setdefault(store.name, {})
+        before = state.log_counts
         now = time.time()
         # A record new since the last read was written after that read, maybe long before
         # this one: date it there, so an entry re-stored meanwhile (remediation) is not blamed.
-        written = self._log_read_at.get(store.name, now)
+        written = state.log_read_at if state.log_read_at is not None else now
         if before is not None:
             # Fewer records than before means the log rotated: every record left is new to us.
             rotated = sum(counts.values()) < sum(before.values())
             for cn, n in counts.items():
                 if rotated or n > before.get(cn, 0):
-                    seen[cn] = written
-                    self._versions[store.name] += 1
-        self._log_counts[store.name] = counts
-        self._log_read_at[store.name] = now
-
-    def _logged_failure(self, store: str, entry: StoredEntry, unique_cns: set[str],
-                        base: Baseline | None, probe: ProbeResult | None) -> bool:
-        seen = self._log_seen.get(store)
-        if not seen:
-            return False
-        since = base.since if base is not None else 0.0
-        names = {common_name(entry.subject)}
-        if probe is not None and probe.cert is not None:
-            names.add(common_name(probe.cert.subject))
-        # The log names a CN, not a host: only trust it where that CN is unique in the store.
-        return any(n in unique_cns and seen.get(n, 0.0) > since for n in names if n)
+                    state.log_seen[cn] = written
+                    state.bump()
+        state.log_counts = counts
+        state.log_read_at = now
 
     # ---- probing --------------------------------------------------------------------
 
@@ -250,26 +206,38 @@ class Service:
     def known_endpoints(self, store_names: Iterable[str] | None = None) -> set[str]:
         names = set(store_names) if store_names is not None else None
         eps: set[str] = set()
-        by_name = {s.name: s for s in self.config.stores}
-        for name, read in self.last_success.items():
-            st = by_name.get(name)
-            if st is None or read.listing is None or (names is not None and name not in names):
-                continue
-            eps.update(entry_endpoint(st, e) for e in read.listing.entries)
+        for name, state in self.stores.items():
+            if state.last_success is not None and (names is None or name in names):
+                eps.update(state.endpoint_set)
         return eps
 
     async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
         results = await probe_many(
             self._targets(endpoints), self._probe_bound.get(self.config.probe_concurrency)
         )
+        changed = {ep for ep, r in results.items() if _outcome(r) != _outcome(self.probes.get(ep))}
         self.probes.update(results)
+        if changed:
+            for state in self.stores.values():
+                if not changed.isdisjoint(state.endpoint_set):
+                    state.bump()
         fps = {ep: r.cert.fingerprint_sha256 for ep, r in results.items() if r.cert is not None}
         if fps:
             self.db.note_fingerprints(fps)
             if self.db.fill(fps):
-                for name in self.last_success:
-                    self._set_baselines(name)
+                for state in self.stores.values():
+                    if state.last_success is not None:
+                        self._set_baselines(state)
         self._snapshot = None
+
+    def prune(self) -> None:
+        """Forget probes and endpoint rows no stored entry names any more: a site whose
+        endpoints churn must not grow without bound."""
+        self._prune_due = False
+        keep = self.known_endpoints()
+        for ep in [ep for ep in self.probes if ep not in keep]:
+            del self.probes[ep]
+        self.db.prune_endpoints()
 
     # ---- one pass, loops ------------------------------------------------------------
 
@@ -282,6 +250,8 @@ class Service:
             ep for ep in self.known_endpoints(s.name for s in stores)
             if (r := self.probes.get(ep)) is None or r.timestamp < started
         )
+        if self._prune_due:
+            self.prune()
         if store_names is None:
             return self.snapshot()
         return self._build(only={s.name for s in stores})
@@ -290,6 +260,8 @@ class Service:
         while True:
             try:
                 await self.read_store(store)
+                if self._prune_due:
+                    self.prune()
             except Exception:  # a bug must not silence one store forever
                 log.exception("store loop error", extra={"store": store.name})
             await asyncio.sleep(store.store_interval)
@@ -310,50 +282,57 @@ class Service:
         await self.run_once()
         self.ready = True
         self._snapshot = None
-        for store in self.config.stores:
-            self._start_loop(store, first_delay=True)
+        for state in self.stores.values():
+            self._start_loop(state, first_delay=True)
         self._probe_task = asyncio.create_task(self._probe_loop(), name="probes")
 
-    def _start_loop(self, store: StoreConfig, first_delay: bool) -> None:
+    def _start_loop(self, state: StoreState, first_delay: bool) -> None:
+        store = state.cfg
+
         async def loop() -> None:
             if first_delay:
                 await asyncio.sleep(store.store_interval)
             await self._store_loop(store)
 
-        self._tasks[store.name] = asyncio.create_task(loop(), name=f"store:{store.name}")
+        state.task = asyncio.create_task(loop(), name=f"store:{store.name}")
 
     async def stop(self) -> None:
-        tasks = [*self._tasks.values(), *([self._probe_task] if self._probe_task else [])]
+        tasks = [t for s in self.stores.values() if (t := s.task) is not None]
+        tasks += [self._probe_task] if self._probe_task else []
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
-        self._tasks.clear()
-        await asyncio.gather(*(s.close() for s in self.sessions.values()))
+        await asyncio.gather(*(s.close() for s in self.stores.values()))
         self.db.close()
 
     async def apply_config(self, new: Config) -> None:
-        """Swap in a validated config: untouched stores keep their loop and SSH session."""
-        old = {s.name: s for s in self.config.stores}
-        fresh = {s.name: s for s in new.stores}
-        self.config = new
-        for name, st in old.items():
-            if fresh.get(name) != st:
-                task = self._tasks.pop(name, None)
-                if task:
-                    task.cancel()
-                session = self.sessions.pop(name, None)
-                if session:
-                    await session.close()
-                if name not in fresh:
-                    self.last.pop(name, None)
-                    self.last_success.pop(name, None)
-                    self.errors.pop(name, None)
-                    self.baselines.pop(name, None)
-                    self.capped.pop(name, None)
-                    self._views_cache.pop(name, None)
-        for name, st in fresh.items():
-            if old.get(name) != st and self.ready:
-                self._start_loop(st, first_delay=False)
+        """Swap in a validated config: untouched stores keep their loop and SSH session, a
+        changed store is reconfigured in place, a removed one is dropped whole."""
+        old, self.config = self.stores, new
+        stores: dict[str, StoreState] = {}
+        for cfg in new.stores:
+            state = old.get(cfg.name)
+            if state is None:
+                state = StoreState(cfg)
+            elif state.cfg != cfg:
+                await state.reconfigure(cfg)
+                if state.last_success is not None and state.last_success.listing is not None:
+                    self._set_endpoints(state, state.last_success.listing)  # self_address may move
+            else:
+                state.bump()  # pins and endpoint settings may have changed: decide again
+                stores[cfg.name] = state
+                continue
+            stores[cfg.name] = state
+            if self.ready:
+                self._start_loop(state, first_delay=False)
+        for name, state in old.items():
+            if name not in stores:
+                await state.close()
+                self._prune_due = True
+        self.stores = stores
+        self.config_reload_ok = True
+        if self._prune_due:
+            self.prune()
         self._snapshot = None
 
     # ---- the snapshot ---------------------------------------------------------------
@@ -367,74 +346,54 @@ class Service:
             snap = self._snapshot = self._build()
         return snap
 
-    def _set_baselines(self, store: str) -> None:
-        fresh = self.db.baselines(store)
-        if fresh != self.baselines.get(store):
-            self.baselines[store] = fresh
-            self._versions[store] += 1
+    def _set_baselines(self, state: StoreState) -> None:
+        fresh = self.db.baselines(state.name)
+        if fresh != state.baselines:
+            state.baselines = fresh
+            state.bump()
 
-    def _store_views(self, st: StoreConfig, ok: StoreRead) -> tuple[EntryView, ...]:
-        """One store's views, reused while nothing they depend on changed: a probe cycle
-        that saw the same certificates (the usual one) decides nothing again."""
-        assert ok.listing is not None
-        cached = self._views_cache.get(st.name)
-        # A re-read that printed the same list counts as the same read.
-        same_read = cached is not None and cached[1] is self.config and cached[0] == ok.listing
-        eps: list[str] = (
-            cached[5] if cached is not None and same_read  # type: ignore[assignment]
-            else [entry_endpoint(st, e) for e in ok.listing.entries]
-        )
-        probes = self.probes
-        sig = tuple(
-            (r.cert.fingerprint_sha256 if r.cert is not None else None, r.error)
-            if (r := probes.get(ep)) is not None else None
-            for ep in eps
-        )
-        version = self._versions[st.name]
-        if cached is not None and same_read and cached[2] == version and cached[3] == sig:
-            return cached[4]  # type: ignore[return-value]
-        baselines = self.baselines.get(st.name, {})
-        unique: set[str] = set()
-        if self._log_seen.get(st.name):  # only log evidence needs the CN census
-            cns = Counter(common_name(e.subject) for e in ok.listing.entries)
-            unique = {cn for cn, n in cns.items() if n == 1 and cn}
-        views = []
-        for entry, ep in zip(ok.listing.entries, eps, strict=True):
-            pin = self.config.pins.get(ep)
-            probe = probes.get(ep)
-            base = baselines.get(entry.key)
-            logged = self._logged_failure(st.name, entry, unique, base, probe)
-            views.append(EntryView(
-                st.name, entry, ep, decide(entry, probe, base, pin, logged), probe, base, pin
-            ))
-        result = tuple(views)
-        self._views_cache[st.name] = (ok.listing, self.config, version, sig, result, eps)
-        return result
+    def _store_views(self, state: StoreState) -> tuple[EntryView, ...]:
+        """One store's views, decided again only when its version moved: a probe cycle that
+        saw the same certificates (the usual one) decides nothing again."""
+        if state.views_version != state.version:
+            ok = state.last_success
+            assert ok is not None and ok.listing is not None
+            state.views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
+                                      state.baselines, self.config.pins, state.log_seen)
+            state.views_version = state.version
+        return state.views
+
+    def _with_partners(self, only: set[str] | None) -> set[str] | None:
+        if only is None:
+            return None
+        return only | {n for p in self.config.pairs if only & {p.primary, p.secondary}
+                       for n in (p.primary, p.secondary)}
 
     def _build(self, only: set[str] | None = None) -> Snapshot:
         """`only`: just these stores and their HA partners (pair verdicts need both sides),
         what /probe?target= shows, without deciding every other store's entries."""
-        if only is not None:
-            only = only | {n for p in self.config.pairs if only & {p.primary, p.secondary}
-                           for n in (p.primary, p.secondary)}
+        only = self._with_partners(only)
         views: list[EntryView] = []
         stores: dict[str, StoreStatus] = {}
         bad: dict[str, int] = {}
-        for st in self.config.stores:
-            if only is not None and st.name not in only:
+        capped: dict[str, int] = {}
+        versions: dict[str, int] = {}
+        for name, state in self.stores.items():
+            if only is not None and name not in only:
                 continue
-            ok = self.last_success.get(st.name)
-            stores[st.name] = StoreStatus(
-                st.name, self.last.get(st.name), ok, dict(self.errors.get(st.name, {}))
-            )
+            ok = state.last_success
+            stores[name] = StoreStatus(name, state.last, ok, dict(state.errors))
+            if state.capped:
+                capped[name] = state.capped
             if ok is None or ok.listing is None:
                 continue
-            bad[st.name] = len(ok.listing.bad_lines)
-            views.extend(self._store_views(st, ok))
+            bad[name] = len(ok.listing.bad_lines)
+            views.extend(self._store_views(state))
+            versions[name] = state.views_version
         known = {v.endpoint for v in views}
         changed = {ep: t for ep, t in self.db.changed_times().items() if ep in known}
         return Snapshot(
             stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
-            changed, dict(self.capped), bad, self.config_reload_ok, self.ready,
-            pair_views(self.config, views),
+            changed, capped, bad, self.config_reload_ok, self.ready,
+            pair_views(self.config, views), versions,
         )

@@ -19,9 +19,11 @@ from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from exporter import __version__
 from exporter.collector import render_chunks, render_text
-from exporter.remediate import DELETECERT, make_plan, pair_health, render_next, render_store
+from exporter.commands import DELETECERT
+from exporter.remediate import make_plan, pair_health, render_next, render_store
 from exporter.report import Row, rows
-from exporter.service import Service, Snapshot
+from exporter.service import Service
+from exporter.snapshot import Snapshot
 
 log = logging.getLogger("exporter.web")
 

@@ -13,7 +13,6 @@ import contextlib
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -30,7 +29,8 @@ from aiohttp import web
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo import prepare
-from exporter.lab.scene import Lab
+from pilab.scene import Lab
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "prime-tofu.rules.yml"
@@ -57,10 +57,6 @@ SKIP_REASON = (
 )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 class LoopThread:

@@ -10,74 +10,24 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import ssl
 import sys
 import time
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
-import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.lab.pi import PiServer
+from tests.conftest import free_port
 
-PASSWORD = "Fault-Matrix-Pa55!"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
-async def start_pi(hostname: str, **kwargs: Any) -> PiServer:
-    pi = PiServer(hostname, users={"admin": PASSWORD}, **kwargs)
-    await pi.start()
-    return pi
 
 
-def write_config(
-    tmp: Path,
-    pis: Mapping[str, PiServer],
-    *,
-    interval: str = "1s",
-    probe_timeout: str = "2s",
-    extra: Mapping[str, Any] | None = None,
-    store_extra: Mapping[str, Mapping[str, Any]] | None = None,
-    name: str = "exporter.yml",
-) -> Path:
-    """A config reading every PI in `pis` (store name -> server), secrets in files."""
-    (tmp / "pi-password").write_text(PASSWORD + "\n")
-    (tmp / "pi-password").chmod(0o600)
-    kh = tmp / "known_hosts"
-    kh.write_text("".join(pi.known_hosts_line() + "\n" for pi in pis.values()))
-    stores = []
-    for store, pi in pis.items():
-        st: dict[str, Any] = {"name": store, "host": pi.host, "port": pi.port}
-        st.update((store_extra or {}).get(store, {}))
-        stores.append(st)
-    data: dict[str, Any] = {
-        "defaults": {
-            "username": "admin",
-            "password_file": "pi-password",
-            "known_hosts": "known_hosts",
-            "cli_mode": "shell",
-            "connect_timeout": "3s",
-            "command_timeout": "5s",
-            "probe_timeout": probe_timeout,
-            "store_interval": interval,
-            "probe_interval": interval,
-        },
-        "stores": stores,
-    }
-    data.update(extra or {})
-    path = tmp / name
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
-    return path
 
 
 def samples(body: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:

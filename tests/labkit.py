@@ -2,20 +2,12 @@
 
 from __future__ import annotations
 
-import socket
 from dataclasses import replace
 from pathlib import Path
 
 from exporter.config import StoreConfig
-from exporter.lab.pi import PiServer
-
-PASSWORD = "Lab-Pa55-word!"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from pilab.pi import PiServer
+from tests.conftest import PASSWORD
 
 
 def store_config(pi: PiServer, tmp: Path, name: str | None = None, **overrides: object) -> StoreConfig:
@@ -41,8 +33,3 @@ def store_config(pi: PiServer, tmp: Path, name: str | None = None, **overrides: 
     )
     return replace(base, **overrides)  # type: ignore[arg-type]
 
-
-async def started_pi(hostname: str, **kwargs: object) -> PiServer:
-    pi = PiServer(hostname, users={"admin": PASSWORD}, **kwargs)  # type: ignore[arg-type]
-    await pi.start()
-    return pi

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import socket
 import subprocess
 import sys
 import threading
@@ -22,9 +21,10 @@ from typing import Any, TypeVar
 
 import asyncssh
 
-from exporter.lab.pi import PiServer
-from exporter.lab.pki import pi_subject
-from exporter.lab.tls import TlsEndpoint
+from pilab.pi import PiServer
+from pilab.pki import pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import free_port, start_pi  # noqa: F401  (sf.free_port, sf.start_pi)
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parent.parent
@@ -49,10 +49,6 @@ class LabThread:
         self._thread.join(5)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def random_known_hosts_line(host: str, port: int) -> str:
@@ -134,14 +130,6 @@ class RawServer:
 # --- lab PI servers ---------------------------------------------------------------------
 
 
-async def start_pi(
-    hostname: str, password: str, entries: dict[str, TlsEndpoint], **kw: Any
-) -> PiServer:
-    pi = PiServer(hostname, users={"admin": password}, **kw)
-    for key, ep in entries.items():
-        pi.add_entry(key, ep.current)
-    await pi.start()
-    return pi
 
 
 async def restart_with_new_key(pi: PiServer, password: str) -> PiServer:
@@ -165,7 +153,7 @@ async def start_tls() -> TlsEndpoint:
 
 _FLOOD = """
 import asyncio, json, sys
-from exporter.lab.pi import PiServer
+from pilab.pi import PiServer
 
 async def main():
     pi = PiServer("flood", users={"admin": sys.argv[1]})

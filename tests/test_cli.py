@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.demo import prepare
-from exporter.lab.scene import Lab
-from tests.labkit import free_port
+from pilab.scene import Lab
+from tests.conftest import free_port
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 

@@ -24,12 +24,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.baseline import BaselineDB
 from exporter.config import load_config
-from exporter.lab.pi import PiServer
-from exporter.lab.tls import TlsEndpoint
 from exporter.model import ErrorReason
 from exporter.prime.ssh import MAX_OUTPUT
 from exporter.service import Service
 from exporter.web import make_app
+from pilab.pi import PiServer
+from pilab.tls import TlsEndpoint
 from tests import sshfaults as sf
 
 PASSWORD = "Matrix-Pa55-healthy"
@@ -389,18 +389,19 @@ async def _run_fault(fault: Fault, lab: Lab, t: Target, tmp: Path) -> None:
     try:
         await wait_for(lambda: service.ready, 15, "the first pass")
         if fault.arm is not None:
-            await wait_for(lambda: "faulty" in service.last_success, 5, "a good read before the fault")
-            connects = service.sessions["faulty"].connects
+            await wait_for(lambda: service.state("faulty").last_success is not None, 5,
+                           "a good read before the fault")
+            connects = service.session("faulty").connects
             await fault.arm(lab, t, tmp)
         else:
-            assert "faulty" not in service.last_success
+            assert service.state("faulty").last_success is None
             connects = 0
         before = baseline_rows(run.db)
         assert {r[1] for r in before if r[0] == "faulty"} == set(t.entries)
 
         # The fault shows: a failed read with the expected reason.
         def failed() -> bool:
-            return sum(service.errors.get("faulty", {}).values()) >= 1
+            return sum(service.state("faulty").errors.values()) >= 1
 
         await wait_for(failed, fault.command_timeout + CONNECT_TIMEOUT + 2 * INTERVAL + 3,
                        f"a failed read of the faulty store ({fault.reason.value})")
@@ -408,10 +409,10 @@ async def _run_fault(fault: Fault, lab: Lab, t: Target, tmp: Path) -> None:
         if flood:
             grown = sf.peak_rss() - rss
             assert grown < 2 * MAX_OUTPUT, f"peak RSS grew {grown / 2**20:.0f} MiB reading 50 MB"
-        assert set(service.errors["faulty"]) == {fault.reason.value}, service.last["faulty"]
+        assert set(service.state("faulty").errors) == {fault.reason.value}, service.state("faulty").last
         # The healthy store keeps being read while the fault lasts.
         await wait_for(
-            lambda: service.last_success["healthy"].timestamp > t_err, 3 * INTERVAL + 2,
+            lambda: service.state("healthy").last_success.timestamp > t_err, 3 * INTERVAL + 2,
             "a fresh read of the healthy store",
         )
         resp = await run.client.get("/metrics")
@@ -433,12 +434,12 @@ async def _run_fault(fault: Fault, lab: Lab, t: Target, tmp: Path) -> None:
             await fault.disarm(lab, t, tmp)
             t_fix = time.time()
             await wait_for(
-                lambda: "faulty" in service.last_success
-                and service.last_success["faulty"].timestamp > t_fix,
+                lambda: service.state("faulty").last_success is not None
+                and service.state("faulty").last_success.timestamp > t_fix,
                 fault.command_timeout + CONNECT_TIMEOUT + 2 * INTERVAL + 3, "recovery",
             )
-            assert service.sessions["faulty"].connects > connects  # a new session, not the sick one
-            listing = service.last_success["faulty"].listing
+            assert service.session("faulty").connects > connects  # a new session, not the sick one
+            listing = service.state("faulty").last_success.listing
             assert listing is not None and {e.key for e in listing.entries} == set(t.entries)
             assert baseline_rows(run.db) == before, "baselines changed after recovery"
 

@@ -31,9 +31,10 @@ import pytest_asyncio
 from cryptography import x509
 
 from exporter.baseline import BaselineDB
-from exporter.lab.pki import CertBundle, make_cert, pi_subject
-from exporter.lab.tls import TlsEndpoint
-from tests.exporterkit import Exporter, free_port, start_pi, value, wait_for, write_config
+from pilab.pki import CertBundle, make_cert, pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import free_port, start_pi, write_config
+from tests.exporterkit import Exporter, value, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

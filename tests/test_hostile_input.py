@@ -28,11 +28,12 @@ from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.collector import LABEL_MAX, bound
-from exporter.lab.pki import CertBundle, make_cert
-from exporter.lab.tls import TlsEndpoint
 from exporter.probe import parse_certificate
 from exporter.subject import format_subject
-from tests.exporterkit import Exporter, start_pi, value, wait_for, write_config
+from pilab.pki import CertBundle, make_cert
+from pilab.tls import TlsEndpoint
+from tests.conftest import start_pi, write_config
+from tests.exporterkit import Exporter, value, wait_for
 from tests.test_faults_tls import crafted
 
 pytestmark = [

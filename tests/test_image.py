@@ -34,9 +34,10 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.lab.pki import pi_subject
-from exporter.lab.tls import TlsEndpoint
-from tests.exporterkit import PASSWORD, free_port, start_pi, value
+from pilab.pki import pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import PASSWORD, free_port, start_pi
+from tests.exporterkit import value
 
 pytestmark = pytest.mark.image
 
@@ -170,12 +171,13 @@ def test_image_holds_no_compiler_and_none_of_our_test_files(image: Image) -> Non
     r = podman("run", "--rm", "--pull=never", "--network", "none", "--read-only",
                "--entrypoint", "/bin/sh", image.tag, "-c", script)
     assert r.stdout.strip() == "", f"compilers or test files in the image:\n{r.stdout}"
-    # Our distribution's own file list: the exporter package and its metadata, nothing else.
+    # Our distribution's own file list: the exporter and pilab (the demo's lab) packages and
+    # the metadata, nothing else.
     record = podman("run", "--rm", "--pull=never", "--network", "none", "--read-only", "--entrypoint",
                     "/opt/venv/bin/python", image.tag, "-c",
                     "from importlib.metadata import files; "
                     "print('\\n'.join(str(f) for f in files('prime-tofu-exporter')))").stdout.split()
-    assert record and all(f.split("/")[0] in ("exporter", "prime_tofu_exporter-" + image.version
+    assert record and all(f.split("/")[0] in ("exporter", "pilab", "prime_tofu_exporter-" + image.version
                                               + ".dist-info") or f.startswith("../") for f in record), record
     assert any(f.endswith("licenses/LICENSE") for f in record), "the wheel in the image has no LICENSE"
 

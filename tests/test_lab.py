@@ -13,10 +13,10 @@ from typing import Any
 import asyncssh
 import pytest
 
-from exporter.lab.pi import MORE, MORE_ERASE, PiServer, format_subject
-from exporter.lab.pki import make_cert, pi_subject, subject_of
-from exporter.lab.scene import start_demo_scene
-from exporter.lab.tls import TlsEndpoint
+from pilab.pi import MORE, MORE_ERASE, PiServer, format_subject
+from pilab.pki import make_cert, pi_subject, subject_of
+from pilab.scene import start_demo_scene
+from pilab.tls import TlsEndpoint
 
 PASSWORD = "s3cret-lab"
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"

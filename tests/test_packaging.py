@@ -21,11 +21,12 @@ from typing import Any
 
 import pytest
 
-from tests.exporterkit import free_port
+from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DIST = "prime_tofu_exporter"
+PACKAGES = ("exporter/", "pilab/")  # pilab: the simulated PI servers `prime-tofu-exporter demo` runs
 
 
 def run(cmd: list[str], timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
@@ -64,17 +65,17 @@ def dists(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
     return wheel, sdist
 
 
-def test_wheel_holds_the_package_its_license_and_nothing_else(dists: tuple[Path, Path]) -> None:
+def test_wheel_holds_the_packages_their_license_and_nothing_else(dists: tuple[Path, Path]) -> None:
     wheel, _ = dists
     assert wheel.name.startswith(f"{DIST}-{VERSION}-py3-none-any")
     names = zipfile.ZipFile(wheel).namelist()
     info = f"{DIST}-{VERSION}.dist-info/"
-    strays = [n for n in names if not n.startswith(("exporter/", info))]
+    strays = [n for n in names if not n.startswith((*PACKAGES, info))]
     assert not strays, f"files outside the package: {strays}"
     tests = [n for n in names if re.search(r"(^|/)(tests?|bench)/|(^|/)(test_\w+|conftest)\.py$", n)]
     assert not tests, f"test or bench files in the wheel: {tests}"
-    # Every module of the package, the lab the demo needs included, and only those.
-    source = {str(p.relative_to(ROOT)) for p in (ROOT / "exporter").rglob("*.py")}
+    # Every module of the packages (the demo's lab, pilab, included), and only those.
+    source = {str(p.relative_to(ROOT)) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")}
     assert {n for n in names if n.endswith(".py")} == source
     with zipfile.ZipFile(wheel) as z:
         assert z.read(f"{info}licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()

@@ -7,9 +7,9 @@ import datetime as dt
 import hashlib
 import socket
 
-from exporter.lab.pki import make_cert, pi_subject
-from exporter.lab.tls import TlsEndpoint
 from exporter.probe import probe, probe_many
+from pilab.pki import make_cert, pi_subject
+from pilab.tls import TlsEndpoint
 
 
 async def test_captures_self_signed_leaf_with_all_fields() -> None:

@@ -12,10 +12,11 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from exporter.lab.pi import LISTCERTS, PiServer
-from exporter.lab.pki import make_cert, pi_subject
-from exporter.lab.tls import TlsEndpoint
-from tests.exporterkit import Exporter, start_pi, value, wait_for, write_config
+from pilab.pi import LISTCERTS, PiServer
+from pilab.pki import make_cert, pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import start_pi, write_config
+from tests.exporterkit import Exporter, value, wait_for
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 

@@ -15,7 +15,6 @@ import pytest
 
 from exporter.config import load_config
 from exporter.demo import prepare
-from exporter.lab.scene import Lab
 from exporter.remediate import (
     Applier,
     PlanError,
@@ -26,6 +25,7 @@ from exporter.remediate import (
 )
 from exporter.service import Service
 from exporter.web import landing_page
+from pilab.scene import Lab
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 DELETE = "ncs certvalidation tofu-certs deletecert host"

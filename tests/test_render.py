@@ -20,7 +20,7 @@ from exporter.model import (
     StoreStatus,
     Verdict,
 )
-from exporter.service import Snapshot
+from exporter.snapshot import Snapshot
 
 NASTY = 'a"b\\c\nd ü ' + "x" * 300  # quotes, backslash, newline, non-ASCII, over LABEL_MAX
 

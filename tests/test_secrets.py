@@ -18,7 +18,7 @@ import asyncssh
 import pytest
 import yaml
 
-from exporter.lab.pi import PiServer
+from pilab.pi import PiServer
 from tests import sshfaults as sf
 
 ROOT = Path(__file__).resolve().parent.parent

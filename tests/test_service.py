@@ -12,10 +12,11 @@ import pytest
 
 from exporter.config import Config, load_config
 from exporter.demo import prepare
-from exporter.lab.pki import make_cert
-from exporter.lab.scene import Lab
 from exporter.model import BaselineKind, Evidence, State
-from exporter.service import Service, Snapshot
+from exporter.service import Service
+from exporter.snapshot import Snapshot
+from pilab.pki import make_cert
+from pilab.scene import Lab
 
 
 @pytest.fixture

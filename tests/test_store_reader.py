@@ -9,12 +9,13 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from exporter.lab.pi import PiServer
-from exporter.lab.pki import make_cert, pi_subject
 from exporter.model import ErrorReason
 from exporter.prime.listing import parse_listing
 from exporter.prime.ssh import PiSession, StoreReadError
-from tests.labkit import started_pi, store_config
+from pilab.pi import PiServer
+from pilab.pki import make_cert, pi_subject
+from tests.conftest import start_pi as started_pi
+from tests.labkit import store_config
 
 LIST = "ncs certvalidation tofu-certs listcerts"
 

@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 
 from exporter import tls12
-from exporter.lab.pki import make_cert, pi_subject
-from exporter.lab.tls import TlsEndpoint
 from exporter.probe import probe
+from pilab.pki import make_cert, pi_subject
+from pilab.tls import TlsEndpoint
 
 
 @pytest.mark.parametrize("key_type", ["ec", "rsa"])

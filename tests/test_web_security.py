@@ -18,10 +18,11 @@ import pytest
 import pytest_asyncio
 import yaml
 
-from exporter.lab.pi import PiServer
-from exporter.lab.pki import make_cert, pi_subject
-from exporter.lab.tls import TlsEndpoint
-from tests.exporterkit import ROOT, Exporter, free_port, start_pi, write_config
+from pilab.pi import PiServer
+from pilab.pki import make_cert, pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import free_port, start_pi, write_config
+from tests.exporterkit import ROOT, Exporter
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

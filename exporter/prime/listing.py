@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from exporter.endpoint import format_endpoint as endpoint_of  # noqa: F401  (re-export)
 from exporter.model import Listing, StoredEntry
 from exporter.subject import SubjectError, parse_subject
 
@@ -111,10 +112,3 @@ def _split_key(key: str) -> tuple[str, int] | None:
     if not 1 <= port <= 65535:
         return None
     return host, port
-
-
-def endpoint_of(host: str, port: int) -> str:
-    """`host:port` for probing and labels; IPv6 literals in brackets as in URLs."""
-    if ":" in host and not host.startswith("["):
-        return f"[{host}]:{port}"
-    return f"{host}:{port}"

@@ -121,10 +121,6 @@ class PiSession:
         self._key: tuple[tuple[int, int, int], asyncssh.SSHKey | StoreReadError] | None = None
         self.connects = 0
 
-    @property
-    def connected(self) -> bool:
-        return self._conn is not None
-
     async def close(self) -> None:
         proc, conn = self._proc, self._conn
         self._proc = self._conn = None

@@ -11,9 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
-from exporter.lab.pi import PiServer
-from exporter.lab.pki import CertBundle, pi_subject
-from exporter.lab.tls import TlsEndpoint
+from pilab.pi import PiServer
+from pilab.pki import CertBundle, pi_subject
+from pilab.tls import TlsEndpoint
 
 HEALTH_INTERVAL = 2.0
 

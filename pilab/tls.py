@@ -10,7 +10,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.lab.pki import CertBundle, make_cert
+from pilab.pki import CertBundle, make_cert
 
 _RESPONSE = (
     b"HTTP/1.0 200 OK\r\nContent-Type: text/plain\r\nContent-Length: 3\r\nConnection: close\r\n\r\nok\n"

@@ -16,12 +16,13 @@ from types import MappingProxyType
 
 import asyncssh
 
-from exporter.lab.pki import CertBundle, subject_of
-from exporter.lab.tls import format_endpoint
+from pilab.pki import CertBundle, subject_of
+from pilab.tls import format_endpoint
 
 Subject = tuple[tuple[str, str], ...]
 
-DEFAULT_USERS: Mapping[str, str] = MappingProxyType({"admin": "Admin123"})
+# No default login: whoever starts a lab server names its users (and their passwords).
+DEFAULT_USERS: Mapping[str, str] = MappingProxyType({})
 DEFAULT_BANNER = (
     "\n"
     "Cisco Prime Infrastructure\n"

@@ -1,0 +1,59 @@
+"""Endpoints, the one place that writes and reads them. Pure.
+
+An endpoint is "host:port" with IPv6 literals in brackets ("[2001:db8::5]:443"), as in URLs:
+the probe target, the `endpoint` label and the key of pins and per-endpoint settings.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+import re
+
+# What PI writes when it stores its own certificate. Only these: the rest of 127.0.0.0/8 is
+# rare on PI and is how the lab gives each simulated peer its own address.
+_SELF_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "127.0.0.1", "::1"}
+_ENDPOINT_RE = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)")
+
+
+def format_endpoint(host: str, port: int) -> str:
+    """`host:port` for probing and labels; IPv6 literals in brackets as in URLs."""
+    if ":" in host and not host.startswith("["):
+        return f"[{host}]:{port}"
+    return f"{host}:{port}"
+
+
+def split_endpoint(endpoint: str) -> tuple[str, int]:
+    """The inverse of format_endpoint: (host without brackets, port)."""
+    host, _, port = endpoint.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def parse_endpoint(text: str) -> str:
+    """Operator input ('10.0.0.3:443', '[2001:db8::1]:443', 'ise.example.com:443') ->
+    the canonical endpoint (host lowercased). ValueError when it is not one."""
+    m = _ENDPOINT_RE.fullmatch(text.strip())
+    if not m:
+        raise ValueError("must be host:port (IPv6 as [addr]:port)")
+    host, port = (m.group(1), m.group(2)) if m.group(1) else (m.group(3), m.group(4))
+    if not 1 <= int(port) <= 65535:
+        raise ValueError("must be a port number 1-65535")
+    return format_endpoint(host.lower(), int(port))
+
+
+@functools.lru_cache(maxsize=65536)  # per entry per snapshot; hosts repeat
+def is_loopback(host: str) -> bool:
+    host = host.lower()
+    if host in _SELF_NAMES:
+        return True
+    try:
+        return ipaddress.ip_address(host) == ipaddress.ip_address("::1")
+    except ValueError:
+        return False
+
+
+@functools.lru_cache(maxsize=131072)  # every snapshot build asks again for every entry
+def entry_endpoint(self_address: str, host: str, port: int) -> str:
+    """Where to probe a stored entry from here. PI stores itself as 127.0.0.1_8082: that is
+    the PI server's own address (`self_address`), not ours."""
+    return format_endpoint((self_address if is_loopback(host) else host).lower(), port)

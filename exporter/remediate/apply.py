@@ -1,0 +1,175 @@
+"""Remediation, the I/O edge: run only `deletecert` for keys that passed the listcerts key
+grammar, one server at a time, re-list to verify, forget the deleted entries' baselines (so
+the re-stored entry is witnessed anew) and append to an audit log."""
+
+from __future__ import annotations
+
+import getpass
+import json
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from exporter.prime.ssh import PiSession, StoreReadError
+from exporter.remediate.plan import Plan, PlanError, Step, StorePlan, deletecert_command
+from exporter.service import Service
+
+# ---- applying (the I/O edge) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Outcome:
+    step: Step
+    ran: bool
+    ok: bool  # the deletion is proven: gone from the list, or PI confirmed it and re-stored
+    output: str
+    verified: str  # gone | re-stored | still present | not verified | not run
+    detail: str
+    live_fingerprint_sha256: str | None = None
+
+
+def command_failed(output: str) -> bool:
+    """PI (IOS-style) starts error lines with `%`; a key may contain `%` (IPv6 zone id)."""
+    return any(line.strip().startswith("%") for line in output.splitlines()) or (
+        "invalid input" in output.lower()
+    )
+
+
+def command_confirmed(output: str, key: str) -> bool:
+    return not command_failed(output) and "deleted" in output.lower() and key in output
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+def append_audit(path: Path, records: Iterable[dict[str, Any]]) -> None:
+    """Append-only JSON lines, flushed to disk before we go on to the next server."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+    with os.fdopen(fd, "a", encoding="utf-8") as fh:
+        for rec in records:
+            fh.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+@dataclass
+class Applier:
+    service: Service
+    audit_file: Path
+    reason: str | None
+    operator: str = field(default_factory=getpass.getuser)
+    say: Callable[[str], None] = print
+
+    async def apply(self, plan: Plan) -> list[Outcome]:
+        """One server at a time; a failure on one server leaves the later ones untouched."""
+        outcomes: list[Outcome] = []
+        failed = False
+        for sp in plan.stores:
+            if not sp.steps:
+                continue
+            if failed:
+                outcomes += [Outcome(s, False, False, "", "not run", "an earlier server failed")
+                             for s in sp.steps]
+                continue
+            done = await self._apply_store(sp)
+            outcomes += done
+            failed = not all(o.ok for o in done)
+        return outcomes
+
+    def _session(self, name: str) -> PiSession:
+        cfg = self.service.config.store(name)
+        if cfg is None:
+            raise PlanError(f"store {name!r} left the configuration")
+        return self.service.session(name)  # closed by service.stop()
+
+    async def _apply_store(self, sp: StorePlan) -> list[Outcome]:
+        cfg = self.service.config.store(sp.store)
+        assert cfg is not None
+        session = self._session(sp.store)
+        ran: list[tuple[Step, str, bool]] = []  # step, output, command ok
+        outcomes: list[Outcome] = []
+        try:
+            for step in sp.steps:
+                command = deletecert_command(step.entry)  # rebuilt from the validated key
+                self.say(f"{sp.store}# {command}")
+                try:
+                    output = (await session.run(command)).strip()
+                except StoreReadError as e:
+                    ran.append((step, f"session error: {e.message}", False))
+                    self.say(f"  failed: {e.message}")
+                    break  # the session is gone; do not guess what happened to the rest
+                ok = not command_failed(output)
+                ran.append((step, output, ok))
+                self.say(f"  {output or '(no output)'}")
+                if not ok:
+                    break
+            # Deleted for sure: forget the baseline now so a re-stored entry is witnessed anew.
+            self.service.forget(
+                sp.store, [s.entry for s, out, ok in ran if ok and command_confirmed(out, s.entry)]
+            )
+            outcomes = await self._verify(sp, ran)
+        except BaseException as e:
+            if not outcomes:
+                outcomes = [Outcome(s, True, False, out, "not verified", f"{type(e).__name__}: {e}")
+                            for s, out, _ in ran]
+            raise
+        finally:
+            append_audit(self.audit_file, (self._record(o) for o in outcomes if o.ran))
+        done = {o.step for o in outcomes}
+        outcomes += [Outcome(s, False, False, "", "not run", "an earlier command on this server failed")
+                     for s in sp.steps if s not in done]
+        return outcomes
+
+    async def _verify(self, sp: StorePlan, ran: list[tuple[Step, str, bool]]) -> list[Outcome]:
+        cfg = self.service.config.store(sp.store)
+        assert cfg is not None
+        read = await self.service.read_store(cfg)  # listcerts again; re-stored entries witnessed
+        if not read.ok or read.listing is None:
+            return [Outcome(s, True, False, out, "not verified", f"re-list failed: {read.error}")
+                    for s, out, _ in ran]
+        present = {e.key for e in read.listing.entries}
+        views = {v.entry.key: v for v in self.service.snapshot().views if v.store == sp.store}
+        outcomes = []
+        for step, out, ok in ran:
+            if not ok:
+                outcomes.append(Outcome(step, True, False, out, "still present" if step.entry in present
+                                        else "gone", "deletecert reported an error"))
+            elif step.entry not in present:
+                self.service.forget(sp.store, [step.entry])
+                outcomes.append(Outcome(step, True, True, out, "gone",
+                                        "absent from listcerts; PI stores the live certificate "
+                                        "on its next connection"))
+            elif command_confirmed(out, step.entry):
+                v = views.get(step.entry)
+                fp = v.probe.cert.fingerprint_sha256 if v and v.probe and v.probe.cert else None
+                state = v.verdict.state.value if v else "unknown"
+                outcomes.append(Outcome(
+                    step, True, True, out, "re-stored",
+                    f"PI confirmed the delete and has already reconnected and stored the certificate "
+                    f"it sees now; witnessed live sha256 {fp[:16] + '…' if fp else 'not yet probed'}, "
+                    f"state {state}", fp))
+            else:
+                outcomes.append(Outcome(step, True, False, out, "still present",
+                                        "listed again and PI did not confirm a delete; baseline kept"))
+        return outcomes
+
+    def _record(self, o: Outcome) -> dict[str, Any]:
+        s = o.step
+        return {
+            "time": _now(), "unix_time": round(time.time(), 3), "operator": self.operator,
+            "store": s.store, "entry": s.entry, "endpoint": s.endpoint, "role": s.role,
+            "evidence": s.evidence, "evidence_reason": s.reason, "reason": self.reason,
+            "command": s.command, "output": o.output[:2000],
+            "result": "deleted" if o.ok else "failed", "verified": o.verified, "detail": o.detail,
+            "live_fingerprint_sha256": o.live_fingerprint_sha256 or s.live_fingerprint_sha256,
+        }
+
+
+def outcome_json(o: Outcome) -> dict[str, Any]:
+    return {"store": o.step.store, "entry": o.step.entry, "command": o.step.command, "ran": o.ran,
+            "ok": o.ok, "output": o.output, "verified": o.verified, "detail": o.detail}

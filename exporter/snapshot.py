@@ -1,0 +1,42 @@
+"""What a scrape, the landing page, `check` and `remediate` read: one moment of everything
+the exporter knows. Frozen, comparable, free of I/O."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from exporter.model import EntryView, ProbeResult, StoreStatus
+from exporter.pairs import PairView
+
+_V = TypeVar("_V")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    stores: Mapping[str, StoreStatus]
+    views: tuple[EntryView, ...]
+    probes: Mapping[str, ProbeResult]
+    changed: Mapping[str, float]  # endpoint -> when its fingerprint last changed
+    capped: Mapping[str, int] = field(default_factory=dict)  # store -> entries not shown
+    bad_lines: Mapping[str, int] = field(default_factory=dict)
+    config_reload_ok: bool = True
+    ready: bool = False
+    pairs: tuple[PairView, ...] = ()
+    # store -> version of its views (exporter.state): renderers cache per (store, version).
+    versions: Mapping[str, int] = field(default_factory=dict)
+
+    def for_store(self, name: str) -> Snapshot:
+        views = tuple(v for v in self.views if v.store == name)
+        eps = {v.endpoint for v in views}
+        return Snapshot(
+            _only(self.stores, {name}), views, _only(self.probes, eps), _only(self.changed, eps),
+            _only(self.capped, {name}), _only(self.bad_lines, {name}), self.config_reload_ok,
+            self.ready, tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
+            _only(self.versions, {name}),
+        )
+
+
+def _only(mapping: Mapping[str, _V], keys: set[str]) -> dict[str, _V]:
+    return {k: v for k, v in mapping.items() if k in keys}
