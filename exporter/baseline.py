@@ -3,17 +3,63 @@
 Rows live as long as the entry stays in its store. An entry that disappears loses its
 row; when it comes back it is witnessed anew (that is what a deletecert does).
 WAL mode and one transaction per update keep the file consistent across SIGKILL.
+
+Storage faults are loud, never fatal:
+- a corrupt file (bad header, cut short, garbage pages) is renamed aside with a UTC
+  timestamp, never deleted, and a fresh database takes its place (reason "corrupt");
+- a database that lost what it held (truncated, replaced by an empty one) is recognised
+  through a sidecar file, `<db>.identity`, that records the database's random id and how
+  many baselines it held (reason "lost");
+- a write that fails (disk full, I/O error, read-only) raises StorageError, and the next
+  write tries again: nothing to restart once space is back.
+Both resets are logged at error level and counted in tofu_baseline_db_resets_total.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
+import logging
+import os
+import secrets
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections import Counter
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
+from typing import TypeVar
+
+from prometheus_client import Counter as PromCounter
 
 from exporter.model import Baseline, BaselineKind
+
+log = logging.getLogger("exporter.baseline")
+
+_T = TypeVar("_T")
+
+# Process-wide, in the default registry that /metrics appends: a reset happens once per
+# database, usually at start-up, before any snapshot exists. Both reasons start at 0.
+RESETS = PromCounter(
+    "tofu_baseline_db_resets",
+    "Times the baseline database was found corrupt (set aside) or emptied (lost) and started afresh",
+    ["reason"],
+)
+RESET_REASONS = ("corrupt", "lost")
+for _reason in RESET_REASONS:
+    RESETS.labels(_reason)
+
+# Primary SQLite result codes (extended codes carry them in the low byte).
+_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY = 3, 5, 6, 8
+_SQLITE_IOERR, _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN = 10, 11, 13, 14
+_SQLITE_PROTOCOL, _SQLITE_NOTADB = 15, 26
+_CORRUPT = {_SQLITE_CORRUPT, _SQLITE_NOTADB}
+_STORAGE = {_SQLITE_PERM, _SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR,
+            _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_PROTOCOL}
+_WHY = {_SQLITE_FULL: "disk full", _SQLITE_READONLY: "read-only", _SQLITE_IOERR: "I/O error",
+        _SQLITE_CANTOPEN: "cannot open", _SQLITE_BUSY: "locked by another process",
+        _SQLITE_LOCKED: "locked", _SQLITE_PERM: "permission denied"}
+_SIDES = ("", "-wal", "-shm", "-journal")  # every file SQLite keeps for one database
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS stores (
@@ -34,38 +80,303 @@ CREATE TABLE IF NOT EXISTS endpoints (
     fingerprint TEXT NOT NULL,
     changed REAL NOT NULL
 );
+CREATE TABLE IF NOT EXISTS meta (
+    key TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+);
 """
+
+
+class StorageError(Exception):
+    """The baseline database could not be written (or read): disk full, I/O error, read-only.
+    The caller must not report the read as a success: its baselines were not recorded."""
+
+
+def _code(e: sqlite3.Error) -> int:
+    return int(getattr(e, "sqlite_errorcode", 0) or 0) & 0xFF
+
+
+def _is_corrupt(e: sqlite3.Error) -> bool:
+    return _code(e) in _CORRUPT or "malformed" in str(e) or "not a database" in str(e)
+
+
+def _storage_error(e: sqlite3.Error, path: Path) -> StorageError:
+    why = _WHY.get(_code(e), "database error")
+    return StorageError(f"baseline database {path}: {why} ({e})")
+
+
+class _Corrupt(Exception):
+    def __init__(self, why: str, db: sqlite3.Connection | None, sides: tuple[str, ...]) -> None:
+        super().__init__(why)
+        self.db = db
+        self.sides = sides  # the files that were there before SQLite opened the database
+
+
+def _bad_header(path: Path) -> bool:
+    """A non-empty file that does not start like an SQLite database. SQLite would refuse it
+    too, but only after touching its WAL."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return False  # SQLite will say what is wrong with it
+    return bool(head) and head != b"SQLite format 3\x00"
+
+
+def storage_problem(storage_path: str | Path) -> str | None:
+    """Why `--storage.path` cannot hold the baseline database, in one line, or None.
+
+    Run before anything starts: a directory that is a file, on a read-only mount or not
+    creatable is a configuration error, not a crash at the first write."""
+    if str(storage_path) == ":memory:":
+        return None
+    path = Path(storage_path)
+    where = f"--storage.path {str(path)!r}"
+    if path.exists() and not path.is_dir():
+        return f"{where}: is not a directory"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        return f"{where}: cannot create the directory: {e.strerror or e}"
+    db = path / "baseline.db"
+    if db.exists() and not db.is_file():
+        return f"{where}: {db.name} is not a regular file"
+    # Root ignores permission bits, not a read-only mount: try a real write.
+    probe = path / f".write-test-{os.getpid()}"
+    try:
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as e:
+        return f"{where}: cannot write there: {e.strerror or e}"
+    for suffix in _SIDES:
+        f = Path(f"{db}{suffix}")
+        if f.exists() and not os.access(f, os.R_OK | os.W_OK):
+            return f"{where}: cannot write {f.name}"
+    return None
 
 
 class BaselineDB:
     def __init__(self, path: Path | str) -> None:
         self.path = Path(path)
-        if str(path) != ":memory:":
+        self._memory = str(path) == ":memory:"
+        self.sidecar = Path(f"{self.path}.identity")
+        self.resets: Counter[str] = Counter()  # reason -> resets by this instance
+        self.id = ""
+        self._stamp: tuple[int, int] | None = None  # (dev, inode) of the file we opened
+        self._recorded: int | None = None  # baseline count last written to the sidecar
+        if not self._memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")
-        self._db.execute("PRAGMA busy_timeout=5000")
-        self._db.executescript(_SCHEMA)
+        self._db = self._open()
+
+    # ---- opening, identity, resets --------------------------------------------------
+
+    def _connect(self) -> sqlite3.Connection:
+        """Open and check the database. On corruption the connection is still open in the
+        _Corrupt error: the files must be set aside before it closes, or SQLite would
+        checkpoint and delete the WAL that belongs to the damaged file."""
+        sides = tuple(s for s in _SIDES if os.path.lexists(f"{self.path}{s}"))
+        if not self._memory and _bad_header(self.path):
+            raise _Corrupt("file is not a database (bad header)", None, sides)
+        db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute("PRAGMA synchronous=NORMAL")
+            db.execute("PRAGMA busy_timeout=5000")
+            # Garbage pages in the middle pass the header check; quick_check reads them all
+            # (milliseconds for the thousands of rows a deployment holds).
+            problems = [r for (r,) in db.execute("PRAGMA quick_check").fetchall() if r != "ok"]
+            if problems:
+                raise _Corrupt(f"database disk image is malformed: {problems[0]}", db, sides)
+            db.executescript(_SCHEMA)
+        except sqlite3.Error as e:
+            if _is_corrupt(e):
+                raise _Corrupt(str(e), db, sides) from None
+            db.close()
+            raise
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _open(self, reset: bool = False) -> sqlite3.Connection:
+        """reset: a reset was just announced, so a fresh database is expected."""
+        if self._memory:
+            db = self._connect()
+            self.id = self._ensure_id(db)
+            return db
+        recorded = self._read_sidecar()
+        try:
+            db = self._connect()
+        except _Corrupt as e:
+            self._discard(e.db, str(e), e.sides)
+            reset = True
+            try:
+                db = self._connect()
+            except (sqlite3.Error, _Corrupt) as again:
+                raise StorageError(f"baseline database {self.path}: {again}") from None
+        except sqlite3.Error as e:
+            raise _storage_error(e, self.path) from None
+        try:
+            self.id = self._ensure_id(db)
+            count = self._count(db)
+        except sqlite3.Error as e:
+            db.close()
+            raise _storage_error(e, self.path) from None
+        if not reset and recorded is not None:
+            old_id, old_count = recorded
+            if old_count > 0 and old_id != self.id:
+                self._reset("lost", f"{self.sidecar.name} says database {old_id} held {old_count} "
+                                    f"baselines; {self.path.name} is database {self.id} with {count}")
+        st = os.stat(self.path)
+        self._stamp = (st.st_dev, st.st_ino)
+        self._recorded = None
+        self._write_sidecar(count)
+        return db
+
+    def _discard(self, db: sqlite3.Connection | None, why: str,
+                 sides: tuple[str, ...] = _SIDES) -> None:
+        """Set the damaged files aside (first: see _connect), then let go of them."""
+        aside = self._set_aside(sides)
+        if db is not None:
+            with contextlib.suppress(sqlite3.Error):
+                db.close()
+        self._reset("corrupt", f"{why}; the damaged file is kept as {aside}")
+
+    @staticmethod
+    def _ensure_id(db: sqlite3.Connection) -> str:
+        row = db.execute("SELECT value FROM meta WHERE key = 'id'").fetchone()
+        if row is not None:
+            return str(row[0])
+        new = secrets.token_hex(8)
+        db.execute("INSERT INTO meta VALUES ('id', ?)", (new,))
+        return new
+
+    @staticmethod
+    def _count(db: sqlite3.Connection) -> int:
+        return int(db.execute("SELECT count(*) FROM baselines").fetchone()[0])
+
+    def _read_sidecar(self) -> tuple[str, int] | None:
+        try:
+            data = json.loads(self.sidecar.read_text(encoding="utf-8"))
+            return str(data["id"]), int(data["baselines"])
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            log.warning("baseline identity file unreadable; not used",
+                        extra={"file": str(self.sidecar), "error": str(e)})
+            return None
+
+    def _write_sidecar(self, count: int) -> None:
+        """Best effort: a stale sidecar only weakens loss detection until the next write."""
+        if self._memory or count == self._recorded:
+            return
+        tmp = Path(f"{self.sidecar}.tmp")
+        try:
+            tmp.write_text(json.dumps({"id": self.id, "baselines": count}) + "\n", encoding="utf-8")
+            os.replace(tmp, self.sidecar)
+        except OSError as e:
+            log.warning("cannot update the baseline identity file",
+                        extra={"file": str(self.sidecar), "error": e.strerror or str(e)})
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        self._recorded = count
+
+    def _set_aside(self, sides: tuple[str, ...] = _SIDES) -> str:
+        """Rename the database and its WAL/SHM to `<name>.corrupt-<UTC time>`; never delete.
+        `sides`: only these (files SQLite made itself while failing to open are its own)."""
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        target = Path(f"{self.path}.corrupt-{stamp}")
+        n = 1
+        while any(Path(f"{target}{s}").exists() for s in _SIDES):
+            n += 1
+            target = Path(f"{self.path}.corrupt-{stamp}-{n}")
+        for suffix in sides:
+            src = Path(f"{self.path}{suffix}")
+            if src.exists():
+                try:
+                    os.replace(src, f"{target}{suffix}")
+                except OSError as e:
+                    raise StorageError(
+                        f"baseline database {self.path} is corrupt and cannot be set aside: "
+                        f"{e.strerror or e}") from None
+        return str(target)
+
+    def _reset(self, reason: str, detail: str) -> None:
+        self.resets[reason] += 1
+        RESETS.labels(reason).inc()
+        what = {"corrupt": "baseline database corrupt; started a fresh one",
+                "lost": "baseline database lost its contents; baselines start again"}[reason]
+        log.error(what, extra={"reason": reason, "path": str(self.path), "detail": detail})
+
+    def _check_file(self) -> None:
+        """The file we write into must still be the one on disk: replaced or truncated
+        underneath us means everything recorded so far is gone at the next start."""
+        if self._memory:
+            return
+        try:
+            st = os.stat(self.path)
+            same = (st.st_dev, st.st_ino) == self._stamp and st.st_size > 0
+        except FileNotFoundError:
+            same = False
+        except OSError as e:
+            raise StorageError(f"baseline database {self.path}: {e.strerror or e}") from None
+        if same:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self._db.close()
+        # What is left (a WAL without its database) is not ours to replay into a new one.
+        with contextlib.suppress(FileNotFoundError):
+            if os.stat(self.path).st_size == 0:
+                self._set_aside()
+        self._db = self._open()  # the sidecar still names the old database: reason "lost"
+
+    def _guard(self, op: Callable[[], _T]) -> _T:
+        """Run one database operation: corruption found mid-run resets the database and the
+        operation runs again on the fresh one; a write failure becomes StorageError."""
+        self._check_file()
+        try:
+            return op()
+        except sqlite3.Error as e:
+            if not _is_corrupt(e) or self._memory:
+                raise _storage_error(e, self.path) from None
+            self._discard(self._db, str(e))
+            self._db = self._open(reset=True)
+        try:
+            return op()
+        except sqlite3.Error as e:
+            raise _storage_error(e, self.path) from None
 
     def close(self) -> None:
         self._db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        self._db.execute("BEGIN IMMEDIATE")
+        db = self._db
+        db.execute("BEGIN IMMEDIATE")
         try:
-            yield self._db
+            yield db
         except BaseException:
-            self._db.execute("ROLLBACK")
+            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back
+                db.execute("ROLLBACK")
             raise
-        self._db.execute("COMMIT")
+        try:
+            db.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                db.execute("ROLLBACK")
+            raise
 
     def baselines(self, store: str) -> dict[str, Baseline]:
-        rows = self._db.execute(
-            "SELECT entry, kind, fingerprint, since FROM baselines WHERE store = ?", (store,)
-        )
-        return {e: Baseline(BaselineKind(k), fp, s) for e, k, fp, s in rows}
+        def op() -> dict[str, Baseline]:
+            rows = self._db.execute(
+                "SELECT entry, kind, fingerprint, since FROM baselines WHERE store = ?", (store,)
+            )
+            return {e: Baseline(BaselineKind(k), fp, s) for e, k, fp, s in rows}
+
+        return self._guard(op)
 
     def observe_store(
         self, store: str, entries: Mapping[str, str], now: float | None = None
@@ -74,59 +385,82 @@ class BaselineDB:
 
         Returns the keys that appeared while we watched (their baseline waits for a probe).
         On the first read of a store ever, everything present is adopted instead.
+        Raises StorageError when the read could not be recorded.
         """
         now = time.time() if now is None else now
-        with self._tx() as db:
-            first = db.execute("SELECT 1 FROM stores WHERE store = ?", (store,)).fetchone() is None
-            if first:
-                db.execute("INSERT INTO stores VALUES (?, ?)", (store, now))
-            known = {
-                e for (e,) in db.execute("SELECT entry FROM baselines WHERE store = ?", (store,))
-            }
-            gone = known - entries.keys()
-            db.executemany(
-                "DELETE FROM baselines WHERE store = ? AND entry = ?", ((store, e) for e in gone)
-            )
-            new = entries.keys() - known
-            kind = BaselineKind.ADOPTED if first else BaselineKind.WITNESSED
-            db.executemany(
-                "INSERT INTO baselines VALUES (?, ?, ?, ?, NULL, ?)",
-                ((store, e, entries[e], kind.value, now) for e in sorted(new)),
-            )
-        return set() if first else set(new)
+
+        def op() -> tuple[bool, set[str], int]:
+            with self._tx() as db:
+                first = db.execute("SELECT 1 FROM stores WHERE store = ?", (store,)).fetchone() is None
+                if first:
+                    db.execute("INSERT INTO stores VALUES (?, ?)", (store, now))
+                known = {
+                    e for (e,) in db.execute("SELECT entry FROM baselines WHERE store = ?", (store,))
+                }
+                gone = known - entries.keys()
+                db.executemany(
+                    "DELETE FROM baselines WHERE store = ? AND entry = ?", ((store, e) for e in gone)
+                )
+                new = entries.keys() - known
+                kind = BaselineKind.ADOPTED if first else BaselineKind.WITNESSED
+                db.executemany(
+                    "INSERT INTO baselines VALUES (?, ?, ?, ?, NULL, ?)",
+                    ((store, e, entries[e], kind.value, now) for e in sorted(new)),
+                )
+                count = self._count(db) if gone or new else -1
+            return first, set(new), count
+
+        first, new, count = self._guard(op)
+        if count >= 0:
+            self._write_sidecar(count)
+        return set() if first else new
 
     def fill(self, fingerprints: Mapping[str, str]) -> int:
         """Give pending baselines (no fingerprint yet) the live fingerprint of their endpoint."""
         if not fingerprints:
             return 0
-        with self._tx() as db:
-            pending = db.execute(
-                "SELECT store, entry, endpoint FROM baselines WHERE fingerprint IS NULL"
-            ).fetchall()
-            updates = [
-                (fingerprints[ep], st, e) for st, e, ep in pending if ep in fingerprints
-            ]
-            db.executemany(
-                "UPDATE baselines SET fingerprint = ? WHERE store = ? AND entry = ?", updates
-            )
-        return len(updates)
+
+        def op() -> int:
+            with self._tx() as db:
+                pending = db.execute(
+                    "SELECT store, entry, endpoint FROM baselines WHERE fingerprint IS NULL"
+                ).fetchall()
+                updates = [
+                    (fingerprints[ep], st, e) for st, e, ep in pending if ep in fingerprints
+                ]
+                db.executemany(
+                    "UPDATE baselines SET fingerprint = ? WHERE store = ? AND entry = ?", updates
+                )
+            return len(updates)
+
+        return self._guard(op)
 
     def forget(self, store: str, entries: Iterable[str]) -> None:
         """Drop baselines (remediation deleted these entries: the next sighting is witnessed)."""
-        with self._tx() as db:
-            db.executemany(
-                "DELETE FROM baselines WHERE store = ? AND entry = ?",
-                ((store, e) for e in entries),
-            )
+        keys = list(entries)
+
+        def op() -> int:
+            with self._tx() as db:
+                db.executemany(
+                    "DELETE FROM baselines WHERE store = ? AND entry = ?",
+                    ((store, e) for e in keys),
+                )
+                return self._count(db)
+
+        self._write_sidecar(self._guard(op))
 
     def note_fingerprints(self, seen: Mapping[str, str], now: float | None = None) -> None:
         """Remember each endpoint's fingerprint and when it last changed."""
         now = time.time() if now is None else now
-        current = dict(self._db.execute("SELECT endpoint, fingerprint FROM endpoints").fetchall())
-        changed = [(ep, fp, now) for ep, fp in seen.items() if current.get(ep) != fp]
-        if changed:
-            with self._tx() as db:
-                db.executemany("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?)", changed)
+
+        def op() -> None:
+            current = dict(self._db.execute("SELECT endpoint, fingerprint FROM endpoints").fetchall())
+            changed = [(ep, fp, now) for ep, fp in seen.items() if current.get(ep) != fp]
+            if changed:
+                with self._tx() as db:
+                    db.executemany("INSERT OR REPLACE INTO endpoints VALUES (?, ?, ?)", changed)
+
+        self._guard(op)
 
     def prune_endpoints(self) -> int:
         """Drop endpoint rows no baseline names any more (their entries left every store):
@@ -136,4 +470,6 @@ class BaselineDB:
         return cur.rowcount
 
     def changed_times(self) -> dict[str, float]:
-        return dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())
+        return self._guard(
+            lambda: dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())
+        )

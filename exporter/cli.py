@@ -145,9 +145,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.web_settings is None:
             return EXIT_ERROR
     if args.config_check:
+        for warning in config.warnings:
+            print(f"warning: {warning}", file=sys.stderr)
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
+    from exporter.baseline import storage_problem
+
+    if (problem := storage_problem(args.storage_path)) is not None:
+        print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
+        return EXIT_ERROR
     handler = setup(args.log_level, args.log_format, config.secrets)
+    for warning in config.warnings:
+        log.warning(warning)
     if command == "remediate":
         from exporter.remediate.command import Options, run
 

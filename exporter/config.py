@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import yaml
 
 from exporter.commands import LISTCERTS
 from exporter.endpoint import parse_endpoint
+from exporter.files import loose_permissions
 
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -85,6 +86,8 @@ class Config:
     source: str = "<config>"
     # SSH reads at once: 200 PI servers are not logged into in the same instant (memory, AAA).
     store_concurrency: int = 32
+    # Not errors, but an operator should know (secret files readable by others).
+    warnings: tuple[str, ...] = ()
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -195,6 +198,8 @@ _TOP_KEYS = {
 class _Collector:
     def __init__(self) -> None:
         self.problems: list[str] = []
+        self.warnings: list[str] = []
+        self.mode_checked: set[str] = set()
 
     def add(self, path: str, message: str) -> None:
         self.problems.append(f"{path}: {message}")
@@ -237,7 +242,17 @@ def _read_secret_file(c: _Collector, path: str, filename: str, base: Path) -> st
     if not text:
         c.add(path, f"{p} is empty")
         return None
+    _check_mode(c, path, p)
     return text
+
+
+def _check_mode(c: _Collector, path: str, file: str | Path) -> None:
+    """One warning per file, however many stores share it through defaults."""
+    key = os.path.realpath(file)
+    if key not in c.mode_checked:
+        c.mode_checked.add(key)
+        if (warning := loose_permissions(file, path)) is not None:
+            c.warnings.append(warning)
 
 
 def _resolve(filename: str | None, base: Path) -> str | None:
@@ -294,6 +309,8 @@ def _secrets(
     key_file = _resolve(merged.get("private_key_file"), base)
     if key_file and not os.access(key_file, os.R_OK):
         c.add(f"{path}.private_key_file", f"cannot read {key_file}")
+    elif key_file:
+        _check_mode(c, f"{path}.private_key_file", key_file)
     if merged.get("private_key_passphrase_file"):
         passphrase = _read_secret_file(
             c, f"{path}.private_key_passphrase_file", merged["private_key_passphrase_file"], base
@@ -439,11 +456,37 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
     pairs = _pairs(c, top, seen)
     concurrency = _limit(c, top, "probe_concurrency", 64)
     readers = _limit(c, top, "store_concurrency", 32)
+    c.problems.extend(secret_collisions(stores))
     if c.problems:
         raise ConfigError(source, c.problems)
     return Config(
-        tuple(stores), pins, endpoints, tuple(pairs), concurrency, source, store_concurrency=readers
+        tuple(stores), pins, endpoints, tuple(pairs), concurrency, source, store_concurrency=readers,
+        warnings=tuple(c.warnings),
     )
+
+
+def secret_collisions(stores: Iterable[StoreConfig]) -> list[str]:
+    """Secrets that equal (or hide inside) a store name, host or username.
+
+    Logs blank every configured secret out; a secret that is also a name would turn each
+    `<redacted>` where that name belongs into a tell. Refused, naming the store by its
+    position and the fields, never the secret (which here would be the name itself)."""
+    stores = list(stores)
+    problems = []
+    for i, st in enumerate(stores):
+        for field_name, secret in (("password", st.password),
+                                   ("private key passphrase", st.private_key_passphrase)):
+            if not secret:
+                continue
+            for j, other in enumerate(stores):
+                for what, public in (("name", other.name), ("host", other.host),
+                                     ("username", other.username)):
+                    if secret in public:
+                        whose = "its" if i == j else f"stores[{j}]'s"
+                        problems.append(
+                            f"stores[{i}]: the {field_name} equals or appears in {whose} {what}; "
+                            f"log redaction would give it away: choose another {field_name}")
+    return problems
 
 
 def load_config(path: str | Path) -> Config:

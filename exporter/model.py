@@ -32,6 +32,7 @@ class ErrorReason(StrEnum):
     HOSTKEY = "hostkey"
     COMMAND = "command"
     PARSE = "parse"
+    STORAGE = "storage"  # read fine, but its baselines could not be recorded (disk full, I/O)
 
 
 # An RDN sequence in certificate (DER) order, e.g. (("C", "US"), ..., ("CN", "prime-pri")).

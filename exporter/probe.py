@@ -156,7 +156,8 @@ async def probe(
         left = timeout - (time.perf_counter() - start)
         if left > 0 and isinstance(exc, _FAILED_AFTER_HELLO) and error != "no certificate sent":
             with contextlib.suppress(Exception):
-                captured = await asyncio.wait_for(_capture_certificate(host, port, sni), left)
+                async with asyncio.timeout(left):
+                    captured = await _capture_certificate(host, port, sni)
                 if captured:
                     cert, error = cache.get(captured), None
     return ProbeResult(endpoint, cert, error, time.perf_counter() - start, time.time())

@@ -125,13 +125,15 @@ async def fetch_leaf_der(host: str, port: int, timeout: float = _PEER_TIMEOUT) -
     ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
     ctx.check_hostname = False
     ctx.verify_mode = ssl.CERT_NONE
-    _, writer = await asyncio.wait_for(asyncio.open_connection(host, port, ssl=ctx), timeout)
+    async with asyncio.timeout(timeout):
+        _, writer = await asyncio.open_connection(host, port, ssl=ctx)
     try:
         der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
     finally:
         writer.close()
         with contextlib.suppress(Exception):
-            await asyncio.wait_for(writer.wait_closed(), 1.0)
+            async with asyncio.timeout(1.0):
+                await writer.wait_closed()
     if not der:
         raise ConnectionError("no peer certificate")
     return bytes(der)
@@ -187,6 +189,9 @@ class PiServer:
         self.log: list[str] = []
         self.tofu_failures: list[TofuFailure] = []
         self.connections = 0
+        self.max_open = 0  # most SSH connections open at the same time (reset it at will)
+        self.max_busy = 0  # most listcerts commands in progress at the same time
+        self._busy = 0
         self.commands: list[str] = []
         self._acceptor: asyncssh.SSHAcceptor | None = None
         self._conns: set[asyncssh.SSHServerConnection] = set()
@@ -218,7 +223,8 @@ class PiServer:
             conn.close()
         for conn in conns:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(conn.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await conn.wait_closed()
         self._conns.clear()
 
     @property
@@ -333,6 +339,7 @@ class _Server(asyncssh.SSHServer):
         self._conn = conn
         self._pi.connections += 1
         self._pi._conns.add(conn)
+        self._pi.max_open = max(self._pi.max_open, len(self._pi._conns))
 
     def connection_lost(self, exc: Exception | None) -> None:
         if self._conn is not None:
@@ -532,7 +539,13 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
             self._page_lines = int(low[2])
             return 0
         if low == LISTCERTS:
-            return await self._listcerts(shell)
+            pi = self._pi
+            pi._busy += 1
+            pi.max_busy = max(pi.max_busy, pi._busy)
+            try:
+                return await self._listcerts(shell)
+            finally:
+                pi._busy -= 1
         if len(low) == 6 and low[:5] == DELETECERT:
             key = words[5]
             if self._pi.remove_entry(key):

@@ -125,10 +125,12 @@ class TlsEndpoint:
         self._writers.add(writer)
         try:
             # Probes often hang up right after the handshake: EOF is the normal case.
-            line = await asyncio.wait_for(reader.readline(), _IDLE_TIMEOUT)
+            async with asyncio.timeout(_IDLE_TIMEOUT):
+                line = await reader.readline()
             if line:
                 while line not in (b"\r\n", b"\n", b""):
-                    line = await asyncio.wait_for(reader.readline(), _IDLE_TIMEOUT)
+                    async with asyncio.timeout(_IDLE_TIMEOUT):
+                        line = await reader.readline()
                 writer.write(_RESPONSE)
                 await writer.drain()
         except (OSError, TimeoutError, ValueError):
@@ -137,4 +139,5 @@ class TlsEndpoint:
             self._writers.discard(writer)
             writer.close()
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(writer.wait_closed(), 1.0)
+                async with asyncio.timeout(1.0):
+                    await writer.wait_closed()

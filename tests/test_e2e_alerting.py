@@ -41,9 +41,16 @@ def test_regeneration_pages_with_deletecert_and_the_fix_resolves(tmp_path: Path)
 
         # The exporter must have seen prime-sec's current certificate (its adopted baseline)
         # and Prometheus must be evaluating the rules before the certificate changes.
+        unknown = f'tofu_certificate_state{{store="prime-pri",entry="{peer_entry}",state="unknown"}}'
+        wait_until(lambda: stack.query(f"{unknown} == 1"),
+                   30, "the exporter's first verdict on prime-pri's entry for prime-sec, in Prometheus")
+        # `unknown` must not page: hold it for longer than `for:` (1s) plus a rule evaluation
+        # (1s) in Prometheus' own samples, then no alert may be pending or firing for it.
         wait_until(lambda: stack.query(
-            f'tofu_certificate_state{{store="prime-pri",entry="{peer_entry}",state="unknown"}} == 1'),
-            30, "the exporter's first verdict on prime-pri's entry for prime-sec, in Prometheus")
+            f"count_over_time({unknown}[4s]) >= 4 and min_over_time({unknown}[4s]) == 1"),
+            30, "four seconds of `unknown` in Prometheus")
+        assert not stack.query(
+            f'ALERTS{{alertname="TofuCertificateMismatch",store="prime-pri",entry="{peer_entry}"}}')
         assert not stack.webhook.alerts("TofuCertificateMismatch", "firing",
                                         store="prime-pri", entry=peer_entry)
 

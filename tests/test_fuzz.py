@@ -159,6 +159,7 @@ def test_fuzz_short(kind: str, base: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 @pytest.mark.parametrize("kind", list(LONG))
 def test_fuzz_long(kind: str, base: Path) -> None:
     _run(kind, LONG[kind], base)

@@ -39,7 +39,8 @@ from pilab.tls import TlsEndpoint
 from tests.conftest import PASSWORD, free_port, start_pi
 from tests.exporterkit import value
 
-pytestmark = pytest.mark.image
+# The first test also builds the image (minutes on a loaded 2-core machine).
+pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parent.parent
 PODMAN = str(ROOT / "scripts" / "podman")

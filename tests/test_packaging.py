@@ -26,6 +26,8 @@ from tests.conftest import free_port
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 DIST = "prime_tofu_exporter"
+# Builds (isolated, so setuptools is fetched) and a pipx install: longer than the default bound.
+pytestmark = pytest.mark.timeout(600)
 PACKAGES = ("exporter/", "pilab/")  # pilab: the simulated PI servers `prime-tofu-exporter demo` runs
 
 

@@ -35,9 +35,13 @@ def test_unreachable_wins_over_everything() -> None:
 
 
 def test_pin_match_and_mismatch() -> None:
-    assert decide(ENTRY, live(FP_OLD), None, pin=FP_OLD).state is State.MATCH
+    # The pin decides even against a witnessed baseline saying the opposite.
+    v = decide(ENTRY, live(FP_OLD), base(BaselineKind.WITNESSED, FP_NEW), pin=FP_OLD)
+    assert (v.state, v.evidence) == (State.MATCH, Evidence.FINGERPRINT)
+    assert "pin" in v.reason
     v = decide(ENTRY, live(FP_NEW), base(BaselineKind.WITNESSED, FP_NEW), pin=FP_OLD)
     assert (v.state, v.evidence) == (State.MISMATCH, Evidence.FINGERPRINT)
+    assert FP_NEW[:16] in v.reason and FP_OLD[:16] in v.reason  # both fingerprints, as evidence
 
 
 def test_logged_failure_is_mismatch_by_log() -> None:
@@ -76,4 +80,5 @@ def test_pending_baseline_falls_back_to_subject() -> None:
 
 def test_subject_match_alone_is_never_match() -> None:
     v = decide(ENTRY, live(FP_NEW), None)
-    assert v.state is State.UNKNOWN
+    assert (v.state, v.evidence) == (State.UNKNOWN, Evidence.NONE)  # not Evidence.SUBJECT
+    assert "never seen" in v.reason and "pin" in v.reason  # says why, and what would prove it

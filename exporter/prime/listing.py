@@ -15,9 +15,10 @@ of entries silently disappearing.
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 from exporter.endpoint import format_endpoint as endpoint_of  # noqa: F401  (re-export)
-from exporter.model import Listing, StoredEntry
+from exporter.model import Listing, StoredEntry, Subject
 from exporter.subject import SubjectError, parse_subject
 
 # CSI (colours, erase line), OSC (window title), then any other two-byte ESC sequence.
@@ -48,10 +49,23 @@ _PORT_RE = re.compile(r"[0-9]{1,5}")
 
 def parse_listing(text: str) -> Listing:
     """All entries in print order, plus every line that looked like an entry but was not."""
+    return parse_capped(text, None)[0]
+
+
+def parse_capped(text: str, limit: int | None) -> tuple[Listing, int]:
+    """The first `limit` entries (all when None) and how many valid entries came after them.
+
+    Entries past the cap are validated and counted, never kept: a 100,000-entry store read
+    with max_entries 5000 holds 5000 parsed entries, not 100,000. Identical subject
+    attributes (O=Cisco Systems, C=US...) and identical subjects share one object across
+    entries, so a big store costs a fraction of one tuple per attribute per entry.
+    """
     entries: list[StoredEntry] = []
     bad: list[str] = []
     seen: set[str] = set()
-    for raw_line in text.splitlines():
+    beyond = 0
+    shared = _Shared()
+    for raw_line in _lines(text):
         line = _clean(raw_line)
         if not line:
             continue
@@ -62,13 +76,31 @@ def parse_listing(text: str) -> Listing:
             if "host=" in lowered or "subject=" in lowered:
                 bad.append(line)
             continue
-        entry = _parse_entry(line)
+        entry = _parse_entry(line, shared)
         if entry is None or entry.key in seen:
             bad.append(line)
             continue
+        if limit is not None and len(entries) >= limit:
+            beyond += 1  # not remembered: a repeated key past the cap counts twice
+            continue
         seen.add(entry.key)
         entries.append(entry)
-    return Listing(entries=tuple(entries), bad_lines=tuple(bad))
+    return Listing(entries=tuple(entries), bad_lines=tuple(bad)), beyond
+
+
+_BLOCK = 1 << 20
+
+
+def _lines(text: str) -> Iterator[str]:
+    """text.splitlines(), one block of about 1 MB at a time: a 10 MB listing never becomes
+    one list of 200,000 strings. Blocks end just after a \n, where splitlines splits too
+    (\r\n, its only two-character line end, ends with the \n)."""
+    start, n = 0, len(text)
+    while start < n:
+        end = text.find("\n", start + _BLOCK)
+        end = n if end < 0 else end + 1
+        yield from text[start:end].splitlines()
+        start = end
 
 
 def _clean(line: str) -> str:
@@ -77,7 +109,21 @@ def _clean(line: str) -> str:
     return _CONTROL_RE.sub("", line).strip()
 
 
-def _parse_entry(line: str) -> StoredEntry | None:
+class _Shared:
+    """One object per distinct value within one listing: stores repeat O, OU, C, ST, L in
+    every entry, and HA peers repeat whole subjects."""
+
+    def __init__(self) -> None:
+        self.rdns: dict[tuple[str, str], tuple[str, str]] = {}
+        self.subjects: dict[Subject, Subject] = {}
+        self.texts: dict[str, str] = {}
+
+    def subject(self, subject: Subject) -> Subject:
+        subject = tuple(self.rdns.setdefault(rdn, rdn) for rdn in subject)
+        return self.subjects.setdefault(subject, subject)
+
+
+def _parse_entry(line: str, shared: _Shared | None = None) -> StoredEntry | None:
     m = _ENTRY_RE.fullmatch(line)
     if m is None:
         return None
@@ -93,6 +139,9 @@ def _parse_entry(line: str) -> StoredEntry | None:
     except SubjectError:
         return None
     host, port = hostport
+    if shared is not None:
+        subject = shared.subject(subject)
+        subject_text = shared.texts.setdefault(subject_text, subject_text)
     return StoredEntry(key=key, host=host, port=port, subject_text=subject_text, subject=subject)
 
 

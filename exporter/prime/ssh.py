@@ -14,7 +14,6 @@ import codecs
 import contextlib
 import os
 import re
-import time
 
 import asyncssh
 
@@ -59,24 +58,34 @@ def clean(text: str) -> str:
 
 
 def strip_echo_and_prompt(output: str, command: str, prompt: re.Pattern[str]) -> str:
-    lines = output.split("\n")
-    if lines and lines[0].strip().endswith(command.strip()):
-        lines = lines[1:]
-    while lines and (not lines[-1].strip() or prompt.fullmatch(lines[-1].strip())):
-        lines.pop()
-    return "\n".join(lines)
+    """Drop the echoed command line and trailing blank / prompt lines. Works on the ends of
+    the text only: a multi-MB listing is sliced once, not split into lines and joined."""
+    start = 0
+    first_end = output.find("\n")
+    first = output if first_end < 0 else output[:first_end]
+    if first.strip().endswith(command.strip()):
+        start = len(output) if first_end < 0 else first_end + 1
+    end = len(output)
+    while end > start:
+        cut = output.rfind("\n", start, end)
+        last = output[(cut + 1 if cut >= 0 else start):end].strip()
+        if last and not prompt.fullmatch(last):
+            break
+        end = cut if cut >= 0 else start
+    return output[start:end]
 
 
 class _Output:
-    """Raw CLI output, accumulated under a size cap, decoded once at the end.
+    """CLI output, accumulated under a size cap and decoded as it arrives.
 
     listcerts prints OpenSSL subjects, which escape every non-ASCII byte, so a NUL or an
     invalid UTF-8 sequence means the bytes are not a listing at all: parse error, not an
-    empty list that would wipe the store's baselines.
+    empty list that would wipe the store's baselines. Only decoded text is kept (once):
+    a 10 MB listing is not held as bytes and as text at the same time.
     """
 
     def __init__(self) -> None:
-        self.parts: list[bytes] = []
+        self.parts: list[str] = []
         self.size = 0
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
         self.tail = ""  # the last _TAIL decoded characters, for prompt / pager checks
@@ -88,7 +97,6 @@ class _Output:
             raise StoreReadError(
                 ErrorReason.COMMAND, f"output larger than {MAX_OUTPUT // (1024 * 1024)} MiB; gave up"
             )
-        self.parts.append(chunk)
         try:
             text = self._decoder.decode(chunk)
         except UnicodeDecodeError:
@@ -96,17 +104,22 @@ class _Output:
             self._decoder.reset()
             text = chunk.decode("utf-8", errors="replace")
         self.invalid += chunk.count(0)
+        if self.invalid:
+            self.parts = []  # never text(): keep only the tail, for the prompt
+        else:
+            self.parts.append(text)
         self.tail = (self.tail + text)[-_TAIL:]
 
     def text(self) -> str:
         if self.invalid:
             raise StoreReadError(ErrorReason.PARSE, "output is binary, not CLI text (NUL or invalid UTF-8)")
-        raw = b"".join(self.parts)
-        self.parts = [raw]
         try:
-            return raw.decode("utf-8")
+            self.parts.append(self._decoder.decode(b"", final=True))
         except UnicodeDecodeError:  # a sequence cut at the very end
             raise StoreReadError(ErrorReason.PARSE, "output is not valid UTF-8 text") from None
+        text = "".join(self.parts)
+        self.parts = [text]
+        return text
 
 
 class PiSession:
@@ -130,7 +143,8 @@ class PiSession:
         if conn is not None:
             conn.close()
             with contextlib.suppress(TimeoutError, OSError, asyncssh.Error):
-                await asyncio.wait_for(conn.wait_closed(), 2)
+                async with asyncio.timeout(2):
+                    await conn.wait_closed()
 
     async def run(self, command: str) -> str:
         async with self._lock:
@@ -150,11 +164,14 @@ class PiSession:
             await self.close()
         if self._conn is None:
             self._conn = await self._connect()
-        deadline = time.monotonic() + cfg.command_timeout
+        # One deadline for the whole command, as a cancel scope: asyncio.wait_for per chunk
+        # (3.11) could swallow a cancellation that raced with a chunk arriving, and the
+        # cancelled read then went on reading.
         try:
-            if cfg.cli_mode == "exec":
-                return await self._exec(command, deadline)
-            return await self._shell(command, deadline)
+            async with asyncio.timeout(cfg.command_timeout):
+                if cfg.cli_mode == "exec":
+                    return await self._exec(command)
+                return await self._shell(command)
         except TimeoutError:
             raise StoreReadError(
                 ErrorReason.TIMEOUT, f"no complete answer within {cfg.command_timeout:g}s"
@@ -207,8 +224,8 @@ class PiSession:
         cfg = self.cfg
         keys = await self._client_keys()
         try:
-            conn = await asyncio.wait_for(
-                asyncssh.connect(
+            async with asyncio.timeout(cfg.connect_timeout):
+                conn = await asyncssh.connect(
                     cfg.host,
                     cfg.port,
                     username=cfg.username,
@@ -221,10 +238,11 @@ class PiSession:
                     keepalive_count_max=3,
                     encryption_algs=_CIPHERS,
                     login_timeout=cfg.connect_timeout,
-                    connect_timeout=cfg.connect_timeout,
-                ),
-                cfg.connect_timeout,
-            )
+                    # Not asyncssh's own: it wraps the connect in asyncio.wait_for, which on
+                    # 3.11 returns the connection when a cancel races with the login
+                    # completing, and the cancelled read went on. The timeout above bounds it.
+                    connect_timeout=None,
+                )
         except TimeoutError:
             raise StoreReadError(
                 ErrorReason.TIMEOUT, f"no SSH login within {cfg.connect_timeout:g}s"
@@ -246,21 +264,16 @@ class PiSession:
         self.connects += 1
         return conn
 
-    async def _exec(self, command: str, deadline: float) -> str:
+    async def _exec(self, command: str) -> str:
         assert self._conn is not None
-        proc: asyncssh.SSHClientProcess[bytes] = await asyncio.wait_for(
-            self._conn.create_process(command, encoding=None, stderr=asyncssh.DEVNULL),
-            _left(deadline),
+        proc: asyncssh.SSHClientProcess[bytes] = await self._conn.create_process(
+            command, encoding=None, stderr=asyncssh.DEVNULL
         )
         try:
             out = _Output()
-            while True:
-                left = _left(deadline)
-                chunk = await asyncio.wait_for(proc.stdout.read(_CHUNK), left)
-                if not chunk:
-                    break
+            while chunk := await proc.stdout.read(_CHUNK):
                 out.add(chunk)
-            await asyncio.wait_for(proc.wait_closed(), _left(deadline))
+            await proc.wait_closed()
         finally:
             proc.close()
         if proc.exit_status is None and proc.exit_signal is None and self._conn.is_closed():
@@ -271,21 +284,20 @@ class PiSession:
             raise StoreReadError(ErrorReason.COMMAND, f"command exited with status {proc.exit_status}")
         return _MORE_LINE.sub("", clean(out.text())).strip("\n")
 
-    async def _shell(self, command: str, deadline: float) -> str:
+    async def _shell(self, command: str) -> str:
         if self._proc is not None and not self._proc.is_closing() and not await self._drain():
             self._proc.close()
             self._proc = None
         if self._proc is None or self._proc.is_closing():
             assert self._conn is not None
-            proc: asyncssh.SSHClientProcess[bytes] = await asyncio.wait_for(
-                self._conn.create_process(term_type="vt100", term_size=(511, 24), encoding=None),
-                _left(deadline),
+            proc: asyncssh.SSHClientProcess[bytes] = await self._conn.create_process(
+                term_type="vt100", term_size=(511, 24), encoding=None
             )
             self._proc = proc
             # Banner and motd come first; the first prompt tells us this server's exact prompt.
-            await self._read_until_prompt(deadline, learn=True)
-            await self._command("terminal length 0", deadline)
-        output = _MORE_LINE.sub("", clean((await self._command(command, deadline)).text()))
+            await self._read_until_prompt(learn=True)
+            await self._command("terminal length 0")
+        output = _MORE_LINE.sub("", clean((await self._command(command)).text()))
         assert self._prompt is not None
         return strip_echo_and_prompt(output, command, self._prompt)
 
@@ -296,7 +308,8 @@ class PiSession:
         discarded = 0
         while True:
             try:
-                chunk = await asyncio.wait_for(self._proc.stdout.read(_CHUNK), _DRAIN_QUIET)
+                async with asyncio.timeout(_DRAIN_QUIET):
+                    chunk = await self._proc.stdout.read(_CHUNK)
             except TimeoutError:
                 return True
             if not chunk:
@@ -305,20 +318,19 @@ class PiSession:
             if discarded > MAX_OUTPUT:
                 return False
 
-    async def _command(self, line: str, deadline: float) -> _Output:
+    async def _command(self, line: str) -> _Output:
         assert self._proc is not None
         self._proc.stdin.write(line.encode() + b"\n")
-        return await self._read_until_prompt(deadline, learn=False)
+        return await self._read_until_prompt(learn=False)
 
-    async def _read_until_prompt(self, deadline: float, learn: bool) -> _Output:
+    async def _read_until_prompt(self, learn: bool) -> _Output:
         """Raw output up to the prompt. Banners are not checked for being text: only the
         listing is parsed, and a login banner in Latin-1 must not fail the store."""
         assert self._proc is not None
         pattern = re.compile(self.cfg.prompt or DEFAULT_PROMPT)
         out, pages = _Output(), 0
         while True:
-            left = _left(deadline)
-            chunk = await asyncio.wait_for(self._proc.stdout.read(_CHUNK), left)
+            chunk = await self._proc.stdout.read(_CHUNK)
             if not chunk:
                 raise StoreReadError(
                     ErrorReason.CONNECT, "the CLI closed the session before the prompt returned"
@@ -341,13 +353,6 @@ class PiSession:
                     return out
             elif self._prompt is not None and self._prompt.fullmatch(last):
                 return out
-
-
-def _left(deadline: float) -> float:
-    remaining = deadline - time.monotonic()
-    if remaining <= 0:
-        raise TimeoutError
-    return remaining
 
 
 def _text(e: BaseException) -> str:
