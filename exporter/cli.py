@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from exporter import __version__, exitcodes
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
-from exporter.model import State
+from exporter.model import Evidence, State
 from exporter.report import rows, table
 from exporter.server import parse_listen, serve
 from exporter.service import Service
@@ -77,7 +77,7 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--entry", default=None, help="only this entry key, e.g. 10.0.0.2_8082")
     rem.add_argument("--output", choices=["table", "json"], default="table")
     rem.add_argument("--min-evidence", dest="min_evidence", default="subject",
-                     choices=["fingerprint", "log", "baseline", "subject"],
+                     choices=[e.value for e in Evidence if e is not Evidence.NONE],  # strongest first
                      help="leave out mismatches proven only by weaker evidence (default: %(default)s)")
     rem.add_argument("--apply", action="store_true", help="run the deletecert commands over SSH")
     rem.add_argument("--yes", action="store_true", help="with --apply: do not ask for confirmation")
@@ -85,6 +85,28 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--audit.file", dest="audit_file", default=None,
                      help="append-only JSON lines audit log "
                           "(default: <storage.path>/remediation-audit.jsonl)")
+    acc = sub.add_parser("accept", parents=[common],
+                         help="record the live certificate of unknown entries as attested, once "
+                              "you have seen PI's connection to the peer work")
+    acc.add_argument("--store", required=True, help="the PI server holding the entries")
+    which = acc.add_mutually_exclusive_group(required=True)
+    which.add_argument("--entry", action="append", default=[], metavar="KEY",
+                       help="an entry key, e.g. 10.0.0.2_8082 (repeat for more)")
+    which.add_argument("--all-unknown", dest="all_unknown", action="store_true",
+                       help="every entry of the store that is unknown now")
+    acc.add_argument("--reason", required=True, help="what you checked, for the record")
+    acc.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+    acc.add_argument("--output", choices=["table", "json"], default="table")
+    acc.add_argument("--audit.file", dest="audit_file", default=None,
+                     help="append-only JSON lines audit log "
+                          "(default: <storage.path>/remediation-audit.jsonl)")
+    hist = sub.add_parser("history", parents=[common],
+                          help="the recorded changes of entries' state, evidence and certificate")
+    hist.add_argument("--store", default=None, help="only this PI server")
+    hist.add_argument("--entry", default=None, help="only this entry key")
+    hist.add_argument("--since", default=None, metavar="DURATION",
+                      help="only changes within this long, e.g. 24h or 7d")
+    hist.add_argument("--output", choices=["table", "json"], default="table")
     demo = sub.add_parser("demo", parents=[common, web],
                           help="start a simulated PI lab on loopback and serve against it")
     demo.add_argument("--demo.dir", dest="demo_dir", default=None,
@@ -131,6 +153,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             listen_text=args.listen, storage_path=args.storage_path, log_level=args.log_level,
             log_format=args.log_format, web_config=args.web_config,
         )
+    if command == "history":  # the database only: no config, no SSH
+        return _history(args)
     try:
         listen = parse_listen(getattr(args, "listen", DEFAULT_LISTEN))
     except ValueError as e:
@@ -165,9 +189,32 @@ def main(argv: Sequence[str] | None = None) -> int:
             output=args.output, min_evidence=args.min_evidence, apply=args.apply, yes=args.yes,
             reason=args.reason, audit_file=args.audit_file,
         ))
+    if command == "accept":
+        from exporter.accept.command import Options as AcceptOptions
+        from exporter.accept.command import run as run_accept
+
+        return run_accept(config, AcceptOptions(
+            storage_path=args.storage_path, store=args.store, entries=tuple(args.entry),
+            all_unknown=args.all_unknown, reason=args.reason, yes=args.yes, output=args.output,
+            audit_file=args.audit_file,
+        ))
     if command == "check":
         return run_async(check(config, args.storage_path, args.output))
     return run_server(config, args, listen, handler)
+
+
+def _history(args: argparse.Namespace) -> int:
+    from exporter.config import parse_duration
+    from exporter.history_command import run as run_history
+
+    since = None
+    if args.since is not None:
+        try:
+            since = parse_duration(args.since)
+        except ValueError as e:
+            print(f"--since {args.since!r}: {e}", file=sys.stderr)
+            return EXIT_ERROR
+    return run_history(args.storage_path, args.store, args.entry, since, args.output)
 
 
 async def check(config: Config, storage: str, output: str) -> int:

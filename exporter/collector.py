@@ -105,8 +105,15 @@ def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]
 # costs twice the scrape budget): line templates compiled from the same table entries, with
 # the label values of an entry escaped once and shared by its lines. A label names a field
 # of the entry (below); `state` expands to one line per State, as the table's value does.
-_FIELDS = ("store", "entry", "host", "port", "subject", "endpoint", "evidence")
-_CONST = {"tofu_entry_info": "1.0", "tofu_certificate_evidence_info": "1.0"}  # always 1
+_FIELDS = ("store", "entry", "host", "port", "subject", "endpoint", "evidence", "mismatch",
+           "since", "fingerprint_sha256")
+_CONST = {"tofu_entry_info": "1.0", "tofu_certificate_evidence_info": "1.0",
+          "tofu_certificate_previous_fingerprint_info": "1.0"}  # always 1
+# The field holding the sample value (default: the mismatch flag), and the field without
+# which an entry has no sample in the family (no history yet, no earlier certificate).
+_VALUE = {"tofu_certificate_state_since_timestamp_seconds": "{8}"}
+_NEEDS = {"tofu_certificate_state_since_timestamp_seconds": 8,
+          "tofu_certificate_previous_fingerprint_info": 9}
 
 
 def _field_template(m: Metric, state: str | None = None, value: str | None = None) -> str:
@@ -114,24 +121,27 @@ def _field_template(m: Metric, state: str | None = None, value: str | None = Non
         f'{k}="{state}"' if k == "state" else f'{k}="{{{_FIELDS.index(k)}}}"'
         for k in sorted(m.labels)
     )
-    return f"{m.exposed}{{{{{labels}}}}} {value or _CONST.get(m.name, '{7}')}\n"
+    default = _CONST.get(m.name) or _VALUE.get(m.name, "{7}")
+    return f"{m.exposed}{{{{{labels}}}}} {value or default}\n"
 
 
-def _compile(m: Metric) -> dict[State | None, str]:
+def _compile(m: Metric) -> tuple[dict[State | None, str], int | None]:
     if "state" not in m.labels:
-        return {None: _field_template(m)}
-    return {cur: "".join(_field_template(m, s.value, "1.0" if cur is s else "0.0") for s in State)
-            for cur in State}
+        return {None: _field_template(m)}, _NEEDS.get(m.name)
+    return ({cur: "".join(_field_template(m, s.value, "1.0" if cur is s else "0.0") for s in State)
+             for cur in State}, _NEEDS.get(m.name))
 
 
 _FAST = [_compile(m) for m, _ in _ENTRY]
 
 
-def _fields(v: EntryView) -> tuple[str, ...]:
+def _fields(v: EntryView) -> tuple[str | None, ...]:
     e = v.entry
     return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(subject_label(e.subject)),
             _esc(v.endpoint), v.verdict.evidence.value,
-            "1.0" if v.verdict.state is State.MISMATCH else "0.0")
+            "1.0" if v.verdict.state is State.MISMATCH else "0.0",
+            None if v.state_since is None else floatToGoString(v.state_since),
+            None if v.previous_fingerprint is None else _esc(v.previous_fingerprint))
 
 
 def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[bytes, ...]:
@@ -142,8 +152,9 @@ def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[byte
     parts: list[list[str]] = [[] for _ in _FAST]
     for v in run:
         fields, cur = _fields(v), v.verdict.state
-        for out, tmpl in zip(parts, _FAST, strict=True):
-            out.append((tmpl.get(cur) or tmpl[None]).format(*fields))
+        for out, (tmpl, needs) in zip(parts, _FAST, strict=True):
+            if needs is None or fields[needs] is not None:
+                out.append((tmpl.get(cur) or tmpl[None]).format(*fields))
     blocks = tuple("".join(p).encode() for p in parts)
     if version is not None:
         if len(_BLOCKS) > _BLOCKS_MAX:

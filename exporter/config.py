@@ -77,6 +77,14 @@ class PairConfig:
 
 
 @dataclass(frozen=True)
+class HistoryConfig:
+    """How much of the entries' change history the database keeps (newest kept)."""
+
+    max_age: float = 90 * 86400.0
+    max_records: int = 50_000
+
+
+@dataclass(frozen=True)
 class Config:
     stores: tuple[StoreConfig, ...]
     pins: Mapping[str, str]  # endpoint -> lowercase hex sha256
@@ -86,6 +94,7 @@ class Config:
     source: str = "<config>"
     # SSH reads at once: 200 PI servers are not logged into in the same instant (memory, AAA).
     store_concurrency: int = 32
+    history: HistoryConfig = field(default_factory=lambda: HistoryConfig())
     # Not errors, but an operator should know (secret files readable by others).
     warnings: tuple[str, ...] = ()
 
@@ -191,7 +200,8 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
 }
 _STORE_ONLY = {"name": _str, "host": _str, "port": _port, "self_address": _str}
 _TOP_KEYS = {
-    "defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency", "store_concurrency"
+    "defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency", "store_concurrency",
+    "history",
 }
 
 
@@ -442,6 +452,14 @@ def _limit(c: _Collector, top: dict[str, Any], key: str, default: int) -> int:
     return c.check(key, _positive_int, top[key]) or default
 
 
+def _history(c: _Collector, top: dict[str, Any]) -> HistoryConfig:
+    raw = c.mapping("history", top.get("history"), {"max_age", "max_records"})
+    d = HistoryConfig()
+    age = c.check("history.max_age", _positive_duration, raw["max_age"]) if "max_age" in raw else None
+    n = c.check("history.max_records", _positive_int, raw["max_records"]) if "max_records" in raw else None
+    return HistoryConfig(age or d.max_age, n or d.max_records)
+
+
 def parse_config(data: object, source: str = "<config>", base: Path | None = None) -> Config:
     """Validate a parsed YAML document; raise ConfigError listing every problem."""
     base = base or Path.cwd()
@@ -456,11 +474,13 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
     pairs = _pairs(c, top, seen)
     concurrency = _limit(c, top, "probe_concurrency", 64)
     readers = _limit(c, top, "store_concurrency", 32)
+    history = _history(c, top)
     c.problems.extend(secret_collisions(stores))
     if c.problems:
         raise ConfigError(source, c.problems)
     return Config(
         tuple(stores), pins, endpoints, tuple(pairs), concurrency, source, store_concurrency=readers,
+        history=history,
         warnings=tuple(c.warnings),
     )
 

@@ -115,6 +115,16 @@ def _entry_evidence(v: EntryView) -> Iterator[Sample]:
     yield (v.store, v.entry.key, v.verdict.evidence.value), 1.0
 
 
+def _entry_since(v: EntryView) -> Iterator[Sample]:
+    if v.state_since is not None:
+        yield (v.store, v.entry.key), v.state_since
+
+
+def _entry_previous(v: EntryView) -> Iterator[Sample]:
+    if v.previous_fingerprint is not None:
+        yield (v.store, v.entry.key, v.previous_fingerprint), 1.0
+
+
 def _probe_success(snap: Snapshot) -> Iterator[Sample]:
     for ep, r in sorted(snap.probes.items()):
         yield (ep,), _flag(r.cert is not None)
@@ -189,6 +199,12 @@ METRICS: tuple[Metric, ...] = (
            ("store", "entry", "state"), of_entry=_entry_state),
     Metric("tofu_certificate_evidence_info", "gauge", "The strongest evidence the verdict used",
            ("store", "entry", "evidence"), of_entry=_entry_evidence),
+    Metric("tofu_certificate_state_since_timestamp_seconds", "gauge",
+           "When the entry's current state began (the history; survives restarts)", ENTRY,
+           of_entry=_entry_since),
+    Metric("tofu_certificate_previous_fingerprint_info", "gauge",
+           "The live certificate the entry's endpoint presented before the current one",
+           ("store", "entry", "fingerprint_sha256"), of_entry=_entry_previous),
     Metric("tofu_probe_success", "gauge",
            "1 if the last TLS handshake delivered a certificate (verified or not)", EP,
            _probe_success),

@@ -21,6 +21,9 @@ class Evidence(StrEnum):
     FINGERPRINT = "fingerprint"
     LOG = "log"
     BASELINE = "baseline"
+    # An operator saw the integration work and accepted the live certificate (`accept`):
+    # weaker than a witnessed baseline, stronger than a subject.
+    ATTESTED = "attested"
     SUBJECT = "subject"
     NONE = "none"
 
@@ -84,6 +87,7 @@ class ProbeResult:
 class BaselineKind(StrEnum):
     WITNESSED = "witnessed"  # the entry appeared while the exporter watched
     ADOPTED = "adopted"  # the entry existed when the exporter first read the store
+    ATTESTED = "attested"  # an operator accepted the live certificate (`accept`)
 
 
 @dataclass(frozen=True)
@@ -124,6 +128,10 @@ class EntryView:
     probe: ProbeResult | None
     baseline: Baseline | None
     pinned: str | None = None
+    # From the history (exporter.history): when the current state began, and the live
+    # fingerprint the entry's endpoint presented before the current one.
+    state_since: float | None = None
+    previous_fingerprint: str | None = None
 
     @property
     def remediation(self) -> str:

@@ -22,8 +22,11 @@ class Row:
     live_fingerprint_sha256: str | None
     live_not_after: float | None
     probe_error: str | None
-    baseline: str | None  # "witnessed" | "adopted" | None
+    baseline: str | None  # "witnessed" | "adopted" | "attested" | None
     remediation: str | None  # the deletecert command, for mismatches only
+    live_spki_sha256: str | None = None
+    state_since: float | None = None  # when the current state began (the history)
+    previous_fingerprint_sha256: str | None = None  # the live fingerprint before this one
 
 
 def row(v: EntryView) -> Row:
@@ -42,6 +45,9 @@ def row(v: EntryView) -> Row:
         probe_error=v.probe.error if v.probe is not None else "not probed yet",
         baseline=v.baseline.kind.value if v.baseline is not None else None,
         remediation=v.remediation if v.verdict.state is State.MISMATCH else None,
+        live_spki_sha256=cert.spki_sha256 if cert else None,
+        state_since=v.state_since,
+        previous_fingerprint_sha256=v.previous_fingerprint,
     )
 
 

@@ -8,14 +8,17 @@ StoreState each (exporter.state), in one mapping.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import sqlite3
 import time
 from collections.abc import Iterable
 from pathlib import Path
 
-from exporter.baseline import BaselineDB
+from exporter.baseline import BaselineDB, StorageError
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
+from exporter.history import EntryStatus, diff
 from exporter.model import EntryView, ErrorReason, Listing, ProbeResult, StoredEntry, StoreRead, StoreStatus
 from exporter.pairs import pair_views
 from exporter.prime.listing import parse_listing
@@ -41,6 +44,12 @@ def _outcome(r: ProbeResult | None) -> tuple[str | None, str | None] | None:
     return (r.cert.fingerprint_sha256 if r.cert is not None else None, r.error)
 
 
+def _with_status(v: EntryView, st: EntryStatus | None) -> EntryView:
+    if st is None:
+        return v
+    return dataclasses.replace(v, state_since=st.since, previous_fingerprint=st.previous_fingerprint)
+
+
 class _Bound:
     """A semaphore whose size follows the config: a reload with a new limit gets a new one."""
 
@@ -57,6 +66,7 @@ class _Bound:
 class Service:
     def __init__(self, config: Config, storage_path: Path | str) -> None:
         self.config = config
+        self.storage_path = str(storage_path)  # what `accept` and `history` must be given too
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
         self.stores: dict[str, StoreState] = {s.name: StoreState(s) for s in config.stores}
@@ -70,6 +80,7 @@ class Service:
         self._probe_bound = _Bound()
         self._read_bound = _Bound()
         self._probe_task: asyncio.Task[None] | None = None
+        self._history_pruned = 0.0
 
     # ---- the public state API (remediation, tests) -----------------------------------
 
@@ -211,7 +222,22 @@ class Service:
                 eps.update(state.endpoint_set)
         return eps
 
+    def pickup(self) -> None:
+        """Another process (`accept`, `check`, `remediate --apply`) wrote the database: read
+        the baselines again, so an attestation counts from this cycle on, without a restart."""
+        try:
+            moved = self.db.changed_elsewhere()
+        except StorageError as e:
+            log.error("cannot check the database for other writers", extra={"error": str(e)})
+            return
+        if moved:
+            for state in self.stores.values():
+                if state.last_success is not None:
+                    self._set_baselines(state)
+            self._snapshot = None
+
     async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
+        self.pickup()
         results = await probe_many(
             self._targets(endpoints), self._probe_bound.get(self.config.probe_concurrency)
         )
@@ -262,6 +288,7 @@ class Service:
                 await self.read_store(store)
                 if self._prune_due:
                     self.prune()
+                self.snapshot()  # decide now: the history dates a change when it is seen
             except Exception:  # a bug must not silence one store forever
                 log.exception("store loop error", extra={"store": store.name})
             await asyncio.sleep(store.store_interval)
@@ -274,6 +301,7 @@ class Service:
             await asyncio.sleep(self._probe_interval())
             try:
                 await self.probe_endpoints(self.known_endpoints())
+                self.snapshot()
             except Exception:
                 log.exception("probe loop error")
 
@@ -358,10 +386,25 @@ class Service:
         if state.views_version != state.version:
             ok = state.last_success
             assert ok is not None and ok.listing is not None
-            state.views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
-                                      state.baselines, self.config.pins, state.log_seen)
+            views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
+                                state.baselines, self.config.pins, state.log_seen)
+            state.views = self._record(state.name, views)
             state.views_version = state.version
         return state.views
+
+    def _record(self, store: str, views: tuple[EntryView, ...]) -> tuple[EntryView, ...]:
+        """Write what changed to the history; the views learn when their state began. A
+        database that cannot be written loses history, never the verdicts."""
+        now = time.time()
+        try:
+            statuses = self.db.record(store, lambda old: diff(store, views, old, now))
+            if now - self._history_pruned > 60:
+                self._history_pruned = now
+                self.db.prune_history(self.config.history.max_age, self.config.history.max_records)
+        except (sqlite3.Error, StorageError) as e:
+            log.error("cannot record history", extra={"store": store, "error": str(e)})
+            return views
+        return tuple(_with_status(v, statuses.get(v.entry.key)) for v in views)
 
     def _with_partners(self, only: set[str] | None) -> set[str] | None:
         if only is None:

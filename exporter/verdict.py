@@ -2,7 +2,9 @@
 
 The rules are design.md's table, first that applies wins. The one rule that matters most:
 a matching subject, or an adopted baseline that still equals the live certificate, proves
-nothing about what PI stored, so it is `unknown`, never `match`.
+nothing about what PI stored, so it is `unknown`, never `match`. An attested baseline (an
+operator saw PI's connection work and accepted the certificate presented then) ranks between
+a witnessed and an adopted one: equal -> match, different -> mismatch.
 """
 
 from __future__ import annotations
@@ -44,25 +46,10 @@ def decide(
             State.MISMATCH, Evidence.LOG, "the PI server logged 'TOFU failed' for this peer"
         )
     if baseline is not None and baseline.fingerprint_sha256 is not None:
-        base = baseline.fingerprint_sha256
-        if baseline.kind is BaselineKind.WITNESSED:
-            if base == fp:
-                return Verdict(
-                    State.MATCH,
-                    Evidence.BASELINE,
-                    "live certificate equals the one seen when the entry appeared",
-                )
-            return Verdict(
-                State.MISMATCH,
-                Evidence.BASELINE,
-                f"live certificate changed since the entry appeared ({base[:16]}… -> {fp[:16]}…)",
-            )
-        if base != fp:
-            return Verdict(
-                State.MISMATCH,
-                Evidence.BASELINE,
-                f"live certificate changed while the entry stayed ({base[:16]}… -> {fp[:16]}…)",
-            )
+        by_baseline = _by_baseline(baseline.kind, baseline.fingerprint_sha256, fp,
+                                   subjects_equal(entry.subject, live.subject))
+        if by_baseline is not None:
+            return by_baseline
     if not subjects_equal(entry.subject, live.subject):
         return Verdict(
             State.MISMATCH,
@@ -70,8 +57,57 @@ def decide(
             f"live subject {format_subject(live.subject)} differs from the stored "
             f"{format_subject(entry.subject)}",
         )
+    return Verdict(State.UNKNOWN, Evidence.NONE, _unknown_reason(baseline))
+
+
+def _unknown_reason(baseline: Baseline | None) -> str:
+    if baseline is not None and baseline.kind is BaselineKind.ADOPTED:
+        why = ("the entry was already stored when the exporter first read this PI server, so "
+               "the certificate PI stored was never seen, and a matching subject proves nothing")
+    elif baseline is not None and baseline.fingerprint_sha256 is None:
+        why = "the entry appeared but its endpoint has not delivered a certificate since"
+    else:
+        why = "subjects match but the stored certificate was never seen"
+    return (f"{why}; pin its fingerprint, or accept the live one once PI's connection to the "
+            "peer is seen working")
+
+
+def _attested(base: str, fp: str) -> Verdict:
+    if base == fp:
+        return Verdict(
+            State.MATCH,
+            Evidence.ATTESTED,
+            "live certificate equals the one accepted while PI's connection to it worked",
+        )
     return Verdict(
-        State.UNKNOWN,
-        Evidence.NONE,
-        "subjects match but the stored certificate was never seen; pin its fingerprint",
+        State.MISMATCH,
+        Evidence.ATTESTED,
+        f"live certificate changed since it was accepted ({base[:16]}… -> {fp[:16]}…)",
     )
+
+
+def _by_baseline(kind: BaselineKind, base: str, fp: str, same_subject: bool) -> Verdict | None:
+    """What a recorded fingerprint proves, or None when it proves nothing (an adopted or
+    attested baseline that the subjects contradict or, adopted, still equals the live one)."""
+    if kind is BaselineKind.WITNESSED:
+        if base == fp:
+            return Verdict(
+                State.MATCH,
+                Evidence.BASELINE,
+                "live certificate equals the one seen when the entry appeared",
+            )
+        return Verdict(
+            State.MISMATCH,
+            Evidence.BASELINE,
+            f"live certificate changed since the entry appeared ({base[:16]}… -> {fp[:16]}…)",
+        )
+    if kind is BaselineKind.ATTESTED and (base != fp or same_subject):
+        # an accepted certificate whose subject differs from the stored one proves nothing
+        return _attested(base, fp)
+    if base != fp:
+        return Verdict(
+            State.MISMATCH,
+            Evidence.BASELINE,
+            f"live certificate changed while the entry stayed ({base[:16]}… -> {fp[:16]}…)",
+        )
+    return None

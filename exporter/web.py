@@ -11,15 +11,16 @@ import contextlib
 import html
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 
 from aiohttp import web
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from exporter import __version__
+from exporter import __version__, api, daypage
 from exporter.collector import render_chunks, render_text
 from exporter.commands import DELETECERT
+from exporter.history import Change
 from exporter.remediate import make_plan, pair_health, render_next, render_store
 from exporter.report import Row, rows
 from exporter.service import Service
@@ -55,7 +56,10 @@ _STATE_COLOURS = {
 }
 
 
-def landing_page(snap: Snapshot) -> str:
+def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
+                 hints: tuple[str | None, str | None] = (None, None)) -> str:
+    """`recent`: the newest changes (the history); `hints`: the config file and storage path
+    the `accept` commands shown for unknown entries name."""
     e = html.escape
     parts = [
         "<!doctype html><html><head><meta charset='utf-8'><title>prime-tofu-exporter</title>",
@@ -64,8 +68,10 @@ def landing_page(snap: Snapshot) -> str:
         "code{background:#f6f8fa;padding:.1em .3em}.fix{user-select:all}</style></head><body>",
         f"<h1>prime-tofu-exporter {e(__version__)}</h1>",
         "<p><a href='/metrics'>Metrics</a> · <a href='/-/healthy'>Health</a> · "
-        "<a href='/-/ready'>Ready</a></p>",
+        "<a href='/-/ready'>Ready</a> · <a href='/api/v1/entries'>Entries (JSON)</a> · "
+        "<a href='/api/v1/history'>History (JSON)</a></p>",
     ]
+    parts.append(daypage.recent_changes(recent))
     plan = make_plan(snap)  # the same plan and text `prime-tofu-exporter remediate` prints
     for pair in plan.pairs:
         parts.append(f"<h2 id='pair-{e(pair.name)}'>HA pair {e(pair.name)}</h2><p>primary "
@@ -99,16 +105,17 @@ def landing_page(snap: Snapshot) -> str:
             parts.append("<p>No entries known.</p>")
             continue
         parts.append(
-            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th>"
+            "<table><tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence / why</th><th>since</th>"
             "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>"
         )
         for r in items:
             colour = _STATE_COLOURS.get(r.state, "#000")
-            fix = f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation else ""
+            fix = (f"<code class='fix'>{e(r.remediation)}</code>" if r.remediation
+                   else daypage.unknown_help(snap, r, *hints))
             parts.append(
                 f"<tr><td>{e(r.entry)}</td><td>{e(r.endpoint)}</td>"
                 f"<td style='color:{colour};font-weight:bold'>{e(r.state)}</td>"
-                f"<td>{e(r.evidence)}: {e(r.reason)}</td>"
+                f"<td>{e(r.evidence)}: {e(r.reason)}</td>{daypage.since_cell(r)}"
                 f"<td>{e(r.stored_subject)}</td><td>{e(r.live_subject or '-')}</td>"
                 f"<td><code>{e(r.live_fingerprint_sha256 or r.probe_error or '-')}</code></td>"
                 f"<td>{fix}</td></tr>"
@@ -151,8 +158,11 @@ def make_app(
             rendered[:] = [(snap, render_chunks(snap))]
         return await _stream(request, [*rendered[0][1], generate_latest(REGISTRY)])
 
+    hints = (service.config.source, service.storage_path)
+
     async def index(_: web.Request) -> web.Response:
-        return web.Response(text=landing_page(service.snapshot()), content_type="text/html")
+        page = landing_page(service.snapshot(), service.db.history(limit=daypage.RECENT), hints)
+        return web.Response(text=page, content_type="text/html")
 
     async def healthy(_: web.Request) -> web.Response:
         return web.Response(text="Healthy.\n")
@@ -196,4 +206,5 @@ def make_app(
     app.router.add_post("/-/reload", do_reload)
     app.router.add_put("/-/reload", do_reload)
     app.router.add_get("/probe", probe)
+    api.add_routes(app, service, *hints)
     return app

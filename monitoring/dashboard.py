@@ -142,7 +142,9 @@ def build(s: Settings) -> dict[str, Any]:
     state_panel = (
         stat.Panel().title("Entries by state").grid_pos(pos(5, 10, 14, 1))
         .description("unknown = a subject match on an entry stored before the exporter watched: proves "
-                     "nothing. Add a pin or delete and let PI re-store it (runbook).")
+                     "nothing. Add a pin, accept it once PI's connection to the peer is seen working "
+                     "(`prime-tofu-exporter accept`, evidence attested), or delete and let PI re-store "
+                     "it (runbook).")
         .with_target(target(f"sum by (state) ({q.of('tofu_certificate_state', q.entry)})", "A",
                             "{{state}}", instant=True))
         .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
@@ -182,15 +184,19 @@ def build(s: Settings) -> dict[str, Any]:
             target(f"max by (store, entry, fix) (label_replace({q.of('tofu_certificate_mismatch', q.entry)}"
                    ' == 1, "fix", "ncs certvalidation tofu-certs deletecert host $1", "entry", "(.*)"))',
                    "F", table_format=True, instant=True),
+            target("max by (store, entry) "
+                   f"({q.of('tofu_certificate_state_since_timestamp_seconds', q.entry)}) * 1000", "G",
+                   table_format=True, instant=True),
         ])
         .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
             "excludeByName": {"Time": True, "Value #A": True, "Value #B": True, "Value #C": True,
                               "Value #D": True, "Value #F": True},
-            "indexByName": {"store": 0, "entry": 1, "state": 2, "evidence": 3, "fix": 4,
-                            "stored_subject": 5, "live_subject": 6, "fingerprint_sha256": 7,
-                            "Value #E": 8, "endpoint": 9},
-            "renameByName": {"Value #E": "days to expiry", "fingerprint_sha256": "live SHA-256",
+            "indexByName": {"store": 0, "entry": 1, "state": 2, "Value #G": 3, "evidence": 4, "fix": 5,
+                            "stored_subject": 6, "live_subject": 7, "fingerprint_sha256": 8,
+                            "Value #E": 9, "endpoint": 10},
+            "renameByName": {"Value #E": "days to expiry", "Value #G": "state since",
+                             "fingerprint_sha256": "live SHA-256",
                              "stored_subject": "stored subject", "live_subject": "live subject",
                              "fix": "fix (run on store)"}}))
         .with_transformation(dm.DataTransformerConfig(id_val="sortBy",
@@ -205,6 +211,7 @@ def build(s: Settings) -> dict[str, Any]:
             dm.DynamicConfigValue(id_val="thresholds",
                                   value=thresholds((None, "red"), (0, "orange"), (14, "green")).build()),
             dm.DynamicConfigValue(id_val="custom.cellOptions", value={"type": "color-text"})])
+        .override_by_name("state since", [dm.DynamicConfigValue(id_val="unit", value="dateTimeAsIso")])
         .override_by_name("fix (run on store)", [dm.DynamicConfigValue(id_val="custom.width", value=420)]))
     panels.append(
         table.Panel().title("HA pair trust (does each server still trust its peer and itself?)")

@@ -66,6 +66,18 @@ def alerts(s: Settings) -> list[Alert]:
     stored_subject = _label(s, "tofu_entry_info", entry, "subject", "unknown")
     live_subject = _label(s, "tofu_live_certificate_info", ("endpoint",), "subject", "(not probed)")
     live_sha = _label(s, "tofu_live_certificate_info", ("endpoint",), "fingerprint_sha256", "(not probed)")
+    # From the history: when the entry's current state began, the certificate seen before.
+    since_query = f"printf `floor(%s)` ({_fmt(s, 'tofu_certificate_state_since_timestamp_seconds', entry)})"
+    since = (f"{{{{ with query ({since_query}) }}}}{{{{ . | first | value | humanizeTimestamp }}}}"
+             "{{ else }}unknown{{ end }}")
+    previous = _label(s, "tofu_certificate_previous_fingerprint_info", entry, "fingerprint_sha256",
+                      "(not seen)")
+    since_sentence = (
+        f"{{{{ with query ({since_query}) }}}} In mismatch since"
+        " {{ . | first | value | humanizeTimestamp }}"
+        f"{{{{ with query ({_fmt(s, 'tofu_certificate_previous_fingerprint_info', entry)}) }}}};"
+        " before that the endpoint presented SHA-256 {{ . | first | label \"fingerprint_sha256\" }}"
+        "{{ end }}.{{ end }}")
     # Is the entry's endpoint a PI server that stores itself (127.0.0.1_<port>) under it? Any
     # instance: with the sharded /probe job each store is its own target.
     same_cluster = [s.cluster_label] if s.cluster_label else []
@@ -92,7 +104,7 @@ def alerts(s: Settings) -> list[Alert]:
             description=(
                 "{{ $labels.store }} stored the certificate of {{ $labels.entry }} ({{ $labels.endpoint }})"
                 " on first use, and the certificate that endpoint presents now differs"
-                f" (evidence: {evidence})."
+                f" (evidence: {evidence}).{since_sentence}"
                 f" Stored subject: {stored_subject}; live subject: {live_subject}; live SHA-256: {live_sha}."
                 " PI rejects this connection (HA registration, ISE or DNA Center integration) until the"
                 " entry is deleted. Fix: on {{ $labels.store }} run"
@@ -102,6 +114,8 @@ def alerts(s: Settings) -> list[Alert]:
                 "stored_subject": stored_subject,
                 "live_subject": live_subject,
                 "fingerprint_sha256": live_sha,
+                "since": since,
+                "previous_fingerprint_sha256": previous,
                 "command": f"{DELETECERT} {{{{ $labels.entry }}}}",
                 "follow_up": (
                     '{{- $pi := "" -}}'
@@ -161,13 +175,17 @@ def alerts(s: Settings) -> list[Alert]:
             for_="1d",
             severity="info",
             identity=("store", "entry", "endpoint"),
-            summary="The TOFU state of an entry has been unknown for a day; it needs a pin or a re-store.",
+            summary=("The TOFU state of an entry has been unknown for a day; it needs a pin, an accept "
+                     "or a re-store."),
             description=(
                 "The exporter cannot tell whether {{ $labels.store }} still trusts the certificate"
                 " {{ $labels.endpoint }} presents (entry {{ $labels.entry }}): the entry existed before the"
                 " exporter first saw it and the subjects match, which a regenerated certificate also does."
                 " Resolve it with a pin (`pins: [{endpoint: \"{{ $labels.endpoint }}\", sha256: <fingerprint"
-                f" PI stored>}}]`) or by deleting the entry (`{DELETECERT} {{{{ $labels.entry }}}}` on"
+                " PI stored>}]`), by accepting the live certificate once you have seen PI's connection to"
+                " the peer work (`prime-tofu-exporter accept --store {{ $labels.store }} --entry"
+                " {{ $labels.entry }} --reason <what you checked>`, docs/day-one.md), or by deleting the"
+                f" entry (`{DELETECERT} {{{{ $labels.entry }}}}` on"
                 " {{ $labels.store }}) so that PI re-stores it while the exporter watches."),
         ),
         Alert(

@@ -121,6 +121,11 @@ class TlsEndpoint:
         self._bundle = bundle
         return bundle
 
+    def present(self, bundle: CertBundle) -> None:
+        """Present an earlier certificate again (a renewal rolled back); new connections get it."""
+        self._ctx = self._context(bundle)
+        self._bundle = bundle
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self._writers.add(writer)
         try:

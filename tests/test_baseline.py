@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from exporter.baseline import BaselineDB
+from exporter.history import Attestation, Change, EntryStatus, Status
 from exporter.model import BaselineKind
 
 
@@ -50,3 +51,116 @@ def test_stores_are_independent(tmp_path: Path) -> None:
     assert db.observe_store("sec", {"x_1": "x:1"}) == set()  # sec's first read adopts
     assert db.observe_store("pri", {"x_1": "x:1", "y_2": "y:2"}) == {"y_2"}
     assert "y_2" not in db.baselines("sec")
+
+
+# ---- schema 1: attestations, entry status, history (issue 13) -----------------------------
+
+# The schema v0.1 shipped (exporter/baseline.py at v0.1): what an operator's file holds.
+V01_SCHEMA = """
+CREATE TABLE stores (store TEXT PRIMARY KEY, first_read REAL NOT NULL);
+CREATE TABLE baselines (store TEXT NOT NULL, entry TEXT NOT NULL, endpoint TEXT NOT NULL,
+    kind TEXT NOT NULL, fingerprint TEXT, since REAL NOT NULL, PRIMARY KEY (store, entry));
+CREATE TABLE endpoints (endpoint TEXT PRIMARY KEY, fingerprint TEXT NOT NULL, changed REAL NOT NULL);
+"""
+
+
+def test_a_v01_database_is_migrated_in_place_and_keeps_its_rows(tmp_path: Path) -> None:
+    import sqlite3
+
+    path = tmp_path / "baseline.db"
+    with sqlite3.connect(path) as con:
+        con.executescript(V01_SCHEMA)
+        con.execute("INSERT INTO stores VALUES ('pri', 1.0)")
+        con.execute("INSERT INTO baselines VALUES ('pri', 'a_1', 'a:1', 'witnessed', ?, 2.0)", ("e" * 64,))
+        con.execute("INSERT INTO endpoints VALUES ('a:1', ?, 3.0)", ("e" * 64,))
+    db = BaselineDB(path)
+    assert db.baselines("pri")["a_1"].fingerprint_sha256 == "e" * 64
+    assert db.changed_times() == {"a:1": 3.0}
+    assert db.observe_store("pri", {"a_1": "a:1"}) == set()  # still a known store
+    assert db.history() == [] and db.statuses("pri") == {}
+    db.close()
+    with sqlite3.connect(path) as con:
+        assert con.execute("PRAGMA user_version").fetchone() == (1,)
+        tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+    assert {"attestations", "entry_status", "history"} <= tables
+    BaselineDB(path).close()  # opening a migrated file again changes nothing
+
+
+def _att(entry: str, fp: str, at: float, who: str = "alice") -> Attestation:
+    return Attestation("pri", entry, "a:1", fp, "5" * 64, who, "HA page: Primary Active", at)
+
+
+def test_attest_makes_the_baseline_attested_and_records_who_why_and_history(tmp_path: Path) -> None:
+    db = BaselineDB(tmp_path / "b.db")
+    db.observe_store("pri", {"a_1": "a:1"})  # adopted
+    db.fill({"a:1": "e" * 64})
+    db.record("pri", lambda old: ({"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, []))
+    (change,) = db.attest([_att("a_1", "e" * 64, 20.0)])
+    base = db.baselines("pri")["a_1"]
+    assert (base.kind, base.fingerprint_sha256, base.since) == (BaselineKind.ATTESTED, "e" * 64, 20.0)
+    assert db.attestations("pri")["a_1"].operator == "alice"
+    assert db.attestations("pri")["a_1"].spki_sha256 == "5" * 64
+    assert change.before == Status("unknown", "none", "e" * 64)
+    assert change.after == Status("match", "attested", "e" * 64)
+    assert db.history() == [change] and "alice" in change.reason
+    st = db.statuses("pri")["a_1"]
+    assert (st.status.state, st.since) == ("match", 20.0)
+    # The entry leaves the list and comes back: witnessed anew, the attestation is gone.
+    db.observe_store("pri", {})
+    db.observe_store("pri", {"a_1": "a:1"})
+    assert db.baselines("pri")["a_1"].kind is BaselineKind.WITNESSED
+    assert db.attestations("pri") == {}
+    db.close()
+
+
+def test_attest_refuses_an_entry_that_left_or_moved_meanwhile(tmp_path: Path) -> None:
+    import pytest
+
+    db = BaselineDB(tmp_path / "b.db")
+    db.observe_store("pri", {"a_1": "a:1"})
+    moved = Attestation("pri", "a_1", "b:2", "e" * 64, "5" * 64, "bob", "x", 20.0)
+    with pytest.raises(ValueError, match="changed while"):
+        db.attest([moved])
+    with pytest.raises(ValueError, match="changed while"):  # all or nothing: a_1 stays
+        db.attest([_att("a_1", "e" * 64, 20.0), _att("zz_9", "e" * 64, 20.0)])
+    assert db.baselines("pri")["a_1"].kind is BaselineKind.ADOPTED
+    assert db.history() == [] and db.attestations("pri") == {}
+    db.close()
+
+
+def test_history_is_bounded_by_age_and_by_count_newest_kept(tmp_path: Path) -> None:
+    db = BaselineDB(tmp_path / "b.db")
+    changes = [Change(float(t), "pri", f"e_{t}", None, Status("unknown", "none", None), "x")
+               for t in range(100)]
+    db.record("pri", lambda old: ({}, changes))
+    assert db.prune_history(max_age=1e9, max_records=30, now=100.0) == 70
+    assert [c.time for c in db.history()] == [float(t) for t in range(99, 69, -1)]  # newest first
+    assert db.prune_history(max_age=10.5, max_records=30, now=100.0) == 20  # older than t=89.5
+    assert [c.time for c in db.history(limit=3)] == [99.0, 98.0, 97.0]
+    assert [c.entry for c in db.history(entry="e_95")] == ["e_95"]
+    assert len(db.history(since=95.0)) == 5
+    db.close()
+    assert len(BaselineDB(tmp_path / "b.db").history()) == 10  # survives a reopen
+
+
+def test_another_connection_s_commit_is_noticed_once(tmp_path: Path) -> None:
+    serve, cli = BaselineDB(tmp_path / "b.db"), BaselineDB(tmp_path / "b.db")
+    serve.observe_store("pri", {"a_1": "a:1"})  # its own writes are not "elsewhere"
+    assert not serve.changed_elsewhere()
+    cli.attest([_att("a_1", "e" * 64, 20.0)])
+    assert serve.changed_elsewhere()
+    assert not serve.changed_elsewhere()
+    assert serve.baselines("pri")["a_1"].kind is BaselineKind.ATTESTED
+    serve.close()
+    cli.close()
+
+
+def test_a_database_started_afresh_after_corruption_has_the_history_tables(tmp_path: Path) -> None:
+    path = tmp_path / "baseline.db"
+    path.write_bytes(b"this is not SQLite" * 100)
+    db = BaselineDB(path)  # set aside, a fresh one started (reason corrupt)
+    assert db.resets["corrupt"] == 1
+    db.observe_store("pri", {"a_1": "a:1"})
+    db.attest([_att("a_1", "e" * 64, 20.0)])
+    assert [c.entry for c in db.history()] == ["a_1"]
+    db.close()

@@ -39,9 +39,11 @@ def _snapshot() -> Snapshot:
             "/CN=issuer\\x", f"{i:x}" * (30 if i == 3 else 1), 1.7e9 + i, 1.8e9 + i / 3)
         probe = ProbeResult(ep, cert, None if cert else "timeout", 0.001 * i + 1e-7, 1.7e9)
         probes[ep] = probe
-        verdict = Verdict(states[i % 4], list(Evidence)[i % 5], "why")
+        verdict = Verdict(states[i % 4], list(Evidence)[i % 6], "why")
         views.append(EntryView(NASTY if i == 11 else f"pi-{i % 3}", entry, ep, verdict, probe,
-                               Baseline(BaselineKind.ADOPTED, None, 1.0), None))
+                               Baseline(BaselineKind.ADOPTED, None, 1.0), None,
+                               state_since=None if i % 6 == 0 else 1.7e9 + i / 7,
+                               previous_fingerprint=f"{i + 9:064x}" if i % 3 == 0 else None))
     read = StoreRead("pi-0", True, Listing(()), 0.25, 1.7e9)
     failed = StoreRead("pi-1", False, None, 3.5, 1.7e9)
     stores = {"pi-0": StoreStatus("pi-0", read, read, {"timeout": 2}),
@@ -58,7 +60,9 @@ def test_render_text_equals_prometheus_client_output() -> None:
     got = render_text(snap)
     assert got == expected
     names = {f.name for f in text_string_to_metric_families(got.decode())}
-    assert {"tofu_entry_info", "tofu_certificate_state", "tofu_live_certificate_info"} <= names
+    assert {"tofu_entry_info", "tofu_certificate_state", "tofu_live_certificate_info",
+            "tofu_certificate_state_since_timestamp_seconds",
+            "tofu_certificate_previous_fingerprint_info"} <= names
 
 
 def test_render_text_of_an_empty_snapshot_has_every_family_header() -> None:

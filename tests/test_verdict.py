@@ -82,3 +82,24 @@ def test_subject_match_alone_is_never_match() -> None:
     v = decide(ENTRY, live(FP_NEW), None)
     assert (v.state, v.evidence) == (State.UNKNOWN, Evidence.NONE)  # not Evidence.SUBJECT
     assert "never seen" in v.reason and "pin" in v.reason  # says why, and what would prove it
+
+
+def test_attested_baseline_equal_is_match_different_is_mismatch() -> None:
+    v = decide(ENTRY, live(FP_OLD), base(BaselineKind.ATTESTED, FP_OLD))
+    assert (v.state, v.evidence) == (State.MATCH, Evidence.ATTESTED)
+    v = decide(ENTRY, live(FP_NEW), base(BaselineKind.ATTESTED, FP_OLD))
+    assert (v.state, v.evidence) == (State.MISMATCH, Evidence.ATTESTED)
+    assert FP_OLD[:16] in v.reason and FP_NEW[:16] in v.reason
+
+
+def test_attested_ranks_below_pin_and_log_and_above_subject() -> None:
+    assert decide(ENTRY, live(FP_OLD), base(BaselineKind.ATTESTED, FP_OLD), pin=FP_NEW).evidence \
+        is Evidence.FINGERPRINT
+    assert decide(ENTRY, live(FP_OLD), base(BaselineKind.ATTESTED, FP_OLD),
+                  logged_failure=True).evidence is Evidence.LOG
+    other = (("CN", "someone-else"),)
+    # A stored subject that differs from the accepted certificate's: PI holds another one.
+    v = decide(ENTRY, live(FP_OLD, other), base(BaselineKind.ATTESTED, FP_OLD))
+    assert (v.state, v.evidence) == (State.MISMATCH, Evidence.SUBJECT)
+    order = list(Evidence)
+    assert order.index(Evidence.BASELINE) < order.index(Evidence.ATTESTED) < order.index(Evidence.SUBJECT)

@@ -33,6 +33,8 @@ PROTECTED = [
     ("GET", "/probe?target=pri"),
     ("GET", "/-/ready"),
     ("POST", "/-/reload"),
+    ("GET", "/api/v1/entries"),
+    ("GET", "/api/v1/history"),
 ]
 
 
@@ -107,6 +109,8 @@ async def test_protected_endpoint(secured: Secured, method: str, path: str) -> N
         assert status == 200, body
     if path in ("/metrics", "/probe?target=pri"):
         assert "tofu_store_up" in body
+    if path.startswith("/api/"):
+        assert '"status": "success"' in body
 
 
 async def test_garbled_authorization_headers_are_401(secured: Secured) -> None:

@@ -104,7 +104,7 @@ def _store_order(snap: Snapshot) -> list[tuple[str, str | None, str | None]]:
     return out
 
 
-def _roles(pairs: Iterable[PairView]) -> dict[tuple[str, str], tuple[Role, str]]:
+def roles_of(pairs: Iterable[PairView]) -> dict[tuple[str, str], tuple[Role, str]]:
     roles: dict[tuple[str, str], tuple[Role, str]] = {}
     for p in pairs:
         for link in p.links:
@@ -114,11 +114,17 @@ def _roles(pairs: Iterable[PairView]) -> dict[tuple[str, str], tuple[Role, str]]
     return roles
 
 
-def _step(r: Row, roles: dict[tuple[str, str], tuple[Role, str]]) -> Step:
+def entry_role(r: Row, roles: dict[tuple[str, str], tuple[Role, str]]) -> tuple[Role, str | None]:
+    """What the entry is to its PI server (HA peer, itself, ISE, other) and the peer store."""
     role, peer = roles.get((r.store, r.entry), (None, None))
     if role is None:
         ise = _ISE_RE.search(r.stored_subject) or _ISE_RE.search(r.live_subject or "")
         role = Role.ISE if ise else Role.OTHER
+    return role, peer
+
+
+def _step(r: Row, roles: dict[tuple[str, str], tuple[Role, str]]) -> Step:
+    role, peer = entry_role(r, roles)
     deletecert_command(r.entry)  # a key outside the grammar never enters a plan
     return Step(r.store, r.entry, r.endpoint, r.evidence, r.reason, role.value, peer,
                 r.stored_subject, r.live_fingerprint_sha256)
@@ -170,7 +176,7 @@ def make_plan(
 ) -> Plan:
     """Which entries to delete where, in the seed's order. Only `mismatch` entries, ever."""
     selected = _select(snap, store, entry)
-    roles = _roles(snap.pairs)
+    roles = roles_of(snap.pairs)
     by_store: dict[str, list[Step]] = {}
     skipped: list[Skip] = []
     for r in selected:

@@ -1,0 +1,38 @@
+"""`prime-tofu-exporter history`: the recorded changes of entries, newest first. Reads the
+database only (no SSH, no probes), so it answers while `serve` runs and while a PI is down."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+from exporter import exitcodes
+from exporter.baseline import BaselineDB, StorageError
+from exporter.history import change_json, render_history
+
+DB_NAME = "baseline.db"
+
+
+def run(storage_path: str, store: str | None, entry: str | None, since: float | None,
+        output: str) -> int:
+    path = Path(storage_path) / DB_NAME
+    if not path.exists():
+        print(f"no database at {path}: has the exporter run with --storage.path {storage_path}?",
+              file=sys.stderr)
+        return exitcodes.ERROR
+    try:
+        db = BaselineDB(path)
+        try:
+            changes = db.history(store, entry, None if since is None else time.time() - since)
+        finally:
+            db.close()
+    except StorageError as e:
+        print(e, file=sys.stderr)
+        return exitcodes.ERROR
+    if output == "json":
+        print(json.dumps([change_json(c) for c in changes], indent=2))
+    else:
+        print(render_history(changes))
+    return exitcodes.OK
