@@ -19,6 +19,7 @@ from exporter.report import rows, table
 from exporter.server import parse_listen, serve
 from exporter.service import Service
 from exporter.snapshot import Snapshot
+from exporter.text import visible
 
 if TYPE_CHECKING:
     from exporter.webconfig import WebConfig
@@ -225,12 +226,12 @@ async def check(config: Config, storage: str, output: str) -> int:
         await service.stop()
     items = rows(snap.views)
     if output == "json":
-        print(json.dumps([asdict(r) for r in items], indent=2))
+        print(json.dumps([asdict(r) for r in items], indent=2, ensure_ascii=True))  # no raw U+2028
     else:
         print(table(items))
         for name, st in snap.stores.items():
             if st.last is not None and not st.last.ok:
-                print(f"store {name} unreadable: {st.last.error}", file=sys.stderr)
+                print(f"store {name} unreadable: {visible(st.last.error or '')}", file=sys.stderr)
     return exit_code(snap)
 
 

@@ -8,6 +8,8 @@ import sys
 import time
 from collections.abc import Iterable
 
+from exporter.text import is_plain, visible
+
 _STD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 
 
@@ -26,10 +28,12 @@ def _fields(record: logging.LogRecord) -> dict[str, object]:
 
 
 def _logfmt_value(v: object) -> str:
+    """One logfmt value on one line: peer text with CR, ESC or U+2028 is shown escaped
+    (exporter.text.visible), never passed to the terminal or log pipeline raw."""
     s = str(v)
-    if s and not any(c in s for c in ' ="\\\n'):
+    if s and is_plain(s) and not any(c in s for c in ' ="'):
         return s
-    return '"' + s.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n") + '"'
+    return '"' + visible(s).replace('"', '\\"') + '"'
 
 
 class LogfmtFormatter(logging.Formatter):

@@ -15,8 +15,9 @@ from dataclasses import dataclass
 from exporter import __version__
 from exporter.model import EntryView, ErrorReason, State, Subject
 from exporter.pairs import LINK_STATES
-from exporter.snapshot import Snapshot
+from exporter.snapshot import LOOPS, Snapshot
 from exporter.subject import format_subject
+from exporter.text import is_plain, visible
 
 LABEL_MAX = 256
 
@@ -28,9 +29,17 @@ def bound(value: str, limit: int = LABEL_MAX) -> str:
     return value if len(value) <= limit else value[: limit - 1] + "…"
 
 
+@functools.lru_cache(maxsize=65536)  # subjects repeat across entries, probes and scrapes
+def text_label(value: str) -> str:
+    """A label value from the network: no raw control, separator or bidi character (shown
+    as escapes by exporter.text.visible), bounded in length. A value without any such
+    character is unchanged, backslashes included (`/O=A\\/B` is a plain OpenSSL subject)."""
+    return bound(value if is_plain(value.replace("\\", "")) else visible(value))
+
+
 @functools.lru_cache(maxsize=65536)  # stored subjects repeat across entries and scrapes
 def subject_label(subject: Subject) -> str:
-    return bound(format_subject(subject))
+    return text_label(format_subject(subject))
 
 
 @dataclass(frozen=True)
@@ -81,6 +90,11 @@ def _store_errors(snap: Snapshot) -> Iterator[Sample]:
     for name, st in snap.stores.items():
         for reason in ErrorReason:
             yield (name, reason.value), float(st.errors_total.get(reason.value, 0))
+
+
+def _loop_errors(snap: Snapshot) -> Iterator[Sample]:
+    for loop in LOOPS:
+        yield (loop,), float(snap.loop_errors.get(loop, 0))
 
 
 def _store_capped(snap: Snapshot) -> Iterator[Sample]:
@@ -138,8 +152,8 @@ def _probe_duration(snap: Snapshot) -> Iterator[Sample]:
 def _live_info(snap: Snapshot) -> Iterator[Sample]:
     for ep, r in sorted(snap.probes.items()):
         if (c := r.cert) is not None:
-            yield (ep, c.fingerprint_sha256, c.spki_sha256, bound(c.subject_text),
-                   bound(c.issuer_text), bound(c.serial, 64)), 1.0
+            yield (ep, c.fingerprint_sha256, c.spki_sha256, text_label(c.subject_text),
+                   text_label(c.issuer_text), bound(c.serial, 64)), 1.0
 
 
 def _live_expiry(snap: Snapshot) -> Iterator[Sample]:
@@ -230,4 +244,7 @@ METRICS: tuple[Metric, ...] = (
     Metric("tofu_exporter_config_last_reload_successful", "gauge",
            "1 if the last config reload succeeded", (),
            lambda snap: [((), _flag(snap.config_reload_ok))]),
+    Metric("tofu_exporter_loop_errors", "counter",
+           "Unexpected exceptions in the exporter's own loops (first pass, store loops, probe "
+           "loop), each logged and retried with backoff", ("loop",), _loop_errors),
 )

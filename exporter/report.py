@@ -1,12 +1,18 @@
-"""Pure views of a snapshot for people: rows for `check`, the landing page and remediation."""
+"""Pure views of a snapshot for people: rows for `check`, the landing page and remediation.
+
+Rows hold the text as it came (JSON escapes it); `table` shows every piece of PI- or
+peer-supplied text through exporter.text.visible, so one value is one line, and the only
+fix lines are the ones built here from validated keys of `mismatch` entries."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from exporter.commands import deletecert, is_key
 from exporter.model import EntryView, State
 from exporter.subject import format_subject
+from exporter.text import visible
 
 
 @dataclass(frozen=True)
@@ -44,11 +50,18 @@ def row(v: EntryView) -> Row:
         live_not_after=cert.not_after if cert else None,
         probe_error=v.probe.error if v.probe is not None else "not probed yet",
         baseline=v.baseline.kind.value if v.baseline is not None else None,
-        remediation=v.remediation if v.verdict.state is State.MISMATCH else None,
+        remediation=_fix(v),
         live_spki_sha256=cert.spki_sha256 if cert else None,
         state_since=v.state_since,
         previous_fingerprint_sha256=v.previous_fingerprint,
     )
+
+
+def _fix(v: EntryView) -> str | None:
+    """The fix, built only from a key inside the deletecert grammar, only for a mismatch."""
+    if v.verdict.state is not State.MISMATCH or not is_key(v.entry.key):
+        return None
+    return deletecert(v.entry.key)
 
 
 def rows(views: Iterable[EntryView]) -> list[Row]:
@@ -58,13 +71,14 @@ def rows(views: Iterable[EntryView]) -> list[Row]:
 def table(items: list[Row]) -> str:
     """Fixed-width text table for terminals."""
     cols = ("store", "entry", "state", "evidence", "stored_subject", "live_subject")
-    data = [[str(getattr(r, c) or "-") for c in cols] for r in items]
+    data = [[visible(str(getattr(r, c) or "-")) for c in cols] for r in items]
     widths = [max([len(c), *(len(d[i]) for d in data)]) for i, c in enumerate(cols)]
     widths = [min(w, 60) for w in widths]
     lines = ["  ".join(c.upper().ljust(w) for c, w in zip(cols, widths, strict=True))]
     for d in data:
         lines.append("  ".join(v[:w].ljust(w) for v, w in zip(d, widths, strict=True)))
     for r in items:
-        if r.remediation:
-            lines.append(f"fix on {r.store}: {r.remediation}   ({r.evidence}: {r.reason})")
+        if r.remediation:  # marked: only a mismatch with a valid key gets one
+            lines.append(f"fix (mismatch) on {visible(r.store)}: {r.remediation}   "
+                         f"({r.evidence}: {visible(r.reason)})")
     return "\n".join(lines)

@@ -3,6 +3,14 @@
 Reads and probes run in background loops; scrapes only ever read the latest snapshot, so a
 hanging PI server can delay nothing but its own data. Per store state lives in one
 StoreState each (exporter.state), in one mapping.
+
+The loops are supervised: an unexpected exception in the first pass, a store loop or the
+probe loop is logged (with its store), counted (tofu_exporter_loop_errors_total{loop}) and
+retried after a bounded exponential backoff; `health()` names what makes the exporter
+useless (so /-/healthy fails and an orchestrator restarts it), `not_ready()` why it is not
+ready. A baseline database that cannot be written (disk full, I/O error) is not an
+exception: the read that could not record its baselines fails with reason `storage`, and the
+next one tries again.
 """
 
 from __future__ import annotations
@@ -12,7 +20,8 @@ import dataclasses
 import logging
 import sqlite3
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from exporter.baseline import BaselineDB, StorageError
@@ -26,10 +35,20 @@ from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
 from exporter.snapshot import Snapshot
-from exporter.state import StoreState
+from exporter.state import STOP_DEADLINE, StoreState, stop_tasks
 from exporter.views import store_views
 
 log = logging.getLogger("exporter.service")
+
+# What a BaselineDB write raises when the database cannot record (disk full, I/O error,
+# read-only file system). Reads (baselines, changed_times) are not caught: a database that
+# cannot even be read fails the loop, which the supervisor retries and counts.
+STORAGE_ERRORS: tuple[type[Exception], ...] = (StorageError,)
+BACKOFF_BASE = 0.2  # seconds before the first retry after an unexpected exception
+BACKOFF_MAX = 60.0
+# Consecutive failures of the first pass or the probe loop (or of every store loop) after
+# which the exporter calls itself unhealthy: restarting it is the remedy left.
+FAILURE_BOUND = 5
 
 
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
@@ -81,6 +100,19 @@ class Service:
         self._read_bound = _Bound()
         self._probe_task: asyncio.Task[None] | None = None
         self._history_pruned = 0.0
+        self._start_task: asyncio.Task[None] | None = None
+        # Supervision: unexpected exceptions per loop kind; consecutive failures and the last
+        # error per loop instance ("start", "probe", "store:<name>"); tasks that ended.
+        self.loop_errors: Counter[str] = Counter()
+        self._failing: dict[str, tuple[int, str]] = {}
+        self._dead: dict[str, str] = {}
+        self._stopping = False
+        self._retired: set[asyncio.Task[None]] = set()  # ended by a reload, on purpose
+        # Baseline writes that failed (key "store:<name>", "probes", "prune" -> error): the
+        # reason /-/ready gives, cleared by the next write of the same kind that succeeds.
+        self.storage_failures: dict[str, str] = {}
+        self.backoff_base, self.backoff_max, self.failure_bound = BACKOFF_BASE, BACKOFF_MAX, FAILURE_BOUND
+        self.stop_deadline = STOP_DEADLINE
 
     # ---- the public state API (remediation, tests) -----------------------------------
 
@@ -148,18 +180,35 @@ class Service:
             listing = type(listing)(entries[: store.max_entries], listing.bad_lines)
         return listing
 
+    def _storage_failed(self, state: StoreState, duration: float, e: Exception) -> StoreRead:
+        """The list was read but its baselines could not be recorded: not a success."""
+        error = f"baseline database not writable: {e}"
+        self.storage_failures[f"store:{state.name}"] = error
+        state.errors[ErrorReason.STORAGE.value] += 1
+        log.error("store read not recorded: baseline database not writable", extra={
+            "store": state.name, "reason": ErrorReason.STORAGE.value, "error": str(e)})
+        return StoreRead(state.name, False, None, duration, time.time(), ErrorReason.STORAGE, error)
+
     async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
                        duration: float) -> StoreRead:
         store = state.cfg
         listing = self._cap(state, listing)
         prev = state.last_success
-        if prev is not None and prev.listing == listing:
+        same = prev is not None and prev.listing is not None and prev.listing == listing
+        if same and prev is not None and prev.listing is not None:
             listing = prev.listing  # keep one copy of an unchanged list, not one per read
+            eps = state.endpoints
         else:
-            self._set_endpoints(state, listing)
+            eps = tuple(entry_endpoint(store, e) for e in listing.entries)
+        endpoints = dict(zip((e.key for e in listing.entries), eps, strict=True))
+        try:
+            appeared = self.db.observe_store(store.name, endpoints)
+        except STORAGE_ERRORS as e:  # nothing of this read is kept: the next one tries again
+            return self._storage_failed(state, duration, e)
+        self.storage_failures.pop(f"store:{store.name}", None)
+        if not same:
+            self._set_endpoints(state, eps)
         read = StoreRead(store.name, True, listing, duration, time.time())
-        endpoints = dict(zip((e.key for e in listing.entries), state.endpoints, strict=True))
-        appeared = self.db.observe_store(store.name, endpoints)
         if appeared:
             # Witness the certificate now, while it is the one PI just stored.
             log.info("entries appeared", extra={"store": store.name,
@@ -171,8 +220,7 @@ class Service:
             await self._read_log(state, session)
         return read
 
-    def _set_endpoints(self, state: StoreState, listing: Listing) -> None:
-        eps = tuple(entry_endpoint(state.cfg, e) for e in listing.entries)
+    def _set_endpoints(self, state: StoreState, eps: tuple[str, ...]) -> None:
         old = state.endpoint_set
         state.endpoints, state.endpoint_set = eps, frozenset(eps)
         self._prune_due = self._prune_due or not old <= state.endpoint_set
@@ -249,12 +297,23 @@ class Service:
                     state.bump()
         fps = {ep: r.cert.fingerprint_sha256 for ep, r in results.items() if r.cert is not None}
         if fps:
-            self.db.note_fingerprints(fps)
-            if self.db.fill(fps):
+            try:
+                self.db.note_fingerprints(fps)
+                filled = self.db.fill(fps)
+            except STORAGE_ERRORS as e:  # the probes stand; pending baselines wait a cycle
+                self._storage_problem("probes", e)
+                filled = 0
+            else:
+                self.storage_failures.pop("probes", None)
+            if filled:
                 for state in self.stores.values():
                     if state.last_success is not None:
                         self._set_baselines(state)
         self._snapshot = None
+
+    def _storage_problem(self, what: str, e: Exception) -> None:
+        self.storage_failures[what] = f"baseline database not writable: {e}"
+        log.error("baseline database not writable", extra={"what": what, "error": str(e)})
 
     def prune(self) -> None:
         """Forget probes and endpoint rows no stored entry names any more: a site whose
@@ -263,14 +322,47 @@ class Service:
         keep = self.known_endpoints()
         for ep in [ep for ep in self.probes if ep not in keep]:
             del self.probes[ep]
-        self.db.prune_endpoints()
+        try:
+            self.db.prune_endpoints()
+        except STORAGE_ERRORS as e:
+            self._prune_due = True  # again next time
+            self._storage_problem("prune", e)
+        else:
+            self.storage_failures.pop("prune", None)
 
     # ---- one pass, loops ------------------------------------------------------------
 
     async def run_once(self, store_names: Iterable[str] | None = None) -> Snapshot:
+        """One pass: read the stores, probe what they name. Every read is awaited before an
+        exception of one of them is raised (none is left running unwatched)."""
         stores = [s for s in self.config.stores if store_names is None or s.name in store_names]
+        return await self._pass(stores, supervised=False)
+
+    async def _first_pass(self) -> Snapshot:
+        """run_once for start(): a store whose read raises is logged and counted, and left
+        to its loop; the others go on (one bad store never blocks the rest)."""
+        return await self._pass(list(self.config.stores), supervised=True)
+
+    async def _read_all(self, stores: list[StoreConfig], supervised: bool) -> None:
+        results = await asyncio.gather(*(self.read_store(s) for s in stores),
+                                       return_exceptions=True)
+        first: BaseException | None = None
+        for store, r in zip(stores, results, strict=True):
+            if not isinstance(r, BaseException):
+                continue
+            if not isinstance(r, Exception):
+                raise r  # cancellation, KeyboardInterrupt: not ours to keep
+            if supervised:
+                self._failed("start", f"store:{store.name}", r, store.name)
+            else:
+                log.error("store read raised", exc_info=r, extra={"store": store.name})
+                first = first or r
+        if first is not None:
+            raise first
+
+    async def _pass(self, stores: list[StoreConfig], supervised: bool) -> Snapshot:
         started = time.time()
-        await asyncio.gather(*(self.read_store(s) for s in stores))
+        await self._read_all(stores, supervised)
         # Entries that appeared were probed during their read, to witness them: not again.
         await self.probe_endpoints(
             ep for ep in self.known_endpoints(s.name for s in stores)
@@ -278,41 +370,132 @@ class Service:
         )
         if self._prune_due:
             self.prune()
-        if store_names is None:
-            return self.snapshot()
+        if len(stores) == len(self.config.stores):
+            # Built here, not through snapshot(): a pass whose snapshot cannot be built
+            # (the database cannot be read) failed, and start() retries it.
+            snap = self._snapshot = self._build()
+            return snap
         return self._build(only={s.name for s in stores})
 
+    # ---- supervision ----------------------------------------------------------------
+
+    def _backoff(self, failures: int) -> float:
+        """Bounded exponential: base, 2 x base, 4 x base, ... never more than backoff_max."""
+        return float(min(self.backoff_max, self.backoff_base * 2 ** min(failures - 1, 30)))
+
+    async def _attempt(self, loop: str, name: str, step: Callable[[], Awaitable[object]],
+                       store: str | None = None) -> float | None:
+        """Run one step of a loop. None when it went through; after an unexpected exception,
+        logged with its store and counted, the seconds to wait before trying again."""
+        try:
+            await step()
+        except Exception as e:  # a bug or a broken dependency must not end the loop
+            return self._failed(loop, name, e, store)
+        if self._failing.pop(name, None) is not None:
+            log.info("loop recovered", extra={"loop": loop, "store": store or "-"})
+            self._snapshot = None
+        return None
+
+    def _failed(self, loop: str, name: str, e: Exception, store: str | None) -> float:
+        failures = self._failing.get(name, (0, ""))[0] + 1
+        error = f"{type(e).__name__}: {e}"
+        self._failing[name] = (failures, error)
+        self.loop_errors[loop] += 1
+        delay = self._backoff(failures)
+        log.error("loop error; retrying", exc_info=e, extra={
+            "loop": loop, "store": store or "-", "failures": failures,
+            "retry_in_seconds": delay, "error": error})
+        self._snapshot = None
+        return delay
+
+    def _watch(self, task: asyncio.Task[None], name: str, may_return: bool = False) -> asyncio.Task[None]:
+        """A loop task must only ever end because stop() or a reload ended it (start's task
+        may also simply finish)."""
+
+        def done(t: asyncio.Task[None]) -> None:
+            if self._stopping or t in self._retired:
+                self._retired.discard(t)
+                return
+            if may_return and not t.cancelled() and t.exception() is None:
+                return
+            why = "cancelled" if t.cancelled() else repr(t.exception() or "returned")
+            self._dead[name] = why
+            log.error("loop task ended; the exporter is unhealthy", extra={"loop": name,
+                                                                          "error": why})
+
+        task.add_done_callback(done)
+        return task
+
+    def health(self) -> list[str]:
+        """What makes this process useless, each a line; empty when healthy."""
+        bound = self.failure_bound
+        out = [f"loop {name} ended ({why})" for name, why in sorted(self._dead.items())]
+        for name in ("start", "probe"):
+            n, err = self._failing.get(name, (0, ""))
+            if n >= bound:
+                out.append(f"loop {name} failed {n} times in a row (last: {err})")
+        stores = [self._failing.get(f"store:{n}", (0, ""))[0] for n in self.stores]
+        if stores and min(stores) >= bound:
+            out.append(f"every store loop failed at least {bound} times in a row")
+        return out
+
+    def not_ready(self) -> str | None:
+        """Why the exporter is not ready (None when it is)."""
+        if not self.ready:
+            n, err = self._failing.get("start", (0, ""))
+            if n:
+                return f"first pass over the stores failing ({n} attempts, last: {err})"
+            return "first pass over the stores running"
+        if self.storage_failures:
+            what = "; ".join(f"{k}: {v}" for k, v in sorted(self.storage_failures.items()))
+            return f"storage: {what}"
+        return None
+
+    # ---- the loops ------------------------------------------------------------------
+
     async def _store_loop(self, store: StoreConfig) -> None:
+        name = f"store:{store.name}"
+
+        async def step() -> None:
+            await self.read_store(store)
+            if self._prune_due:
+                self.prune()
+            self.snapshot()  # decide now: the history dates a change when it is seen
+
         while True:
-            try:
-                await self.read_store(store)
-                if self._prune_due:
-                    self.prune()
-                self.snapshot()  # decide now: the history dates a change when it is seen
-            except Exception:  # a bug must not silence one store forever
-                log.exception("store loop error", extra={"store": store.name})
-            await asyncio.sleep(store.store_interval)
+            retry = await self._attempt("store", name, step, store.name)
+            await asyncio.sleep(store.store_interval if retry is None else retry)
 
     def _probe_interval(self) -> float:
         return min((s.probe_interval for s in self.config.stores), default=60.0)
 
     async def _probe_loop(self) -> None:
+        retry: float | None = None
         while True:
-            await asyncio.sleep(self._probe_interval())
-            try:
-                await self.probe_endpoints(self.known_endpoints())
-                self.snapshot()
-            except Exception:
-                log.exception("probe loop error")
+            await asyncio.sleep(self._probe_interval() if retry is None else retry)
+            retry = await self._attempt("probe", "probe", self._probe_step)
+
+    async def _probe_step(self) -> None:
+        await self.probe_endpoints(self.known_endpoints())
+        self.snapshot()  # decide now: the history dates a change when it is seen
 
     async def start(self) -> None:
-        """First pass in the foreground (so `ready` means something), then the loops."""
-        await self.run_once()
+        """First pass in the foreground (so `ready` means something), retried until it goes
+        through, then the loops."""
+        while (retry := await self._attempt("start", "start", self._first_pass)) is not None:
+            await asyncio.sleep(retry)
         self.ready = True
         self._snapshot = None
         for state in self.stores.values():
             self._start_loop(state, first_delay=True)
-        self._probe_task = asyncio.create_task(self._probe_loop(), name="probes")
+        self._probe_task = self._watch(asyncio.create_task(self._probe_loop(), name="probes"),
+                                       "probe")
+
+    def launch(self) -> asyncio.Task[None]:
+        """start() in a task of its own, watched like the loops; stop() ends it."""
+        self._start_task = self._watch(asyncio.create_task(self.start(), name="start"), "start",
+                                       may_return=True)
+        return self._start_task
 
     def _start_loop(self, state: StoreState, first_delay: bool) -> None:
         store = state.cfg
@@ -322,16 +505,24 @@ class Service:
                 await asyncio.sleep(store.store_interval)
             await self._store_loop(store)
 
-        state.task = asyncio.create_task(loop(), name=f"store:{store.name}")
+        state.task = self._watch(asyncio.create_task(loop(), name=f"store:{store.name}"),
+                                 f"store:{store.name}")
 
     async def stop(self) -> None:
-        tasks = [t for s in self.stores.values() if (t := s.task) is not None]
-        tasks += [self._probe_task] if self._probe_task else []
-        for t in tasks:
-            t.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        await asyncio.gather(*(s.close() for s in self.stores.values()))
+        """Cancel and await every task, each within the deadline (stragglers are logged),
+        close every SSH session within the same deadline, then the database."""
+        self._stopping = True
+        tasks = [t for t in (self._start_task, self._probe_task) if t is not None]
+        await asyncio.gather(stop_tasks(tasks, self.stop_deadline),
+                             *(s.close(self.stop_deadline) for s in self.stores.values()))
         self.db.close()
+
+    def _retire(self, state: StoreState) -> None:
+        """A reload ends this store's loop on purpose: not a death."""
+        if state.task is not None:
+            self._retired.add(state.task)
+        self._failing.pop(f"store:{state.name}", None)
+        self._dead.pop(f"store:{state.name}", None)
 
     async def apply_config(self, new: Config) -> None:
         """Swap in a validated config: untouched stores keep their loop and SSH session, a
@@ -343,9 +534,12 @@ class Service:
             if state is None:
                 state = StoreState(cfg)
             elif state.cfg != cfg:
-                await state.reconfigure(cfg)
+                self._retire(state)
+                await state.reconfigure(cfg, self.stop_deadline)
                 if state.last_success is not None and state.last_success.listing is not None:
-                    self._set_endpoints(state, state.last_success.listing)  # self_address may move
+                    # self_address may move
+                    self._set_endpoints(state, tuple(entry_endpoint(cfg, e)
+                                                     for e in state.last_success.listing.entries))
             else:
                 state.bump()  # pins and endpoint settings may have changed: decide again
                 stores[cfg.name] = state
@@ -355,7 +549,9 @@ class Service:
                 self._start_loop(state, first_delay=False)
         for name, state in old.items():
             if name not in stores:
-                await state.close()
+                self._retire(state)
+                self.storage_failures.pop(f"store:{name}", None)
+                await state.close(self.stop_deadline)
                 self._prune_due = True
         self.stores = stores
         self.config_reload_ok = True
@@ -369,10 +565,23 @@ class Service:
         self._snapshot = None
 
     def snapshot(self) -> Snapshot:
+        """The latest snapshot, for scrapes and pages. A build that fails (the baseline
+        database cannot be read) is logged and serves the stores' status and the loop
+        errors without entries, so /metrics still says what is wrong."""
         snap = self._snapshot
         if snap is None or snap.config_reload_ok != self.config_reload_ok:
-            snap = self._snapshot = self._build()
+            try:
+                snap = self._snapshot = self._build()
+            except Exception:
+                log.exception("snapshot build failed; serving the stores' status only")
+                snap = self._status_only()
         return snap
+
+    def _status_only(self) -> Snapshot:
+        stores = {n: StoreStatus(n, s.last, s.last_success, dict(s.errors))
+                  for n, s in self.stores.items()}
+        return Snapshot(stores, (), {}, {}, config_reload_ok=self.config_reload_ok,
+                        ready=self.ready, loop_errors=dict(self.loop_errors))
 
     def _set_baselines(self, state: StoreState) -> None:
         fresh = self.db.baselines(state.name)
@@ -438,5 +647,5 @@ class Service:
         return Snapshot(
             stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
             changed, capped, bad, self.config_reload_ok, self.ready,
-            pair_views(self.config, views), versions,
+            pair_views(self.config, views), versions, dict(self.loop_errors),
         )

@@ -12,6 +12,8 @@ from exporter.pairs import PairView
 
 _V = TypeVar("_V")
 
+LOOPS = ("start", "store", "probe")  # the exporter's supervised loops (exporter.service)
+
 
 @dataclass(frozen=True)
 class Snapshot:
@@ -26,6 +28,8 @@ class Snapshot:
     pairs: tuple[PairView, ...] = ()
     # store -> version of its views (exporter.state): renderers cache per (store, version).
     versions: Mapping[str, int] = field(default_factory=dict)
+    # loop ("start", "store", "probe") -> unexpected exceptions so far (exporter.service)
+    loop_errors: Mapping[str, int] = field(default_factory=dict)
 
     def for_store(self, name: str) -> Snapshot:
         views = tuple(v for v in self.views if v.store == name)

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import Counter
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.config import StoreConfig
@@ -20,6 +22,25 @@ from exporter.model import Baseline, EntryView, StoreRead
 from exporter.prime.ssh import PiSession
 
 _VERSIONS = itertools.count(1)
+# How long a stopped task may take to finish: a read stuck in an SSH timeout must not hold
+# up a reload or a shutdown (SIGTERM ends `serve` within 2 s).
+STOP_DEADLINE = 1.0
+
+log = logging.getLogger("exporter.state")
+
+
+async def stop_tasks(tasks: Iterable[asyncio.Task[None]], deadline: float = STOP_DEADLINE) -> None:
+    """Cancel `tasks` and wait for them, at most `deadline` seconds; log any straggler (it
+    is left behind, still cancelled: it ends at its next await that honours cancellation)."""
+    pending = [t for t in tasks if not t.done()]
+    for t in pending:
+        t.cancel()
+    if not pending:
+        return
+    _, late = await asyncio.wait(pending, timeout=deadline)
+    for t in late:
+        log.error("task did not stop within its deadline; left behind",
+                  extra={"task": t.get_name(), "deadline_seconds": deadline})
 
 
 def next_version() -> int:
@@ -58,17 +79,28 @@ class StoreState:
             self.session = PiSession(self.cfg)
         return self.session
 
-    async def reconfigure(self, cfg: StoreConfig) -> None:
+    async def reconfigure(self, cfg: StoreConfig, deadline: float = STOP_DEADLINE) -> None:
         """A reload changed this store: its loop and session go (they used the old settings);
         what it read stays until the next read replaces it."""
-        await self.close()
+        await self.close(deadline)
         self.cfg = cfg
         self.bump()
 
-    async def close(self) -> None:
+    async def close(self, deadline: float = STOP_DEADLINE) -> None:
+        """Stop the loop (awaited, but never longer than `deadline`: a read stuck in its
+        timeout must not hold up a reload) and close the SSH session."""
         task, self.task = self.task, None
-        if task is not None:
-            task.cancel()  # not awaited: a read stuck in its timeout must not hold up a reload
         session, self.session = self.session, None
-        if session is not None:
-            await session.close()
+        # Together: closing the session also ends a read stuck on it.
+        await asyncio.gather(stop_tasks([task] if task else [], deadline),
+                             self._close_session(session, deadline))
+
+    async def _close_session(self, session: PiSession | None, deadline: float) -> None:
+        if session is None:
+            return
+        try:
+            async with asyncio.timeout(deadline):
+                await session.close()
+        except TimeoutError:
+            log.error("SSH session did not close within its deadline",
+                      extra={"store": self.name, "deadline_seconds": deadline})

@@ -165,12 +165,16 @@ def make_app(
         return web.Response(text=page, content_type="text/html")
 
     async def healthy(_: web.Request) -> web.Response:
+        problems = service.health()  # what a restart may cure (exporter.service)
+        if problems:
+            return web.Response(status=503, text="Unhealthy:\n" + "".join(f"  {p}\n" for p in problems))
         return web.Response(text="Healthy.\n")
 
     async def ready(_: web.Request) -> web.Response:
-        if service.ready:
+        why = service.not_ready()
+        if why is None:
             return web.Response(text="Ready.\n")
-        return web.Response(status=503, text="Not ready: first pass over the stores running.\n")
+        return web.Response(status=503, text=f"Not ready: {why}.\n")
 
     async def do_reload(_: web.Request) -> web.Response:
         if reload is None:
@@ -193,7 +197,8 @@ def make_app(
             with contextlib.suppress(ValueError):
                 timeout = max(0.5, float(header) - 0.5)  # leave room to send the answer
         try:
-            snap = await asyncio.wait_for(service.run_once([target]), timeout)
+            async with asyncio.timeout(timeout):  # not wait_for: it can lose a cancellation
+                snap = await service.run_once([target])
         except TimeoutError:
             snap = service.snapshot()
         body = render(snap.for_store(target), with_process=False)

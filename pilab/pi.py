@@ -77,7 +77,18 @@ _SPECIAL_39 = '\\,+"<>;'  # RFC 2253 specials
 
 
 def _escape(value: str, special: str) -> str:
-    return "".join("\\" + ch if ch in special else ch for ch in value)
+    """Specials backslash-escaped; control characters and line separators as `\\0A`-style
+    hex escapes of their UTF-8 bytes, as OpenSSL prints them: a listing line stays one line."""
+    return "".join(
+        "".join(f"\\{b:02X}" for b in ch.encode()) if ch in _LINE_BREAKING or ord(ch) < 0x20
+        else "\\" + ch if ch in special else ch
+        for ch in value
+    )
+
+
+# Besides C0: DEL, C1 and the Unicode separators, which text tools split lines at; OpenSSL
+# prints them as escaped bytes too (ESC_CTRL, ESC_MSB).
+_LINE_BREAKING = frozenset("\x7f\u2028\u2029" + "".join(map(chr, range(0x80, 0xA0))))
 
 
 def format_subject(subject: Subject, style: str) -> str:

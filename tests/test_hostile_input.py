@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
@@ -49,6 +50,8 @@ HOSTILE = {
     "huge": "A" * 10_000,
     "unicode": "Zürich 東京 \u202eright-to-left",
 }
+# No raw control, separator or bidi character in any label value.
+RAW_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 CAP = 10
 BIG = 30
 
@@ -128,12 +131,16 @@ async def scene(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scene
 
 
 def expected_subject_label(cn: str, org: str) -> str:
-    """OpenSSL one-line style (`/O=.../CN=...`, `\\` and `/` backslash-escaped), cut to
-    LABEL_MAX characters with a trailing ellipsis."""
+    """OpenSSL one-line style (`/O=.../CN=...`, `\\` and `/` backslash-escaped); a value with
+    control or bidi characters shows them as escapes; cut to LABEL_MAX characters with a
+    trailing ellipsis."""
     def esc(v: str) -> str:
         return v.replace("\\", "\\\\").replace("/", "\\/")
 
     text = f"/O={esc(org)}/CN={esc(cn)}"
+    if any(c in text for c in "\n\r\u202e"):  # shown as escapes, backslashes doubled
+        text = (text.replace("\\", "\\\\").replace("\n", "\\n").replace("\r", "\\r")
+                .replace("\u202e", "\\u202e"))
     return text if len(text) <= 256 else text[:255] + "…"
 
 
@@ -152,6 +159,8 @@ async def test_metrics_parse_and_bound_every_network_label(scene: Scene) -> None
         # expectation is written out here from the raw CN and O, not with the product's own
         # subject formatting and bounding.
         assert labels["subject"] == expected_subject_label(cn, org=cn[:200]), name
+        for key in ("subject", "issuer"):
+            assert not RAW_CONTROL.search(labels[key]), (name, key, labels[key])
     for fam in families.values():
         for s in fam.samples:
             for v in s.labels.values():

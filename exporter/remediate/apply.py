@@ -16,6 +16,7 @@ from typing import Any
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.remediate.plan import Plan, PlanError, Step, StorePlan, deletecert_command
 from exporter.service import Service
+from exporter.text import visible
 
 # ---- applying (the I/O edge) ------------------------------------------------------------
 
@@ -101,11 +102,11 @@ class Applier:
                     output = (await session.run(command)).strip()
                 except StoreReadError as e:
                     ran.append((step, f"session error: {e.message}", False))
-                    self.say(f"  failed: {e.message}")
+                    self.say(f"  failed: {visible(e.message)}")
                     break  # the session is gone; do not guess what happened to the rest
                 ok = not command_failed(output)
                 ran.append((step, output, ok))
-                self.say(f"  {output or '(no output)'}")
+                self.say(f"  {visible(output) if output else '(no output)'}")
                 if not ok:
                     break
             # Deleted for sure: forget the baseline now so a re-stored entry is witnessed anew.

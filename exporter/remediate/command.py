@@ -15,6 +15,7 @@ from exporter.remediate.apply import Applier, outcome_json
 from exporter.remediate.plan import Plan, PlanError, make_plan
 from exporter.remediate.render import plan_json, render_next, render_plan
 from exporter.service import Service
+from exporter.text import visible
 
 # ---- the command ------------------------------------------------------------------------
 
@@ -81,7 +82,8 @@ async def _apply(service: Service, plan: Plan, args: Options, human: TextIO, as_
     print("\nResult:", file=human)
     for o in outcomes:
         mark = "ok  " if o.ok else "FAIL"
-        print(f"  {mark} {o.step.store} {o.step.entry}: {o.verified}; {o.detail}", file=human)
+        print(f"  {mark} {o.step.store} {o.step.entry}: {o.verified}; {visible(o.detail)}",
+              file=human)
     print(f"audit log: {audit} (+{sum(o.ran for o in outcomes)} lines)", file=human)
     rest = render_next(plan)
     if rest:
@@ -113,7 +115,7 @@ async def remediate(config: Config, args: Options) -> int:
         unreadable = any(sp.error for sp in plan.stores)
         for sp in plan.stores:
             if sp.error:
-                print(f"store {sp.store} unreadable: {sp.error}", file=sys.stderr)
+                print(f"store {sp.store} unreadable: {visible(sp.error)}", file=sys.stderr)
         if not args.apply:
             print(json.dumps(plan_json(plan), indent=2) if as_json else render_plan(plan))
             return _status(unreadable)

@@ -1,4 +1,8 @@
-"""Remediation, text and JSON (pure): the CLI and the landing page print the same text."""
+"""Remediation, text and JSON (pure): the CLI and the landing page print the same text.
+
+Every piece of PI- or peer-supplied text (reasons, subjects, error strings) goes through
+exporter.text.visible, so it stays on its own line; the only lines that hold a command are
+the steps' own, built from validated keys of `mismatch` entries (exporter.remediate.plan)."""
 
 from __future__ import annotations
 
@@ -7,6 +11,7 @@ from typing import Any
 
 from exporter.pairs import ABSENT, PairView
 from exporter.remediate.plan import Plan, Role, StorePlan
+from exporter.text import visible
 
 # ---- text and JSON (pure) ---------------------------------------------------------------
 
@@ -40,14 +45,16 @@ def render_store(sp: StorePlan) -> str:
     """One PI server's part of the plan: why each entry goes, then the commands to paste."""
     role = f" ({sp.pair_role} of {sp.pair})" if sp.pair else ""
     if sp.error:
-        return f"{sp.store}{role}: UNREADABLE ({sp.error}); no plan for this server"
+        return f"{sp.store}{role}: UNREADABLE ({visible(sp.error)}); no plan for this server"
     if not sp.steps:
         return f"{sp.store}{role}: nothing to delete"
     noun = "entry" if len(sp.steps) == 1 else "entries"
     lines = [f"{sp.store}{role}: {len(sp.steps)} stale {noun}"]
     for s in sp.steps:
         what = f"{s.role} {s.peer}" if s.role == Role.HA_PEER else s.role
-        lines.append(f"  {s.entry}  [{what}, {s.endpoint}]  evidence {s.evidence}: {s.reason}")
+        lines.append(f"  {s.entry}  [{what}, {visible(s.endpoint)}]  evidence {s.evidence}: "
+                     f"{visible(s.reason)}")
+    lines.append("  commands (one per stale entry, verdict mismatch):")
     lines += [f"    {s.command}" for s in sp.steps]
     return "\n".join(lines)
 
@@ -79,7 +86,7 @@ def render_plan(plan: Plan, with_next: bool = True) -> str:
     if idle and n:
         parts.append(f"Nothing to delete on: {', '.join(idle)}.")
     for sk in plan.skipped:
-        parts.append(f"Not deleting {sk.entry} on {sk.store}: {sk.why}")
+        parts.append(f"Not deleting {visible(sk.entry)} on {sk.store}: {visible(sk.why)}")
     rest = render_next(plan) if with_next else ""
     if rest:
         parts.append(rest)
