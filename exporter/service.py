@@ -30,7 +30,7 @@ from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
 from exporter.model import EntryView, ErrorReason, Listing, ProbeResult, StoredEntry, StoreRead, StoreStatus
 from exporter.pairs import pair_views
-from exporter.prime.listing import parse_listing
+from exporter.prime.listing import parse_capped
 from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
@@ -157,7 +157,9 @@ class Service:
         start = time.perf_counter()
         try:
             text = await session.run(store.listcerts_command)
-            listing = parse_listing(text)
+            # Cap while parsing: entries beyond max_entries are counted, never held.
+            listing, beyond = parse_capped(text, store.max_entries)
+            del text  # a multi-MB listing need not live through the probes below
             if not listing.entries and listing.bad_lines:
                 raise StoreReadError(
                     ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
@@ -171,25 +173,23 @@ class Service:
             log.warning("store read failed", extra={"store": store.name, "reason": e.reason.value,
                                                     "error": e.message})
         else:
+            state.capped = beyond
             read = await self._read_ok(state, session, listing, time.perf_counter() - start)
         state.last = read
         self._snapshot = None
         return read
 
-    def _cap(self, state: StoreState, listing: Listing) -> Listing:
+    def _note_listing(self, state: StoreState, listing: Listing) -> Listing:
         store = state.cfg
         if listing.bad_lines:
             state.errors[ErrorReason.PARSE.value] += 1
             log.warning("unparseable lines in listing", extra={
                 "store": store.name, "count": len(listing.bad_lines),
                 "first": listing.bad_lines[0][:200]})
-        entries = listing.entries
-        state.capped = max(0, len(entries) - store.max_entries)
         if state.capped:
             log.warning("store holds more entries than max_entries; extra entries not shown",
-                        extra={"store": store.name, "entries": len(entries),
+                        extra={"store": store.name, "entries": len(listing.entries) + state.capped,
                                "max_entries": store.max_entries})
-            listing = type(listing)(entries[: store.max_entries], listing.bad_lines)
         return listing
 
     def _storage_failed(self, state: StoreState, duration: float, e: Exception) -> StoreRead:
@@ -204,7 +204,7 @@ class Service:
     async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
                        duration: float) -> StoreRead:
         store = state.cfg
-        listing = self._cap(state, listing)
+        listing = self._note_listing(state, listing)
         prev = state.last_success
         same = prev is not None and prev.listing is not None and prev.listing == listing
         if same and prev is not None and prev.listing is not None:

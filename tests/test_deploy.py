@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,8 +150,11 @@ def test_dockerfile_runtime_stage_is_slim_non_root_and_self_describing() -> None
     assert "--config.file=/etc/prime-tofu-exporter/config.yml" in cmd
 
     labels = " ".join(ops(FINAL, "LABEL"))
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert f'org.opencontainers.image.version="{version}"' in labels
+    # Version, revision and creation time are build arguments (the version's one source is
+    # pyproject.toml; tests/test_image.py builds with them and reads the labels back).
+    for arg in ("VERSION", "REVISION", "CREATED"):
+        assert arg in ops(FINAL, "ARG")
+        assert f'org.opencontainers.image.{arg.lower()}="${{{arg}}}"' in labels
     for key in ("title", "description", "licenses", "base.name"):
         assert f"org.opencontainers.image.{key}=" in labels
 
