@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter import __version__, exitcodes
+from exporter.baseline import StorageError, storage_problem
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
 from exporter.model import Evidence, State
@@ -163,6 +166,25 @@ def _load_web(path: str) -> WebConfig | None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _parse(argv)
+    try:
+        return _main(args)
+    except StorageError as e:
+        return _storage_failed(args.storage_path, e)
+
+
+def _storage_failed(storage_path: str, e: StorageError) -> int:
+    """What storage_problem() could not see before the database opened (another process
+    holds a lock on it, the volume turned read-only since): one line, the configuration
+    code (2, never 1, which means "mismatch"), no traceback."""
+    why = str(e)
+    with contextlib.suppress(OSError):
+        if os.statvfs(storage_path).f_flag & os.ST_RDONLY:
+            why += "; the file system is read-only"
+    print(f"--storage.path {storage_path!r}: {why}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _main(args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "demo":
         from exporter.demo import run_demo  # the only way into the lab (pilab)
@@ -192,8 +214,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"warning: {warning}", file=sys.stderr)
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
-    from exporter.baseline import storage_problem
-
     if (problem := storage_problem(args.storage_path)) is not None:
         print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
         return EXIT_ERROR
