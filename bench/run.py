@@ -539,7 +539,7 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
                    f"{1000 * med(cached):.0f} ms; {med(sizes) / 1e6:.1f} MB, {med(series):.0f} series")
         out.append(f"  /metrics first scrape after a steady-state cycle (renders): "
                    f"{1000 * med(warm):.0f} ms median of {len(warm)} (target <= 150)")
-        out.append(f"  exporter peak RSS (VmHWM): {max(rss):.1f} MB (target <= 150); after the cold "
+        out.append(f"  exporter peak RSS (VmHWM): {max(rss):.1f} MB (target <= 120); after the cold "
                    f"cycle {max(hwm_ready):.1f} MB, after its scrapes {max(hwm_scraped):.1f} MB, "
                    f"the rest is the {n_stores} concurrent /probe requests of the steady-state cycle")
     finally:

@@ -27,6 +27,7 @@ import logging
 import os
 import secrets
 import sqlite3
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -457,7 +458,8 @@ class BaselineDB:
             rows = self._db.execute(
                 "SELECT entry, kind, fingerprint, since FROM baselines WHERE store = ?", (store,)
             )
-            return {e: Baseline(BaselineKind(k), fp, s) for e, k, fp, s in rows}
+            # One string per distinct fingerprint: many entries (across stores) hold one cert.
+            return {e: Baseline(BaselineKind(k), fp and sys.intern(fp), s) for e, k, fp, s in rows}
 
         return self._guard(op)
 
@@ -556,6 +558,20 @@ class BaselineDB:
         return self._guard(
             lambda: dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())
         )
+
+    def drop_stores(self, stores: Iterable[str]) -> None:
+        """Forget stores (another shard owns them now): if one comes back, its entries are
+        adopted anew, not trusted on rows nobody kept up to date meanwhile. The audit records
+        (attestations, history) stay."""
+        names = list(stores)
+
+        def op() -> int:
+            with self._tx() as db:
+                for table in ("baselines", "stores", "entry_status"):
+                    db.executemany(f"DELETE FROM {table} WHERE store = ?", ((s,) for s in names))
+                return self._count(db)
+
+        self._write_sidecar(self._guard(op))
 
     # ---- other processes (`accept`, `check`) on the same database ------------------------
 

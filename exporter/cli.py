@@ -4,20 +4,24 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
+import os
 import sys
 from collections.abc import Coroutine, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from exporter import __version__, exitcodes
+from exporter.baseline import StorageError, storage_problem
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
 from exporter.model import Evidence, State
 from exporter.report import rows, table
 from exporter.server import WebOptions, parse_listen, serve
 from exporter.service import Service
+from exporter.shard import Shard
 from exporter.snapshot import Snapshot
 from exporter.text import visible
 
@@ -71,18 +75,24 @@ def _parser() -> argparse.ArgumentParser:
                           "makes room (default: %(default)s, lowered to fit RLIMIT_NOFILE)")
     web.add_argument("--web.idle-timeout", dest="idle_timeout", type=float, default=15.0,
                      help="seconds a connection may stay idle or half-sent (default: %(default)s)")
+    shard = argparse.ArgumentParser(add_help=False)
+    shard.add_argument("--shard", type=int, default=0,
+                       help="this replica's shard, 0 <= N < --total-shards (default: %(default)s)")
+    shard.add_argument("--total-shards", dest="total_shards", type=int, default=1,
+                       help="replicas the stores are spread over; each reads, probes and "
+                            "exports only the stores that hash to its shard (default: %(default)s)")
 
     p = argparse.ArgumentParser(
         prog="prime-tofu-exporter",
         description="Prometheus exporter for TOFU certificate drift in Cisco Prime Infrastructure",
-        parents=[common, web],
+        parents=[common, web, shard],
     )
     p.add_argument("--version", action="version", version=f"prime-tofu-exporter {__version__}")
     p.add_argument("--config.check", dest="config_check", action="store_true",
                    help="validate the configuration and exit (0 valid, 2 invalid)")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", parents=[common, web], help="run the exporter (default)")
-    check = sub.add_parser("check", parents=[common], help="one pass, print verdicts, exit code")
+    sub.add_parser("serve", parents=[common, web, shard], help="run the exporter (default)")
+    check = sub.add_parser("check", parents=[common, shard], help="one pass, print verdicts, exit code")
     check.add_argument("--output", choices=["table", "json"], default="table")
     rem = sub.add_parser("remediate", parents=[common],
                          help="print (or --apply) the deletecert fix for proven mismatches")
@@ -131,6 +141,17 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Arguments, with --shard checked against --total-shards (argparse's exit code 2)."""
+    p = _parser()
+    args = p.parse_args(argv)
+    try:
+        args.shard = Shard(getattr(args, "shard", 0), getattr(args, "total_shards", 1))
+    except ValueError as e:
+        p.error(str(e))
+    return args
+
+
 def _report(what: str, e: ConfigError) -> None:
     print(f"{what} invalid ({len(e.problems)} problems):", file=sys.stderr)
     for p in e.problems:
@@ -156,7 +177,26 @@ def _load_web(path: str) -> WebConfig | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = _parse(argv)
+    try:
+        return _main(args)
+    except StorageError as e:
+        return _storage_failed(args.storage_path, e)
+
+
+def _storage_failed(storage_path: str, e: StorageError) -> int:
+    """What storage_problem() could not see before the database opened (another process
+    holds a lock on it, the volume turned read-only since): one line, the configuration
+    code (2, never 1, which means "mismatch"), no traceback."""
+    why = str(e)
+    with contextlib.suppress(OSError):
+        if os.statvfs(storage_path).f_flag & os.ST_RDONLY:
+            why += "; the file system is read-only"
+    print(f"--storage.path {storage_path!r}: {why}", file=sys.stderr)
+    return EXIT_ERROR
+
+
+def _main(args: argparse.Namespace) -> int:
     command = args.command or "serve"
     if command == "demo":
         from exporter.demo import run_demo  # the only way into the lab (pilab)
@@ -187,8 +227,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         _web_warnings(args, to_stderr=True)
         print(f"{args.config_file}: valid, {len(config.stores)} stores")
         return EXIT_OK
-    from exporter.baseline import storage_problem
-
     if (problem := storage_problem(args.storage_path)) is not None:
         print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
         return EXIT_ERROR
@@ -214,7 +252,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             audit_file=args.audit_file,
         ))
     if command == "check":
-        return run_async(check(config, args.storage_path, args.output))
+        return run_async(check(config, args.storage_path, args.output, args.shard))
     return run_server(config, args, web_opts, handler)
 
 
@@ -263,8 +301,8 @@ def _history(args: argparse.Namespace) -> int:
     return run_history(args.storage_path, args.store, args.entry, since, args.output)
 
 
-async def check(config: Config, storage: str, output: str) -> int:
-    service = Service(config, storage)
+async def check(config: Config, storage: str, output: str, shard: Shard | None = None) -> int:
+    service = Service(config, storage, shard or Shard())
     try:
         snap = await service.run_once()
     finally:
@@ -298,7 +336,7 @@ def run_server(
     web_cfg: WebConfig | None = getattr(args, "web_settings", None)
     try:
         run_async(serve(config, args.config_file, args.storage_path, web_opts.listen[0], handler,
-                        web_cfg, web_opts=web_opts))
+                        web_cfg, web_opts=web_opts, shard=args.shard))
     except KeyboardInterrupt:
         pass
     except (OSError, ValueError) as e:

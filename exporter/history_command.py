@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 from exporter import exitcodes
-from exporter.baseline import BaselineDB, StorageError
+from exporter.baseline import BaselineDB
 from exporter.history import change_json, render_history
 
 DB_NAME = "baseline.db"
@@ -22,15 +22,11 @@ def run(storage_path: str, store: str | None, entry: str | None, since: float | 
         print(f"no database at {path}: has the exporter run with --storage.path {storage_path}?",
               file=sys.stderr)
         return exitcodes.ERROR
+    db = BaselineDB(path)  # StorageError: the command line says it in one line, exit 2
     try:
-        db = BaselineDB(path)
-        try:
-            changes = db.history(store, entry, None if since is None else time.time() - since)
-        finally:
-            db.close()
-    except StorageError as e:
-        print(e, file=sys.stderr)
-        return exitcodes.ERROR
+        changes = db.history(store, entry, None if since is None else time.time() - since)
+    finally:
+        db.close()
     if output == "json":
         print(json.dumps([change_json(c) for c in changes], indent=2))
     else:

@@ -244,4 +244,8 @@ METRICS: tuple[Metric, ...] = (
     Metric("tofu_exporter_loop_errors", "counter",
            "Unexpected exceptions in the exporter's own loops (first pass, store loops, probe "
            "loop), each logged and retried with backoff", ("loop",), _loop_errors),
+    Metric("tofu_exporter_shard_info", "gauge",
+           "This replica's shard; it exports only the stores that hash to it",
+           ("shard", "total_shards"),
+           lambda snap: [((str(snap.shard.index), str(snap.shard.total)), 1.0)]),
 )

@@ -42,7 +42,7 @@ class ErrorReason(StrEnum):
 Subject = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoredEntry:
     """One line of `ncs certvalidation tofu-certs listcerts`."""
 
@@ -53,13 +53,13 @@ class StoredEntry:
     subject: Subject  # parsed, normalised for comparison
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Listing:
     entries: tuple[StoredEntry, ...]
     bad_lines: tuple[str, ...] = ()  # lines that looked like entries but did not parse
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LiveCert:
     fingerprint_sha256: str  # lowercase hex of SHA-256 over the leaf DER
     spki_sha256: str
@@ -71,7 +71,7 @@ class LiveCert:
     not_after: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ProbeResult:
     endpoint: str  # "host:port", IPv6 as "[addr]:port"
     cert: LiveCert | None
@@ -90,21 +90,21 @@ class BaselineKind(StrEnum):
     ATTESTED = "attested"  # an operator accepted the live certificate (`accept`)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Baseline:
     kind: BaselineKind
     fingerprint_sha256: str | None  # None until a probe succeeded after the entry appeared
     since: float
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Verdict:
     state: State
     evidence: Evidence
     reason: str  # one human sentence: why
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreRead:
     """The outcome of one read of one PI server's TOFU list."""
 
@@ -117,7 +117,7 @@ class StoreRead:
     error: str | None = None  # secret-free message
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class EntryView:
     """Everything known about one stored entry at one moment: what the page and metrics show."""
 
@@ -138,7 +138,7 @@ class EntryView:
         return deletecert(self.entry.key)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StoreStatus:
     name: str
     last: StoreRead | None  # latest attempt

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler
 from exporter.service import Service
+from exporter.shard import ALL, Shard
 from exporter.webopts import WebOptions, parse_listen
 
 if TYPE_CHECKING:
@@ -32,13 +33,15 @@ async def serve(
     started: asyncio.Event | None = None,
     stop: asyncio.Event | None = None,
     web_opts: WebOptions | None = None,
+    shard: Shard = ALL,
 ) -> None:
     """Serve until `stop` (or SIGTERM/SIGINT); SIGHUP and /-/reload re-read `config_file`
     (and the web config). `web_opts` (the --web.* flags) overrides `listen`."""
     from exporter.webserve import WebServer  # here: `check` and `remediate` skip the web stack
 
-    service = Service(config, storage_path)
-    web_server = WebServer(service, config, web_cfg, web_opts or WebOptions(listen=(listen,)))
+    service = Service(config, storage_path, shard)
+    web_server = WebServer(service, service.config, web_cfg,
+                           web_opts or WebOptions(listen=(listen,)))
 
     async def reload() -> str | None:
         try:
@@ -55,7 +58,7 @@ async def serve(
         log.info("configuration reloaded", extra={"stores": len(new.stores)})
         return None
 
-    await web_server.start(reload)
+    await web_server.start(reload, {"shard": f"{shard.index}/{shard.total}"} if shard.sharded else {})
     stop = stop or asyncio.Event()
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[str | None]] = set()

@@ -30,10 +30,11 @@ from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
 from exporter.model import EntryView, ErrorReason, Listing, ProbeResult, StoredEntry, StoreRead, StoreStatus
 from exporter.pairs import pair_views
-from exporter.prime.listing import parse_listing
+from exporter.prime.listing import parse_capped
 from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
+from exporter.shard import ALL, Shard, select
 from exporter.snapshot import Snapshot
 from exporter.state import STOP_DEADLINE, StoreState, stop_tasks
 from exporter.views import store_views
@@ -83,11 +84,14 @@ class _Bound:
 
 
 class Service:
-    def __init__(self, config: Config, storage_path: Path | str) -> None:
-        self.config = config
+    def __init__(self, config: Config, storage_path: Path | str, shard: Shard = ALL) -> None:
         self.storage_path = str(storage_path)  # what `accept` and `history` must be given too
+        # Sharded (exporter.shard): this replica reads, probes, stores and exports only the
+        # stores of its shard; every config it is given, at start or reload, is cut down here.
+        self.shard = shard
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
+        config = self.config = self._own(config)
         self.stores: dict[str, StoreState] = {s.name: StoreState(s) for s in config.stores}
         self.probes: dict[str, ProbeResult] = {}  # endpoint -> last probe, only endpoints in use
         self.config_reload_ok = True
@@ -113,6 +117,14 @@ class Service:
         self.storage_failures: dict[str, str] = {}
         self.backoff_base, self.backoff_max, self.failure_bound = BACKOFF_BASE, BACKOFF_MAX, FAILURE_BOUND
         self.stop_deadline = STOP_DEADLINE
+
+    def _own(self, config: Config) -> Config:
+        """This replica's part of a config. Rows of stores another shard owns are dropped:
+        a store that moves back later is adopted anew, not trusted on stale rows."""
+        mine = select(config, self.shard)
+        if mine is not config:
+            self.db.drop_stores({s.name for s in config.stores} - {s.name for s in mine.stores})
+        return mine
 
     # ---- the public state API (remediation, tests) -----------------------------------
 
@@ -145,7 +157,9 @@ class Service:
         start = time.perf_counter()
         try:
             text = await session.run(store.listcerts_command)
-            listing = parse_listing(text)
+            # Cap while parsing: entries beyond max_entries are counted, never held.
+            listing, beyond = parse_capped(text, store.max_entries)
+            del text  # a multi-MB listing need not live through the probes below
             if not listing.entries and listing.bad_lines:
                 raise StoreReadError(
                     ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
@@ -159,25 +173,23 @@ class Service:
             log.warning("store read failed", extra={"store": store.name, "reason": e.reason.value,
                                                     "error": e.message})
         else:
+            state.capped = beyond
             read = await self._read_ok(state, session, listing, time.perf_counter() - start)
         state.last = read
         self._snapshot = None
         return read
 
-    def _cap(self, state: StoreState, listing: Listing) -> Listing:
+    def _note_listing(self, state: StoreState, listing: Listing) -> Listing:
         store = state.cfg
         if listing.bad_lines:
             state.errors[ErrorReason.PARSE.value] += 1
             log.warning("unparseable lines in listing", extra={
                 "store": store.name, "count": len(listing.bad_lines),
                 "first": listing.bad_lines[0][:200]})
-        entries = listing.entries
-        state.capped = max(0, len(entries) - store.max_entries)
         if state.capped:
             log.warning("store holds more entries than max_entries; extra entries not shown",
-                        extra={"store": store.name, "entries": len(entries),
+                        extra={"store": store.name, "entries": len(listing.entries) + state.capped,
                                "max_entries": store.max_entries})
-            listing = type(listing)(entries[: store.max_entries], listing.bad_lines)
         return listing
 
     def _storage_failed(self, state: StoreState, duration: float, e: Exception) -> StoreRead:
@@ -192,7 +204,7 @@ class Service:
     async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
                        duration: float) -> StoreRead:
         store = state.cfg
-        listing = self._cap(state, listing)
+        listing = self._note_listing(state, listing)
         prev = state.last_success
         same = prev is not None and prev.listing is not None and prev.listing == listing
         if same and prev is not None and prev.listing is not None:
@@ -527,6 +539,7 @@ class Service:
     async def apply_config(self, new: Config) -> None:
         """Swap in a validated config: untouched stores keep their loop and SSH session, a
         changed store is reconfigured in place, a removed one is dropped whole."""
+        new = self._own(new)
         old, self.config = self.stores, new
         stores: dict[str, StoreState] = {}
         for cfg in new.stores:
@@ -647,5 +660,5 @@ class Service:
         return Snapshot(
             stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
             changed, capped, bad, self.config_reload_ok, self.ready,
-            pair_views(self.config, views), versions, dict(self.loop_errors),
+            pair_views(self.config, views), versions, dict(self.loop_errors), self.shard,
         )

@@ -9,6 +9,7 @@ from typing import TypeVar
 
 from exporter.model import EntryView, ProbeResult, StoreStatus
 from exporter.pairs import PairView
+from exporter.shard import ALL, Shard
 
 _V = TypeVar("_V")
 
@@ -30,6 +31,7 @@ class Snapshot:
     versions: Mapping[str, int] = field(default_factory=dict)
     # loop ("start", "store", "probe") -> unexpected exceptions so far (exporter.service)
     loop_errors: Mapping[str, int] = field(default_factory=dict)
+    shard: Shard = ALL  # which stores this replica owns (exporter.shard)
 
     def for_store(self, name: str) -> Snapshot:
         views = tuple(v for v in self.views if v.store == name)
@@ -38,7 +40,7 @@ class Snapshot:
             _only(self.stores, {name}), views, _only(self.probes, eps), _only(self.changed, eps),
             _only(self.capped, {name}), _only(self.bad_lines, {name}), self.config_reload_ok,
             self.ready, tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
-            _only(self.versions, {name}),
+            _only(self.versions, {name}), shard=self.shard,
         )
 
 

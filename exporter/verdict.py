@@ -21,6 +21,27 @@ from exporter.model import (
 from exporter.subject import format_subject, subjects_equal
 
 
+def _unknown(why: str) -> Verdict:
+    return Verdict(State.UNKNOWN, Evidence.NONE, f"{why}; pin its fingerprint, or accept the live "
+                                                 "one once PI's connection to the peer is seen working")
+
+
+# Verdicts whose reason names no value: one shared object each, not one per entry (20,000
+# entries mostly decide the same few ways; bench/run.py's scale scenario).
+_PINNED = Verdict(State.MATCH, Evidence.FINGERPRINT, "live fingerprint equals the pin")
+_LOGGED = Verdict(State.MISMATCH, Evidence.LOG, "the PI server logged 'TOFU failed' for this peer")
+_WITNESSED = Verdict(State.MATCH, Evidence.BASELINE,
+                     "live certificate equals the one seen when the entry appeared")
+_ACCEPTED = Verdict(State.MATCH, Evidence.ATTESTED,
+                    "live certificate equals the one accepted while PI's connection to it worked")
+_UNKNOWN_ADOPTED = _unknown(
+    "the entry was already stored when the exporter first read this PI server, so the "
+    "certificate PI stored was never seen, and a matching subject proves nothing")
+_UNKNOWN_PENDING = _unknown(
+    "the entry appeared but its endpoint has not delivered a certificate since")
+_UNKNOWN = _unknown("subjects match but the stored certificate was never seen")
+
+
 def decide(
     entry: StoredEntry,
     probe: ProbeResult | None,
@@ -35,16 +56,14 @@ def decide(
     fp = live.fingerprint_sha256
     if pin is not None:
         if pin == fp:
-            return Verdict(State.MATCH, Evidence.FINGERPRINT, "live fingerprint equals the pin")
+            return _PINNED
         return Verdict(
             State.MISMATCH,
             Evidence.FINGERPRINT,
             f"live fingerprint {fp[:16]}… differs from the pinned {pin[:16]}…",
         )
     if logged_failure:
-        return Verdict(
-            State.MISMATCH, Evidence.LOG, "the PI server logged 'TOFU failed' for this peer"
-        )
+        return _LOGGED
     if baseline is not None and baseline.fingerprint_sha256 is not None:
         by_baseline = _by_baseline(baseline.kind, baseline.fingerprint_sha256, fp,
                                    subjects_equal(entry.subject, live.subject))
@@ -57,28 +76,20 @@ def decide(
             f"live subject {format_subject(live.subject)} differs from the stored "
             f"{format_subject(entry.subject)}",
         )
-    return Verdict(State.UNKNOWN, Evidence.NONE, _unknown_reason(baseline))
+    return _unknown_for(baseline)
 
 
-def _unknown_reason(baseline: Baseline | None) -> str:
+def _unknown_for(baseline: Baseline | None) -> Verdict:
     if baseline is not None and baseline.kind is BaselineKind.ADOPTED:
-        why = ("the entry was already stored when the exporter first read this PI server, so "
-               "the certificate PI stored was never seen, and a matching subject proves nothing")
-    elif baseline is not None and baseline.fingerprint_sha256 is None:
-        why = "the entry appeared but its endpoint has not delivered a certificate since"
-    else:
-        why = "subjects match but the stored certificate was never seen"
-    return (f"{why}; pin its fingerprint, or accept the live one once PI's connection to the "
-            "peer is seen working")
+        return _UNKNOWN_ADOPTED
+    if baseline is not None and baseline.fingerprint_sha256 is None:
+        return _UNKNOWN_PENDING
+    return _UNKNOWN
 
 
 def _attested(base: str, fp: str) -> Verdict:
     if base == fp:
-        return Verdict(
-            State.MATCH,
-            Evidence.ATTESTED,
-            "live certificate equals the one accepted while PI's connection to it worked",
-        )
+        return _ACCEPTED
     return Verdict(
         State.MISMATCH,
         Evidence.ATTESTED,
@@ -91,11 +102,7 @@ def _by_baseline(kind: BaselineKind, base: str, fp: str, same_subject: bool) -> 
     attested baseline that the subjects contradict or, adopted, still equals the live one)."""
     if kind is BaselineKind.WITNESSED:
         if base == fp:
-            return Verdict(
-                State.MATCH,
-                Evidence.BASELINE,
-                "live certificate equals the one seen when the entry appeared",
-            )
+            return _WITNESSED
         return Verdict(
             State.MISMATCH,
             Evidence.BASELINE,

@@ -232,7 +232,7 @@ def make_app(
             return web.Response(status=500, text=f"reload failed, old config kept:\n{error}\n")
         return web.Response(text="reloaded\n")
 
-    async def probe(request: web.Request) -> web.Response:
+    async def probe(request: web.Request) -> web.StreamResponse:
         target = request.query.get("target", "")
         store = service.config.store(target)
         if store is None:
@@ -249,8 +249,10 @@ def make_app(
                 snap = await service.run_once([target])
         except TimeoutError:
             snap = service.snapshot()
-        body = render(snap.for_store(target), with_process=False)
-        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
+        # Streamed from the store's cached blocks (exporter.collector): 200 concurrent
+        # /probe requests must not each hold a joined copy of their body.
+        chunks = [c for c in render_chunks(snap.for_store(target)) if not c.startswith(OWN_PREFIXES)]
+        return await _stream(request, chunks, {"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get(telemetry_path, metrics)
     app.router.add_get("/", index)

@@ -66,7 +66,8 @@ class WebServer:
         self.guard.swap(cfg)
         return None
 
-    async def start(self, reload: Callable[[], Awaitable[str | None]]) -> None:
+    async def start(self, reload: Callable[[], Awaitable[str | None]],
+                    log_extra: dict[str, str] | None = None) -> None:
         register_build_info()
         opts = self.opts
         nofile = raise_nofile_limit()
@@ -104,7 +105,8 @@ class WebServer:
         log.info("listening", extra={
             "address": ",".join(s.name for s in sites), "health": health or "",
             "stores": len(self.config.stores), "version": __version__,
-            "max_connections": limit, "descriptor_room": room, "nofile": nofile})
+            "max_connections": limit, "descriptor_room": room, "nofile": nofile,
+            **(log_extra or {})})
 
     async def stop(self) -> None:
         await asyncio.gather(*(runner.cleanup() for runner in self.runners))

@@ -21,9 +21,9 @@ def _project_url() -> str:
     return url.rstrip("/")
 
 
-# Both scrape forms the project ships: the plain /metrics job and the sharded /probe job
-# (deploy/kubernetes/sharding/prometheus-scrape.yml). Matching both keeps TofuExporterDown's
-# absent() quiet when only the sharded job exists.
+# Both scrape forms the exporter answers: /metrics (one exporter, or every replica of a
+# sharded StatefulSet: docs/sharding.md) and a multi-target /probe?target=<store> job.
+# Matching both keeps TofuExporterDown's absent() quiet when only the /probe job exists.
 DEFAULT_SELECTOR = 'job=~"prime-tofu-exporter|prime-tofu-probe"'
 
 

@@ -155,7 +155,7 @@ class PiServer:
 
     Failure knobs (plain attributes, read on every use, so they may change at any time):
     hang_after_banner, no_prompt, hang_on_command, drop_mid_output, endless_more,
-    garbage, extra_lines.
+    garbage, extra_lines, deletecert_reply; and restore_on_delete.
     """
 
     def __init__(
@@ -192,6 +192,12 @@ class PiServer:
         self.endless_more = False
         self.garbage: bytes | None = None
         self.extra_lines: Sequence[str] = ()
+        # deletecert prints this instead (`{key}` filled in) and deletes nothing: a PI that
+        # answers without deleting ("" says nothing; a `%` line is an error, exit status 1).
+        self.deletecert_reply: str | None = None
+        # The health monitor reconnects to a deleted peer at once: its live certificate is
+        # stored again before deletecert returns to the prompt.
+        self.restore_on_delete = False
         # Whose subject a `TOFU failed` record names: "current" (presented) or "stored".
         self.log_names = "current"
         # State.
@@ -286,12 +292,12 @@ class PiServer:
     def add_peer(self, key: str, host: str, port: int) -> None:
         self.peers[key] = (host, port)
 
-    async def connect_peers(self) -> dict[str, str]:
-        """Connect to every peer like PI's health monitor does.
+    async def connect_peers(self, only: Sequence[str] | None = None) -> dict[str, str]:
+        """Connect to every peer (or those of `only`) like PI's health monitor does.
 
         Returns key -> "stored" (first use), "match", "mismatch" or "unreachable".
         """
-        keys = list(self.peers)
+        keys = [k for k in self.peers if only is None or k in only]
         results = await asyncio.gather(
             *(fetch_leaf_der(*self.peers[k]) for k in keys), return_exceptions=True
         )
@@ -558,12 +564,7 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
             finally:
                 pi._busy -= 1
         if len(low) == 6 and low[:5] == DELETECERT:
-            key = words[5]
-            if self._pi.remove_entry(key):
-                self._write_text(f"Deleted certificate for host {key}\n")
-                return 0
-            self._write_text(f"% Entry not found: {key}\n")
-            return 1
+            return await self._deletecert(words[5])
         if len(low) == 4 and low[:3] == ("show", "logs", "file"):
             # Where PI's health monitor writes; the exact file name is site-specific.
             self._write_text("".join(record + "\n" for record in self._pi.log))
@@ -572,6 +573,20 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
         indent = len(f"{self._pi.hostname}/{self._user}# ") if shell else 0
         self._write_text(" " * indent + "^\n% Invalid input detected at '^' marker.\n\n")
         return 1
+
+    async def _deletecert(self, key: str) -> int:
+        pi = self._pi
+        if pi.deletecert_reply is not None:
+            reply = pi.deletecert_reply.replace("{key}", key)
+            self._write_text(reply + "\n" if reply else "")
+            return 1 if reply.lstrip().startswith("%") else 0
+        if not pi.remove_entry(key):
+            self._write_text(f"% Entry not found: {key}\n")
+            return 1
+        self._write_text(f"Deleted certificate for host {key}\n")
+        if pi.restore_on_delete:
+            await pi.connect_peers([key])
+        return 0
 
     async def _listcerts(self, shell: bool) -> int | None:
         pi = self._pi

@@ -57,8 +57,10 @@ class Exporter:
         workdir: Path,
         web_config: Path | None = None,
         client_ssl: ssl.SSLContext | None = None,
+        extra_args: tuple[str, ...] = (),
     ) -> None:
         self.config = config
+        self.extra_args = extra_args
         self.workdir = workdir
         self.web_config = web_config
         self.port = free_port()
@@ -81,7 +83,7 @@ class Exporter:
         ]
         if self.web_config is not None:
             args += ["--web.config.file", str(self.web_config)]
-        return args
+        return args + list(self.extra_args)
 
     def spawn_kwargs(self) -> dict[str, Any]:
         """Extra create_subprocess_exec arguments (e.g. pass_fds) for subclasses."""

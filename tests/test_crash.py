@@ -18,6 +18,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -61,13 +62,19 @@ def _kill_round(db: Path, seed: int, start: int, rnd: random.Random) -> Round:
     )
     assert child.stdout is not None
     assert json.loads(child.stdout.readline()) == {"ready": True, "resets": {}}
+    # Read the child's reports while it runs: a full pipe would park it in print(), and the
+    # kill would land between writes instead of inside one.
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.extend(child.stdout), daemon=True)  # type: ignore[arg-type]
+    reader.start()
     time.sleep(rnd.uniform(0.02, 0.3))  # a random moment, usually mid-transaction
     os.kill(child.pid, signal.SIGKILL)
     child.wait(10)
+    reader.join(10)
     committed: dict[str, list[str]] = {}
     inflight: tuple[str, list[str]] | None = None
     last = start
-    for line in child.stdout.read().splitlines():
+    for line in lines:
         try:
             rec = json.loads(line)
         except json.JSONDecodeError:  # a line cut by the kill was never reported whole

@@ -27,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import tomllib
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,8 +150,11 @@ def test_dockerfile_runtime_stage_is_slim_non_root_and_self_describing() -> None
     assert "--config.file=/etc/prime-tofu-exporter/config.yml" in cmd
 
     labels = " ".join(ops(FINAL, "LABEL"))
-    version = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-    assert f'org.opencontainers.image.version="{version}"' in labels
+    # Version, revision and creation time are build arguments (the version's one source is
+    # pyproject.toml; tests/test_image.py builds with them and reads the labels back).
+    for arg in ("VERSION", "REVISION", "CREATED"):
+        assert arg in ops(FINAL, "ARG")
+        assert f'org.opencontainers.image.{arg.lower()}="${{{arg}}}"' in labels
     for key in ("title", "description", "licenses", "base.name"):
         assert f"org.opencontainers.image.{key}=" in labels
 
@@ -437,7 +439,7 @@ def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("config", [DEPLOY / "prometheus" / "prometheus.yml",
-                                    K8S / "sharding" / "prometheus-scrape.yml",
+                                    K8S / "overlays" / "sharded" / "prometheus-scrape.yml",
                                     K8S / "prometheus" / "scrape-config.yml"],
                          ids=["compose", "k8s-sharding", "k8s-plain"])
 def test_prometheus_config_passes_promtool(config: Path) -> None:
@@ -618,6 +620,80 @@ def test_kubernetes_service_and_servicemonitor_select_the_pod(rendered: list[dic
     assert {e["port"] for e in sm["spec"]["endpoints"]} <= {p["name"] for p in svc["spec"]["ports"]}
     assert sm["metadata"]["namespace"] == svc["metadata"]["namespace"] == "monitoring"
     assert sm["metadata"]["labels"]["release"] == "kube-prometheus-stack"
+
+
+@pytest.fixture(scope="module")
+def rendered_sharded() -> list[dict[str, Any]]:
+    cmd = kustomize_cmd()
+    if cmd is None:
+        pytest.skip("neither kustomize nor kubectl installed")
+    r = run([*cmd, str(K8S / "overlays" / "sharded")])
+    assert r.returncode == 0, r.stderr
+    return [d for d in yaml.safe_load_all(r.stdout) if d]
+
+
+def test_kubernetes_sharded_overlay_passes_the_schemas(rendered_sharded: list[dict[str, Any]]) -> None:
+    kv = validator()
+    version = kv.utils.latest_version()
+    for doc in rendered_sharded:
+        if not doc["apiVersion"].startswith(CRD_GROUP):
+            kv.validate(doc, version, strict=True)
+    # The StatefulSet replaces the Deployment and its single PVC (a volume per replica instead).
+    assert sorted(d["kind"] for d in rendered_sharded) == sorted(
+        ["ConfigMap", "ConfigMap", "Secret", "Service", "StatefulSet", "ServiceMonitor",
+         "PrometheusRule"])
+
+
+def test_kubernetes_sharded_replicas_are_the_shards(rendered: list[dict[str, Any]],
+                                                     rendered_sharded: list[dict[str, Any]]) -> None:
+    """Each replica's ordinal is its shard, the shard count is the replica count, each has its
+    own volume at --storage.path, and the Prometheus job scrapes every replica by name."""
+    from exporter.cli import _parser
+    from exporter.shard import Shard
+
+    sts, svc = by_kind(rendered_sharded, "StatefulSet"), by_kind(rendered_sharded, "Service")
+    pod = sts["spec"]["template"]["spec"]
+    (ctr,) = pod["containers"]
+    replicas = sts["spec"]["replicas"]
+    assert replicas >= 2
+    env = {e["name"]: e for e in ctr["env"]}
+    assert "--shard=$(SHARD)" in ctr["args"]
+    assert env["SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == \
+        "metadata.labels['apps.kubernetes.io/pod-index']"
+    for ordinal in range(replicas):  # what each pod's args parse to, $(SHARD) expanded
+        args = _parser().parse_args([a.replace("$(SHARD)", str(ordinal)) for a in ctr["args"]])
+        assert Shard(args.shard, args.total_shards) == Shard(ordinal, replicas)
+    storage = next(a.split("=", 1)[1] for a in ctr["args"] if a.startswith("--storage.path="))
+    (claim,) = sts["spec"]["volumeClaimTemplates"]
+    mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
+    assert mounts[claim["metadata"]["name"]] == storage
+    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert claim["metadata"]["name"] not in {v["name"] for v in pod["volumes"]}
+
+    # Headless Service named by serviceName, selecting the pods: stable per-replica names.
+    assert svc["spec"]["clusterIP"] == "None" and sts["spec"]["serviceName"] == svc["metadata"]["name"]
+    assert svc["spec"]["selector"].items() <= sts["spec"]["template"]["metadata"]["labels"].items()
+    assert sts["spec"]["selector"]["matchLabels"].items() <= \
+        sts["spec"]["template"]["metadata"]["labels"].items()
+
+    # The pod is the single Deployment's pod, but for the shard flags and the volume.
+    dep_pod = by_kind(rendered, "Deployment")["spec"]["template"]["spec"]
+    (dep_ctr,) = dep_pod["containers"]
+    assert {k: v for k, v in ctr.items() if k not in ("args", "env")} == \
+        {k: v for k, v in dep_ctr.items() if k != "args"}
+    assert [a for a in ctr["args"] if not a.startswith(("--shard", "--total-shards"))] == \
+        dep_ctr["args"]
+    assert pod["securityContext"] == dep_pod["securityContext"]
+    assert [v for v in dep_pod["volumes"] if v["name"] != claim["metadata"]["name"]] == \
+        pod["volumes"]
+
+    scrape = yaml.safe_load((K8S / "overlays" / "sharded" / "prometheus-scrape.yml").read_text())
+    (job,) = scrape["scrape_configs"]
+    (static,) = job["static_configs"]
+    ns, name = sts["metadata"]["namespace"], svc["metadata"]["name"]
+    assert static["targets"] == [f"{sts['metadata']['name']}-{i}.{name}.{ns}.svc:{EXPORTER_PORT}"
+                                 for i in range(replicas)]
+    assert job["job_name"] == "prime-tofu-exporter"
 
 
 def rules_or_skip() -> dict[str, Any]:

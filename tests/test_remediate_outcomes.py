@@ -1,0 +1,141 @@
+"""`remediate --apply` outcomes the docs promise, against the real lab over SSH and through the
+real command line: `re-stored` (PI confirmed the delete and had already stored the live
+certificate again when we re-listed), `still present` (no confirmed delete: a failure, the
+baseline kept) and exit code 1 after a failed command, with the later servers untouched."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from exporter.baseline import BaselineDB
+from exporter.demo import prepare
+from exporter.model import Baseline
+from pilab.scene import Lab
+from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
+
+
+@pytest.fixture
+async def lab(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path]]:
+    """The seed's scene, prime-sec re-keyed after one pass adopted the baselines; the health
+    monitors stopped, so only the knob under test decides what PI's store holds."""
+    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+    try:
+        first = await one_pass(cfg, tmp_path / "data")
+        await first.stop()
+        lab.regenerate("prime-sec")  # same subject, new key: only the baseline can tell
+        for pi in lab.pis.values():
+            await pi.stop_health_monitor()
+        yield lab, cfg
+    finally:
+        await lab.stop()
+
+
+def baselines(storage: Path, store: str) -> dict[str, Baseline]:
+    db = BaselineDB(storage / "baseline.db")
+    try:
+        return db.baselines(store)
+    finally:
+        db.close()
+
+
+def audit_lines(path: Path) -> list[dict[str, str]]:
+    return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+async def test_restored_entries_drop_the_baseline_and_are_witnessed_anew(
+    lab: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    lab_, cfg = lab
+    k = keys(lab_)
+    storage, audit = tmp_path / "data", tmp_path / "audit.jsonl"
+    common = ["--config.file", str(cfg), "--storage.path", str(storage), "--log.level", "warn"]
+    for pi in lab_.pis.values():
+        pi.restore_on_delete = True  # PI reconnects before deletecert returns to the prompt
+    # (store, entry) -> the peer whose live certificate PI stores again
+    peer = {("prime-pri", k["sec"]): "prime-sec", ("prime-pri", k["ise"]): "ise",
+            ("prime-sec", k["sec"]): "prime-sec", ("prime-sec", k["sec_self"]): "prime-sec"}
+    live = {key: lab_.endpoints[name].current for key, name in peer.items()}
+    old = baselines(storage, "prime-pri")[k["sec"]]
+    assert old.kind.value == "adopted"
+    assert old.fingerprint_sha256 != live[("prime-pri", k["sec"])].fingerprint_sha256
+    started = time.time()
+
+    res = await run(*EXPORTER, "remediate", *common, "--apply", "--yes", "--reason", "CHG-1",
+                    "--audit.file", str(audit))
+
+    assert res.returncode == 0, res.stdout + res.stderr
+    assert sorted(deletes(lab_)) == sorted((s, f"{DELETE} {e}") for s, e in peer)
+    for (store, entry), cert in live.items():
+        # PI holds the live certificate again: the delete was real and so was the re-store.
+        assert lab_.pis[store].entries()[entry].der == cert.der
+        fp = cert.fingerprint_sha256
+        line = (f"  ok   {store} {entry}: re-stored; PI confirmed the delete and has already "
+                f"reconnected and stored the certificate it sees now; witnessed live sha256 "
+                f"{fp[:16]}…, state match")
+        assert line in res.stdout.splitlines(), res.stdout
+        # The old baseline is gone; the new one was witnessed when PI re-stored the entry.
+        b = baselines(storage, store)[entry]
+        assert (b.kind.value, b.fingerprint_sha256) == ("witnessed", fp), b
+        assert b.since >= started
+    assert "FAIL" not in res.stdout
+    for x in audit_lines(audit):
+        assert (x["result"], x["verified"]) == ("deleted", "re-stored"), x
+        assert x["live_fingerprint_sha256"] == live[(x["store"], x["entry"])].fingerprint_sha256
+    assert len(audit_lines(audit)) == 4
+
+    # The next sighting: match, by the baseline witnessed at the re-store.
+    res = await run(*EXPORTER, "check", *common, "--output", "json")
+    after = {(r["store"], r["entry"]): r for r in json.loads(res.stdout)}
+    for key in peer:
+        assert (after[key]["state"], after[key]["evidence"], after[key]["baseline"]) == (
+            "match", "baseline", "witnessed"), after[key]
+
+
+@pytest.mark.parametrize("reply", ["", "% Certificate store busy, {key} not deleted"],
+                         ids=["silent", "percent-error"])
+async def test_unconfirmed_delete_fails_keeps_the_baseline_and_exits_1(
+    lab: tuple[Lab, Path], tmp_path: Path, reply: str
+) -> None:
+    """prime-pri answers deletecert without deleting (silently, or with a `%` error); the entry
+    is listed again. A failure: baseline kept, audit says so, prime-sec untouched, exit 1."""
+    lab_, cfg = lab
+    k = keys(lab_)
+    storage, audit = tmp_path / "data", tmp_path / "audit.jsonl"
+    pri, sec = lab_.pis["prime-pri"], lab_.pis["prime-sec"]
+    pri.deletecert_reply = reply
+    before = {s: baselines(storage, s) for s in ("prime-pri", "prime-sec")}
+    held = {s: lab_.pis[s].entries() for s in ("prime-pri", "prime-sec")}
+
+    res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+                    str(storage), "--log.level", "warn", "--apply", "--yes",
+                    "--audit.file", str(audit))
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout.splitlines()
+    if reply:  # an error line stops that server's remaining commands
+        ran = [k["sec"]]
+        assert f"  FAIL prime-pri {k['sec']}: still present; deletecert reported an error" in out
+        assert (f"  FAIL prime-pri {k['ise']}: not run; an earlier command on this server "
+                f"failed") in out
+    else:  # no error, but no confirmation either: each one listed again, each a failure
+        ran = [k["sec"], k["ise"]]
+        for entry in ran:
+            assert (f"  FAIL prime-pri {entry}: still present; listed again and PI did not "
+                    f"confirm a delete; baseline kept") in out, res.stdout
+    assert deletes(lab_) == [("prime-pri", f"{DELETE} {e}") for e in ran]
+    # The later server is untouched: nothing sent, its entries as they were.
+    assert not [c for c in sec.commands if c.startswith(DELETE)]
+    assert sec.entries() == held["prime-sec"] and pri.entries() == held["prime-pri"]
+    for entry in (k["sec"], k["sec_self"]):
+        assert f"  FAIL prime-sec {entry}: not run; an earlier server failed" in out
+    assert " ok   " not in res.stdout
+    # Baselines kept: the mismatch evidence survives for the next attempt.
+    assert {s: baselines(storage, s) for s in before} == before
+    lines = audit_lines(audit)
+    assert [(x["store"], x["entry"], x["result"], x["verified"]) for x in lines] == [
+        ("prime-pri", e, "failed", "still present") for e in ran]
