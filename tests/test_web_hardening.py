@@ -328,7 +328,7 @@ SYSTEMD = ROOT / "deploy" / "systemd"
 
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
-def test_socket_unit_and_descriptor_limit(tmp_path: Path) -> None:
+async def test_socket_unit_and_descriptor_limit(tmp_path: Path) -> None:
     service = (SYSTEMD / "prime-tofu-exporter.service").read_text()
     socket_unit = (SYSTEMD / "prime-tofu-exporter.socket").read_text()
     binary = re.search(r"^ExecStart=(\S+)", service, re.M)
