@@ -153,9 +153,8 @@ async def fetch_leaf_der(host: str, port: int, timeout: float = _PEER_TIMEOUT) -
 class PiServer:
     """One PI server: SSH admin CLI, TOFU store, health monitor.
 
-    Failure knobs (plain attributes, read on every use, so they may change at any time):
-    hang_after_banner, no_prompt, hang_on_command, drop_mid_output, endless_more,
-    garbage, extra_lines, deletecert_reply; and restore_on_delete.
+    `cli` holds what the CLI does at its hook points (Cli); it is read on every use, so a
+    replacement takes effect at once, on open sessions too.
     """
 
     def __init__(
@@ -184,20 +183,7 @@ class PiServer:
         self.exec_enabled = exec_enabled
         self.page_lines = page_lines
         self.host_key: asyncssh.SSHKey = host_key or asyncssh.generate_private_key("ssh-ed25519")
-        # Failure knobs.
-        self.hang_after_banner = False
-        self.no_prompt = False
-        self.hang_on_command = False
-        self.drop_mid_output = False
-        self.endless_more = False
-        self.garbage: bytes | None = None
-        self.extra_lines: Sequence[str] = ()
-        # deletecert prints this instead (`{key}` filled in) and deletes nothing: a PI that
-        # answers without deleting ("" says nothing; a `%` line is an error, exit status 1).
-        self.deletecert_reply: str | None = None
-        # The health monitor reconnects to a deleted peer at once: its live certificate is
-        # stored again before deletecert returns to the prompt.
-        self.restore_on_delete = False
+        self.cli: Cli = Cli()
         # Whose subject a `TOFU failed` record names: "current" (presented) or "stored".
         self.log_names = "current"
         # State.
@@ -222,7 +208,7 @@ class PiServer:
             self._host,
             self._requested_port,
             server_host_keys=[self.host_key],
-            encoding=None,  # bytes in and out: `garbage` must reach the client unchanged
+            encoding=None,  # bytes in and out: what a hook writes reaches the client unchanged
             line_editor=False,  # the CLI echoes itself
             allow_pty=True,
             agent_forwarding=False,
@@ -279,12 +265,10 @@ class PiServer:
         return dict(self.store)
 
     def listing_text(self) -> str:
-        """What `listcerts` prints, with \\n line ends (extra_lines after the entries)."""
+        """What `listcerts` prints, with \\n line ends."""
         lines = list(LISTING_HEADER)
         for cert in self.store.values():
             lines += [entry_line(cert, self.style), ""]
-        for extra in self.extra_lines:
-            lines += [extra, ""]
         return "\n".join(lines) + "\n"
 
     # --- peers and health monitor ----------------------------------------------------
@@ -383,22 +367,54 @@ class _Server(asyncssh.SSHServer):
                     return True
         return False
 
-    def session_requested(self) -> _CliSession:
-        return _CliSession(self._pi)
+    def session_requested(self) -> CliSession:
+        return CliSession(self._pi)
+
+
+class Cli:
+    """What the admin CLI does at its hook points: the normal PI behaviour.
+
+    Subclass and set PiServer.cli to make a server misbehave (the tests' fault switches).
+    """
+
+    async def greet(self, session: CliSession) -> None:
+        """What a shell prints before its first prompt."""
+        banner = session.pi.banner
+        session.write_text(banner if banner.endswith("\n") else banner + "\n")
+
+    def listing(self, pi: PiServer) -> str:
+        """The text `listcerts` prints, \\n line ends."""
+        return pi.listing_text()
+
+    async def listcerts(self, session: CliSession, shell: bool) -> int:
+        lines = self.listing(session.pi).split("\n")[:-1]
+        await session.emit(lines, session.page_lines if shell else 0)
+        return 0
+
+    async def deletecert(self, session: CliSession, key: str) -> int:
+        if not session.pi.remove_entry(key):
+            session.write_text(f"% Entry not found: {key}\n")
+            return 1
+        session.write_text(f"Deleted certificate for host {key}\n")
+        return 0
 
 
 class _SessionClosed(Exception):
     pass
 
 
-class _CliSession(asyncssh.SSHServerSession[bytes]):
+class CliSession(asyncssh.SSHServerSession[bytes]):
+    """One SSH session of the admin CLI. What Cli hooks use: pi, channel, page_lines (this
+    session's `terminal length`), write, write_text, read_key, emit, and hang (waits for the
+    client to go away, then ends the session)."""
+
     def __init__(self, pi: PiServer) -> None:
-        self._pi = pi
-        self._chan: asyncssh.SSHServerChannel[bytes] | None = None
+        self.pi = pi
+        self.channel: asyncssh.SSHServerChannel[bytes] | None = None
         self._user = ""
         self._pty = False
         self._command: str | None = None
-        self._page_lines = pi.page_lines
+        self.page_lines = pi.page_lines
         self._buf = bytearray()
         self._skip_lf = False  # a CR ended the last line; drop the LF of a CRLF
         self._eof = False
@@ -409,7 +425,7 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
     # --- asyncssh callbacks ----------------------------------------------------------
 
     def connection_made(self, chan: asyncssh.SSHServerChannel[bytes]) -> None:
-        self._chan = chan
+        self.channel = chan
         self._user = str(chan.get_extra_info("username") or "")
 
     def pty_requested(
@@ -423,7 +439,7 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
 
     def exec_requested(self, command: str) -> bool:
         # PI-like devices refuse exec outright: the client sees the request fail.
-        if not self._pi.exec_enabled:
+        if not self.pi.exec_enabled:
             return False
         self._command = command
         return True
@@ -451,11 +467,11 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
 
     # --- I/O helpers -----------------------------------------------------------------
 
-    def _write(self, data: bytes) -> None:
-        if self._closed.is_set() or self._chan is None:
+    def write(self, data: bytes) -> None:
+        if self._closed.is_set() or self.channel is None:
             raise _SessionClosed
         try:
-            self._chan.write(data)
+            self.channel.write(data)
         except (BrokenPipeError, OSError, asyncssh.Error) as exc:
             raise _SessionClosed from exc
 
@@ -464,8 +480,8 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
         # Shells and PTYs get CRLF like a network CLI; a bare exec gets plain LF.
         return "\r\n" if self._command is None or self._pty else "\n"
 
-    def _write_text(self, text: str) -> None:
-        self._write(text.replace("\n", self._newline).encode())
+    def write_text(self, text: str) -> None:
+        self.write(text.replace("\n", self._newline).encode())
 
     async def _wait_input(self) -> None:
         self._wake.clear()
@@ -492,7 +508,7 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
                 return None
             await self._wait_input()
 
-    async def _read_key(self) -> str | None:
+    async def read_key(self) -> str | None:
         """One key press at --More--; None at EOF. A line end right after it is swallowed."""
         while True:
             if self._skip_lf and self._buf[:1] == b"\n":
@@ -509,7 +525,7 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
                 return None
             await self._wait_input()
 
-    async def _hang(self) -> None:
+    async def hang(self) -> None:
         await self._closed.wait()
         raise _SessionClosed
 
@@ -522,24 +538,20 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
                 status = 0
             else:
                 status = await self._dispatch(self._command, shell=False) or 0
-            if self._chan is not None and not self._closed.is_set():
-                self._chan.exit(status)
+            if self.channel is not None and not self._closed.is_set():
+                self.channel.exit(status)
         except _SessionClosed:
             pass
 
     async def _shell(self) -> None:
-        pi = self._pi
-        if pi.no_prompt:
-            await self._hang()
-        self._write_text(pi.banner if pi.banner.endswith("\n") else pi.banner + "\n")
-        if pi.hang_after_banner:
-            await self._hang()
+        pi = self.pi
+        await pi.cli.greet(self)
         while True:
-            self._write(f"{pi.hostname}/{self._user}# ".encode())
+            self.write(f"{pi.hostname}/{self._user}# ".encode())
             line = await self._read_line()
             if line is None:
                 return
-            self._write(line.encode() + b"\r\n")
+            self.write(line.encode() + b"\r\n")
             if await self._dispatch(line, shell=True) is None:
                 return
 
@@ -548,111 +560,45 @@ class _CliSession(asyncssh.SSHServerSession[bytes]):
         words = line.split()
         if not words:
             return 0
-        self._pi.commands.append(" ".join(words))
+        self.pi.commands.append(" ".join(words))
         low = tuple(w.lower() for w in words)
         if low in (("exit",), ("quit",), ("logout",)):
             return None
         if len(low) == 3 and low[:2] == ("terminal", "length") and low[2].isdigit():
-            self._page_lines = int(low[2])
+            self.page_lines = int(low[2])
             return 0
         if low == LISTCERTS:
-            pi = self._pi
+            pi = self.pi
             pi._busy += 1
             pi.max_busy = max(pi.max_busy, pi._busy)
             try:
-                return await self._listcerts(shell)
+                return await pi.cli.listcerts(self, shell)
             finally:
                 pi._busy -= 1
         if len(low) == 6 and low[:5] == DELETECERT:
-            return await self._deletecert(words[5])
+            return await self.pi.cli.deletecert(self, words[5])
         if len(low) == 4 and low[:3] == ("show", "logs", "file"):
             # Where PI's health monitor writes; the exact file name is site-specific.
-            self._write_text("".join(record + "\n" for record in self._pi.log))
+            self.write_text("".join(record + "\n" for record in self.pi.log))
             return 0
         # Caret under the command, IOS-style (prompt width included in a shell).
-        indent = len(f"{self._pi.hostname}/{self._user}# ") if shell else 0
-        self._write_text(" " * indent + "^\n% Invalid input detected at '^' marker.\n\n")
+        indent = len(f"{self.pi.hostname}/{self._user}# ") if shell else 0
+        self.write_text(" " * indent + "^\n% Invalid input detected at '^' marker.\n\n")
         return 1
 
-    async def _deletecert(self, key: str) -> int:
-        pi = self._pi
-        if pi.deletecert_reply is not None:
-            reply = pi.deletecert_reply.replace("{key}", key)
-            self._write_text(reply + "\n" if reply else "")
-            return 1 if reply.lstrip().startswith("%") else 0
-        if not pi.remove_entry(key):
-            self._write_text(f"% Entry not found: {key}\n")
-            return 1
-        self._write_text(f"Deleted certificate for host {key}\n")
-        if pi.restore_on_delete:
-            await pi.connect_peers([key])
-        return 0
-
-    async def _listcerts(self, shell: bool) -> int | None:
-        pi = self._pi
-        if pi.hang_on_command:
-            await self._hang()
-        if pi.garbage is not None:
-            self._write(pi.garbage)
-            return 0
-        text = pi.listing_text()
-        if pi.drop_mid_output:
-            self._write_text(text[: _mid_line_cut(text)])
-            if self._chan is not None:
-                # Disconnect aborts the socket, dropping unsent bytes: let the half arrive first.
-                while self._chan.get_write_buffer_size():
-                    await asyncio.sleep(0.01)
-                await asyncio.sleep(0.05)
-                self._chan.get_connection().close()
-            await self._hang()
-        lines = text.split("\n")[:-1]
-        if pi.endless_more:
-            await self._endless(lines)
-        page = self._page_lines if shell else 0
-        await self._emit(lines, page)
-        return 0
-
-    async def _emit(self, lines: list[str], page: int) -> None:
+    async def emit(self, lines: list[str], page: int) -> None:
         # One write per page, as sshd forwards what a PTY buffered, not one packet per line.
         budget, chunk = page, list[str]()
         for line in lines:
             if page > 0 and budget == 0:
-                self._write_text("".join(chunk))
+                self.write_text("".join(chunk))
                 chunk = []
-                self._write(MORE.encode())
-                key = await self._read_key()
-                self._write(MORE_ERASE.encode())
+                self.write(MORE.encode())
+                key = await self.read_key()
+                self.write(MORE_ERASE.encode())
                 if key is None or key in "qQ":
                     return
                 budget = 1 if key in "\r\n" else page  # Enter: one more line
             chunk.append(line + "\n")
             budget -= 1
-        self._write_text("".join(chunk))
-
-    async def _endless(self, lines: list[str]) -> None:
-        """Pages forever, ignoring `terminal length 0` and `q`: the client must give up."""
-        page = self._page_lines or self._pi.page_lines or 20
-        i = 0
-        while True:
-            for _ in range(page):
-                self._write_text((lines[i % len(lines)] if lines else "") + "\n")
-                i += 1
-            self._write(MORE.encode())
-            if await self._read_key() is None:
-                await self._hang()
-            self._write(MORE_ERASE.encode())
-
-
-def _mid_line_cut(text: str) -> int:
-    """An offset near the middle of `text` inside an entry line (any non-blank line if none)."""
-    mid = len(text) // 2
-    best: tuple[int, int] | None = None  # (distance, cut)
-    offset = 0
-    entries = "\nhost=" in text
-    for line in text.split("\n"):
-        if line.startswith("host=") if entries else line.strip():
-            cut = offset + max(1, len(line) // 2)
-            if best is None or abs(cut - mid) < best[0]:
-                best = (abs(cut - mid), cut)
-        offset += len(line) + 1
-    return best[1] if best else mid
+        self.write_text("".join(chunk))

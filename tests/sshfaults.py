@@ -154,10 +154,11 @@ async def start_tls() -> TlsEndpoint:
 _FLOOD = """
 import asyncio, json, sys
 from pilab.pi import PiServer
+from tests.faultlab import faults
 
 async def main():
     pi = PiServer("flood", users={"admin": sys.argv[1]})
-    pi.extra_lines = ["x" * 9999] * int(sys.argv[2])  # 10 kB lines
+    faults(pi).extra_lines = ["x" * 9999] * int(sys.argv[2])  # 10 kB lines
     await pi.start()
     print(json.dumps({"port": pi.port, "known_hosts": pi.known_hosts_line()}), flush=True)
     await asyncio.to_thread(sys.stdin.read)  # the test went away: so do we

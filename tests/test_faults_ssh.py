@@ -31,6 +31,7 @@ from exporter.web import make_app
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 from tests import sshfaults as sf
+from tests.faultlab import faults
 
 PASSWORD = "Matrix-Pa55-healthy"
 INTERVAL = 1.0
@@ -114,12 +115,12 @@ def _raw(handler: sf.Handler | None) -> Callable[[Lab, Path], Awaitable[Target]]
 def _pi(
     knobs: dict[str, Any] | None = None, *, cold: LabFn | None = None, **kw: Any
 ) -> Callable[[Lab, Path], Awaitable[Target]]:
-    """A lab PI; `knobs` (failure knobs) and `cold` (any other fault) apply from the start."""
+    """A lab PI; `knobs` (fault switches) and `cold` (any other fault) apply from the start."""
 
     async def build(lab: Lab, tmp: Path) -> Target:
         pi = await lab.thread.run(sf.start_pi("prime-bad", PASSWORD, lab.entries(), **kw))
         for name, value in (knobs or {}).items():
-            setattr(pi, name, value)
+            setattr(faults(pi), name, value)
         t = _pi_target(lab, pi)
         if cold is not None:
             await cold(lab, t, tmp)
@@ -166,11 +167,17 @@ def _flood(mib: int = 50) -> Callable[[Lab, Path], Awaitable[Target]]:
 
 
 def _knob(name: str, on: object, off: object) -> tuple[LabFn, LabFn]:
+    """A fault switch (tests.faultlab), or a setting of the lab PI itself (exec_enabled)."""
+
+    def owner(t: Target) -> object:
+        assert t.pi is not None
+        return t.pi if hasattr(t.pi, name) else faults(t.pi)
+
     async def arm(lab: Lab, t: Target, tmp: Path) -> None:
-        setattr(t.pi, name, on)
+        setattr(owner(t), name, on)
 
     async def disarm(lab: Lab, t: Target, tmp: Path) -> None:
-        setattr(t.pi, name, off)
+        setattr(owner(t), name, off)
 
     return arm, disarm
 

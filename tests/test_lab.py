@@ -17,6 +17,7 @@ from pilab.pi import MORE, MORE_ERASE, PiServer, format_subject
 from pilab.pki import make_cert, pi_subject, subject_of
 from pilab.scene import start_demo_scene
 from pilab.tls import TlsEndpoint
+from tests.faultlab import faults
 
 PASSWORD = "s3cret-lab"
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"
@@ -230,28 +231,28 @@ async def test_tls_regenerate_serves_new_fingerprint(peer: TlsEndpoint) -> None:
 
 async def test_failure_knobs(pi: PiServer) -> None:
     async with connect(pi) as conn:
-        pi.garbage = b"\x00\xffnot a listing"
+        faults(pi).garbage = b"\x00\xffnot a listing"
         result = await conn.run(LISTCERTS, timeout=3, encoding=None)
         assert result.stdout == b"\x00\xffnot a listing"
-        pi.garbage = None
-        pi.extra_lines = ["host=broken line"]
+        faults(pi).garbage = None
+        faults(pi).extra_lines = ["host=broken line"]
         assert "host=broken line" in (await conn.run(LISTCERTS, timeout=3)).stdout
-        pi.hang_on_command = True
+        faults(pi).hang_on_command = True
         with pytest.raises(asyncssh.TimeoutError):
             await conn.run(LISTCERTS, timeout=0.3)
-        pi.hang_on_command = False
-        pi.endless_more = True
+        faults(pi).hang_on_command = False
+        faults(pi).endless_more = True
         with pytest.raises(asyncssh.TimeoutError):
             await conn.run(LISTCERTS, timeout=0.3)
-        pi.endless_more = False
-        pi.drop_mid_output = True
+        faults(pi).endless_more = False
+        faults(pi).drop_mid_output = True
         proc = await conn.create_process(LISTCERTS)
         out = await asyncio.wait_for(proc.stdout.read(), 2.0)
         assert 0 < len(out) < len(pi.listing_text())
         assert not out.endswith("\n")  # cut mid-line
     async with connect(pi) as conn:
-        pi.drop_mid_output = False
-        pi.hang_after_banner = True
+        faults(pi).drop_mid_output = False
+        faults(pi).hang_after_banner = True
         proc = await conn.create_process(term_type="vt100")
         banner = await read_until(proc, "*\r\n" + "*" * 10)
         with pytest.raises(asyncio.TimeoutError):

@@ -19,6 +19,7 @@ from exporter.service import Service
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config
 from tests.exporterkit import ROOT
+from tests.faultlab import faults
 from tests.labkit import store_config
 
 RUN = [sys.executable, "-m", "exporter"]
@@ -57,7 +58,7 @@ async def test_unparsed_lines_are_counted_in_the_metric(tmp_path: Path) -> None:
     pi = await start_pi("prime-odd")
     try:
         pi.add_entry(f"{tls.host}_{tls.port}", tls.current)
-        pi.extra_lines = ["host=10.0.0.9_99999; subject= /CN=port out of range",
+        faults(pi).extra_lines = ["host=10.0.0.9_99999; subject= /CN=port out of range",
                           "host=; subject= /CN=no key", "subject= /CN=no host at all"]
         cfg = store_config(pi, tmp_path, name="odd")
         service = Service(Config((cfg,), {}, {}), tmp_path / "data")

@@ -17,6 +17,7 @@ from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
+from tests.faultlab import faults
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -167,7 +168,7 @@ async def test_hanging_store_does_not_stack_reads(
     )
     exporter = await started(config, tmp_path)
     try:
-        hang.hang_on_command = True
+        faults(hang).hang_on_command = True
         hang.max_open, hang.max_busy = len(hang._conns), 0  # counted by the lab, not sampled
         before_cmds = hang.commands.count(LISTCERTS_CMD)
         before_conns = hang.connections
@@ -199,5 +200,5 @@ async def test_hanging_store_does_not_stack_reads(
         assert value(body, "tofu_store_up", store="gamma") == 0.0
         assert value(body, "tofu_store_up", store="alpha") == 1.0
     finally:
-        hang.hang_on_command = False
+        faults(hang).hang_on_command = False
         await exporter.stop()

@@ -16,6 +16,7 @@ from exporter.baseline import BaselineDB
 from exporter.demo import prepare
 from exporter.model import Baseline
 from pilab.scene import Lab
+from tests.faultlab import faults
 from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
 
 
@@ -55,7 +56,7 @@ async def test_restored_entries_drop_the_baseline_and_are_witnessed_anew(
     storage, audit = tmp_path / "data", tmp_path / "audit.jsonl"
     common = ["--config.file", str(cfg), "--storage.path", str(storage), "--log.level", "warn"]
     for pi in lab_.pis.values():
-        pi.restore_on_delete = True  # PI reconnects before deletecert returns to the prompt
+        faults(pi).restore_on_delete = True  # PI reconnects before deletecert returns to the prompt
     # (store, entry) -> the peer whose live certificate PI stores again
     peer = {("prime-pri", k["sec"]): "prime-sec", ("prime-pri", k["ise"]): "ise",
             ("prime-sec", k["sec"]): "prime-sec", ("prime-sec", k["sec_self"]): "prime-sec"}
@@ -107,7 +108,7 @@ async def test_unconfirmed_delete_fails_keeps_the_baseline_and_exits_1(
     k = keys(lab_)
     storage, audit = tmp_path / "data", tmp_path / "audit.jsonl"
     pri, sec = lab_.pis["prime-pri"], lab_.pis["prime-sec"]
-    pri.deletecert_reply = reply
+    faults(pri).deletecert_reply = reply
     before = {s: baselines(storage, s) for s in ("prime-pri", "prime-sec")}
     held = {s: lab_.pis[s].entries() for s in ("prime-pri", "prime-sec")}
 

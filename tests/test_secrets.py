@@ -21,6 +21,7 @@ import yaml
 from pilab.pi import PiServer
 from tests import sshfaults as sf
 from tests.exporterkit import value
+from tests.faultlab import faults
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Pw-Zq7kestrel-91!"
@@ -44,9 +45,9 @@ async def scene(tmp_path: Path) -> AsyncIterator[tuple[Path, list[PiServer]]]:
         "drop": {}, "no-exec": {"exec_enabled": False}, "key-wrong-passphrase": {"authorized_keys": pub},
     }
     pis = {name: await sf.start_pi(name, PASSWORD, entries, **kw) for name, kw in specs.items()}
-    pis["hang"].hang_on_command = True
-    pis["garbage"].garbage = b"\x00\xff binary junk \xfe\r\n"
-    pis["drop"].drop_mid_output = True
+    faults(pis["hang"]).hang_on_command = True
+    faults(pis["garbage"]).garbage = b"\x00\xff binary junk \xfe\r\n"
+    faults(pis["drop"]).drop_mid_output = True
     for name, secret in (("pw", PASSWORD), ("wrong-pw", WRONG_PASSWORD),
                          ("pp", PASSPHRASE), ("wrong-pp", WRONG_PASSPHRASE)):
         (tmp_path / name).write_text(secret + "\n")

@@ -17,6 +17,7 @@ from exporter.service import Service
 from exporter.snapshot import Snapshot
 from pilab.pki import make_cert
 from pilab.scene import Lab
+from tests.faultlab import faults
 
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"
 
@@ -139,7 +140,7 @@ async def test_hanging_store_does_not_hold_up_the_others(
     config = replace(config, stores=tuple(
         replace(s, command_timeout=1.5, store_interval=0.3, probe_interval=0.3)
         for s in config.stores))
-    lab.pis["prime-sec"].hang_on_command = True
+    faults(lab.pis["prime-sec"]).hang_on_command = True
     service = Service(config, tmp_path / "data")
     try:
         start = time.monotonic()
@@ -194,7 +195,7 @@ async def test_store_reads_are_bounded_by_store_concurrency(
 ) -> None:
     lab, config = scene
     for pi in lab.pis.values():
-        pi.hang_on_command = True  # every read runs into its command_timeout of 0.6 s
+        faults(pi).hang_on_command = True  # every read runs into its command_timeout of 0.6 s
     stores = tuple(replace(s, command_timeout=0.6) for s in config.stores)
     service = Service(replace(config, stores=stores, store_concurrency=1), tmp_path / "data")
     try:

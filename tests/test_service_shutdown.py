@@ -30,6 +30,7 @@ from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
+from tests.faultlab import faults
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -63,7 +64,7 @@ async def test_sigterm_ends_serve_within_2s_while_a_pi_hangs(
         body, _ = await exporter.metrics()
         assert all(value(body, "tofu_store_up", store=s) == 1 for s in lab)
         hung = lab["hung"]
-        hung.hang_on_command = True
+        faults(hung).hang_on_command = True
         asked = hung.commands.count(LISTCERTS_CMD)
 
         async def stuck() -> bool:  # the store loop is now inside a read that never ends
@@ -125,7 +126,7 @@ async def _rounds(config: Config, tmp: Path, rounds: int, seed: int) -> dict[str
 
 
 async def _stress(lab: dict[str, PiServer], tmp: Path, rounds: int) -> None:
-    lab["hung"].hang_on_command = True  # a store that is always mid-read
+    faults(lab["hung"]).hang_on_command = True  # a store that is always mid-read
     config = write_config(tmp, lab, store_extra={"exec": {"cli_mode": "exec"}})
     cfg = _fast(load_config(config))
     t0 = time.monotonic()
@@ -155,7 +156,7 @@ async def test_reload_awaits_the_loop_of_a_removed_store_mid_read(
     try:
         task = service.state("hung").task
         assert task is not None
-        hung.hang_on_command = True
+        faults(hung).hang_on_command = True
         asked = hung.commands.count(LISTCERTS_CMD)
 
         async def stuck() -> bool:

@@ -22,6 +22,7 @@ from exporter.prime.ssh import PiSession, StoreReadError
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from tests.conftest import start_pi
+from tests.faultlab import faults
 from tests.labkit import store_config
 
 ROUND_DEADLINE = 5.0  # far above a close (ms); a hang is what fails a round
@@ -57,10 +58,10 @@ async def _rounds(tmp: Path, n: int, seed: int) -> Counter[str]:
         for i in range(n):
             mode = ("shell", "exec")[i % 2]
             session = PiSession(replace(base, cli_mode=mode))
-            pi.hang_on_command = False
+            faults(pi).hang_on_command = False
             if i % 5 == 1:  # a kept session: the read starts with draining the old shell
                 await session.run(base.listcerts_command)
-            pi.hang_on_command = i % 7 == 3  # a PI that never answers: cancel must still work
+            faults(pi).hang_on_command = i % 7 == 3  # a PI that never answers: cancel must still work
             commands = len(pi.commands)
             task = asyncio.create_task(session.run(base.listcerts_command))
             # The moment of the stop is the variable under test, not a synchronisation.

@@ -15,6 +15,7 @@ from exporter.prime.ssh import PiSession, StoreReadError
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from tests.conftest import start_pi as started_pi
+from tests.faultlab import faults
 from tests.labkit import store_config
 
 LIST = "ncs certvalidation tofu-certs listcerts"
@@ -52,7 +53,7 @@ async def test_shell_handles_paging_when_terminal_length_is_ignored(
     pi: PiServer, tmp_path: Path
 ) -> None:
     # A CLI that ignores `terminal length 0` pages anyway: --More-- must be answered.
-    pi.endless_more = False
+    faults(pi).endless_more = False
     session = PiSession(store_config(pi, tmp_path, listcerts_command=LIST))
     try:
         session_text = await session.run("terminal length 5")  # re-enable paging at 5 lines
@@ -88,10 +89,10 @@ async def test_session_is_reused_across_reads_and_reestablished_after_a_drop(
         for _ in range(3):
             assert len(parse_listing(await session.run(LIST)).entries) == 15
         assert pi.connections == 1 and session.connects == 1
-        pi.drop_mid_output = True
+        faults(pi).drop_mid_output = True
         with pytest.raises(StoreReadError):
             await session.run(LIST)
-        pi.drop_mid_output = False
+        faults(pi).drop_mid_output = False
         assert len(parse_listing(await session.run(LIST)).entries) == 15
         assert session.connects == 2
     finally:
@@ -136,7 +137,7 @@ async def test_private_key_auth(tmp_path: Path) -> None:
 
 
 async def test_hanging_command_times_out_within_command_timeout(pi: PiServer, tmp_path: Path) -> None:
-    pi.hang_on_command = True
+    faults(pi).hang_on_command = True
     session = PiSession(store_config(pi, tmp_path, command_timeout=1.0))
     start = time.monotonic()
     with pytest.raises(StoreReadError) as err:
