@@ -49,7 +49,8 @@ RUN groupadd --system --gid 10001 tofu \
 COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONUNBUFFERED=1
+    PYTHONUNBUFFERED=1 \
+    PRIME_TOFU_EXPORTER_REVISION=${REVISION:-unknown}
 USER 10001:10001
 WORKDIR /var/lib/prime-tofu-exporter
 # The baseline database (witnessed fingerprints): losing it weakens evidence, so keep it on a volume.
