@@ -116,6 +116,36 @@ def _scan(text: str, pos: int, *, seps: str, quotes: bool) -> list[tuple[str, st
         pos += 1  # the separator
 
 
+class _Chars:
+    """The decoded characters of one value. Consecutive hex escapes collect as bytes first:
+    multi-byte UTF-8 arrives byte by byte."""
+
+    __slots__ = ("out", "raw")
+
+    def __init__(self) -> None:
+        self.out: list[str] = []
+        self.raw = bytearray()
+
+    def byte(self, b: int) -> None:
+        self.raw.append(b)
+
+    def char(self, c: str) -> None:
+        self.flush()
+        self.out.append(c)
+
+    def flush(self) -> None:
+        if self.raw:
+            try:
+                self.out.append(self.raw.decode("utf-8"))
+            except UnicodeDecodeError:
+                self.out.append(self.raw.decode("latin-1"))  # 1.0 printed T61 bytes this way
+            self.raw.clear()
+
+    def text(self) -> str:
+        self.flush()
+        return "".join(self.out)
+
+
 def _scan_value(text: str, pos: int, *, seps: str, quotes: bool) -> tuple[str, int]:
     """One unescaped, stripped value starting at pos; returns it and the separator's offset."""
     n = len(text)
@@ -124,54 +154,46 @@ def _scan_value(text: str, pos: int, *, seps: str, quotes: bool) -> tuple[str, i
     quoted = quotes and pos < n and text[pos] == '"'
     if quoted:
         pos += 1
-    out: list[str] = []
-    raw = bytearray()  # consecutive hex escapes: multi-byte UTF-8 arrives byte by byte
-
-    def flush() -> None:
-        if raw:
-            try:
-                out.append(raw.decode("utf-8"))
-            except UnicodeDecodeError:
-                out.append(raw.decode("latin-1"))  # 1.0 printed T61 bytes this way
-            raw.clear()
-
+    chars = _Chars()
     while pos < n:
         c = text[pos]
         if c == "\\":
-            if pos + 1 >= n:
-                raise SubjectError(f"dangling backslash at end of {text!r}")
-            nxt = text[pos + 1]
-            if nxt in "xX" and pos + 3 < n and {text[pos + 2], text[pos + 3]} <= _HEX:
-                raw.append(int(text[pos + 2 : pos + 4], 16))  # 1.0: `\xC3`
-                pos += 4
-                continue
-            if pos + 2 < n and {nxt, text[pos + 2]} <= _HEX:
-                raw.append(int(text[pos + 1 : pos + 3], 16))  # RFC 2253: `\C3`
-                pos += 3
-                continue
-            flush()
-            out.append(nxt)
-            pos += 2
+            pos = _scan_escape(text, pos, chars)
             continue
         if quoted:
             if c == '"':
                 quoted = False
             else:
-                flush()
-                out.append(c)
+                chars.char(c)
             pos += 1
             continue
         # A separator only counts when another `name=` follows; otherwise it is part of
         # the value, which keeps unescaped `O=A/B Corp` or `O = Cisco, Inc` intact.
         if c in seps and _KEY_RE.match(text, pos + 1):
             break
-        flush()
-        out.append(c)
+        chars.char(c)
         pos += 1
-    flush()
+    value = chars.text()
     if quoted:
         raise SubjectError(f"unterminated quote in {text!r}")
-    return "".join(out).strip(), pos
+    return value.strip(), pos
+
+
+def _scan_escape(text: str, pos: int, chars: _Chars) -> int:
+    """The backslash escape at pos (1.0 `\\xC3`, RFC 2253 `\\C3`, or `\\c` for a literal c)
+    into chars; returns the offset after it."""
+    n = len(text)
+    if pos + 1 >= n:
+        raise SubjectError(f"dangling backslash at end of {text!r}")
+    nxt = text[pos + 1]
+    if nxt in "xX" and pos + 3 < n and {text[pos + 2], text[pos + 3]} <= _HEX:
+        chars.byte(int(text[pos + 2 : pos + 4], 16))
+        return pos + 4
+    if pos + 2 < n and {nxt, text[pos + 2]} <= _HEX:
+        chars.byte(int(text[pos + 1 : pos + 3], 16))
+        return pos + 3
+    chars.char(nxt)
+    return pos + 2
 
 
 def subject_from_name(name: x509.Name) -> Subject:

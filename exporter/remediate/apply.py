@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.model import EntryView
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.remediate.plan import Plan, PlanError, Step, StorePlan, deletecert_command
 from exporter.service import Service
@@ -95,20 +96,7 @@ class Applier:
         ran: list[tuple[Step, str, bool]] = []  # step, output, command ok
         outcomes: list[Outcome] = []
         try:
-            for step in sp.steps:
-                command = deletecert_command(step.entry)  # rebuilt from the validated key
-                self.say(f"{sp.store}# {command}")
-                try:
-                    output = (await session.run(command)).strip()
-                except StoreReadError as e:
-                    ran.append((step, f"session error: {e.message}", False))
-                    self.say(f"  failed: {visible(e.message)}")
-                    break  # the session is gone; do not guess what happened to the rest
-                ok = not command_failed(output)
-                ran.append((step, output, ok))
-                self.say(f"  {visible(output) if output else '(no output)'}")
-                if not ok:
-                    break
+            await self._run_steps(sp, session, ran)
             # Deleted for sure: forget the baseline now so a re-stored entry is witnessed anew.
             self.service.forget(
                 sp.store, [s.entry for s, out, ok in ran if ok and command_confirmed(out, s.entry)]
@@ -126,6 +114,25 @@ class Applier:
                      for s in sp.steps if s not in done]
         return outcomes
 
+    async def _run_steps(self, sp: StorePlan, session: PiSession,
+                         ran: list[tuple[Step, str, bool]]) -> None:
+        """deletecert for each step in order, stopping at the first failure. Appends to ran as
+        it goes, so an interruption still leaves what already ran for the audit."""
+        for step in sp.steps:
+            command = deletecert_command(step.entry)  # rebuilt from the validated key
+            self.say(f"{sp.store}# {command}")
+            try:
+                output = (await session.run(command)).strip()
+            except StoreReadError as e:
+                ran.append((step, f"session error: {e.message}", False))
+                self.say(f"  failed: {visible(e.message)}")
+                return  # the session is gone; do not guess what happened to the rest
+            ok = not command_failed(output)
+            ran.append((step, output, ok))
+            self.say(f"  {visible(output) if output else '(no output)'}")
+            if not ok:
+                return
+
     async def _verify(self, sp: StorePlan, ran: list[tuple[Step, str, bool]]) -> list[Outcome]:
         cfg = self.service.config.store(sp.store)
         assert cfg is not None
@@ -135,29 +142,23 @@ class Applier:
                     for s, out, _ in ran]
         present = {e.key for e in read.listing.entries}
         views = {v.entry.key: v for v in self.service.snapshot().views if v.store == sp.store}
-        outcomes = []
-        for step, out, ok in ran:
-            if not ok:
-                outcomes.append(Outcome(step, True, False, out, "still present" if step.entry in present
-                                        else "gone", "deletecert reported an error"))
-            elif step.entry not in present:
-                self.service.forget(sp.store, [step.entry])
-                outcomes.append(Outcome(step, True, True, out, "gone",
-                                        "absent from listcerts; PI stores the live certificate "
-                                        "on its next connection"))
-            elif command_confirmed(out, step.entry):
-                v = views.get(step.entry)
-                fp = v.probe.cert.fingerprint_sha256 if v and v.probe and v.probe.cert else None
-                state = v.verdict.state.value if v else "unknown"
-                outcomes.append(Outcome(
-                    step, True, True, out, "re-stored",
-                    f"PI confirmed the delete and has already reconnected and stored the certificate "
-                    f"it sees now; witnessed live sha256 {fp[:16] + '…' if fp else 'not yet probed'}, "
-                    f"state {state}", fp))
-            else:
-                outcomes.append(Outcome(step, True, False, out, "still present",
-                                        "listed again and PI did not confirm a delete; baseline kept"))
-        return outcomes
+        return [self._judge(sp.store, step, out, ok, present, views) for step, out, ok in ran]
+
+    def _judge(self, store: str, step: Step, out: str, ok: bool, present: set[str],
+               views: dict[str, EntryView]) -> Outcome:
+        """One command's outcome from the keys listed again after the deletions."""
+        if not ok:
+            return Outcome(step, True, False, out, "still present" if step.entry in present
+                           else "gone", "deletecert reported an error")
+        if step.entry not in present:
+            self.service.forget(store, [step.entry])
+            return Outcome(step, True, True, out, "gone",
+                           "absent from listcerts; PI stores the live certificate "
+                           "on its next connection")
+        if command_confirmed(out, step.entry):
+            return _restored(step, out, views.get(step.entry))
+        return Outcome(step, True, False, out, "still present",
+                       "listed again and PI did not confirm a delete; baseline kept")
 
     def _record(self, o: Outcome) -> dict[str, Any]:
         s = o.step
@@ -169,6 +170,17 @@ class Applier:
             "result": "deleted" if o.ok else "failed", "verified": o.verified, "detail": o.detail,
             "live_fingerprint_sha256": o.live_fingerprint_sha256 or s.live_fingerprint_sha256,
         }
+
+
+def _restored(step: Step, out: str, v: EntryView | None) -> Outcome:
+    """PI confirmed the delete but lists the key again: it has already reconnected."""
+    fp = v.probe.cert.fingerprint_sha256 if v and v.probe and v.probe.cert else None
+    state = v.verdict.state.value if v else "unknown"
+    return Outcome(
+        step, True, True, out, "re-stored",
+        f"PI confirmed the delete and has already reconnected and stored the certificate "
+        f"it sees now; witnessed live sha256 {fp[:16] + '…' if fp else 'not yet probed'}, "
+        f"state {state}", fp)
 
 
 def outcome_json(o: Outcome) -> dict[str, Any]:

@@ -68,23 +68,31 @@ def render_next(plan: Plan) -> str:
     return "\n\n".join(parts)
 
 
-def render_plan(plan: Plan, with_next: bool = True) -> str:
-    parts = []
-    for p in plan.pairs:
-        parts.append(
-            f"HA pair {p.name} (primary {p.primary}, secondary {p.secondary}):\n"
-            + "\n".join(f"  {line}" for line in pair_health(p))
-        )
+def _render_pair(p: PairView) -> str:
+    return (
+        f"HA pair {p.name} (primary {p.primary}, secondary {p.secondary}):\n"
+        + "\n".join(f"  {line}" for line in pair_health(p))
+    )
+
+
+def _render_deletions(plan: Plan) -> list[str]:
+    """How many entries go, each server's part, then the servers with nothing to delete."""
     n = len(plan.steps)
     if n:
-        parts.append(f"Delete {n} stale {'entry' if n == 1 else 'entries'}, one server at a time, "
-                     "in this order (in each server's admin CLI):")
+        parts = [f"Delete {n} stale {'entry' if n == 1 else 'entries'}, one server at a time, "
+                 "in this order (in each server's admin CLI):"]
     else:
-        parts.append("No entry is proven stale: nothing to delete.")
+        parts = ["No entry is proven stale: nothing to delete."]
     parts += [render_store(sp) for sp in plan.stores if sp.steps or sp.error]
     idle = [sp.store for sp in plan.stores if not sp.steps and not sp.error]
     if idle and n:
         parts.append(f"Nothing to delete on: {', '.join(idle)}.")
+    return parts
+
+
+def render_plan(plan: Plan, with_next: bool = True) -> str:
+    parts = [_render_pair(p) for p in plan.pairs]
+    parts += _render_deletions(plan)
     for sk in plan.skipped:
         parts.append(f"Not deleting {visible(sk.entry)} on {sk.store}: {visible(sk.why)}")
     rest = render_next(plan) if with_next else ""
