@@ -23,6 +23,7 @@ from exporter import exitcodes
 from exporter.accept.plan import AcceptError, AcceptPlan, make_accept_plan, render_accept
 from exporter.baseline import StorageError
 from exporter.config import Config
+from exporter.confirm import confirm
 from exporter.history import Attestation, Change
 from exporter.remediate.apply import append_audit
 from exporter.service import Service
@@ -43,24 +44,6 @@ class Options:
     output: str = "table"
     audit_file: str | None = None
     operator: str | None = None  # default: the OS user running the command
-
-
-def _confirm(assume_yes: bool, out: TextIO) -> int | None:
-    if assume_yes:
-        return None
-    if not sys.stdin.isatty():
-        print("refusing to record without confirmation: no terminal; pass --yes to confirm",
-              file=sys.stderr)
-        return EXIT_ERROR
-    print("Type 'yes' to record them: ", end="", file=out, flush=True)
-    try:
-        answer = sys.stdin.readline().strip().lower()
-    except KeyboardInterrupt:
-        answer = ""
-    if answer != "yes":
-        print("not confirmed; nothing recorded", file=out)
-        return EXIT_FAILED
-    return None
 
 
 def _audit_record(a: Attestation, c: Change, subject: str) -> dict[str, Any]:
@@ -133,7 +116,7 @@ def _decide_and_record(service: Service, plan: AcceptPlan, args: Options, operat
     if not plan.candidates:
         print(f"no unknown entries on {args.store}; nothing to accept", file=human)
         return EXIT_OK
-    stop = _confirm(args.yes, human)
+    stop = confirm("record", "nothing recorded", args.yes, human)
     if stop is not None:
         return stop
     audit = Path(args.audit_file or Path(args.storage_path) / AUDIT_NAME)

@@ -11,6 +11,7 @@ from typing import TextIO
 
 from exporter import exitcodes
 from exporter.config import Config
+from exporter.confirm import confirm
 from exporter.remediate.apply import Applier, outcome_json
 from exporter.remediate.plan import Plan, PlanError, make_plan
 from exporter.remediate.render import plan_json, render_next, render_plan
@@ -26,21 +27,7 @@ def _confirm(plan: Plan, assume_yes: bool, out: TextIO) -> int | None:
     for sp in plan.stores:
         for s in sp.steps:
             print(f"  on {sp.store}: {s.command}", file=out)
-    if assume_yes:
-        return None
-    if not sys.stdin.isatty():
-        print("refusing to delete without confirmation: no terminal; pass --yes to confirm",
-              file=sys.stderr)
-        return EXIT_ERROR
-    print("Type 'yes' to run them: ", end="", file=out, flush=True)
-    try:
-        answer = sys.stdin.readline().strip().lower()
-    except KeyboardInterrupt:
-        answer = ""
-    if answer != "yes":
-        print("not confirmed; nothing deleted", file=out)
-        return EXIT_FAILED
-    return None
+    return confirm("delete", "nothing deleted", assume_yes, out)
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = exitcodes.OK, exitcodes.FAILED, exitcodes.ERROR
 
