@@ -89,8 +89,9 @@ _ENTRY = [(m, w) for m, w in _WRITERS if m.of_entry is not None]
 # Per store: the version its per-entry lines were written at (versions are unique in the
 # process) and those lines, one block per per-entry family. A steady-state scrape reuses the
 # bytes, and the body shares them instead of copying.
-_BLOCKS: dict[str, tuple[int, tuple[bytes, ...]]] = {}
+_BLOCKS: dict[str, tuple[int, tuple[tuple[bytes, ...], ...]]] = {}
 _BLOCKS_MAX = 100_000
+_SLICE = 4096  # entries per bytes slice of a store's block
 
 
 def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]:
@@ -144,18 +145,29 @@ def _fields(v: EntryView) -> tuple[str | None, ...]:
             None if v.previous_fingerprint is None else _esc(v.previous_fingerprint))
 
 
-def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[bytes, ...]:
-    store = run[0].store
-    hit = _BLOCKS.get(store)
-    if version is not None and hit is not None and hit[0] == version:
-        return hit[1]
+def _lines_by_family(views: tuple[EntryView, ...]) -> list[list[str]]:
     parts: list[list[str]] = [[] for _ in _FAST]
-    for v in run:
+    for v in views:
         fields, cur = _fields(v), v.verdict.state
         for out, (tmpl, needs) in zip(parts, _FAST, strict=True):
             if needs is None or fields[needs] is not None:
                 out.append((tmpl.get(cur) or tmpl[None]).format(*fields))
-    blocks = tuple("".join(p).encode() for p in parts)
+    return parts
+
+
+def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[tuple[bytes, ...], ...]:
+    """Per entry family, the store's sample lines as bytes slices of _SLICE entries: a store
+    of 100,000 entries never holds all its lines as str, joined str and bytes at once."""
+    store = run[0].store
+    hit = _BLOCKS.get(store)
+    if version is not None and hit is not None and hit[0] == version:
+        return hit[1]
+    slices: list[list[bytes]] = [[] for _ in _FAST]
+    for start in range(0, len(run), _SLICE):
+        for done, p in zip(slices, _lines_by_family(run[start:start + _SLICE]), strict=True):
+            if p:
+                done.append("".join(p).encode())
+    blocks = tuple(tuple(s) for s in slices)
     if version is not None:
         if len(_BLOCKS) > _BLOCKS_MAX:
             _BLOCKS.clear()
@@ -174,7 +186,7 @@ def render_chunks(snap: Snapshot) -> list[bytes]:
     for m, w in _WRITERS:
         out.append(w.header)
         if m.of_entry is not None:
-            out.extend(b[entry_index] for b in per_store if b[entry_index])
+            out.extend(piece for b in per_store for piece in b[entry_index])
             entry_index += 1
         elif m.of_snapshot is not None:
             body = w.lines(m.of_snapshot(snap))
