@@ -21,7 +21,7 @@ from urllib.parse import quote
 from exporter import daypage
 from exporter.accept.plan import accept_command, check_for
 from exporter.history import Change
-from exporter.model import State
+from exporter.model import EntryView, State
 from exporter.remediate import Plan, PlanError, Step, deletecert_command, make_plan, pair_health
 from exporter.report import Row, rows
 from exporter.snapshot import Snapshot
@@ -111,14 +111,14 @@ def _step_html(s: Step) -> str:
             f"{_t(s.reason)}<br>{_fix(s.entry)}</li>")
 
 
-def _counts(items: Iterable[Row]) -> Counter[str]:
-    return Counter(r.state for r in items)
+def _counts(items: Iterable[EntryView]) -> Counter[str]:
+    return Counter(v.verdict.state.value for v in items)
 
 
 Status = tuple[str, str, str]  # css class, status text, last successful read
 
 
-def _summary(snap: Snapshot, by_store: dict[str, list[Row]], status: dict[str, Status],
+def _summary(snap: Snapshot, by_store: dict[str, list[EntryView]], status: dict[str, Status],
              order: list[str]) -> list[str]:
     total = _counts(r for items in by_store.values() for r in items)
     down = sum(1 for s in status.values() if s[0] == "down")
@@ -173,17 +173,18 @@ def _pairs(plan: Plan) -> list[str]:
     return parts
 
 
-def _store_section(snap: Snapshot, name: str, items: list[Row], per_store: int,
+def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store: int,
                    hints: tuple[str | None, str | None]) -> list[str]:
     status = _store_status(snap, name)
     cls, text, when = status
-    items = sorted(items, key=lambda r: _ORDER.get(r.state, 9))
+    # Sort the views, and make rows only for those shown: a 100,000-entry store shows 100.
+    items = sorted(items, key=lambda v: _ORDER.get(v.verdict.state.value, 9))
     url = html.escape(f"/api/v1/entries?store={quote(name)}")
     parts = [f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
              f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
              f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
     if items:
-        parts.append(_HEAD + "".join(_row_html(snap, r, hints) for r in items[:per_store])
+        parts.append(_HEAD + "".join(_row_html(snap, r, hints) for r in rows(items[:per_store]))
                      + "</table>")
     if len(items) > per_store:
         parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
@@ -196,9 +197,9 @@ def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
                  hints: tuple[str | None, str | None] = (None, None)) -> bytes:
     """`recent`: the newest recorded changes; `hints`: the config file and storage path the
     `accept` commands for unknown entries name."""
-    by_store: dict[str, list[Row]] = {name: [] for name in snap.stores}
-    for r in rows(snap.views):
-        by_store.setdefault(r.store, []).append(r)
+    by_store: dict[str, list[EntryView]] = {name: [] for name in snap.stores}
+    for v in snap.views:
+        by_store.setdefault(v.store, []).append(v)
     status = {name: _store_status(snap, name) for name in snap.stores}
     # Unreadable stores first, then by number of mismatches.
     order = sorted(snap.stores, key=lambda n: (
