@@ -37,7 +37,8 @@ def test_a_packed_slice_inflates_to_its_text() -> None:
 
 
 @pytest.fixture
-async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Service, TestClient]]:
+async def served(tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Service, TestClient]]:
     monkeypatch.setattr(collector, "PACK_ABOVE", 1)  # every demo store counts as large
     lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
     service = Service(load_config(cfg), tmp_path / "data")
