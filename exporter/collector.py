@@ -90,11 +90,13 @@ _ENTRY = [(m, w) for m, w in _WRITERS if m.of_entry is not None]
 # Per store: the version its per-entry lines were written at (versions are unique in the
 # process) and those lines, one block per per-entry family. A steady-state scrape reuses the
 # bytes, and the body shares them instead of copying.
-_BLOCKS: dict[str, tuple[int, tuple[tuple[Chunk, ...], ...]]] = {}
+_BLOCKS: dict[str, tuple[int, tuple[tuple[Chunk, ...], ...]]] = {}  # see Blocks
 _BLOCKS_MAX = 100_000
 _SLICE = 4096  # entries per bytes slice of a store's block
-# A store with more entries keeps its slices deflated (exporter.deflate.Packed): at about 1 kB
-# of exposition per entry, 100,000 entries would otherwise hold 100 MB for repeat scrapes.
+# Above this many entries in the snapshot, the stores keep their slices only deflated
+# (exporter.deflate.Packed): at about 1 kB of exposition per entry, 100,000 entries would
+# otherwise hold 100 MB for repeat scrapes. Prometheus asks for gzip, which then costs a
+# level-1 deflate once per store version instead of plain bytes plus a level-6 deflate.
 PACK_ABOVE = 10_000
 
 
@@ -159,22 +161,38 @@ def _lines_by_family(views: tuple[EntryView, ...]) -> list[list[str]]:
     return parts
 
 
-def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[tuple[Chunk, ...], ...]:
-    """Per entry family, the store's sample lines as bytes slices of _SLICE entries (packed
-    above PACK_ABOVE entries): a store of 100,000 entries never holds all its lines as str,
-    joined str and bytes at once, nor its plain bytes after the scrape."""
-    store = run[0].store
-    hit = _BLOCKS.get(store)
-    if version is not None and hit is not None and hit[0] == version:
-        return hit[1]
-    pack = len(run) > PACK_ABOVE
+Blocks = tuple[tuple[Chunk, ...], ...]
+
+
+def _packed(blocks: Blocks) -> Blocks:
+    if all(isinstance(c, Packed) for b in blocks for c in b):
+        return blocks
+    return tuple(tuple(c if isinstance(c, Packed) else Packed.of(c) for c in b) for b in blocks)
+
+
+def _rendered(run: tuple[EntryView, ...], pack: bool) -> Blocks:
+    """Per entry family, the store's sample lines as bytes slices of _SLICE entries, packed
+    if `pack`: a store of 100,000 entries never holds all its lines as str, joined str and
+    bytes at once, nor its plain bytes after the scrape."""
     slices: list[list[Chunk]] = [[] for _ in _FAST]
     for start in range(0, len(run), _SLICE):
         for done, p in zip(slices, _lines_by_family(run[start:start + _SLICE]), strict=True):
             if p:
                 text = "".join(p).encode()
                 done.append(Packed.of(text) if pack else text)
-    blocks = tuple(tuple(s) for s in slices)
+    return tuple(tuple(s) for s in slices)
+
+
+def _store_blocks(run: tuple[EntryView, ...], version: int | None, pack: bool) -> Blocks:
+    """The store's blocks, reused while its version stays; packed or not, both write the
+    same text, and blocks cached plain by a one-store snapshot (/probe's) are packed when a
+    snapshot that packs asks."""
+    store = run[0].store
+    hit = _BLOCKS.get(store)
+    if version is not None and hit is not None and hit[0] == version:
+        blocks = _packed(hit[1]) if pack else hit[1]
+    else:
+        blocks = _rendered(run, pack)
     if version is not None:
         if len(_BLOCKS) > _BLOCKS_MAX:
             _BLOCKS.clear()
@@ -182,12 +200,20 @@ def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[tupl
     return blocks
 
 
-def render_chunks(snap: Snapshot) -> list[Chunk]:
+def packs(snap: Snapshot) -> bool:
+    return len(snap.views) > PACK_ABOVE
+
+
+def render_chunks(snap: Snapshot, pack: bool | None = None) -> list[Chunk]:
     """The text exposition of the table, byte for byte what generate_latest writes for
     `families(snap)`, in chunks (per family, and per store for the per-entry families), so an
     18 MB body is never joined, copied or encoded whole. Family headers and the snapshot-wide
-    families are always plain bytes; a large store's slices are Packed."""
-    per_store = [_store_blocks(run, snap.versions.get(run[0].store))
+    families are always plain bytes; the stores' slices are Packed if `pack` (by default: if
+    the snapshot holds more than PACK_ABOVE entries; a one-store view of a large snapshot
+    passes the whole snapshot's answer)."""
+    if pack is None:
+        pack = packs(snap)
+    per_store = [_store_blocks(run, snap.versions.get(run[0].store), pack)
                  for run in _store_runs(snap.views)]
     out: list[Chunk] = []
     entry_index = 0

@@ -23,7 +23,7 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
 from exporter import __version__, api, daypage
-from exporter.collector import render_chunks
+from exporter.collector import packs, render_chunks
 from exporter.deflate import Chunk, GzipCache, Packed, gzip_member, plain, size
 from exporter.history import Change
 from exporter.landing import landing_page as _landing_page
@@ -220,7 +220,8 @@ def make_app(
             snap = service.snapshot()
         # Streamed from the store's cached blocks (exporter.collector): 200 concurrent
         # /probe requests must not each hold a joined copy of their body.
-        chunks = [c for c in render_chunks(snap.for_store(target)) if not _own(c)]
+        # Packed or not as /metrics would have it: the two share the store's cached blocks.
+        chunks = [c for c in render_chunks(snap.for_store(target), packs(snap)) if not _own(c)]
         return await _stream(request, chunks, {"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get(telemetry_path, metrics)

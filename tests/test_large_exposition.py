@@ -4,6 +4,7 @@ bytes the direct writer renders, over a real HTTP server against the demo lab.""
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import os
 import zlib
@@ -34,6 +35,25 @@ def test_a_packed_slice_inflates_to_its_text() -> None:
     packed = Packed.of(text)
     assert len(packed.piece) < len(text) / 10 and packed.plain() == text
     assert (packed.size, packed.crc) == (len(text), zlib.crc32(text))
+
+
+def test_blocks_cached_plain_are_packed_when_a_larger_snapshot_asks() -> None:
+    """/probe renders one store of a snapshot; the store's cached blocks must follow the
+    whole snapshot's packing, and a later scrape that packs must write the same text."""
+    from tests.test_render import _snapshot
+
+    base = _snapshot()
+    stores = sorted({v.store for v in base.views})
+    snap = dataclasses.replace(base, versions={s: -1 - i for i, s in enumerate(stores)})
+    collector._BLOCKS.clear()
+    plain = collector.render_chunks(snap, pack=False)
+    packed = collector.render_chunks(snap, pack=True)
+    assert not any(isinstance(c, Packed) for c in plain)
+    assert sum(isinstance(c, Packed) for c in packed) >= 3 * 4
+    assert b"".join(map(collector.plain, packed)) == b"".join(plain)
+    again = collector.render_chunks(snap, pack=True)  # reused, not packed again
+    assert all(a is b for a, b in zip(again, packed, strict=True) if isinstance(a, Packed))
+    collector._BLOCKS.clear()
 
 
 @pytest.fixture
@@ -76,6 +96,15 @@ async def test_packed_stores_serve_the_same_bytes_plain_gzip_and_openmetrics(
         body = await resp.read()
         unzipped = gzip.decompress(body)  # checks the trailer's CRC-32 and length too
         assert unzipped[:len(expected)] == expected
+
+    resp = await client.get("/probe?target=prime-sec")  # reads the store again: same entries
+    probe = await resp.read()
+
+    def entry_lines(body: bytes) -> list[bytes]:
+        return [ln for ln in body.splitlines() if b'store="prime-sec"' in ln
+                and ln.startswith((b"tofu_entry_info{", b"tofu_certificate_"))]
+
+    assert len(entry_lines(expected)) >= 3 * 5 and entry_lines(probe) == entry_lines(expected)
 
     resp = await client.get("/metrics", headers={
         "Accept": "application/openmetrics-text;version=1.0.0", "Accept-Encoding": "gzip"},
