@@ -9,6 +9,7 @@ end-to-end test a real Prometheus and Alertmanager (tests/e2e_stack.py).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import pty
@@ -23,6 +24,7 @@ import pytest
 from exporter.demo import prepare
 from pilab.scene import Lab
 from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until
+from tests.mounts import tmpfs
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 REASON = "HA page: Primary Active, secondary synced; ISE connection test passed"
@@ -254,3 +256,44 @@ async def test_on_a_terminal_it_asks_and_records_only_after_yes(
     assert rc == 0, out
     assert out.count("recorded: prime-sec ") == 3
     assert len(_recorded(data)[1].splitlines()) == 3
+
+
+# ---- the audit log ----------------------------------------------------------------------------
+
+
+async def test_accept_with_an_audit_log_that_cannot_be_opened_records_nothing(
+        lab_config: tuple[Lab, Path, Path], tmp_path: Path) -> None:
+    _, cfg, data = lab_config
+    (tmp_path / "not-a-dir").write_text("")
+    got = await _accept(cfg, data, "--store", "prime-sec", "--all-unknown", "--yes",
+                        "--audit.file", str(tmp_path / "not-a-dir" / "audit.jsonl"))
+    assert got.returncode == 2, got.stdout + got.stderr
+    assert "--audit.file" in got.stderr and "nothing recorded" in got.stderr
+    hist = await acli("history", "--storage.path", str(data), "--output", "json")
+    assert hist.returncode == 0 and json.loads(hist.stdout) == []
+
+
+async def test_accept_on_a_full_audit_disk_prints_the_records_and_exits_1(
+        lab_config: tuple[Lab, Path, Path], tmp_path: Path) -> None:
+    """The attestations are committed to the database first; the audit log on a full (real)
+    tmpfs cannot take their lines, so they go to stderr, and the exit code says so."""
+    _, cfg, data = lab_config
+    with tmpfs(tmp_path / "audit", "size=64k") as mnt:
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # until the disk is full
+            while os.write(fd, b"x" * 4096):
+                pass
+        os.close(fd)
+        got = await _accept(cfg, data, "--store", "prime-sec", "--all-unknown", "--yes",
+                            "--audit.file", str(mnt / "audit.jsonl"))
+    assert got.returncode == 1, got.stdout + got.stderr
+    assert "No space left on device" in got.stderr and "Traceback" not in got.stderr
+    kept = [json.loads(ln) for ln in got.stderr.splitlines() if ln.startswith("  {")]
+    assert len(kept) == 3 and {x["action"] for x in kept} == {"accept"}
+    assert {x["reason"] for x in kept} == {REASON}
+    assert "recorded: 3 entries attested on prime-sec, but not in the audit log" in got.stdout
+    check = await acli("check", "--config.file", str(cfg), "--storage.path", str(data),
+                       "--log.level", "warn", "--output", "json")
+    attested = {r["entry"] for r in json.loads(check.stdout)
+                if r["store"] == "prime-sec" and r["evidence"] == "attested"}
+    assert attested == {x["entry"] for x in kept}

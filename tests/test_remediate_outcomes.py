@@ -6,7 +6,9 @@ after a failed command, with the later servers untouched."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -21,6 +23,7 @@ from exporter.model import Baseline
 from pilab.pi import CliSession
 from pilab.scene import Lab
 from tests.faultlab import FaultyCli, faults
+from tests.mounts import tmpfs
 from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
 
 
@@ -203,3 +206,57 @@ async def test_storage_failure_after_the_deletes_is_a_failed_step_not_a_config_e
     assert [(x["store"], x["entry"], x["result"], x["verified"]) for x in lines] == [
         ("prime-pri", e, "failed", "not verified") for e in ran]
     assert all("deleted" in x["output"].lower() for x in lines)  # PI's confirmation kept
+
+
+# ---- the audit log ------------------------------------------------------------------------
+
+
+async def test_an_audit_log_that_cannot_be_opened_stops_remediate_before_any_delete(
+    lab: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    lab_, cfg = lab
+    (tmp_path / "not-a-dir").write_text("")
+    res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+                    str(tmp_path / "data"), "--log.level", "warn", "--apply", "--yes",
+                    "--audit.file", str(tmp_path / "not-a-dir" / "audit.jsonl"))
+    assert res.returncode == 2, res.stdout + res.stderr
+    assert "--audit.file" in res.stderr and "nothing deleted" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert deletes(lab_) == []
+
+
+async def test_a_full_disk_under_the_audit_log_loses_no_record_and_stops_later_servers(
+    lab: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    """The audit log sits on a real tmpfs that is full: the log can be created (an inode),
+    not written. prime-pri's deletes ran and are verified; their records are printed on
+    stderr instead, ASCII-escaped; prime-sec is not touched; exit 1."""
+    lab_, cfg = lab
+    k = keys(lab_)
+    sec = lab_.pis["prime-sec"]
+    held = sec.entries()
+    with tmpfs(tmp_path / "audit", "size=64k") as mnt:
+        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
+        with contextlib.suppress(OSError):  # until the disk is full
+            while os.write(fd, b"x" * 4096):
+                pass
+        os.close(fd)
+        res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+                        str(tmp_path / "data"), "--log.level", "warn", "--apply", "--yes",
+                        "--audit.file", str(mnt / "audit.jsonl"))
+        assert (mnt / "audit.jsonl").read_text() == ""
+    assert res.returncode == 1, res.stdout + res.stderr
+    ran = [k["sec"], k["ise"]]
+    assert deletes(lab_) == [("prime-pri", f"{DELETE} {e}") for e in ran]
+    out = res.stdout.splitlines()
+    for entry in ran:
+        assert any(ln.startswith(f"  ok   prime-pri {entry}: ") for ln in out), res.stdout
+    for entry in (k["sec"], k["sec_self"]):
+        assert f"  FAIL prime-sec {entry}: not run; the audit log could not be written" in out
+    assert not [c for c in sec.commands if c.startswith(DELETE)] and sec.entries() == held
+    assert "No space left on device" in res.stderr and "keep it" in res.stderr
+    kept = [json.loads(ln) for ln in res.stderr.splitlines() if ln.startswith("  {")]
+    assert [(x["store"], x["entry"], x["result"]) for x in kept] == [
+        ("prime-pri", e, "deleted") for e in ran]
+    assert all(ln.isascii() for ln in res.stderr.splitlines())
+    assert "audit log: " not in res.stdout  # no claim that it was written

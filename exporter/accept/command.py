@@ -25,7 +25,7 @@ from exporter.baseline import StorageError
 from exporter.config import Config
 from exporter.confirm import confirm
 from exporter.history import Attestation, Change
-from exporter.remediate.apply import append_audit
+from exporter.remediate.apply import AuditError, append_audit, check_audit, report_lost_audit
 from exporter.service import Service
 from exporter.text import visible
 
@@ -121,10 +121,20 @@ def _decide_and_record(service: Service, plan: AcceptPlan, args: Options, operat
         return stop
     audit = Path(args.audit_file or Path(args.storage_path) / AUDIT_NAME)
     try:
+        check_audit(audit)  # no attestation that could not be audited
+    except AuditError as e:
+        print(f"{e}; nothing recorded", file=sys.stderr)
+        return EXIT_ERROR
+    try:
         changes = _record(service, plan, args, operator, audit)
     except (ValueError, StorageError) as e:
         print(f"{e}; nothing recorded, run accept again", file=sys.stderr)
         return EXIT_ERROR
+    except AuditError as e:  # recorded in the database; only the audit lines are at risk
+        report_lost_audit(e, sys.stderr)
+        print(f"recorded: {len(plan.candidates)} entries attested on {args.store}, but not "
+              "in the audit log", file=human)
+        return EXIT_FAILED
     for ch in changes:
         print(f"recorded: {ch.store} {ch.entry} is attested (match, attested)", file=human)
     print(f"audit log: {audit} (+{len(changes)} lines); a running exporter on this "

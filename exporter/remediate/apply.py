@@ -8,10 +8,10 @@ import getpass
 import json
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 from exporter.baseline import StorageError
 from exporter.model import EntryView
@@ -49,15 +49,44 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
+class AuditError(Exception):
+    """The audit log could not be opened or written; `lines` holds what it would have held
+    (JSON, ASCII-escaped), for the operator to keep by other means."""
+
+    def __init__(self, path: Path, error: OSError, lines: Sequence[str] = ()) -> None:
+        super().__init__(f"--audit.file {str(path)!r}: {error.strerror or error}")
+        self.lines = list(lines)
+
+
+def check_audit(path: Path) -> None:
+    """Before anything changes: the audit log can be created and appended to."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
+    except OSError as e:
+        raise AuditError(path, e) from None
+
+
 def append_audit(path: Path, records: Iterable[dict[str, Any]]) -> None:
     """Append-only JSON lines, flushed to disk before we go on to the next server."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-    with os.fdopen(fd, "a", encoding="utf-8") as fh:
-        for rec in records:
-            fh.write(json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n")
-        fh.flush()
-        os.fsync(fh.fileno())
+    lines = [json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n" for rec in records]
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
+        with os.fdopen(fd, "a", encoding="utf-8") as fh:
+            fh.writelines(lines)
+            fh.flush()
+            os.fsync(fh.fileno())
+    except OSError as e:  # a full disk: nothing of the record may be lost
+        raise AuditError(path, e, [json.dumps(json.loads(ln), sort_keys=True)
+                                   for ln in lines]) from None
+
+
+def report_lost_audit(e: AuditError, out: TextIO) -> None:
+    print(f"{e}: the audit log could not be written; what it would hold follows, keep it:",
+          file=out)
+    for line in e.lines:
+        print(f"  {line}", file=out)
 
 
 @dataclass
@@ -67,6 +96,7 @@ class Applier:
     reason: str | None
     operator: str = field(default_factory=getpass.getuser)
     say: Callable[[str], None] = print
+    audit_errors: list[AuditError] = field(default_factory=list)  # each with its lost lines
 
     async def apply(self, plan: Plan) -> list[Outcome]:
         """One server at a time; a failure on one server leaves the later ones untouched."""
@@ -76,12 +106,14 @@ class Applier:
             if not sp.steps:
                 continue
             if failed:
-                outcomes += [Outcome(s, False, False, "", "not run", "an earlier server failed")
-                             for s in sp.steps]
+                why = ("the audit log could not be written" if self.audit_errors
+                       else "an earlier server failed")
+                outcomes += [Outcome(s, False, False, "", "not run", why) for s in sp.steps]
                 continue
             done = await self._apply_store(sp)
             outcomes += done
-            failed = not all(o.ok for o in done)
+            # No further deletes that could not be audited.
+            failed = not all(o.ok for o in done) or bool(self.audit_errors)
         return outcomes
 
     def _session(self, name: str) -> PiSession:
@@ -114,11 +146,17 @@ class Applier:
                             for s, out, _ in ran]
             raise
         finally:
-            append_audit(self.audit_file, (self._record(o) for o in outcomes if o.ran))
+            self._audit(outcomes)
         done = {o.step for o in outcomes}
         outcomes += [Outcome(s, False, False, "", "not run", "an earlier command on this server failed")
                      for s in sp.steps if s not in done]
         return outcomes
+
+    def _audit(self, outcomes: list[Outcome]) -> None:
+        try:
+            append_audit(self.audit_file, (self._record(o) for o in outcomes if o.ran))
+        except AuditError as e:  # reported with its lines by the command; the run goes on
+            self.audit_errors.append(e)
 
     async def _run_steps(self, sp: StorePlan, session: PiSession,
                          ran: list[tuple[Step, str, bool]]) -> None:

@@ -12,7 +12,14 @@ from typing import TextIO
 from exporter import exitcodes
 from exporter.config import Config
 from exporter.confirm import confirm
-from exporter.remediate.apply import Applier, outcome_json
+from exporter.remediate.apply import (
+    Applier,
+    AuditError,
+    Outcome,
+    check_audit,
+    outcome_json,
+    report_lost_audit,
+)
 from exporter.remediate.plan import Plan, PlanError, make_plan
 from exporter.remediate.render import plan_json, render_next, render_plan
 from exporter.service import Service
@@ -63,24 +70,38 @@ async def _apply(service: Service, plan: Plan, args: Options, human: TextIO, as_
     if stop is not None:
         return stop
     audit = Path(args.audit_file or Path(args.storage_path) / "remediation-audit.jsonl")
+    try:
+        check_audit(audit)  # no delete that could not be audited
+    except AuditError as e:
+        print(f"{e}; nothing deleted", file=sys.stderr)
+        return EXIT_ERROR
     applier = Applier(service, audit, args.reason, say=lambda s: print(s, file=human, flush=True))
     print("", file=human)
     outcomes = await applier.apply(plan)
+    _report(plan, outcomes, applier, human, as_json)
+    if not all(o.ok for o in outcomes) or plan.skipped or applier.audit_errors:
+        return EXIT_FAILED
+    return _status(unreadable)
+
+
+def _report(plan: Plan, outcomes: list[Outcome], applier: Applier, human: TextIO,
+            as_json: bool) -> None:
     print("\nResult:", file=human)
     for o in outcomes:
         mark = "ok  " if o.ok else "FAIL"
         print(f"  {mark} {o.step.store} {o.step.entry}: {o.verified}; {visible(o.detail)}",
               file=human)
-    print(f"audit log: {audit} (+{sum(o.ran for o in outcomes)} lines)", file=human)
+    for lost in applier.audit_errors:
+        report_lost_audit(lost, sys.stderr)
+    if not applier.audit_errors:
+        print(f"audit log: {applier.audit_file} (+{sum(o.ran for o in outcomes)} lines)",
+              file=human)
     rest = render_next(plan)
     if rest:
         print(f"\n{rest}", file=human)
     if as_json:
         print(json.dumps(plan_json(plan) | {"applied": [outcome_json(o) for o in outcomes],
-                                            "audit_file": str(audit)}, indent=2))
-    if not all(o.ok for o in outcomes) or plan.skipped:
-        return EXIT_FAILED
-    return _status(unreadable)
+                                            "audit_file": str(applier.audit_file)}, indent=2))
 
 
 async def remediate(config: Config, args: Options) -> int:
