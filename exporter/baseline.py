@@ -679,7 +679,12 @@ class BaselineDB:
                    "operator, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (a.store, a.entry, a.endpoint, a.fingerprint_sha256, a.spki_sha256,
                     a.operator, a.reason, a.time))
-        old = _statuses(db, a.store).get(a.entry)
+        row = db.execute(
+            "SELECT state, evidence, fingerprint, since, previous_fingerprint FROM entry_status "
+            "WHERE store = ? AND entry = ?", (a.store, a.entry)).fetchone()
+        # One row, not the store's every status: `accept --all-unknown` on a large store
+        # attests thousands of entries in one transaction.
+        old = None if row is None else EntryStatus(Status(*row[:3]), row[3], row[4])
         after = accepted(a.fingerprint_sha256)
         change = Change(a.time, a.store, a.entry, old.status if old else None, after,
                         f"accepted by {a.operator}: {a.reason}")
