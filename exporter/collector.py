@@ -16,6 +16,7 @@ from prometheus_client.core import Metric as _Family
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
+from exporter.deflate import Chunk, Packed, plain
 from exporter.metrics import LABEL_MAX, METRICS, Metric, Sample, bound, subject_label
 from exporter.model import EntryView, State
 from exporter.snapshot import Snapshot
@@ -89,9 +90,14 @@ _ENTRY = [(m, w) for m, w in _WRITERS if m.of_entry is not None]
 # Per store: the version its per-entry lines were written at (versions are unique in the
 # process) and those lines, one block per per-entry family. A steady-state scrape reuses the
 # bytes, and the body shares them instead of copying.
-_BLOCKS: dict[str, tuple[int, tuple[tuple[bytes, ...], ...]]] = {}
+_BLOCKS: dict[str, tuple[int, tuple[tuple[Chunk, ...], ...]]] = {}  # see Blocks
 _BLOCKS_MAX = 100_000
 _SLICE = 4096  # entries per bytes slice of a store's block
+# Above this many entries in the snapshot, the stores keep their slices only deflated
+# (exporter.deflate.Packed): at about 1 kB of exposition per entry, 100,000 entries would
+# otherwise hold 100 MB for repeat scrapes. Prometheus asks for gzip, which then costs a
+# level-1 deflate once per store version instead of plain bytes plus a level-6 deflate.
+PACK_ABOVE = 10_000
 
 
 def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]:
@@ -155,19 +161,38 @@ def _lines_by_family(views: tuple[EntryView, ...]) -> list[list[str]]:
     return parts
 
 
-def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[tuple[bytes, ...], ...]:
-    """Per entry family, the store's sample lines as bytes slices of _SLICE entries: a store
-    of 100,000 entries never holds all its lines as str, joined str and bytes at once."""
-    store = run[0].store
-    hit = _BLOCKS.get(store)
-    if version is not None and hit is not None and hit[0] == version:
-        return hit[1]
-    slices: list[list[bytes]] = [[] for _ in _FAST]
+Blocks = tuple[tuple[Chunk, ...], ...]
+
+
+def _packed(blocks: Blocks) -> Blocks:
+    if all(isinstance(c, Packed) for b in blocks for c in b):
+        return blocks
+    return tuple(tuple(c if isinstance(c, Packed) else Packed.of(c) for c in b) for b in blocks)
+
+
+def _rendered(run: tuple[EntryView, ...], pack: bool) -> Blocks:
+    """Per entry family, the store's sample lines as bytes slices of _SLICE entries, packed
+    if `pack`: a store of 100,000 entries never holds all its lines as str, joined str and
+    bytes at once, nor its plain bytes after the scrape."""
+    slices: list[list[Chunk]] = [[] for _ in _FAST]
     for start in range(0, len(run), _SLICE):
         for done, p in zip(slices, _lines_by_family(run[start:start + _SLICE]), strict=True):
             if p:
-                done.append("".join(p).encode())
-    blocks = tuple(tuple(s) for s in slices)
+                text = "".join(p).encode()
+                done.append(Packed.of(text) if pack else text)
+    return tuple(tuple(s) for s in slices)
+
+
+def _store_blocks(run: tuple[EntryView, ...], version: int | None, pack: bool) -> Blocks:
+    """The store's blocks, reused while its version stays; packed or not, both write the
+    same text, and blocks cached plain by a one-store snapshot (/probe's) are packed when a
+    snapshot that packs asks."""
+    store = run[0].store
+    hit = _BLOCKS.get(store)
+    if version is not None and hit is not None and hit[0] == version:
+        blocks = _packed(hit[1]) if pack else hit[1]
+    else:
+        blocks = _rendered(run, pack)
     if version is not None:
         if len(_BLOCKS) > _BLOCKS_MAX:
             _BLOCKS.clear()
@@ -175,13 +200,22 @@ def _store_blocks(run: tuple[EntryView, ...], version: int | None) -> tuple[tupl
     return blocks
 
 
-def render_chunks(snap: Snapshot) -> list[bytes]:
+def packs(snap: Snapshot) -> bool:
+    return len(snap.views) > PACK_ABOVE
+
+
+def render_chunks(snap: Snapshot, pack: bool | None = None) -> list[Chunk]:
     """The text exposition of the table, byte for byte what generate_latest writes for
     `families(snap)`, in chunks (per family, and per store for the per-entry families), so an
-    18 MB body is never joined, copied or encoded whole."""
-    per_store = [_store_blocks(run, snap.versions.get(run[0].store))
+    18 MB body is never joined, copied or encoded whole. Family headers and the snapshot-wide
+    families are always plain bytes; the stores' slices are Packed if `pack` (by default: if
+    the snapshot holds more than PACK_ABOVE entries; a one-store view of a large snapshot
+    passes the whole snapshot's answer)."""
+    if pack is None:
+        pack = packs(snap)
+    per_store = [_store_blocks(run, snap.versions.get(run[0].store), pack)
                  for run in _store_runs(snap.views)]
-    out: list[bytes] = []
+    out: list[Chunk] = []
     entry_index = 0
     for m, w in _WRITERS:
         out.append(w.header)
@@ -196,4 +230,4 @@ def render_chunks(snap: Snapshot) -> list[bytes]:
 
 
 def render_text(snap: Snapshot) -> bytes:
-    return b"".join(render_chunks(snap))
+    return b"".join(map(plain, render_chunks(snap)))

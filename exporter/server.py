@@ -54,6 +54,8 @@ async def serve(
         if error:
             return error
         handler.secrets = tuple({*handler.secrets, *new.secrets})
+        for warning in new.warnings:  # as at start: a secret file the reload brought in, chmod 600
+            log.warning(warning)
         await service.apply_config(new)
         log.info("configuration reloaded", extra={"stores": len(new.stores)})
         return None

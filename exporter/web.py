@@ -13,9 +13,7 @@ import asyncio
 import contextlib
 import json
 import re
-import struct
-import zlib
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
@@ -25,7 +23,8 @@ from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPEN
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
 from exporter import __version__, api, daypage
-from exporter.collector import render_chunks
+from exporter.collector import packs, render_chunks
+from exporter.deflate import Chunk, GzipCache, Packed, gzip_member, plain, size
 from exporter.history import Change
 from exporter.landing import landing_page as _landing_page
 from exporter.service import Service
@@ -36,8 +35,6 @@ Middleware = Callable[..., Awaitable[web.StreamResponse]]
 Handler = Callable[[web.Request], Awaitable[web.Response]]
 # The exporter's own families (header and sample chunks): not in a /probe answer.
 OWN_PREFIXES = (b"# HELP tofu_exporter_", b"tofu_exporter_")
-GZIP_HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
-_FINAL_BLOCK = b"\x03\x00"  # an empty final deflate block (fixed Huffman, end of block only)
 WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long loses its response
 
 
@@ -54,51 +51,18 @@ def entries_body(snap: Snapshot, hints: tuple[str | None, str | None],
     return json.dumps({"status": "success", "data": data}).encode()
 
 
+def _own(chunk: Chunk) -> bool:
+    return isinstance(chunk, bytes) and chunk.startswith(OWN_PREFIXES)
+
+
 def render(snap: Snapshot, with_process: bool = True) -> bytes:
     chunks = render_chunks(snap)
     if not with_process:
-        chunks = [c for c in chunks if not c.startswith(OWN_PREFIXES)]
-    return b"".join(chunks) + (generate_latest(REGISTRY) if with_process else b"")
+        chunks = [c for c in chunks if not _own(c)]
+    return b"".join(map(plain, chunks)) + (generate_latest(REGISTRY) if with_process else b"")
 
 
-# ---- gzip, per chunk ---------------------------------------------------------------------
-
-
-def deflate_piece(chunk: bytes) -> bytes:
-    """`chunk` as raw deflate blocks that end byte-aligned (sync flush) and refer to nothing
-    before them: such pieces concatenate into one valid deflate stream, so an unchanged
-    store's compressed bytes are reused as they are."""
-    c = zlib.compressobj(6, zlib.DEFLATED, -15)
-    return c.compress(chunk) + c.flush(zlib.Z_SYNC_FLUSH)
-
-
-class GzipCache:
-    """One gzip member (what every client decodes, unlike concatenated members) assembled
-    from cached per-chunk deflate pieces, keyed by the chunk's content."""
-
-    def __init__(self) -> None:
-        self._pieces: dict[bytes, bytes] = {}
-
-    def pieces(self, chunks: Iterable[bytes]) -> tuple[list[bytes], int, int]:
-        """-> (deflate pieces, crc32, length) of the concatenated chunks."""
-        fresh: dict[bytes, bytes] = {}
-        out, crc, size = [], 0, 0
-        for c in chunks:
-            z = fresh.get(c) or self._pieces.get(c) or deflate_piece(c)
-            fresh[c] = z
-            out.append(z)
-            crc = zlib.crc32(c, crc)
-            size += len(c)
-        self._pieces = fresh  # forget the pieces of chunks that are gone
-        return out, crc, size
-
-
-def gzip_member(pieces: list[bytes], crc: int, size: int, tail: bytes) -> list[bytes]:
-    """Header + pieces + `tail` (compressed fresh) + final block + trailer."""
-    crc = zlib.crc32(tail, crc)
-    size += len(tail)
-    return [GZIP_HEADER, *pieces, deflate_piece(tail), _FINAL_BLOCK,
-            struct.pack("<II", crc, size & 0xFFFFFFFF)]
+# ---- gzip ------------------------------------------------------------------------------
 
 
 def accepts_gzip(header: str) -> bool:
@@ -114,10 +78,10 @@ def accepts_gzip(header: str) -> bool:
 # ---- OpenMetrics from the text chunks ----------------------------------------------------
 
 
-def openmetrics_chunk(chunk: bytes) -> bytes:
+def openmetrics_chunk(chunk: Chunk) -> Chunk:
     """A text-format chunk in OpenMetrics: sample lines are the same; a family's header names
     a counter without its _total suffix, and HELP escapes quotes too."""
-    if not chunk.startswith(b"# HELP "):
+    if isinstance(chunk, Packed) or not chunk.startswith(b"# HELP "):
         return chunk
     head, _, rest = chunk.partition(b"\n")
     typ, _, samples = rest.partition(b"\n")
@@ -154,15 +118,19 @@ class PerSnapshot:
         return await asyncio.shield(self._task)
 
 
-async def _stream(request: web.Request, chunks: list[bytes], headers: dict[str, str]) -> web.StreamResponse:
+async def _stream(
+    request: web.Request, chunks: Sequence[Chunk], headers: dict[str, str]
+) -> web.StreamResponse:
     """Write chunk by chunk, waiting for the socket: the body is never copied whole and the
-    transport never buffers all of it. A client that stops reading is cut off."""
+    transport never buffers all of it; a packed slice is inflated (off the loop) only while
+    it is written. A client that stops reading is cut off."""
     resp = web.StreamResponse(headers=headers)
-    resp.content_length = sum(len(c) for c in chunks)
+    resp.content_length = sum(map(size, chunks))
     await resp.prepare(request)
     for chunk in chunks:
+        data = await asyncio.to_thread(chunk.plain) if isinstance(chunk, Packed) else chunk
         async with asyncio.timeout(WRITE_TIMEOUT):
-            await resp.write(chunk)
+            await resp.write(data)
     await resp.write_eof()
     return resp
 
@@ -182,9 +150,10 @@ def make_app(
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         snap = service.snapshot()
-        chunks: list[bytes] = await text.get(snap, lambda: render_chunks(snap))
+        chunks: list[Chunk] = await text.get(snap, lambda: render_chunks(snap))
         _, content_type = choose_encoder(request.headers.get("Accept", ""))
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept, Accept-Encoding"}
+        body: list[Chunk]
         if content_type.startswith("application/openmetrics-text"):
             headers["Content-Type"] = OPENMETRICS_TYPE
             om_chunks = await om.get(snap, lambda: [openmetrics_chunk(c) for c in chunks])
@@ -194,10 +163,10 @@ def make_app(
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
             if content_type.startswith("application/openmetrics-text"):
-                pieces, crc, size = await asyncio.to_thread(gz.pieces, body[:-1])
+                pieces, crc, total = await asyncio.to_thread(gz.pieces, body[:-1])
             else:
-                pieces, crc, size = await gzipped.get(snap, lambda: gz.pieces(chunks))
-            body = gzip_member(pieces, crc, size, body[-1])
+                pieces, crc, total = await gzipped.get(snap, lambda: gz.pieces(chunks))
+            body = [*gzip_member(pieces, crc, total, plain(body[-1]))]
         return await _stream(request, body, headers)
 
     hints = (service.config.source, service.storage_path)  # named by the `accept` commands
@@ -251,7 +220,8 @@ def make_app(
             snap = service.snapshot()
         # Streamed from the store's cached blocks (exporter.collector): 200 concurrent
         # /probe requests must not each hold a joined copy of their body.
-        chunks = [c for c in render_chunks(snap.for_store(target)) if not c.startswith(OWN_PREFIXES)]
+        # Packed or not as /metrics would have it: the two share the store's cached blocks.
+        chunks = [c for c in render_chunks(snap.for_store(target), packs(snap)) if not _own(c)]
         return await _stream(request, chunks, {"Content-Type": CONTENT_TYPE_LATEST})
 
     app.router.add_get(telemetry_path, metrics)

@@ -317,6 +317,31 @@ def alerts(s: Settings) -> list[Alert]:
                 " in effect. Run `prime-tofu-exporter --config.check --config.file <file>` to see"
                 " every problem, fix the file, then reload (SIGHUP or POST /-/reload)."),
         ),
+        Alert(
+            name="TofuExporterLoopErrors",
+            comment=(
+                "A loop that fails is retried at most a minute apart, so a failure that lasts keeps\n"
+                "the counter rising. One error (or one burst of retries) makes the expression true\n"
+                "for less than its 10m window, shorter than the `for:`: a transient error is no alert."),
+            expr=f"increase({m('tofu_exporter_loop_errors_total')}[10m]) > 0\n",
+            for_="15m",
+            severity="warning",
+            identity=("loop",),
+            summary="One of the exporter's own loops keeps failing; what it refreshes goes stale.",
+            description=(
+                "The {{ $labels.loop }} loop of the exporter at {{ $labels.instance }} has kept raising"
+                " unexpected errors for 15 minutes ({{ $value | printf \"%.0f\" }} in the last 10"
+                " minutes), each retried with backoff."
+                ' {{ if eq $labels.loop "start" }}The first pass over the stores does not go through:'
+                " the exporter is not ready and exports no verdicts."
+                '{{ else if eq $labels.loop "store" }}A store\'s refresh loop fails: its TOFU list is not'
+                " re-read, so its verdicts go stale."
+                "{{ else }}The probe loop fails: live certificates are not probed again, so verdicts go"
+                " stale.{{ end }}"
+                " Not a PI or TLS failure (those are counted per store and endpoint): a bug or a broken"
+                " dependency such as the baseline database. The exporter log has a `loop error; retrying`"
+                " line per error with the loop, the store, the error and its traceback."),
+        ),
     ]
 
 

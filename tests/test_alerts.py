@@ -34,12 +34,13 @@ EXPECTED = {
     "TofuExporterDown": "warning",
     "TofuExporterConfigReloadFailed": "warning",
     "TofuBaselineDatabaseReset": "warning",
+    "TofuExporterLoopErrors": "warning",
 }
 # What may identify an alert: the target (job, instance), the object it is about, severity.
 # Anything else (a fingerprint, a subject, the evidence) changes while the problem persists
 # and would end the alert and restart its `for:`.
 IDENTITY = {"alertname", "severity", "job", "instance", "store", "entry", "endpoint", "pair", "peer",
-            "reason"}
+            "reason", "loop"}
 RUNBOOK_PARTS = ("Meaning", "Impact", "Diagnosis", "Mitigation")
 
 

@@ -202,3 +202,36 @@ async def test_hanging_store_does_not_stack_reads(
     finally:
         faults(hang).hang_on_command = False
         await exporter.stop()
+
+
+async def test_reload_warns_about_a_secret_file_others_can_read(
+    lab: dict[str, PiServer], tmp_path: Path
+) -> None:
+    """The start-up warning about a loose password_file (or key file) comes again when a
+    reload brings one in, by HTTP or SIGHUP: the file and its mode, never its content."""
+    config = write_config(tmp_path, {"alpha": lab["alpha"]})
+    good = config.read_text()
+    password = (tmp_path / "pi-password").read_text()
+    exporter = await started(config, tmp_path)
+    try:
+        assert "accessible by group or others" not in exporter.log()
+        for trigger, name, mode in (("http", "pw-group", 0o640), ("sighup", "pw-world", 0o604)):
+            loose = tmp_path / name
+            loose.write_text(password)
+            loose.chmod(mode)
+            config.write_text(good.replace("password_file: pi-password", f"password_file: {name}"))
+            if trigger == "http":
+                status, text = await exporter.post("/-/reload")
+                assert status == 200, text
+            else:
+                exporter.signal(signal.SIGHUP)
+            warning = (f"defaults.password_file {str(loose)!r} is accessible by group or others"
+                       f" (mode {mode:04o}); it holds a secret: chmod 600 it")
+            await wait_for(lambda w=warning: _true(w in exporter.log()), 5)
+        log = exporter.log()
+        assert log.count("accessible by group or others") == 2, log
+        assert password.strip() not in log
+        body, _ = await exporter.metrics()
+        assert value(body, "tofu_exporter_config_last_reload_successful") == 1.0
+    finally:
+        await exporter.stop()

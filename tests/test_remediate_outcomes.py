@@ -1,13 +1,16 @@
 """`remediate --apply` outcomes the docs promise, against the real lab over SSH and through the
 real command line: `re-stored` (PI confirmed the delete and had already stored the live
 certificate again when we re-listed), `still present` (no confirmed delete: a failure, the
-baseline kept) and exit code 1 after a failed command, with the later servers untouched."""
+baseline kept), `not verified` (the deletes ran, the baseline database failed) and exit code 1
+after a failed command, with the later servers untouched."""
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
@@ -15,8 +18,9 @@ import pytest
 from exporter.baseline import BaselineDB
 from exporter.demo import prepare
 from exporter.model import Baseline
+from pilab.pi import CliSession
 from pilab.scene import Lab
-from tests.faultlab import faults
+from tests.faultlab import FaultyCli, faults
 from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
 
 
@@ -140,3 +144,62 @@ async def test_unconfirmed_delete_fails_keeps_the_baseline_and_exits_1(
     lines = audit_lines(audit)
     assert [(x["store"], x["entry"], x["result"], x["verified"]) for x in lines] == [
         ("prime-pri", e, "failed", "still present") for e in ran]
+
+
+@dataclass
+class LockAfterDelete(FaultyCli):
+    """deletecert as PI does it; then another process (this one) takes the write lock of the
+    remediating exporter's baseline database and keeps it, so dropping the baseline fails."""
+
+    db: Path = Path()
+    held: list[sqlite3.Connection] = field(default_factory=list)
+
+    async def deletecert(self, session: CliSession, key: str) -> int:
+        status = await super().deletecert(session, key)
+        if not self.held:
+            lock = sqlite3.connect(self.db, isolation_level=None)
+            lock.execute("BEGIN IMMEDIATE")
+            self.held.append(lock)
+        return status
+
+
+async def test_storage_failure_after_the_deletes_is_a_failed_step_not_a_config_error(
+    lab: tuple[Lab, Path], tmp_path: Path
+) -> None:
+    """PI deletes both of prime-pri's stale entries, then the exporter cannot drop their
+    baselines (its database is locked past its busy timeout). What happened on PI is reported
+    and audited: each step FAIL, not verified, the error named, prime-sec untouched, exit 1
+    (exit 2 means nothing was done: bad configuration, or storage before any delete)."""
+    lab_, cfg = lab
+    k = keys(lab_)
+    storage, audit = tmp_path / "data", tmp_path / "audit.jsonl"
+    pri, sec = lab_.pis["prime-pri"], lab_.pis["prime-sec"]
+    before = {s: baselines(storage, s) for s in ("prime-pri", "prime-sec")}
+    held = sec.entries()
+    pri.cli = locker = LockAfterDelete(db=storage / "baseline.db")
+    try:
+        res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+                        str(storage), "--log.level", "warn", "--apply", "--yes",
+                        "--audit.file", str(audit))
+    finally:
+        for lock in locker.held:
+            lock.rollback()
+            lock.close()
+    assert locker.held, "the lab never took the lock"
+
+    assert res.returncode == 1, res.stdout + res.stderr
+    out = res.stdout.splitlines()
+    ran = [k["sec"], k["ise"]]
+    assert deletes(lab_) == [("prime-pri", f"{DELETE} {e}") for e in ran]  # done on PI
+    for entry in ran:
+        line = next((ln for ln in out if ln.startswith(f"  FAIL prime-pri {entry}: ")), "")
+        assert line.startswith(f"  FAIL prime-pri {entry}: not verified; ") and \
+            "baseline database" in line and "locked" in line, res.stdout
+    assert not [c for c in sec.commands if c.startswith(DELETE)] and sec.entries() == held
+    for entry in (k["sec"], k["sec_self"]):
+        assert f"  FAIL prime-sec {entry}: not run; an earlier server failed" in out
+    assert {s: baselines(storage, s) for s in before} == before  # nothing dropped
+    lines = audit_lines(audit)
+    assert [(x["store"], x["entry"], x["result"], x["verified"]) for x in lines] == [
+        ("prime-pri", e, "failed", "not verified") for e in ran]
+    assert all("deleted" in x["output"].lower() for x in lines)  # PI's confirmation kept

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from exporter.baseline import StorageError
 from exporter.model import EntryView
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.remediate.plan import Plan, PlanError, Step, StorePlan, deletecert_command
@@ -102,6 +103,11 @@ class Applier:
                 sp.store, [s.entry for s, out, ok in ran if ok and command_confirmed(out, s.entry)]
             )
             outcomes = await self._verify(sp, ran)
+        except StorageError as e:
+            # The deletes ran on PI; only our own database failed (the baselines are kept): a
+            # step not verified, like any other, not a configuration error.
+            outcomes = [Outcome(s, True, False, out, "not verified", f"baseline kept: {e}")
+                        for s, out, _ in ran]
         except BaseException as e:
             if not outcomes:
                 outcomes = [Outcome(s, True, False, out, "not verified", f"{type(e).__name__}: {e}")

@@ -1,0 +1,117 @@
+"""A large store's exposition is kept deflated (exporter.deflate.Packed) between scrapes; what
+clients receive must not change: the plain, gzip and OpenMetrics answers carry exactly the
+bytes the direct writer renders, over a real HTTP server against the demo lab."""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import os
+import zlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
+
+from exporter import collector
+from exporter.config import load_config
+from exporter.deflate import Packed, crc32_combine
+from exporter.demo import prepare
+from exporter.service import Service
+from exporter.web import make_app
+
+
+@pytest.mark.parametrize("len_a,len_b", [(0, 0), (1, 0), (0, 7), (1000, 1), (3, (1 << 20) + 5),
+                                         (70_000, 3 << 20)])
+def test_crc32_combine_equals_the_crc_of_the_joined_bytes(len_a: int, len_b: int) -> None:
+    a, b = os.urandom(len_a), os.urandom(len_b)
+    assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+def test_a_packed_slice_inflates_to_its_text() -> None:
+    text = b"".join(b'tofu_entry_info{entry="10.0.%d.1_443"} 1.0\n' % i for i in range(5000))
+    packed = Packed.of(text)
+    assert len(packed.piece) < len(text) / 10 and packed.plain() == text
+    assert (packed.size, packed.crc) == (len(text), zlib.crc32(text))
+
+
+def test_blocks_cached_plain_are_packed_when_a_larger_snapshot_asks() -> None:
+    """/probe renders one store of a snapshot; the store's cached blocks must follow the
+    whole snapshot's packing, and a later scrape that packs must write the same text."""
+    from tests.test_render import _snapshot
+
+    base = _snapshot()
+    stores = sorted({v.store for v in base.views})
+    snap = dataclasses.replace(base, versions={s: -1 - i for i, s in enumerate(stores)})
+    collector._BLOCKS.clear()
+    plain = collector.render_chunks(snap, pack=False)
+    packed = collector.render_chunks(snap, pack=True)
+    assert not any(isinstance(c, Packed) for c in plain)
+    assert sum(isinstance(c, Packed) for c in packed) >= 3 * 4
+    assert b"".join(map(collector.plain, packed)) == b"".join(plain)
+    again = collector.render_chunks(snap, pack=True)  # reused, not packed again
+    assert all(a is b for a, b in zip(again, packed, strict=True) if isinstance(a, Packed))
+    collector._BLOCKS.clear()
+
+
+@pytest.fixture
+async def served(tmp_path: Path,
+                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Service, TestClient]]:
+    monkeypatch.setattr(collector, "PACK_ABOVE", 1)  # every demo store counts as large
+    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+    service = Service(load_config(cfg), tmp_path / "data")
+    client = TestClient(TestServer(make_app(service)))
+    await client.start_server()
+    try:
+        await service.run_once()
+        yield service, client
+    finally:
+        await client.close()
+        await service.stop()
+        await lab.stop()
+
+
+async def test_packed_stores_serve_the_same_bytes_plain_gzip_and_openmetrics(
+        served: tuple[Service, TestClient], monkeypatch: pytest.MonkeyPatch) -> None:
+    service, client = served
+    snap = service.snapshot()
+    chunks = collector.render_chunks(snap)
+    assert sum(isinstance(c, Packed) for c in chunks) >= 3 * 4  # 3 stores x non-empty families
+    monkeypatch.setattr(collector, "PACK_ABOVE", 10**9)
+    collector._BLOCKS.clear()
+    expected = collector.render_text(snap)  # the same snapshot rendered without packing
+    assert b"tofu_entry_info{" in expected
+
+    for _ in range(2):  # the second answer reuses the cached pieces
+        resp = await client.get("/metrics", headers={"Accept-Encoding": "identity"},
+                                auto_decompress=False)
+        plain = await resp.read()
+        assert "Content-Encoding" not in resp.headers
+        assert plain[:len(expected)] == expected and b"process_" in plain[len(expected):]
+        resp = await client.get("/metrics", headers={"Accept-Encoding": "gzip"},
+                                auto_decompress=False)
+        assert resp.headers["Content-Encoding"] == "gzip"
+        body = await resp.read()
+        unzipped = gzip.decompress(body)  # checks the trailer's CRC-32 and length too
+        assert unzipped[:len(expected)] == expected
+
+    resp = await client.get("/probe?target=prime-sec")  # reads the store again: same entries
+    probe = await resp.read()
+
+    def entry_lines(body: bytes) -> list[bytes]:
+        return [ln for ln in body.splitlines() if b'store="prime-sec"' in ln
+                and ln.startswith((b"tofu_entry_info{", b"tofu_certificate_"))]
+
+    assert len(entry_lines(expected)) >= 3 * 5 and entry_lines(probe) == entry_lines(expected)
+
+    resp = await client.get("/metrics", headers={
+        "Accept": "application/openmetrics-text;version=1.0.0", "Accept-Encoding": "gzip"},
+        auto_decompress=False)
+    om = gzip.decompress(await resp.read()).decode()
+    assert om.endswith("# EOF\n")
+    entries = {(s.labels["store"], s.labels["entry"]) for f in om_parse(om)
+               if f.name == "tofu_entry_info" for s in f.samples}
+    assert entries == {(v.store, v.entry.key) for v in snap.views}
+    assert len(entries) == len(snap.views) == 8

@@ -1,0 +1,84 @@
+"""A PI store with 100,000 entries (`max_entries: 100000`) through a real exporter process:
+every entry is exported, the gzip scrape Prometheus makes and a plain scrape carry the same
+series (the store's exposition is kept deflated between scrapes), the landing page stays
+small and links to the full JSON, and a small store beside it is not hidden. Slow (about
+half a minute); the memory and time figures are bench/large_store.py's."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import aiohttp
+import pytest
+
+from pilab.pki import make_cert, pi_subject
+from pilab.tls import TlsEndpoint
+from tests.conftest import free_port, start_pi, write_config
+from tests.exporterkit import Exporter
+
+pytestmark = pytest.mark.slow
+
+N = 100_000
+SAMPLE = re.compile(rb"^tofu_(entry_info|certificate_\w+|store_\w+)\{.*$", re.M)
+
+
+@pytest.fixture
+async def exporter(tmp_path: Path) -> AsyncIterator[Exporter]:
+    certs = [make_cert(pi_subject(f"peer-{i:03d}.example.com")) for i in range(50)]
+    refused = free_port()  # nothing listens there: every big-store probe is refused at once
+    big = await start_pi("big", page_lines=0)
+    for i in range(N):
+        big.add_entry(f"127.{20 + i // 62500}.{i // 250 % 250}.{i % 250 + 2}_{refused}",
+                      certs[i % len(certs)])
+    peer = TlsEndpoint(pi_subject("ise.example.com"))
+    await peer.start()
+    small = await start_pi("small", entries={f"{peer.host}_{peer.port}": peer})
+    cfg = write_config(tmp_path, {"big": big, "small": small}, interval="1h",
+                       extra={"probe_concurrency": 64},
+                       store_extra={"big": {"max_entries": N, "command_timeout": "300s"}})
+    exp = Exporter(cfg, tmp_path)
+    try:
+        await exp.start(timeout=600)
+        yield exp
+    finally:
+        await exp.stop()
+        await big.stop()
+        await small.stop()
+        await peer.stop()
+
+
+async def _get(url: str, encoding: str) -> tuple[dict[str, str], bytes]:
+    async with aiohttp.ClientSession() as s, s.get(
+            url, headers={"Accept-Encoding": encoding},
+            timeout=aiohttp.ClientTimeout(total=300)) as r:
+        assert r.status == 200
+        return dict(r.headers), await r.read()  # aiohttp decodes gzip, checks its trailer
+
+
+async def test_a_100000_entry_store_is_exported_whole_and_the_page_stays_small(
+        exporter: Exporter) -> None:
+    zipped_headers, zipped = await _get(exporter.url + "/metrics", "gzip")
+    plain_headers, plain = await _get(exporter.url + "/metrics", "identity")
+    assert zipped_headers["Content-Encoding"] == "gzip"
+    assert "Content-Encoding" not in plain_headers
+    assert len(plain) > 50_000_000  # about 1 kB of series per entry
+    # The same series either way, and the packed slices joined in the right order.
+    assert SAMPLE.findall(zipped) == SAMPLE.findall(plain)
+    lines = plain.splitlines()
+    assert sum(ln.startswith(b'tofu_entry_info{') and b'store="big"' in ln for ln in lines) == N
+    assert b'tofu_store_entries_dropped{store="big"} 0.0' in lines
+    assert b'tofu_store_entries{store="big"} 100000.0' in lines
+    big_states = [ln for ln in lines if ln.startswith(b'tofu_certificate_state{')
+                  and b'store="big"' in ln and ln.endswith(b" 1.0")]
+    assert len(big_states) == N and all(b'state="unreachable"' in ln for ln in big_states)
+    small = [ln for ln in lines if ln.startswith(b'tofu_certificate_state{')
+             and b'store="small"' in ln and ln.endswith(b" 1.0")]
+    assert len(small) == 1 and b'state="unknown"' in small[0]  # a first read: no baseline yet
+
+    status, page, _ = await exporter.get("/")
+    assert status == 200 and len(page) < 1_000_000
+    assert "100000 entries (<a href='/api/v1/entries?store=big'>all as JSON</a>)" in page
+    assert "99900 more entries, worst first above" in page
+    assert "<h2 id='store-small'>small</h2>" in page
