@@ -38,7 +38,7 @@ from typing import TypeVar
 from prometheus_client import Counter as PromCounter
 
 from exporter.history import Attestation, Change, EntryStatus, Status, accepted, advance
-from exporter.model import Baseline, BaselineKind
+from exporter.model import Attested, Baseline, BaselineKind
 
 log = logging.getLogger("exporter.baseline")
 
@@ -679,7 +679,12 @@ class BaselineDB:
                    "operator, reason, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                    (a.store, a.entry, a.endpoint, a.fingerprint_sha256, a.spki_sha256,
                     a.operator, a.reason, a.time))
-        old = _statuses(db, a.store).get(a.entry)
+        row = db.execute(
+            "SELECT state, evidence, fingerprint, since, previous_fingerprint FROM entry_status "
+            "WHERE store = ? AND entry = ?", (a.store, a.entry)).fetchone()
+        # One row, not the store's every status: `accept --all-unknown` on a large store
+        # attests thousands of entries in one transaction.
+        old = None if row is None else EntryStatus(Status(*row[:3]), row[3], row[4])
         after = accepted(a.fingerprint_sha256)
         change = Change(a.time, a.store, a.entry, old.status if old else None, after,
                         f"accepted by {a.operator}: {a.reason}")
@@ -700,5 +705,27 @@ class BaselineDB:
                 "AND b.kind = 'attested' AND b.since = a.at WHERE a.store = ?", (store,))
             return {e: Attestation(store, e, ep, fp, spki, op, why, at)
                     for e, ep, fp, spki, op, why, at in rows}
+
+        return self._guard(op)
+
+    def attested(self, store: str) -> dict[str, Attested]:
+        """Who, when and why for each entry of `store` whose baseline is attested now, as the
+        views show it. Read when the store's baselines change, never per scrape or request.
+        One `accept` records many entries with one operator, time and reason: they share one
+        object (a 100,000-entry store attested at once holds one, not 100,000)."""
+        def op() -> dict[str, Attested]:
+            rows = self._db.execute(
+                "SELECT a.entry, a.operator, a.at, a.reason FROM attestations a JOIN baselines b "
+                "ON b.store = a.store AND b.entry = a.entry AND b.kind = 'attested' "
+                "AND b.since = a.at WHERE a.store = ?", (store,))
+            shared: dict[tuple[str, float, str], Attested] = {}
+            out = {}
+            for entry, by, at, why in rows:
+                key = (by, at, why)
+                note = shared.get(key)
+                if note is None:
+                    note = shared[key] = Attested(sys.intern(by), at, why)
+                out[entry] = note
+            return out
 
         return self._guard(op)

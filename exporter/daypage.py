@@ -1,6 +1,7 @@
 """Pure: the landing page's day-one parts, as HTML fragments: the recent changes, when each
-entry's state began, and for each `unknown` entry why, the check to make and the `accept`
-command. Every PI, peer or operator text goes through `visible`, then HTML escaping."""
+entry's state began, who attested an `attested` entry, when and why, and for each `unknown`
+entry why, the check to make and the `accept` command. Every PI, peer or operator text goes
+through `visible`, then HTML escaping."""
 
 from __future__ import annotations
 
@@ -28,6 +29,16 @@ def when(t: float | None) -> str:
 
 def since_cell(r: Row) -> str:
     return f"<td class='since'>{_e(when(r.state_since))}</td>"
+
+
+def attestation_note(r: Row) -> str:
+    """For an entry with an attested baseline: who accepted it, when, and the reason they
+    typed (inert text: escaped, one line, never in a `fix` or `cmd` element). Else empty."""
+    a = r.attestation
+    if a is None:
+        return ""
+    return (f"<div class='attested'>attested by {_e(a.by)} at {_e(when(a.at))}: "
+            f"{_e(a.reason)}</div>")
 
 
 def unknown_help(snap: Snapshot, r: Row, config_file: str | None, storage_path: str | None) -> str:

@@ -45,6 +45,7 @@ code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space
 .state{overflow-wrap:normal;word-break:normal}
 .summary td,.summary th{text-align:right}.summary td:first-child,.summary th:first-child{text-align:left}
 .states span{display:inline-block;margin-right:1.2em;font-size:1.2em}
+.attested{color:#57606a;font-size:.9em;margin-top:.2em}
 """
 
 
@@ -92,7 +93,8 @@ def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> s
     else:
         fix = ""
     return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
-            f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
+            f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}"
+            f"{daypage.attestation_note(r)}</td>"
             f"{daypage.since_cell(r)}<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
             f"<td>{fp}</td><td>{fix}</td></tr>")
 

@@ -98,6 +98,16 @@ class Baseline:
 
 
 @dataclass(frozen=True, slots=True)
+class Attested:
+    """Who accepted an entry's live certificate (`accept`), when and why, as the views show it.
+    Only attested entries hold one; the entries of one `accept` share one object."""
+
+    by: str  # the operator (OS user running `accept`)
+    at: float  # unix seconds; the attested baseline's `since`
+    reason: str  # operator-typed text, verbatim: show it through exporter.text.visible
+
+
+@dataclass(frozen=True, slots=True)
 class Verdict:
     state: State
     evidence: Evidence
@@ -132,6 +142,7 @@ class EntryView:
     # fingerprint the entry's endpoint presented before the current one.
     state_since: float | None = None
     previous_fingerprint: str | None = None
+    attestation: Attested | None = None  # for an `attested` baseline: who, when, why
 
     @property
     def remediation(self) -> str:

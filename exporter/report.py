@@ -10,7 +10,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from exporter.commands import deletecert, is_key
-from exporter.model import EntryView, State
+from exporter.model import Attested, EntryView, State
 from exporter.subject import format_subject
 from exporter.text import visible
 
@@ -33,6 +33,8 @@ class Row:
     live_spki_sha256: str | None = None
     state_since: float | None = None  # when the current state began (the history)
     previous_fingerprint_sha256: str | None = None  # the live fingerprint before this one
+    # An attested baseline's who (`by`), when (`at`) and why (`reason`, operator-typed text).
+    attestation: Attested | None = None
 
 
 def row(v: EntryView) -> Row:
@@ -54,6 +56,7 @@ def row(v: EntryView) -> Row:
         live_spki_sha256=cert.spki_sha256 if cert else None,
         state_since=v.state_since,
         previous_fingerprint_sha256=v.previous_fingerprint,
+        attestation=v.attestation,
     )
 
 

@@ -28,7 +28,16 @@ from exporter.baseline import BaselineDB, StorageError
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
-from exporter.model import EntryView, ErrorReason, Listing, ProbeResult, StoredEntry, StoreRead, StoreStatus
+from exporter.model import (
+    BaselineKind,
+    EntryView,
+    ErrorReason,
+    Listing,
+    ProbeResult,
+    StoredEntry,
+    StoreRead,
+    StoreStatus,
+)
 from exporter.pairs import pair_views
 from exporter.prime.listing import parse_capped
 from exporter.prime.logs import tofu_failures
@@ -599,6 +608,11 @@ class Service:
     def _set_baselines(self, state: StoreState) -> None:
         fresh = self.db.baselines(state.name)
         if fresh != state.baselines:
+            # Who attested, when, why: read here, when the baselines changed (an `accept`
+            # changes them), so scrapes and pages never query the database for it. Read
+            # before the baselines are kept: a failed read is tried again next time.
+            any_attested = any(b.kind is BaselineKind.ATTESTED for b in fresh.values())
+            state.attested = self.db.attested(state.name) if any_attested else {}
             state.baselines = fresh
             state.bump()
 
@@ -609,7 +623,7 @@ class Service:
             ok = state.last_success
             assert ok is not None and ok.listing is not None
             views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
-                                state.baselines, self.config.pins, state.log_seen)
+                                state.baselines, self.config.pins, state.log_seen, state.attested)
             state.views = self._record(state.name, views)
             state.views_version = state.version
         return state.views

@@ -18,7 +18,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from exporter.config import StoreConfig
-from exporter.model import Baseline, EntryView, StoreRead
+from exporter.model import Attested, Baseline, EntryView, StoreRead
 from exporter.prime.ssh import PiSession
 
 _VERSIONS = itertools.count(1)
@@ -57,6 +57,9 @@ class StoreState:
     errors: Counter[str] = field(default_factory=Counter)  # failed reads by reason
     capped: int = 0  # entries beyond max_entries in the last read
     baselines: dict[str, Baseline] = field(default_factory=dict)
+    # Entry key -> who attested it, when, why: only entries whose baseline is attested,
+    # read with the baselines when they change (exporter.baseline.BaselineDB.attested).
+    attested: dict[str, Attested] = field(default_factory=dict)
     # The endpoint of each entry of last_success, in order: the probes this store needs.
     endpoints: tuple[str, ...] = ()
     endpoint_set: frozenset[str] = frozenset()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Mapping, Sequence
 
-from exporter.model import Baseline, EntryView, ProbeResult, StoredEntry
+from exporter.model import Attested, Baseline, EntryView, ProbeResult, StoredEntry
 from exporter.subject import common_name
 from exporter.verdict import decide
 
@@ -31,7 +31,9 @@ def store_views(
     baselines: Mapping[str, Baseline],
     pins: Mapping[str, str],
     log_seen: Mapping[str, float],
+    attested: Mapping[str, Attested] | None = None,
 ) -> tuple[EntryView, ...]:
+    """`attested`: entry key -> who attested it, when, why (only attested entries)."""
     unique: set[str] = set()
     if log_seen:  # only log evidence needs the CN census
         cns = Counter(common_name(e.subject) for e in entries)
@@ -43,6 +45,7 @@ def store_views(
         base = baselines.get(entry.key)
         logged = logged_failure(log_seen, entry, unique, base, probe)
         views.append(EntryView(
-            store, entry, ep, decide(entry, probe, base, pin, logged), probe, base, pin
+            store, entry, ep, decide(entry, probe, base, pin, logged), probe, base, pin,
+            attestation=attested.get(entry.key) if attested else None,
         ))
     return tuple(views)
