@@ -1,7 +1,7 @@
 """Pure: the landing page's day-one parts, as HTML fragments: the recent changes, when each
-entry's state began, who attested an `attested` entry, when and why, and for each `unknown`
-entry why, the check to make and the `accept` command. Every PI, peer or operator text goes
-through `visible`, then HTML escaping."""
+entry's state began, who attested an `attested` entry, when and why (the help for `unknown`
+entries is exporter.landing's). Every PI, peer or operator text goes through `visible`, then
+HTML escaping."""
 
 from __future__ import annotations
 
@@ -9,11 +9,8 @@ import html
 import time
 from collections.abc import Sequence
 
-from exporter.accept.plan import accept_command, check_for
 from exporter.history import Change, status_text
-from exporter.model import State
 from exporter.report import Row
-from exporter.snapshot import Snapshot
 from exporter.text import visible
 
 RECENT = 20  # changes shown on the page; the rest: `history`, /api/v1/history
@@ -39,16 +36,6 @@ def attestation_note(r: Row) -> str:
         return ""
     return (f"<div class='attested'>attested by {_e(a.by)} at {_e(when(a.at))}: "
             f"{_e(a.reason)}</div>")
-
-
-def unknown_help(snap: Snapshot, r: Row, config_file: str | None, storage_path: str | None) -> str:
-    """For an `unknown` entry: why, what to check, what to run. Empty for any other state."""
-    if r.state != State.UNKNOWN.value:
-        return ""
-    command = accept_command(r.store, r.entry, config_file, storage_path)
-    return (f"<div class='unknown'>Unknown because: {_e(r.reason)}.<br>"
-            f"Once {_e(check_for(snap, r))}, record it:<br>"
-            f"<code class='fix'>{html.escape(command)}</code></div>")
 
 
 def recent_changes(changes: Sequence[Change], total_hint: str = "") -> str:
