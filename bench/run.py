@@ -533,7 +533,7 @@ async def scale(work: Path, nginx: Nginx, certs: dict[str, Path], n_stores: int,
         out.append(f"  CPU per full cycle, median: {med(cpus):.1f} s = "
                    f"{1000 * med(cpus) / unique:.2f} ms per unique endpoint, "
                    f"{1000 * med(cpus) / (n_stores * per_store):.2f} ms per entry")
-        out.append(f"  /metrics first scrape after the cold start cycle (renders): "
+        out.append(f"  /metrics first scrape after the cold start cycle (blocks written before ready): "
                    f"{1000 * med(renders):.0f} ms median of {len(renders)} (target <= 150); "
                    f"repeat scrapes (cached body): "
                    f"{1000 * med(cached):.0f} ms; {med(sizes) / 1e6:.1f} MB, {med(series):.0f} series")

@@ -25,6 +25,7 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 
 from exporter.baseline import BaselineDB, StorageError
+from exporter.collector import render_chunks
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
@@ -505,6 +506,12 @@ class Service:
         through, then the loops."""
         while (retry := await self._attempt("start", "start", self._first_pass)) is not None:
             await asyncio.sleep(retry)
+        # Write the stores' exposition blocks before saying ready, off the loop: the first
+        # scrape after a start then joins cached blocks instead of writing every series
+        # (200 stores, 20,000 entries: about 0.3 s of CPU). Best effort: a scrape renders
+        # whatever is missing.
+        snap = self.snapshot()
+        await asyncio.to_thread(render_chunks, snap)
         self.ready = True
         self._snapshot = None
         for state in self.stores.values():

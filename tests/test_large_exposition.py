@@ -115,3 +115,20 @@ async def test_packed_stores_serve_the_same_bytes_plain_gzip_and_openmetrics(
                if f.name == "tofu_entry_info" for s in f.samples}
     assert entries == {(v.store, v.entry.key) for v in snap.views}
     assert len(entries) == len(snap.views) == 8
+
+
+async def test_the_blocks_are_written_before_the_service_says_ready(tmp_path: Path) -> None:
+    """So the first scrape after a start joins cached blocks (bench/run.py: 379 -> 144 ms at
+    20,000 entries) instead of writing every series while Prometheus waits."""
+    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+    service = Service(load_config(cfg), tmp_path / "data")
+    collector._BLOCKS.clear()
+    try:
+        await service.start()
+        assert service.ready
+        snap = service.snapshot()
+        assert snap.versions and all(collector._BLOCKS[store][0] == version
+                                     for store, version in snap.versions.items())
+    finally:
+        await service.stop()
+        await lab.stop()
