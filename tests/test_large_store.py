@@ -6,7 +6,10 @@ half a minute); the memory and time figures are bench/large_store.py's."""
 
 from __future__ import annotations
 
+import asyncio
 import re
+import signal
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -25,7 +28,8 @@ SAMPLE = re.compile(rb"^tofu_(entry_info|certificate_\w+|store_\w+)\{.*$", re.M)
 
 
 @pytest.fixture
-async def exporter(tmp_path: Path) -> AsyncIterator[Exporter]:
+async def config(tmp_path: Path) -> AsyncIterator[Path]:
+    """A config for the big store and a small one beside it, both served by lab PIs."""
     certs = [make_cert(pi_subject(f"peer-{i:03d}.example.com")) for i in range(50)]
     refused = free_port()  # nothing listens there: every big-store probe is refused at once
     big = await start_pi("big", page_lines=0)
@@ -35,18 +39,24 @@ async def exporter(tmp_path: Path) -> AsyncIterator[Exporter]:
     peer = TlsEndpoint(pi_subject("ise.example.com"))
     await peer.start()
     small = await start_pi("small", entries={f"{peer.host}_{peer.port}": peer})
-    cfg = write_config(tmp_path, {"big": big, "small": small}, interval="1h",
-                       extra={"probe_concurrency": 64},
-                       store_extra={"big": {"max_entries": N, "command_timeout": "300s"}})
-    exp = Exporter(cfg, tmp_path)
+    try:
+        yield write_config(tmp_path, {"big": big, "small": small}, interval="1h",
+                           extra={"probe_concurrency": 64},
+                           store_extra={"big": {"max_entries": N, "command_timeout": "300s"}})
+    finally:
+        await big.stop()
+        await small.stop()
+        await peer.stop()
+
+
+@pytest.fixture
+async def exporter(config: Path, tmp_path: Path) -> AsyncIterator[Exporter]:
+    exp = Exporter(config, tmp_path)
     try:
         await exp.start(timeout=600)
         yield exp
     finally:
         await exp.stop()
-        await big.stop()
-        await small.stop()
-        await peer.stop()
 
 
 async def _get(url: str, encoding: str) -> tuple[dict[str, str], bytes]:
@@ -82,3 +92,30 @@ async def test_a_100000_entry_store_is_exported_whole_and_the_page_stays_small(
     assert "100000 entries (<a href='/api/v1/entries?store=big'>all as JSON</a>)" in page
     assert "99900 more entries, worst first above" in page
     assert "<h2 id='store-small'>small</h2>" in page
+
+
+async def test_sigterm_ends_serve_within_2_s_while_the_loop_is_busy_with_the_big_store(
+        config: Path, tmp_path: Path) -> None:
+    """Deciding 100,000 entries holds the event loop for seconds at a time (/-/healthy gets
+    no answer): a signal handled only by the loop waited for that. SIGTERM is sent the moment
+    /-/healthy stops answering within 0.2 s, in the first pass."""
+    exp = Exporter(config, tmp_path)
+    await exp.start(ready=False, timeout=60)
+    assert exp.proc is not None and exp.session is not None
+    deadline = time.monotonic() + 300
+    busy = False
+    while not busy:
+        assert time.monotonic() < deadline and exp.proc.returncode is None, exp.log()
+        try:
+            async with exp.session.get(exp.url + "/-/ready",
+                                       timeout=aiohttp.ClientTimeout(total=0.2)) as r:
+                assert r.status == 503, "ready before the loop was ever seen busy"
+        except TimeoutError:
+            busy = True
+        await asyncio.sleep(0.05)
+    t0 = time.monotonic()
+    exp.signal(signal.SIGTERM)
+    code = await asyncio.wait_for(exp.proc.wait(), 30)
+    took = time.monotonic() - t0
+    await exp.session.close()
+    assert code == 0 and took < 2.0, (code, took, exp.log()[-2000:])
