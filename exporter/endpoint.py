@@ -12,6 +12,7 @@ import re
 
 # What PI writes when it stores its own certificate. Only these: the rest of 127.0.0.0/8 is
 # rare on PI and is how the lab gives each simulated peer its own address.
+_V6_LOOPBACK = ipaddress.ip_address("::1")
 _SELF_NAMES = {"localhost", "localhost.localdomain", "ip6-localhost", "127.0.0.1", "::1"}
 _ENDPOINT_RE = re.compile(r"\[([0-9A-Fa-f:.]+)\]:(\d+)|([^:\[\]\s]+):(\d+)")
 
@@ -46,8 +47,10 @@ def is_loopback(host: str) -> bool:
     host = host.lower()
     if host in _SELF_NAMES:
         return True
+    if ":" not in host:  # a name or IPv4: only those above (100,000 distinct hosts miss the cache)
+        return False
     try:
-        return ipaddress.ip_address(host) == ipaddress.ip_address("::1")
+        return ipaddress.ip_address(host) == _V6_LOOPBACK
     except ValueError:
         return False
 
