@@ -7,6 +7,7 @@ CAP_SYS_ADMIN), saying so.
 
 from __future__ import annotations
 
+import errno
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -35,3 +36,18 @@ def tmpfs(where: Path, options: str) -> Iterator[Path]:
 def remount(where: Path, options: str) -> None:
     done = _mount("-o", f"remount,{options}", str(where))
     assert done.returncode == 0, done.stderr
+
+
+def fill(path: Path) -> int:
+    """Write zeros to `path` until the file system says it is full; the bytes written."""
+    written = 0
+    chunk = b"\0" * 65536
+    with path.open("wb", buffering=0) as f:
+        while True:
+            try:
+                written += f.write(chunk) or 0
+            except OSError as e:
+                assert e.errno == errno.ENOSPC, e
+                if len(chunk) == 1:
+                    return written
+                chunk = chunk[: len(chunk) // 2]

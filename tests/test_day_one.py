@@ -9,7 +9,6 @@ end-to-end test a real Prometheus and Alertmanager (tests/e2e_stack.py).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import pty
@@ -24,7 +23,7 @@ import pytest
 from exporter.demo import prepare
 from pilab.scene import Lab
 from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until
-from tests.mounts import tmpfs
+from tests.mounts import fill, tmpfs
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 REASON = "HA page: Primary Active, secondary synced; ISE connection test passed"
@@ -279,11 +278,7 @@ async def test_accept_on_a_full_audit_disk_prints_the_records_and_exits_1(
     tmpfs cannot take their lines, so they go to stderr, and the exit code says so."""
     _, cfg, data = lab_config
     with tmpfs(tmp_path / "audit", "size=64k") as mnt:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-        with contextlib.suppress(OSError):  # until the disk is full
-            while os.write(fd, b"x" * 4096):
-                pass
-        os.close(fd)
+        fill(mnt / "filler")
         got = await _accept(cfg, data, "--store", "prime-sec", "--all-unknown", "--yes",
                             "--audit.file", str(mnt / "audit.jsonl"))
     assert got.returncode == 1, got.stdout + got.stderr

@@ -11,7 +11,6 @@ tofu_store_up stayed 1 and /-/ready said 200.
 from __future__ import annotations
 
 import contextlib
-import errno
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -22,7 +21,7 @@ from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
-from tests.mounts import tmpfs
+from tests.mounts import fill, tmpfs
 
 NEW = 300  # entries that appear while the disk is full: more than the WAL has room for
 
@@ -35,21 +34,6 @@ async def lab() -> AsyncIterator[tuple[PiServer, TlsEndpoint]]:
     yield pi, peer
     await pi.stop()
     await peer.stop()
-
-
-def fill(path: Path) -> int:
-    """Write zeros to `path` until the file system says it is full; the bytes written."""
-    written = 0
-    chunk = b"\0" * 65536
-    with path.open("wb", buffering=0) as f:
-        while True:
-            try:
-                written += f.write(chunk) or 0
-            except OSError as e:
-                assert e.errno == errno.ENOSPC, e
-                if len(chunk) == 1:
-                    return written
-                chunk = chunk[: len(chunk) // 2]
 
 
 async def test_full_disk_fails_the_read_says_why_and_recovers(

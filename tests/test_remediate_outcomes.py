@@ -6,9 +6,7 @@ after a failed command, with the later servers untouched."""
 
 from __future__ import annotations
 
-import contextlib
 import json
-import os
 import sqlite3
 import time
 from collections.abc import AsyncIterator
@@ -23,7 +21,7 @@ from exporter.model import Baseline
 from pilab.pi import CliSession
 from pilab.scene import Lab
 from tests.faultlab import FaultyCli, faults
-from tests.mounts import tmpfs
+from tests.mounts import fill, tmpfs
 from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
 
 
@@ -236,11 +234,7 @@ async def test_a_full_disk_under_the_audit_log_loses_no_record_and_stops_later_s
     sec = lab_.pis["prime-sec"]
     held = sec.entries()
     with tmpfs(tmp_path / "audit", "size=64k") as mnt:
-        fd = os.open(mnt / "filler", os.O_WRONLY | os.O_CREAT)
-        with contextlib.suppress(OSError):  # until the disk is full
-            while os.write(fd, b"x" * 4096):
-                pass
-        os.close(fd)
+        fill(mnt / "filler")
         res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
                         str(tmp_path / "data"), "--log.level", "warn", "--apply", "--yes",
                         "--audit.file", str(mnt / "audit.jsonl"))
