@@ -5,7 +5,8 @@ keeps that cost out of every process the benchmark measures.
 
     python3 bench/lab_proc.py SPEC.json OUT.json
 
-SPEC: {"password": ..., "certs": {"ec": "ec.der", ...}, "stores": [{"name": ..., "entries": [[key, cert], ...]}]}
+SPEC: {"password": ..., "certs": {"ec": "ec.der", ...},
+       "stores": [{"name": ..., "entries": [[key, cert], ...]}]}
 OUT (written once every server listens): {name: {"host", "port", "known_hosts"}}.
 Runs until stdin closes or SIGTERM.
 """

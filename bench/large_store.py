@@ -78,6 +78,20 @@ async def timed_get(session: aiohttp.ClientSession, url: str,
         return time.perf_counter() - t, r.status, len(body)
 
 
+async def poll_health(url: str, done: asyncio.Event) -> list[float]:
+    """Answer times of /-/healthy, asked every 50 ms until `done`: the longest is how long
+    the exporter's event loop was held (a liveness probe waits exactly that long)."""
+    times: list[float] = []
+    async with aiohttp.ClientSession() as s:
+        while not done.is_set():
+            t = time.perf_counter()
+            async with s.get(url, timeout=aiohttp.ClientTimeout(total=60)) as r:
+                await r.read()
+            times.append(time.perf_counter() - t)
+            await asyncio.sleep(0.05)
+    return times
+
+
 async def measure(args: argparse.Namespace) -> None:
     tree = Path(args.tree).resolve()
     with tempfile.TemporaryDirectory(prefix="tofu-large-") as tmp:
@@ -102,6 +116,8 @@ async def measure(args: argparse.Namespace) -> None:
         base = f"http://127.0.0.1:{port}"
         try:
             t0 = await wait_http(f"{base}/-/healthy", proc, 60, 0.05)
+            done = asyncio.Event()
+            poller = asyncio.create_task(poll_health(f"{base}/-/healthy", done))
             t1 = await wait_http(f"{base}/-/ready", proc, 1800, 0.2)
             figures: dict[str, float] = {"ready_s": t1 - t0, "rss_ready_mb": hwm_mb(proc.pid)}
             async with aiohttp.ClientSession() as s:
@@ -114,6 +130,10 @@ async def measure(args: argparse.Namespace) -> None:
                 took, status, size = await timed_get(s, f"{base}/")
                 figures.update(landing_s=took, landing_mb=size / 1e6,
                                rss_landing_mb=hwm_mb(proc.pid))
+            done.set()
+            health = sorted(await poller)
+            figures.update(health_max_s=health[-1], health_p99_s=health[int(len(health) * 0.99)],
+                           health_over_100ms=sum(h > 0.1 for h in health), health_n=len(health))
         finally:
             stop(proc)
             stop(lab.proc)
@@ -130,6 +150,9 @@ async def measure(args: argparse.Namespace) -> None:
     print(f"  peak RSS after the scrapes:              {figures['rss_scraped_mb']:.0f} MB")
     print(f"  landing page {figures['landing_s']:.2f} s, {figures['landing_mb']:.1f} MB")
     print(f"  peak RSS after the landing page:         {figures['rss_landing_mb']:.0f} MB")
+    print(f"  /-/healthy asked every 50 ms throughout: {figures['health_n']:.0f} answers, "
+          f"longest {figures['health_max_s'] * 1000:.0f} ms, p99 {figures['health_p99_s'] * 1000:.0f} ms, "
+          f"{figures['health_over_100ms']:.0f} over 100 ms")
     if errors:
         print(f"  exporter logged {len(errors)} errors, first: {errors[0][:300]}")
     if args.json:

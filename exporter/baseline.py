@@ -28,6 +28,7 @@ import os
 import secrets
 import sqlite3
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -248,6 +249,9 @@ class BaselineDB:
         self.id = ""
         self._stamp: tuple[int, int] | None = None  # (dev, inode) of the file we opened
         self._recorded: int | None = None  # baseline count last written to the sidecar
+        # One user of the connection at a time: the service runs large stores' writes in
+        # worker threads, and a statement from another thread would join their transaction.
+        self._lock = threading.RLock()
         if not self._memory:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         self._db = self._open()
@@ -354,19 +358,21 @@ class BaselineDB:
 
     def _write_sidecar(self, count: int) -> None:
         """Best effort: a stale sidecar only weakens loss detection until the next write."""
-        if self._memory or count == self._recorded:
-            return
-        tmp = Path(f"{self.sidecar}.tmp")
-        try:
-            tmp.write_text(json.dumps({"id": self.id, "baselines": count}) + "\n", encoding="utf-8")
-            os.replace(tmp, self.sidecar)
-        except OSError as e:
-            log.warning("cannot update the baseline identity file",
-                        extra={"file": str(self.sidecar), "error": e.strerror or str(e)})
-            with contextlib.suppress(OSError):
-                tmp.unlink()
-            return
-        self._recorded = count
+        with self._lock:
+            if self._memory or count == self._recorded:
+                return
+            tmp = Path(f"{self.sidecar}.tmp")
+            try:
+                tmp.write_text(json.dumps({"id": self.id, "baselines": count}) + "\n",
+                               encoding="utf-8")
+                os.replace(tmp, self.sidecar)
+            except OSError as e:
+                log.warning("cannot update the baseline identity file",
+                            extra={"file": str(self.sidecar), "error": e.strerror or str(e)})
+                with contextlib.suppress(OSError):
+                    tmp.unlink()
+                return
+            self._recorded = count
 
     def _set_aside(self, sides: tuple[str, ...] = _SIDES) -> str:
         """Rename the database and its WAL/SHM to `<name>.corrupt-<UTC time>`; never delete.
@@ -420,38 +426,41 @@ class BaselineDB:
     def _guard(self, op: Callable[[], _T]) -> _T:
         """Run one database operation: corruption found mid-run resets the database and the
         operation runs again on the fresh one; a write failure becomes StorageError."""
-        self._check_file()
-        try:
-            return op()
-        except sqlite3.Error as e:
-            if not _is_corrupt(e) or self._memory:
+        with self._lock:
+            self._check_file()
+            try:
+                return op()
+            except sqlite3.Error as e:
+                if not _is_corrupt(e) or self._memory:
+                    raise _storage_error(e, self.path) from None
+                self._discard(self._db, str(e))
+                self._db = self._open(reset=True)
+            try:
+                return op()
+            except sqlite3.Error as e:
                 raise _storage_error(e, self.path) from None
-            self._discard(self._db, str(e))
-            self._db = self._open(reset=True)
-        try:
-            return op()
-        except sqlite3.Error as e:
-            raise _storage_error(e, self.path) from None
 
     def close(self) -> None:
-        self._db.close()
+        with self._lock:
+            self._db.close()
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
-        db = self._db
-        db.execute("BEGIN IMMEDIATE")
-        try:
-            yield db
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back
-                db.execute("ROLLBACK")
-            raise
-        try:
-            db.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(sqlite3.Error):
-                db.execute("ROLLBACK")
-            raise
+        with self._lock:
+            db = self._db
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                yield db
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):  # a failed COMMIT may have rolled back
+                    db.execute("ROLLBACK")
+                raise
+            try:
+                db.execute("COMMIT")
+            except BaseException:
+                with contextlib.suppress(sqlite3.Error):
+                    db.execute("ROLLBACK")
+                raise
 
     def baselines(self, store: str) -> dict[str, Baseline]:
         def op() -> dict[str, Baseline]:
@@ -495,9 +504,10 @@ class BaselineDB:
                 count = self._count(db) if gone or new else -1
             return first, set(new), count
 
-        first, new, count = self._guard(op)
-        if count >= 0:
-            self._write_sidecar(count)
+        with self._lock:  # the sidecar's count is the one this transaction left
+            first, new, count = self._guard(op)
+            if count >= 0:
+                self._write_sidecar(count)
         return set() if first else new
 
     def fill(self, fingerprints: Mapping[str, str]) -> int:
@@ -532,7 +542,8 @@ class BaselineDB:
                 )
                 return self._count(db)
 
-        self._write_sidecar(self._guard(op))
+        with self._lock:
+            self._write_sidecar(self._guard(op))
 
     def note_fingerprints(self, seen: Mapping[str, str], now: float | None = None) -> None:
         """Remember each endpoint's fingerprint and when it last changed."""
@@ -571,7 +582,8 @@ class BaselineDB:
                     db.executemany(f"DELETE FROM {table} WHERE store = ?", ((s,) for s in names))
                 return self._count(db)
 
-        self._write_sidecar(self._guard(op))
+        with self._lock:
+            self._write_sidecar(self._guard(op))
 
     # ---- other processes (`accept`, `check`) on the same database ------------------------
 

@@ -167,8 +167,9 @@ class Service:
         start = time.perf_counter()
         try:
             text = await session.run(store.listcerts_command)
-            # Cap while parsing: entries beyond max_entries are counted, never held.
-            listing, beyond = parse_capped(text, store.max_entries)
+            # Cap while parsing: entries beyond max_entries are counted, never held. In a
+            # worker thread: 100,000 entries take about 0.7 s, which would hold every scrape.
+            listing, beyond = await asyncio.to_thread(parse_capped, text, store.max_entries)
             del text  # a multi-MB listing need not live through the probes below
             if not listing.entries and listing.bad_lines:
                 raise StoreReadError(
@@ -211,9 +212,11 @@ class Service:
             "store": state.name, "reason": ErrorReason.STORAGE.value, "error": str(e)})
         return StoreRead(state.name, False, None, duration, time.time(), ErrorReason.STORAGE, error)
 
-    async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
-                       duration: float) -> StoreRead:
-        store = state.cfg
+    def _observe(self, state: StoreState, listing: Listing
+                 ) -> tuple[Listing, bool, tuple[str, ...], dict[str, str], set[str]]:
+        """Record a parsed listing in the baseline database: the listing kept (the previous
+        one when unchanged), whether it is unchanged, its endpoints, entry key -> endpoint,
+        and the keys that appeared. Runs in a worker thread (the database has its lock)."""
         listing = self._note_listing(state, listing)
         prev = state.last_success
         same = prev is not None and prev.listing is not None and prev.listing == listing
@@ -221,10 +224,16 @@ class Service:
             listing = prev.listing  # keep one copy of an unchanged list, not one per read
             eps = state.endpoints
         else:
-            eps = tuple(entry_endpoint(store, e) for e in listing.entries)
+            eps = tuple(entry_endpoint(state.cfg, e) for e in listing.entries)
         endpoints = dict(zip((e.key for e in listing.entries), eps, strict=True))
+        return listing, same, eps, endpoints, self.db.observe_store(state.name, endpoints)
+
+    async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
+                       duration: float) -> StoreRead:
+        store = state.cfg
         try:
-            appeared = self.db.observe_store(store.name, endpoints)
+            listing, same, eps, endpoints, appeared = await asyncio.to_thread(
+                self._observe, state, listing)
         except STORAGE_ERRORS as e:  # nothing of this read is kept: the next one tries again
             return self._storage_failed(state, duration, e)
         self.storage_failures.pop(f"store:{store.name}", None)
@@ -237,7 +246,7 @@ class Service:
                                                 "entries": ",".join(sorted(appeared))})
             await self.probe_endpoints({endpoints[k] for k in appeared})
         state.last_success = read
-        self._set_baselines(state)
+        await asyncio.to_thread(self._set_baselines, state)
         if store.log_command:
             await self._read_log(state, session)
         return read
@@ -392,6 +401,7 @@ class Service:
         )
         if self._prune_due:
             self.prune()
+        await self._decide()
         if len(stores) == len(self.config.stores):
             # Built here, not through snapshot(): a pass whose snapshot cannot be built
             # (the database cannot be read) failed, and start() retries it.
@@ -482,7 +492,7 @@ class Service:
             await self.read_store(store)
             if self._prune_due:
                 self.prune()
-            self.snapshot()  # decide now: the history dates a change when it is seen
+            await self._decide()  # now: the history dates a change when it is seen
 
         while True:
             retry = await self._attempt("store", name, step, store.name)
@@ -499,7 +509,7 @@ class Service:
 
     async def _probe_step(self) -> None:
         await self.probe_endpoints(self.known_endpoints())
-        self.snapshot()  # decide now: the history dates a change when it is seen
+        await self._decide()  # now: the history dates a change when it is seen
 
     async def start(self) -> None:
         """First pass in the foreground (so `ready` means something), retried until it goes
@@ -623,16 +633,26 @@ class Service:
             state.baselines = fresh
             state.bump()
 
+    async def _decide(self) -> None:
+        """Decide and record the stores whose version moved, each in a worker thread: a
+        store of 100,000 entries takes over a second of CPU, which would hold every scrape
+        and /-/healthy. A snapshot then finds them decided."""
+        for state in list(self.stores.values()):
+            ok = state.last_success
+            if state.views_version != state.version and ok is not None and ok.listing is not None:
+                await asyncio.to_thread(self._store_views, state)
+
     def _store_views(self, state: StoreState) -> tuple[EntryView, ...]:
         """One store's views, decided again only when its version moved: a probe cycle that
         saw the same certificates (the usual one) decides nothing again."""
-        if state.views_version != state.version:
+        version = state.version  # what is decided: a bump meanwhile decides again next time
+        if state.views_version != version:
             ok = state.last_success
             assert ok is not None and ok.listing is not None
             views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
                                 state.baselines, self.config.pins, state.log_seen, state.attested)
             state.views = self._record(state.name, views)
-            state.views_version = state.version
+            state.views_version = version
         return state.views
 
     def _record(self, store: str, views: tuple[EntryView, ...]) -> tuple[EntryView, ...]:
