@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from exporter import service as service_module
 from exporter.config import Config, load_config
 from exporter.demo import prepare
 from exporter.model import BaselineKind, Evidence, State
@@ -38,8 +39,18 @@ def key(lab: Lab, name: str, host: str | None = None) -> str:
     return f"{host or ep.host}_{ep.port}"
 
 
+@pytest.fixture(params=["inline", "threads"])
+def store_work(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Large stores are parsed, recorded and decided in worker threads, small ones inline:
+    "threads" sends the demo's small stores that way too, so both paths are held to the
+    same verdicts."""
+    if request.param == "threads":
+        monkeypatch.setattr(service_module, "THREAD_ABOVE", -1)
+    return str(request.param)
+
+
 async def test_demo_scene_verdicts_before_and_after_regeneration(
-    scene: tuple[Lab, Config], tmp_path: Path
+    scene: tuple[Lab, Config], tmp_path: Path, store_work: str
 ) -> None:
     lab, config = scene
     service = Service(config, tmp_path / "data")
@@ -78,7 +89,7 @@ async def test_adopted_baseline_survives_a_restart(scene: tuple[Lab, Config], tm
 
 
 async def test_entry_that_appears_is_witnessed_and_matches(
-    scene: tuple[Lab, Config], tmp_path: Path
+    scene: tuple[Lab, Config], tmp_path: Path, store_work: str
 ) -> None:
     lab, config = scene
     service = Service(config, tmp_path / "data")
