@@ -23,7 +23,6 @@ import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import TypeVar
 
 from exporter.baseline import BaselineDB, StorageError
 from exporter.collector import render_chunks
@@ -49,6 +48,7 @@ from exporter.shard import ALL, Shard, select
 from exporter.snapshot import Snapshot
 from exporter.state import STOP_DEADLINE, StoreState, stop_tasks
 from exporter.views import store_views
+from exporter.workers import Workers
 
 log = logging.getLogger("exporter.service")
 
@@ -61,21 +61,6 @@ BACKOFF_MAX = 60.0
 # Consecutive failures of the first pass or the probe loop (or of every store loop) after
 # which the exporter calls itself unhealthy: restarting it is the remedy left.
 FAILURE_BOUND = 5
-
-
-_T = TypeVar("_T")
-
-# A store this large is parsed, recorded and decided in a worker thread (about 10 ms of the
-# loop per 1,000 entries otherwise); a smaller one inline: 200 stores of 100 entries spent
-# 15% more CPU per cycle on thread hops than on the work.
-THREAD_ABOVE = 2000
-
-
-async def off_loop(entries: int, fn: Callable[..., _T], *args: object) -> _T:
-    """fn(*args), in a worker thread if `entries` is above THREAD_ABOVE."""
-    if entries > THREAD_ABOVE:
-        return await asyncio.to_thread(fn, *args)
-    return fn(*args)
 
 
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
@@ -130,6 +115,7 @@ class Service:
         self._read_bound = _Bound()
         self._probe_task: asyncio.Task[None] | None = None
         self._history_pruned = 0.0
+        self.workers = Workers()  # large stores' parsing, recording and deciding
         self._start_task: asyncio.Task[None] | None = None
         # Supervision: unexpected exceptions per loop kind; consecutive failures and the last
         # error per loop instance ("start", "probe", "store:<name>"); tasks that ended.
@@ -185,7 +171,7 @@ class Service:
             text = await session.run(store.listcerts_command)
             # Cap while parsing: entries beyond max_entries are counted, never held. A
             # listing takes about 100 characters per entry; 100,000 entries parse in 0.7 s.
-            listing, beyond = await off_loop(len(text) // 100, parse_capped, text,
+            listing, beyond = await self.workers.run(len(text) // 100, parse_capped, text,
                                              store.max_entries)
             del text  # a multi-MB listing need not live through the probes below
             if not listing.entries and listing.bad_lines:
@@ -249,7 +235,7 @@ class Service:
                        duration: float) -> StoreRead:
         store = state.cfg
         try:
-            listing, same, eps, endpoints, appeared = await off_loop(
+            listing, same, eps, endpoints, appeared = await self.workers.run(
                 len(listing.entries), self._observe, state, listing)
         except STORAGE_ERRORS as e:  # nothing of this read is kept: the next one tries again
             return self._storage_failed(state, duration, e)
@@ -263,7 +249,7 @@ class Service:
                                                 "entries": ",".join(sorted(appeared))})
             await self.probe_endpoints({endpoints[k] for k in appeared})
         state.last_success = read
-        await off_loop(len(listing.entries), self._set_baselines, state)
+        await self.workers.run(len(listing.entries), self._set_baselines, state)
         if store.log_command:
             await self._read_log(state, session)
         return read
@@ -570,6 +556,12 @@ class Service:
         tasks = [t for t in (self._start_task, self._probe_task) if t is not None]
         await asyncio.gather(stop_tasks(tasks, self.stop_deadline),
                              *(s.close(self.stop_deadline) for s in self.stores.values()))
+        if await self.workers.drain(self.stop_deadline):
+            # Closing the connection under its transaction would fail the write. Each write is
+            # one transaction: whether it ends or the process exits first, the database holds.
+            log.warning("a worker thread is still writing the baseline database at the stop "
+                        "deadline; not closing it under that write")
+            return
         self.db.close()
 
     def _retire(self, state: StoreState) -> None:
@@ -657,7 +649,7 @@ class Service:
         for state in list(self.stores.values()):
             ok = state.last_success
             if state.views_version != state.version and ok is not None and ok.listing is not None:
-                await off_loop(len(ok.listing.entries), self._store_views, state)
+                await self.workers.run(len(ok.listing.entries), self._store_views, state)
 
     def _store_views(self, state: StoreState) -> tuple[EntryView, ...]:
         """One store's views, decided again only when its version moved: a probe cycle that
@@ -668,6 +660,8 @@ class Service:
             assert ok is not None and ok.listing is not None
             views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
                                 state.baselines, self.config.pins, state.log_seen, state.attested)
+            if self._stopping:  # decided in a worker while stopping: not worth a long write
+                return views
             state.views = self._record(state.name, views)
             state.views_version = version
         return state.views

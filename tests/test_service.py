@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter import service as service_module
+from exporter import workers
 from exporter.config import Config, load_config
 from exporter.demo import prepare
 from exporter.model import BaselineKind, Evidence, State
@@ -45,7 +45,7 @@ def store_work(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) 
     "threads" sends the demo's small stores that way too, so both paths are held to the
     same verdicts."""
     if request.param == "threads":
-        monkeypatch.setattr(service_module, "THREAD_ABOVE", -1)
+        monkeypatch.setattr(workers, "THREAD_ABOVE", -1)
     return str(request.param)
 
 
