@@ -357,22 +357,21 @@ class BaselineDB:
             return None
 
     def _write_sidecar(self, count: int) -> None:
-        """Best effort: a stale sidecar only weakens loss detection until the next write."""
-        with self._lock:
-            if self._memory or count == self._recorded:
-                return
-            tmp = Path(f"{self.sidecar}.tmp")
-            try:
-                tmp.write_text(json.dumps({"id": self.id, "baselines": count}) + "\n",
-                               encoding="utf-8")
-                os.replace(tmp, self.sidecar)
-            except OSError as e:
-                log.warning("cannot update the baseline identity file",
-                            extra={"file": str(self.sidecar), "error": e.strerror or str(e)})
-                with contextlib.suppress(OSError):
-                    tmp.unlink()
-                return
-            self._recorded = count
+        """Best effort: a stale sidecar only weakens loss detection until the next write.
+        Callers hold the lock, so the count written is the one their transaction left."""
+        if self._memory or count == self._recorded:
+            return
+        tmp = Path(f"{self.sidecar}.tmp")
+        try:
+            tmp.write_text(json.dumps({"id": self.id, "baselines": count}) + "\n", encoding="utf-8")
+            os.replace(tmp, self.sidecar)
+        except OSError as e:
+            log.warning("cannot update the baseline identity file",
+                        extra={"file": str(self.sidecar), "error": e.strerror or str(e)})
+            with contextlib.suppress(OSError):
+                tmp.unlink()
+            return
+        self._recorded = count
 
     def _set_aside(self, sides: tuple[str, ...] = _SIDES) -> str:
         """Rename the database and its WAL/SHM to `<name>.corrupt-<UTC time>`; never delete.
