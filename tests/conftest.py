@@ -34,6 +34,26 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def refused_keys(count: int) -> list[str]:
+    """`count` TOFU keys on loopback ports nothing listens on, so every probe is refused at once.
+
+    The ports lie below the kernel's ephemeral range, which bind(0) never hands out: a fixed
+    range inside it (41000+) once collided with a lab peer's own port, and the store then
+    held one key fewer than the test counted.
+    """
+    low = _ephemeral_low()
+    if count > low - 1024:
+        raise ValueError(f"{count} keys do not fit below the ephemeral range ({low})")
+    return [f"127.0.0.1_{low - count + i}" for i in range(count)]
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768  # Linux's default
+
+
 async def start_pi(hostname: str, password: str = PASSWORD,
                    entries: Mapping[str, TlsEndpoint] | None = None, **kwargs: Any) -> PiServer:
     """A started lab PI server with one admin login, holding `entries` (key -> endpoint)."""

@@ -19,7 +19,7 @@ import pytest_asyncio
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
+from tests.conftest import refused_keys, start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
 from tests.mounts import fill, tmpfs
 
@@ -54,8 +54,8 @@ async def test_full_disk_fails_the_read_says_why_and_recovers(
             filler = vol / "filler"
             assert fill(filler) > 0
             stale = make_cert(pi_subject("gone"))
-            for i in range(NEW):  # nothing listens there: each probe is refused at once
-                pi.add_entry(f"127.0.0.1_{41000 + i}", stale)
+            for stale_key in refused_keys(NEW):  # every probe is refused at once
+                pi.add_entry(stale_key, stale)
 
             async def down() -> str | None:
                 b, _ = await exporter.metrics()

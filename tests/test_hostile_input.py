@@ -33,7 +33,7 @@ from exporter.subject import format_subject
 from exporter.text import visible
 from pilab.pki import CertBundle, make_cert
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
+from tests.conftest import refused_keys, start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
 from tests.test_faults_tls import crafted
 
@@ -112,8 +112,8 @@ async def scene(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Scene
         pi.add_entry(f"{ep.host}_{ep.port}", ep.current)
     pi.add_entry(utf8_endpoint.replace(":", "_"), make_cert([("CN", "utf8")]))
     big = await start_pi("big", page_lines=0)
-    for i in range(BIG):  # nothing listens on these: every probe is refused at once
-        big.add_entry(f"127.0.0.1_{40000 + i}", make_cert([("CN", f"peer-{i}")]))
+    for i, key in enumerate(refused_keys(BIG)):  # nothing listens on these: every probe is refused at once
+        big.add_entry(key, make_cert([("CN", f"peer-{i}")]))
     config = write_config(
         workdir, {"evil": pi, "big": big}, interval="30s",
         store_extra={"big": {"max_entries": CAP}},

@@ -15,7 +15,7 @@ import pytest_asyncio
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
+from tests.conftest import refused_keys, start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
 from tests.faultlab import faults
 
@@ -130,8 +130,8 @@ async def test_reload_adds_and_removes_stores_without_touching_the_others(
 
 async def test_thousand_concurrent_scrapes(lab: dict[str, PiServer], tmp_path: Path) -> None:
     many = await start_pi("many", page_lines=0)
-    for i in range(200):
-        many.add_entry(f"127.0.0.1_{41000 + i}", make_cert([("CN", f"peer-{i}")]))
+    for i, key in enumerate(refused_keys(200)):
+        many.add_entry(key, make_cert([("CN", f"peer-{i}")]))
     config = write_config(tmp_path, {"alpha": lab["alpha"], "many": many}, interval="2s")
     exporter = await started(config, tmp_path)
     try:
