@@ -560,9 +560,14 @@ class BaselineDB:
     def prune_endpoints(self) -> int:
         """Drop endpoint rows no baseline names any more (their entries left every store):
         the table is as large as the set of endpoints stored entries name, not every one ever."""
-        with self._tx() as db:
-            cur = db.execute("DELETE FROM endpoints WHERE endpoint NOT IN (SELECT endpoint FROM baselines)")
-        return cur.rowcount
+        def op() -> int:
+            with self._tx() as db:
+                cur = db.execute(
+                    "DELETE FROM endpoints WHERE endpoint NOT IN (SELECT endpoint FROM baselines)"
+                )
+            return cur.rowcount
+
+        return self._guard(op)  # corruption resets, a full disk is a StorageError, as elsewhere
 
     def changed_times(self) -> dict[str, float]:
         return self._guard(

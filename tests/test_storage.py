@@ -17,7 +17,7 @@ from prometheus_client import REGISTRY
 from exporter.baseline import BaselineDB, StorageError
 from tests.conftest import free_port, start_pi, write_config
 from tests.exporterkit import ROOT, Exporter, value
-from tests.mounts import remount, tmpfs
+from tests.mounts import fill, remount, tmpfs
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 
@@ -233,12 +233,7 @@ def test_replaced_while_running_is_detected_at_the_next_write(tmp_path: Path) ->
 
 def _fill(where: Path) -> Path:
     filler = where / "filler"
-    with filler.open("wb", buffering=0) as f:
-        try:
-            while True:
-                f.write(b"\0" * 4096)
-        except OSError:
-            pass
+    fill(filler)
     return filler
 
 
@@ -255,6 +250,26 @@ def test_disk_full_raises_storage_error_then_recovers(tmp_path: Path) -> None:
         filler.unlink()
         assert db.observe_store("pri", many) == set(many) - {"a_1"}  # space is back: resumes
         assert not db.resets
+        db.close()
+
+
+def test_pruning_on_a_full_disk_is_a_storage_error_then_recovers(tmp_path: Path) -> None:
+    """The probe loop catches StorageError only: a raw sqlite3 error from pruning escaped it
+    as a loop error instead of 'baseline database not writable'."""
+    with tmpfs(tmp_path / "vol", "size=2m") as vol:
+        db = BaselineDB(vol / "baseline.db")
+        eps = {f"h{i:05d}.example.com_443": f"h{i:05d}.example.com:443" for i in range(3000)}
+        db.observe_store("pri", eps)
+        db.note_fingerprints({ep: f"FP{ep}" for ep in eps.values()})
+        db.forget("pri", list(eps)[1:])  # 2,999 endpoints are named by no baseline now
+        with sqlite3.connect(vol / "baseline.db") as other:  # an empty WAL must grow to delete
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        filler = _fill(vol)
+        with pytest.raises(StorageError, match=r"disk full|I/O error"):
+            db.prune_endpoints()
+        filler.unlink()
+        assert db.prune_endpoints() == 2999
+        assert list(db.changed_times()) == ["h00000.example.com:443"]
         db.close()
 
 
