@@ -19,6 +19,7 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
+import threading
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable
@@ -116,6 +117,7 @@ class Service:
         self._probe_task: asyncio.Task[None] | None = None
         self._history_pruned = 0.0
         self.workers = Workers()  # large stores' parsing, recording and deciding
+        self._baselines_lock = threading.Lock()  # see _set_baselines
         self._start_task: asyncio.Task[None] | None = None
         # Supervision: unexpected exceptions per loop kind; consecutive failures and the last
         # error per loop instance ("start", "probe", "store:<name>"); tasks that ended.
@@ -632,6 +634,13 @@ class Service:
                         ready=self.ready, loop_errors=dict(self.loop_errors))
 
     def _set_baselines(self, state: StoreState) -> None:
+        # Read and keep under one lock: a worker thread (a large store's read) and the loop
+        # (pickup, a probe that filled baselines) can both run this; without it the older read
+        # could be kept last, stale until the store's next read.
+        with self._baselines_lock:
+            self._keep_baselines(state)
+
+    def _keep_baselines(self, state: StoreState) -> None:
         fresh = self.db.baselines(state.name)
         if fresh != state.baselines:
             # Who attested, when, why: read here, when the baselines changed (an `accept`

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import threading
 import time
 from collections.abc import AsyncIterator
 from dataclasses import replace
@@ -13,7 +14,7 @@ import pytest
 from exporter import workers
 from exporter.config import Config, load_config
 from exporter.demo import prepare
-from exporter.model import BaselineKind, Evidence, State
+from exporter.model import Baseline, BaselineKind, Evidence, State
 from exporter.service import Service
 from exporter.snapshot import Snapshot
 from pilab.pki import make_cert
@@ -218,3 +219,41 @@ async def test_store_reads_are_bounded_by_store_concurrency(
     assert all(st.last is not None and not st.last.ok for st in snap.stores.values())
     # One at a time: three timeouts in a row, not three side by side.
     assert took >= 3 * 0.6 - 0.05, took
+
+
+def test_an_older_baseline_read_is_never_kept_over_a_newer_one(tmp_path: Path) -> None:
+    """A large store's read keeps its baselines in a worker thread while the loop keeps them
+    after a probe filled a pending one: whichever read is older must not be kept last
+    (it was: the witnessed fingerprint vanished from the verdicts until the next read)."""
+    (tmp_path / "pw").write_text("pw\n")
+    (tmp_path / "pw").chmod(0o600)
+    (tmp_path / "kh").write_text("")
+    (tmp_path / "c.yml").write_text(
+        "defaults: {password_file: pw, known_hosts: kh}\nstores: [{name: pri, host: 192.0.2.1}]\n")
+    service = Service(load_config(tmp_path / "c.yml"), tmp_path / "data")
+    state = service.stores["pri"]
+    service.db.observe_store("pri", {"a_1": "a:1"})  # adopted, no fingerprint yet
+    service.db.observe_store("pri", {"a_1": "a:1", "b_2": "b:2"})  # b_2 witnessed, pending
+    read, go = threading.Event(), threading.Event()
+    real = service.db.baselines
+
+    def baselines(store: str) -> dict[str, Baseline]:
+        got = real(store)
+        if threading.current_thread().name == "older":
+            read.set()
+            go.wait(5)  # hold the older read until the newer one had its chance
+        return got
+
+    service.db.baselines = baselines  # type: ignore[method-assign]
+    older = threading.Thread(target=service._set_baselines, args=(state,), name="older")
+    older.start()
+    assert read.wait(5)
+    assert service.db.fill({"b:2": "FP-B"}) == 1  # the probe witnessed b_2
+    newer = threading.Thread(target=service._set_baselines, args=(state,), name="newer")
+    newer.start()
+    newer.join(0.5)  # done at once without the lock; waits for the older read with it
+    go.set()
+    older.join(5)
+    newer.join(5)
+    assert state.baselines["b_2"].fingerprint_sha256 == "FP-B"
+    service.db.close()
