@@ -64,6 +64,18 @@ async def start_pi(hostname: str, password: str = PASSWORD,
     return pi
 
 
+def offline_config(tmp: Path) -> Path:
+    """A valid config of one store, `pri`, whose PI (192.0.2.1, TEST-NET) is never reached:
+    for tests that stop at the database or drive the service by hand."""
+    (tmp / "pw").write_text("a-password\n")
+    (tmp / "pw").chmod(0o600)
+    (tmp / "kh").write_text("")
+    cfg = tmp / "exporter.yml"
+    cfg.write_text("defaults: {password_file: pw, known_hosts: kh}\n"
+                   "stores: [{name: pri, host: 192.0.2.1}]\n")
+    return cfg
+
+
 def write_config(
     tmp: Path,
     pis: Mapping[str, PiServer],

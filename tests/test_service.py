@@ -19,6 +19,7 @@ from exporter.service import Service
 from exporter.snapshot import Snapshot
 from pilab.pki import make_cert
 from pilab.scene import Lab
+from tests.conftest import offline_config
 from tests.faultlab import faults
 
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"
@@ -225,12 +226,7 @@ def test_an_older_baseline_read_is_never_kept_over_a_newer_one(tmp_path: Path) -
     """A large store's read keeps its baselines in a worker thread while the loop keeps them
     after a probe filled a pending one: whichever read is older must not be kept last
     (it was: the witnessed fingerprint vanished from the verdicts until the next read)."""
-    (tmp_path / "pw").write_text("pw\n")
-    (tmp_path / "pw").chmod(0o600)
-    (tmp_path / "kh").write_text("")
-    (tmp_path / "c.yml").write_text(
-        "defaults: {password_file: pw, known_hosts: kh}\nstores: [{name: pri, host: 192.0.2.1}]\n")
-    service = Service(load_config(tmp_path / "c.yml"), tmp_path / "data")
+    service = Service(load_config(offline_config(tmp_path)), tmp_path / "data")
     state = service.stores["pri"]
     service.db.observe_store("pri", {"a_1": "a:1"})  # adopted, no fingerprint yet
     service.db.observe_store("pri", {"a_1": "a:1", "b_2": "b:2"})  # b_2 witnessed, pending

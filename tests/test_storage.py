@@ -3,6 +3,7 @@ read-only disk. Real files, real SQLite, real tmpfs mounts; the exporter as a re
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import sqlite3
@@ -15,7 +16,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from exporter.baseline import BaselineDB, StorageError
-from tests.conftest import free_port, start_pi, write_config
+from tests.conftest import free_port, offline_config, start_pi, write_config
 from tests.exporterkit import ROOT, Exporter, value
 from tests.mounts import fill, remount, tmpfs
 
@@ -24,18 +25,6 @@ EXPORTER = [sys.executable, "-m", "exporter"]
 
 def resets(reason: str) -> float:
     return REGISTRY.get_sample_value("tofu_baseline_db_resets_total", {"reason": reason}) or 0.0
-
-
-def _config(tmp: Path) -> Path:
-    (tmp / "pw").write_text("a-password\n")
-    (tmp / "pw").chmod(0o600)
-    (tmp / "kh").write_text("")
-    cfg = tmp / "exporter.yml"
-    cfg.write_text(
-        "defaults: {password_file: pw, known_hosts: kh}\n"
-        "stores: [{name: pri, host: 192.0.2.1}]\n"
-    )
-    return cfg
 
 
 @pytest.fixture(params=["is-a-file", "read-only-mount", "not-creatable"])
@@ -56,7 +45,7 @@ def test_bad_storage_path_exits_2_with_one_line(
     command: str, bad_storage: tuple[Path, str], tmp_path: Path
 ) -> None:
     path, reason = bad_storage
-    args = [*EXPORTER, command, "--config.file", str(_config(tmp_path)), "--storage.path", str(path)]
+    args = [*EXPORTER, command, "--config.file", str(offline_config(tmp_path)), "--storage.path", str(path)]
     if command == "serve":
         args += ["--web.listen-address", f"127.0.0.1:{free_port()}"]
     done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path,
@@ -262,8 +251,8 @@ def test_pruning_on_a_full_disk_is_a_storage_error_then_recovers(tmp_path: Path)
         db.observe_store("pri", eps)
         db.note_fingerprints({ep: f"FP{ep}" for ep in eps.values()})
         db.forget("pri", list(eps)[1:])  # 2,999 endpoints are named by no baseline now
-        with sqlite3.connect(vol / "baseline.db") as other:  # an empty WAL must grow to delete
-            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        with contextlib.closing(sqlite3.connect(vol / "baseline.db")) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # an empty WAL must grow to delete
         filler = _fill(vol)
         with pytest.raises(StorageError, match=r"disk full|I/O error"):
             db.prune_endpoints()

@@ -15,22 +15,11 @@ from pathlib import Path
 import pytest
 
 from exporter.baseline import BaselineDB
-from tests.conftest import free_port
+from tests.conftest import free_port, offline_config
 from tests.exporterkit import ROOT
 from tests.mounts import remount, tmpfs
 
 EXPORTER = [sys.executable, "-m", "exporter"]
-
-
-def _config(tmp: Path) -> Path:
-    """A valid config; its PI is never reached: every command stops at the database."""
-    (tmp / "pw").write_text("a-password\n")
-    (tmp / "pw").chmod(0o600)
-    (tmp / "kh").write_text("")
-    cfg = tmp / "exporter.yml"
-    cfg.write_text("defaults: {password_file: pw, known_hosts: kh}\n"
-                   "stores: [{name: pri, host: 192.0.2.1}]\n")
-    return cfg
 
 
 def _existing_database(storage: Path) -> None:
@@ -77,7 +66,7 @@ def _one_line(done: tuple[int, str, str], storage: Path, reason: str) -> None:
 
 @pytest.mark.parametrize("command", ["serve", "check", "history"])
 async def test_existing_database_on_a_read_only_volume(command: str, tmp_path: Path) -> None:
-    cfg = _config(tmp_path)
+    cfg = offline_config(tmp_path)
     with tmpfs(tmp_path / "vol", "size=4m") as vol:
         _existing_database(vol)
         before = {p.name: p.read_bytes() for p in vol.iterdir()}
@@ -90,7 +79,7 @@ async def test_existing_database_on_a_read_only_volume(command: str, tmp_path: P
 async def test_database_locked_by_another_process(tmp_path: Path) -> None:
     """Another process holds an exclusive lock (a second exporter in exclusive mode, a
     maintenance shell): SQLite gives up after its busy timeout, at open."""
-    cfg, storage = _config(tmp_path), tmp_path / "data"
+    cfg, storage = offline_config(tmp_path), tmp_path / "data"
     _existing_database(storage)
     holder = sqlite3.connect(storage / "baseline.db", isolation_level=None)
     try:
