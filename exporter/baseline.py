@@ -33,6 +33,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -162,6 +163,27 @@ def _statuses(db: sqlite3.Connection, store: str) -> dict[str, EntryStatus]:
         "SELECT entry, state, evidence, fingerprint, since, previous_fingerprint "
         "FROM entry_status WHERE store = ?", (store,))
     return {e: EntryStatus(Status(st, ev, fp), since, prev) for e, st, ev, fp, since, prev in rows}
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """One entry as the database holds it: its endpoint and baseline, and its last recorded
+    status (None before any exporter recorded a verdict for it)."""
+
+    endpoint: str
+    baseline: Baseline
+    status: Status | None
+
+
+def _recorded(db: sqlite3.Connection, store: str, entry: str) -> Recorded | None:
+    row = db.execute("SELECT endpoint, kind, fingerprint, since FROM baselines "
+                     "WHERE store = ? AND entry = ?", (store, entry)).fetchone()
+    if row is None:
+        return None
+    st = db.execute("SELECT state, evidence, fingerprint FROM entry_status "
+                    "WHERE store = ? AND entry = ?", (store, entry)).fetchone()
+    return Recorded(row[0], Baseline(BaselineKind(row[1]), row[2], row[3]),
+                    None if st is None else Status(*st))
 
 
 def _change(row: tuple[object, ...]) -> Change:
@@ -667,18 +689,23 @@ class BaselineDB:
 
     # ---- attestations (`accept`) ----------------------------------------------------------
 
-    def attest(self, items: Sequence[Attestation]) -> list[Change]:
+    def attest(self, items: Sequence[Attestation],
+               verify: Callable[[dict[tuple[str, str], Recorded]], None] | None = None,
+               ) -> list[Change]:
         """Record an operator's acceptance of the live certificates of some entries, all or
         none: each baseline becomes `attested` with that fingerprint, and the history says who
-        and why. Raises ValueError, recording nothing, when an entry no longer points at the
-        attestation's endpoint (it left the list or moved since it was read); StorageError
-        when the database cannot be written."""
+        and why. `verify` sees each entry as recorded now ((store, entry) -> Recorded; absent:
+        no baseline, the entry left its store), inside the write transaction, so nothing
+        another process commits can slip between its check and the write; whatever it raises
+        propagates and nothing is recorded. Raises ValueError, recording nothing, when an
+        entry no longer points at the attestation's endpoint (it left the list or moved since
+        it was read); StorageError when the database cannot be written."""
         def op() -> list[Change]:
-            changes = []
-            with self._tx() as db:
-                for a in items:
-                    changes.append(self._attest_one(db, a))
-            return changes
+            with self._tx() as db:  # BEGIN IMMEDIATE: no other writer until COMMIT
+                if verify is not None:
+                    verify({(a.store, a.entry): r for a in items
+                            if (r := _recorded(db, a.store, a.entry)) is not None})
+                return [self._attest_one(db, a) for a in items]
 
         return self._guard(op)
 
