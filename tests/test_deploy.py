@@ -440,12 +440,13 @@ def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("config", [DEPLOY / "prometheus" / "prometheus.yml",
                                     K8S / "overlays" / "sharded" / "prometheus-scrape.yml",
-                                    K8S / "prometheus" / "scrape-config.yml"],
-                         ids=["compose", "k8s-sharding", "k8s-plain"])
+                                    K8S / "prometheus" / "scrape-config.yml",
+                                    DEPLOY / "prometheus" / "probe-scrape.yml"],
+                         ids=["compose", "k8s-sharding", "k8s-plain", "multi-target"])
 def test_prometheus_config_passes_promtool(config: Path) -> None:
     r = run([need("promtool"), "check", "config", str(config)])
     assert r.returncode == 0, r.stdout + r.stderr
-    if config.parent == DEPLOY / "prometheus" and RULES.exists():
+    if config == DEPLOY / "prometheus" / "prometheus.yml" and RULES.exists():
         assert "1 rule files found" in r.stdout + r.stderr or "rule files found" in r.stdout + r.stderr
 
 
