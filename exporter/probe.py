@@ -10,6 +10,7 @@ import _ssl
 import asyncio
 import contextlib
 import ctypes
+import functools
 import hashlib
 import ipaddress
 import logging
@@ -67,10 +68,8 @@ _SSL_CTRL_SET_GROUPS_LIST = 92
 _SSL_CTRL_SET_SIGALGS_LIST = 98
 
 
-def _openssl_offer(ctx: ssl.SSLContext, profile: jsse.Profile) -> bool:
-    """Set the profile's TLS 1.3 suites, groups and signature algorithms on the SSL_CTX
-    behind `ctx`. CPython keeps that pointer first after the object header; we use it only
-    after SSL_CTX_get_options through it returns ctx.options, else change nothing."""
+@functools.cache
+def _libssl() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(_ssl.__file__)  # its symbol lookup reaches the libssl it links
         lib.SSL_CTX_get_options.restype = ctypes.c_uint64
@@ -79,6 +78,16 @@ def _openssl_offer(ctx: ssl.SSLContext, profile: jsse.Profile) -> bool:
         lib.SSL_CTX_ctrl.argtypes = [ctypes.c_void_p, ctypes.c_int, ctypes.c_long, ctypes.c_char_p]
         lib.SSL_CTX_set_ciphersuites.argtypes = [ctypes.c_void_p, ctypes.c_char_p]
     except (OSError, AttributeError):
+        return None
+    return lib
+
+
+def _openssl_offer(ctx: ssl.SSLContext, profile: jsse.Profile) -> bool:
+    """Set the profile's TLS 1.3 suites, groups and signature algorithms on the SSL_CTX
+    behind `ctx`. CPython keeps that pointer first after the object header; we use it only
+    after SSL_CTX_get_options through it returns ctx.options, else change nothing."""
+    lib = _libssl()
+    if lib is None:
         return False
     ptr = ctypes.c_void_p.from_address(id(ctx) + object.__basicsize__).value
     if not ptr or lib.SSL_CTX_get_options(ptr) != int(ctx.options):
