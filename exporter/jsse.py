@@ -91,8 +91,8 @@ class Profile:
         return ":".join(SIGALG_NAMES[s] for s in self.sigalgs)
 
 
-# CipherSuite enum order, enabled and not disabled. Java 8 lacks the ChaCha20 suites (JDK 12,
-# backported to 11u), X25519/X448 (JDK 11) and EdDSA (JDK 15).
+# CipherSuite enum order, enabled and not disabled. Java 8 lacks the ChaCha20 suites (JDK 12),
+# X25519/X448 (JDK 11) and EdDSA (JDK 15).
 _SUITES_8 = (
     0xC02C, 0xC02B, 0xC030, 0xC02F, 0x009F, 0x00A3, 0x009E, 0x00A2,
     0xC024, 0xC028, 0xC023, 0xC027, 0x006B, 0x006A, 0x0067, 0x0040,
