@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from exporter import jsse
 from exporter.commands import LISTCERTS
 from exporter.endpoint import parse_endpoint
 from exporter.files import loose_permissions
@@ -56,6 +57,8 @@ class StoreConfig:
     max_entries: int = 5000
     # A CLI command printing PI's health-monitor log (site-specific; unset = no log evidence).
     log_command: str | None = None
+    # What this PI's Java TLS client offers (exporter.jsse): a dual-certificate peer chooses by it.
+    tls_client_profile: str = jsse.DEFAULT
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -167,6 +170,12 @@ def _prompt(value: object) -> str:
     return text
 
 
+def _tls_client_profile(value: object) -> str:
+    if not isinstance(value, str) or value not in jsse.PROFILES:
+        raise ValueError(f"must be one of {' | '.join(jsse.PROFILES)}")
+    return str(value)
+
+
 def _positive_duration(value: object) -> float:
     seconds = parse_duration(value)
     if seconds <= 0:
@@ -197,6 +206,7 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "prompt": (_prompt, None),
     "max_entries": (_positive_int, 5000),
     "log_command": (_str, None),
+    "tls_client_profile": (_tls_client_profile, jsse.DEFAULT),
 }
 _STORE_ONLY = {"name": _str, "host": _str, "port": _port, "self_address": _str}
 _TOP_KEYS = {
@@ -372,6 +382,7 @@ def _build_store(
         prompt=merged["prompt"],
         max_entries=merged["max_entries"],
         log_command=merged["log_command"],
+        tls_client_profile=merged["tls_client_profile"],
     )
 
 

@@ -30,6 +30,7 @@ from exporter.collector import render_chunks
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
+from exporter.jsse import DEFAULT as _DEFAULT_PROFILE
 from exporter.model import (
     BaselineKind,
     EntryView,
@@ -290,13 +291,26 @@ class Service:
 
     # ---- probing --------------------------------------------------------------------
 
-    def _targets(self, endpoints: Iterable[str]) -> list[tuple[str, float, str | None, str | None]]:
+    def _targets(
+        self, endpoints: Iterable[str]
+    ) -> list[tuple[str, float, str | None, str | None, str]]:
         timeout = max((s.probe_timeout for s in self.config.stores), default=5.0)
+        profiles = {s.tls_client_profile for s in self.config.stores}
+        same = profiles.pop() if len(profiles) == 1 else None  # nearly every site
         out = []
         for ep in endpoints:
             ec = self.config.endpoints.get(ep)
-            out.append((ep, timeout, ec.sni if ec else None, ec.connect if ec else None))
+            out.append((ep, timeout, ec.sni if ec else None, ec.connect if ec else None,
+                        same or self._profile(ep)))
         return out
+
+    def _profile(self, endpoint: str) -> str:
+        """The TLS client profile of the first store (in config order) listing `endpoint`:
+        one probe per endpoint, so stores whose Java differs share the first one's view."""
+        for state in self.stores.values():
+            if endpoint in state.endpoint_set:
+                return state.cfg.tls_client_profile
+        return _DEFAULT_PROFILE
 
     def known_endpoints(self, store_names: Iterable[str] | None = None) -> set[str]:
         names = set(store_names) if store_names is not None else None
