@@ -277,3 +277,25 @@ async def test_serve_of_a_shard_that_owns_no_store_runs_and_says_so(tmp_path: Pa
         assert "level=warn" in exporter.log() and "owns none of the 1 stores" in exporter.log()
     finally:
         await exporter.stop()
+
+
+async def test_a_reload_that_leaves_the_shard_empty_is_logged(tmp_path: Path) -> None:
+    """The warning comes again when a reload takes the shard's last store away."""
+    cfg = offline_config(tmp_path)
+    name = next(f"pi-{i}" for i in range(100) if owner(f"pi-{i}", 2) == 0)
+    other = next(f"pi-{i}" for i in range(100) if owner(f"pi-{i}", 2) == 1)
+    cfg.write_text(cfg.read_text().replace("name: pri", f"name: {name}"))
+    exporter = Exporter(cfg, tmp_path, extra_args=("--shard", "0", "--total-shards", "2"))
+    try:
+        await exporter.start(ready=False)
+        assert "watches no store" not in exporter.log()
+        cfg.write_text(cfg.read_text().replace(f"name: {name}", f"name: {other}"))
+        status, body = await exporter.post("/-/reload")
+        assert status == 200, body
+        for _ in range(50):
+            if "watches no store" in exporter.log():
+                break
+            await asyncio.sleep(0.1)
+        assert "shard 0 of 2 owns none of the 1 stores" in exporter.log(), exporter.log()
+    finally:
+        await exporter.stop()
