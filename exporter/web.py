@@ -246,6 +246,12 @@ def _health_handlers(service: Service) -> tuple[Handler, Handler]:
 
     async def ready(_: web.Request) -> web.Response:
         why = service.not_ready()
+        if why is None and service.shard.sharded and not service.config.stores:
+            # Ready (more replicas than stores is legitimate while scaling out), but say it.
+            shard = service.shard
+            return web.Response(text=f"Ready, but shard {shard.index} of {shard.total} owns "
+                                     f"none of the stores in {service.config.source}: this "
+                                     "replica watches nothing.\n")
         if why is None:
             return web.Response(text="Ready.\n")
         return web.Response(status=503, text=f"Not ready: {why}.\n")

@@ -21,6 +21,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -236,7 +237,33 @@ def built_image() -> Iterator[BuiltImage]:
 
 def compose_exporter_command(env: dict[str, str] | None = None) -> list[str]:
     service = interpolate(yaml.safe_load(COMPOSE.read_text()), env or {})["services"]["exporter"]
-    return [str(a) for a in service["command"]]
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+SERVE_IN_COMPOSE = "serve --config.file=/etc/prime-tofu-exporter/config.yml"
+
+
+def test_every_shipped_command_line_parses() -> None:
+    """A flag a command does not take is an error (it was accepted and ignored): the command
+    lines of compose (demo and serve), the image and the systemd unit must all parse."""
+    from exporter.cli import _parse
+
+    entry = exec_form(ops(FINAL, "ENTRYPOINT")[0])
+    unit = (DEPLOY / "systemd" / "prime-tofu-exporter.service").read_text()
+    exec_start = shlex.split(re.search(r"^ExecStart=((?:.*\\\n)*.*)$", unit, re.M)
+                             .group(1).replace("\\\n", " "))  # type: ignore[union-attr]
+    lines = {"compose demo": compose_exporter_command(),
+             "compose serve": compose_exporter_command({"TOFU_COMMAND": SERVE_IN_COMPOSE}),
+             "image": exec_form(ops(FINAL, "CMD")[-1]),
+             "systemd": exec_start[1:]}
+    assert entry[-1].endswith("prime-tofu-exporter") and exec_start[0].endswith("prime-tofu-exporter")
+    for where, argv in lines.items():
+        args = _parse(argv)
+        assert args.storage_path == "/var/lib/prime-tofu-exporter", where
+        if args.command != "demo":
+            assert args.config_file == "/etc/prime-tofu-exporter/config.yml", where
+    assert _parse(lines["compose demo"]).command == "demo"
 
 
 def test_image_runs_demo_as_non_root_and_answers_its_healthcheck(built_image: BuiltImage) -> None:
@@ -417,11 +444,11 @@ def test_compose_stack_is_wired_to_files_and_services_that_exist() -> None:
 
 def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
     (tmp_path / "pi-password").write_text("s3cret\n")
-    env = {"TOFU_COMMAND": "serve", "TOFU_CONFIG_DIR": str(tmp_path),
+    env = {"TOFU_COMMAND": SERVE_IN_COMPOSE, "TOFU_CONFIG_DIR": str(tmp_path),
            "TOFU_PASSWORD_FILE": str(tmp_path / "pi-password")}
     model = compose_model(env)
     exporter = model["services"]["exporter"]
-    assert exporter["command"][0] == "serve"
+    assert compose_exporter_command(env)[:2] == SERVE_IN_COMPOSE.split()
     assert f"{tmp_path}:/etc/prime-tofu-exporter:ro" in exporter["volumes"]
     assert model["secrets"]["pi-password"]["file"] == str(tmp_path / "pi-password")
 
@@ -649,7 +676,7 @@ def test_kubernetes_sharded_replicas_are_the_shards(rendered: list[dict[str, Any
                                                      rendered_sharded: list[dict[str, Any]]) -> None:
     """Each replica's ordinal is its shard, the shard count is the replica count, each has its
     own volume at --storage.path, and the Prometheus job scrapes every replica by name."""
-    from exporter.cli import _parser
+    from exporter.cli import _parse
     from exporter.shard import Shard
 
     sts, svc = by_kind(rendered_sharded, "StatefulSet"), by_kind(rendered_sharded, "Service")
@@ -662,8 +689,8 @@ def test_kubernetes_sharded_replicas_are_the_shards(rendered: list[dict[str, Any
     assert env["SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == \
         "metadata.labels['apps.kubernetes.io/pod-index']"
     for ordinal in range(replicas):  # what each pod's args parse to, $(SHARD) expanded
-        args = _parser().parse_args([a.replace("$(SHARD)", str(ordinal)) for a in ctr["args"]])
-        assert Shard(args.shard, args.total_shards) == Shard(ordinal, replicas)
+        args = _parse([a.replace("$(SHARD)", str(ordinal)) for a in ctr["args"]])
+        assert args.shard == Shard(ordinal, replicas)
     storage = next(a.split("=", 1)[1] for a in ctr["args"] if a.startswith("--storage.path="))
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
