@@ -17,12 +17,11 @@ from exporter import __version__, exitcodes
 from exporter.baseline import StorageError, storage_problem
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
-from exporter.model import Evidence, State
-from exporter.report import rows, table
+from exporter.model import Evidence
+from exporter.report import exit_code, rows, table
 from exporter.server import WebOptions, parse_listen, serve
 from exporter.service import Service
 from exporter.shard import Shard
-from exporter.snapshot import Snapshot
 from exporter.text import visible
 
 if TYPE_CHECKING:
@@ -130,6 +129,10 @@ def _parser() -> argparse.ArgumentParser:
     hist.add_argument("--since", default=None, metavar="DURATION",
                       help="only changes within this long, e.g. 24h or 7d")
     hist.add_argument("--output", choices=["table", "json"], default="table")
+    doctor = sub.add_parser("doctor", parents=[common],
+                            help="first contact with one PI server: connect as configured and "
+                                 "print each step, safe to paste into a bug report")
+    doctor.add_argument("--store", required=True, help="the PI server to try")
     demo = sub.add_parser("demo", parents=[common, web],
                           help="start a simulated PI lab on loopback and serve against it")
     demo.add_argument("--demo.dir", dest="demo_dir", default=None,
@@ -222,11 +225,12 @@ def _main(args: argparse.Namespace) -> int:
         if args.web_settings is None:
             return EXIT_ERROR
     if args.config_check:
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        _web_warnings(args, to_stderr=True)
-        print(f"{args.config_file}: valid, {len(config.stores)} stores")
-        return EXIT_OK
+        return _config_check(args, config)
+    if command == "doctor":  # baselines in memory: --storage.path is not touched
+        from exporter.doctor import run as run_doctor
+
+        setup(args.log_level, args.log_format, config.secrets)
+        return run_doctor(config, args.store)
     if (problem := storage_problem(args.storage_path)) is not None:
         print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
         return EXIT_ERROR
@@ -254,6 +258,14 @@ def _main(args: argparse.Namespace) -> int:
     if command == "check":
         return run_async(check(config, args.storage_path, args.output, args.shard))
     return run_server(config, args, web_opts, handler)
+
+
+def _config_check(args: argparse.Namespace, config: Config) -> int:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    _web_warnings(args, to_stderr=True)
+    print(f"{args.config_file}: valid, {len(config.stores)} stores")
+    return EXIT_OK
 
 
 def _web_warnings(args: argparse.Namespace, to_stderr: bool) -> None:
@@ -316,18 +328,6 @@ async def check(config: Config, storage: str, output: str, shard: Shard | None =
             if st.last is not None and not st.last.ok:
                 print(f"store {name} unreadable: {visible(st.last.error or '')}", file=sys.stderr)
     return exit_code(snap)
-
-
-def exit_code(snap: Snapshot) -> int:
-    """1 any mismatch (actionable first), 2 any store unreadable, 3 unknowns left, 0 all match."""
-    states = {v.verdict.state for v in snap.views}
-    if State.MISMATCH in states:
-        return EXIT_MISMATCH
-    if any(st.last is None or not st.last.ok for st in snap.stores.values()):
-        return EXIT_ERROR
-    if states - {State.MATCH}:
-        return EXIT_UNKNOWN
-    return EXIT_OK
 
 
 def run_server(

@@ -28,6 +28,8 @@ _GROUPS = bytes.fromhex("001d001700180019")
 _SIGALGS = bytes.fromhex("0403" "0503" "0603" "0804" "0805" "0806" "0401" "0501" "0601" "0201" "0203")
 _MAX_HANDSHAKE = 4 * 1024 * 1024  # far above a 100-certificate chain
 _MAX_RECORD = 16384 + 2048
+# ServerHello's version field, named as ssl.SSLObject.version() names it.
+_VERSIONS = {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2"}
 
 
 class Fallback(Exception):
@@ -76,6 +78,7 @@ class HandshakeReader:
     def __init__(self) -> None:
         self._records = bytearray()
         self._handshake = bytearray()
+        self.version = "unknown"  # the protocol the ServerHello chose
 
     def feed(self, data: bytes) -> bytes | None:
         self._records += data
@@ -111,7 +114,9 @@ class HandshakeReader:
             del hs[: 4 + length]
             if kind == 11:
                 return leaf_from_certificate(body)
-            if kind != 2:  # anything but ServerHello before the Certificate
+            if kind == 2 and len(body) >= 2:
+                self.version = _VERSIONS.get(int.from_bytes(body[:2], "big"), self.version)
+            elif kind != 2:  # anything but ServerHello before the Certificate
                 raise Fallback(f"handshake message {kind} before the certificate")
         return None
 
@@ -120,7 +125,7 @@ class _Grabber(asyncio.Protocol):
     def __init__(self, hello: bytes, done: asyncio.Future[bytes]) -> None:
         self._hello = hello
         self._done = done
-        self._reader = HandshakeReader()
+        self.reader = HandshakeReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; both can write.
@@ -130,7 +135,7 @@ class _Grabber(asyncio.Protocol):
         if self._done.done():
             return
         try:
-            leaf = self._reader.feed(data)
+            leaf = self.reader.feed(data)
         except Fallback as e:
             self._done.set_exception(e)
             return
@@ -142,14 +147,15 @@ class _Grabber(asyncio.Protocol):
             self._done.set_exception(Fallback("closed before the certificate"))
 
 
-async def fetch_leaf(host: str, port: int, sni: str | None) -> bytes:
-    """Leaf DER from a plaintext TLS 1.2 handshake. Raises Fallback, or OSError on connect."""
+async def fetch_leaf(host: str, port: int, sni: str | None) -> tuple[bytes, str]:
+    """Leaf DER from a plaintext TLS 1.2 handshake, and the version the server chose
+    ("TLSv1.2", or older). Raises Fallback, or OSError on connect."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bytes] = loop.create_future()
-    transport, _ = await loop.create_connection(
+    transport, grabber = await loop.create_connection(
         lambda: _Grabber(client_hello(sni), done), host, port
     )
     try:
-        return await done
+        return await done, grabber.reader.version
     finally:
         transport.abort()  # never finish the handshake: no key exchange on either side

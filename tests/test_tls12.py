@@ -21,9 +21,9 @@ async def test_reads_the_leaf_a_full_handshake_would_show(key_type: str) -> None
     ep = TlsEndpoint(pi_subject("prime-sec"), key_type=key_type)
     await ep.start()
     try:
-        assert await tls12.fetch_leaf(ep.host, ep.port, None) == ep.current.der
+        assert await tls12.fetch_leaf(ep.host, ep.port, None) == (ep.current.der, "TLSv1.2")
         ep.regenerate()
-        assert await tls12.fetch_leaf(ep.host, ep.port, None) == ep.current.der
+        assert await tls12.fetch_leaf(ep.host, ep.port, None) == (ep.current.der, "TLSv1.2")
     finally:
         await ep.stop()
 
@@ -54,6 +54,7 @@ async def test_tls13_only_server_falls_back_to_a_full_handshake(tmp_path: Path) 
             await tls12.fetch_leaf("127.0.0.1", port, None)
         r = await probe(f"127.0.0.1:{port}", timeout=3)
         assert r.cert is not None and r.cert.fingerprint_sha256 == make_fp(der)
+        assert r.tls_version == "TLSv1.3"  # what `doctor` shows: the full handshake's version
     finally:
         server.close()
 
@@ -62,7 +63,7 @@ async def test_sends_sni_when_configured(tmp_path: Path) -> None:
     server, der, names = await _server(tmp_path, None)
     port = server.sockets[0].getsockname()[1]
     try:
-        assert await tls12.fetch_leaf("127.0.0.1", port, "ise.example.com") == der
+        assert (await tls12.fetch_leaf("127.0.0.1", port, "ise.example.com"))[0] == der
         assert names == ["ise.example.com"]
     finally:
         server.close()
