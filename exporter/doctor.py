@@ -193,6 +193,10 @@ def _listing(out: _Out, cfg: StoreConfig, tracer: _Tracer) -> None:
                      f"{':' if bad else ''}")
         for number, line in zip(bad, listing.bad_lines, strict=True):
             out.line(f"    line {number}: {visible(line)}")
+        if not listing.entries:
+            out.line("    no entries: an empty TOFU store prints only its header. If the lines "
+                     "above are an error (`% Invalid input`, a role without the command), the "
+                     "exporter reads this store as empty too: fix the login's role first")
 
 
 def _probe_lines(probe: ProbeResult | None) -> list[str]:

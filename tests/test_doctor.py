@@ -214,3 +214,15 @@ async def test_no_secret_ever_printed_and_hostile_text_visible(lab: Lab, tmp_pat
             assert "passphrase configured (not shown)" in res.stdout
         else:
             assert "password configured (not shown)" in res.stdout
+
+
+async def test_a_refused_command_is_called_out(lab: Lab, tmp_path: Path) -> None:
+    """A login whose role lacks the command gets a CLI error, not a listing: doctor shows it
+    and says that the exporter would read it as an empty store."""
+    refusing = OneBadLine()
+    refusing.listing = lambda pi: "% Invalid input detected at '^' marker.\n"  # type: ignore[method-assign]
+    lab.pi.cli = refusing
+    res = await doctor(write_config(tmp_path, {"pi": lab.pi}))
+    assert re.search(r"^ +1 \| % Invalid input detected at '\^' marker\.$", res.stdout, re.M)
+    assert "parsed 0 entries; no lines not parsed" in res.stdout
+    assert "no entries: an empty TOFU store prints only its header" in res.stdout
