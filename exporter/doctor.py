@@ -32,7 +32,7 @@ import asyncssh
 from exporter import __version__, exitcodes
 from exporter.config import Config, StoreConfig
 from exporter.model import EntryView, ProbeResult
-from exporter.prime.listing import numbered, parse_numbered
+from exporter.prime.listing import cli_error, numbered, parse_numbered
 from exporter.prime.ssh import PiSession
 from exporter.report import exit_code
 from exporter.service import Service
@@ -193,10 +193,13 @@ def _listing(out: _Out, cfg: StoreConfig, tracer: _Tracer) -> None:
                      f"{':' if bad else ''}")
         for number, line in zip(bad, listing.bad_lines, strict=True):
             out.line(f"    line {number}: {visible(line)}")
-        if not listing.entries:
-            out.line("    no entries: an empty TOFU store prints only its header. If the lines "
-                     "above are an error (`% Invalid input`, a role without the command), the "
-                     "exporter reads this store as empty too: fix the login's role first")
+        if listing.entries:
+            continue
+        if cli_error(text) is not None:
+            out.line("    the CLI answered with an error, not a listing: the login's role may "
+                     "not run the command, or the command is wrong (`listcerts_command`)")
+        elif not listing.bad_lines:
+            out.line("    no entries: an empty TOFU store prints only its header")
 
 
 def _probe_lines(probe: ProbeResult | None) -> list[str]:

@@ -217,12 +217,15 @@ async def test_no_secret_ever_printed_and_hostile_text_visible(lab: Lab, tmp_pat
 
 
 async def test_a_refused_command_is_called_out(lab: Lab, tmp_path: Path) -> None:
-    """A login whose role lacks the command gets a CLI error, not a listing: doctor shows it
-    and says that the exporter would read it as an empty store."""
+    """A login whose role lacks the command gets a CLI error, not a listing: doctor shows it,
+    names the likely cause, and the read fails (exit 2) instead of passing as an empty store."""
     refusing = OneBadLine()
     refusing.listing = lambda pi: "% Invalid input detected at '^' marker.\n"  # type: ignore[method-assign]
     lab.pi.cli = refusing
     res = await doctor(write_config(tmp_path, {"pi": lab.pi}))
     assert re.search(r"^ +1 \| % Invalid input detected at '\^' marker\.$", res.stdout, re.M)
     assert "parsed 0 entries; no lines not parsed" in res.stdout
-    assert "no entries: an empty TOFU store prints only its header" in res.stdout
+    assert "the CLI answered with an error, not a listing: the login's role may not" in res.stdout
+    assert ("store read failed (command): the CLI answered with an error, not a listing: "
+            "% Invalid input detected at '^' marker.") in res.stdout
+    assert res.returncode == 2 and res.stdout.rstrip().endswith("exit 2: the store could not be read")

@@ -95,6 +95,17 @@ def _parse(text: str, limit: int | None, numbers: list[int]) -> tuple[Listing, i
     return Listing(entries=tuple(entries), bad_lines=tuple(bad)), beyond
 
 
+def cli_error(text: str) -> str | None:
+    """The first line of an IOS-style CLI error (`% Invalid input detected ...`, what a login
+    whose role may not run the command gets), or None. Only asked of a listing without
+    entries: read as an empty store, an error would drop every baseline of the store."""
+    for _, raw in numbered(text):
+        line = _clean(raw)
+        if line.startswith("%"):
+            return line
+    return None
+
+
 def numbered(text: str) -> Iterator[tuple[int, str]]:
     """(1-based line number, line) as the parser splits `text` into lines."""
     return enumerate(_lines(text), 1)
