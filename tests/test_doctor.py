@@ -229,3 +229,17 @@ async def test_a_refused_command_is_called_out(lab: Lab, tmp_path: Path) -> None
     assert ("store read failed (command): the CLI answered with an error, not a listing: "
             "% Invalid input detected at '^' marker.") in res.stdout
     assert res.returncode == 2 and res.stdout.rstrip().endswith("exit 2: the store could not be read")
+
+
+def test_auth_method_is_named_from_what_asyncssh_asked_for() -> None:
+    """The lab offers keyboard-interactive whenever it takes passwords; an OpenSSH server
+    with KbdInteractiveAuthentication off takes the password method: both are named."""
+    from exporter.prime.ssh import auth_method
+
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    assert auth_method(["password"], []) == "password"
+    assert auth_method(["password"], [key]) == "password"  # the key was refused first
+    assert auth_method(["keyboard-interactive", "password"], []) == (
+        "keyboard-interactive, answered with the password")
+    assert auth_method([], [key]) == "publickey"
+    assert auth_method([], []) == "none"
