@@ -17,12 +17,11 @@ from exporter import __version__, exitcodes
 from exporter.baseline import StorageError, storage_problem
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
-from exporter.model import Evidence, State
-from exporter.report import rows, table
+from exporter.model import Evidence
+from exporter.report import exit_code, rows, table
 from exporter.server import WebOptions, parse_listen, serve
 from exporter.service import Service
 from exporter.shard import Shard, owns_none
-from exporter.snapshot import Snapshot
 from exporter.text import visible
 
 if TYPE_CHECKING:
@@ -194,6 +193,10 @@ def _parser() -> argparse.ArgumentParser:
     # No --config.file: the demo writes its own, for the lab it starts.
     demo = _sub(sub, "demo", (_storage_flags, _log_flags, _web_flags),
                 "start a simulated PI lab on loopback and serve against it")
+    doctor = _sub(sub, "doctor", (_config_flags, _log_flags),
+                  "first contact with one PI server: connect as configured and print each step, "
+                  "safe to paste into a bug report")
+    doctor.add_argument("--store", required=True, help="the PI server to try")
     demo.add_argument("--demo.dir", dest="demo_dir", default=None,
                       help="where the lab writes keys, config and baselines (default: a temp dir)")
     demo.add_argument("--demo.regenerate-after", dest="regen_after", type=float, default=15.0,
@@ -298,14 +301,15 @@ def _main(args: argparse.Namespace) -> int:
     if not _web_settings(args):
         return EXIT_ERROR
     if getattr(args, "config_check", False):
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        _web_warnings(args, to_stderr=True)
-        print(f"{args.config_file}: valid, {len(config.stores)} stores")
-        return EXIT_OK
+        return _config_check(args, config)
     if command == "check" and (empty := owns_none(config, args.shard)):
         print(f"check: {empty}; nothing to check", file=sys.stderr)  # never "all match"
         return EXIT_ERROR
+    if command == "doctor":  # baselines in memory: --storage.path is not touched
+        from exporter.doctor import run as run_doctor
+
+        setup(args.log_level, args.log_format, config.secrets)
+        return run_doctor(config, args.store)
     if (problem := storage_problem(args.storage_path)) is not None:
         print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
         return EXIT_ERROR
@@ -360,6 +364,14 @@ def _demo(args: argparse.Namespace, web_opts: WebOptions | None) -> int:
         web_opts=web_opts, web_cfg=getattr(args, "web_settings", None),
         storage_path=args.storage_path, log_level=args.log_level, log_format=args.log_format,
     )
+
+
+def _config_check(args: argparse.Namespace, config: Config) -> int:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    _web_warnings(args, to_stderr=True)
+    print(f"{args.config_file}: valid, {len(config.stores)} stores")
+    return EXIT_OK
 
 
 def _web_warnings(args: argparse.Namespace, to_stderr: bool) -> None:
@@ -423,18 +435,6 @@ async def check(config: Config, storage: str, output: str, shard: Shard | None =
             if st.last is not None and not st.last.ok:
                 print(f"store {name} unreadable: {visible(st.last.error or '')}", file=sys.stderr)
     return exit_code(snap)
-
-
-def exit_code(snap: Snapshot) -> int:
-    """1 any mismatch (actionable first), 2 any store unreadable, 3 unknowns left, 0 all match."""
-    states = {v.verdict.state for v in snap.views}
-    if State.MISMATCH in states:
-        return EXIT_MISMATCH
-    if any(st.last is None or not st.last.ok for st in snap.stores.values()):
-        return EXIT_ERROR
-    if states - {State.MATCH}:
-        return EXIT_UNKNOWN
-    return EXIT_OK
 
 
 def run_server(

@@ -16,11 +16,13 @@ import ipaddress
 import logging
 import re
 import ssl
+import sys
 import time
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 
 from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import dsa, ec, rsa
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from exporter import jsse, tls12
@@ -123,10 +125,22 @@ def java_sni(host: str) -> str | None:
     return host
 
 
+def key_type(key: object) -> str:
+    """`RSA 2048`, `EC secp256r1`, `Ed25519`: which of a dual-certificate peer's keys we got."""
+    if isinstance(key, rsa.RSAPublicKey | dsa.DSAPublicKey):
+        name = f"{'RSA' if isinstance(key, rsa.RSAPublicKey) else 'DSA'} {key.key_size}"
+    elif isinstance(key, ec.EllipticCurvePublicKey):
+        name = f"EC {key.curve.name}"
+    else:
+        name = type(key).__name__.removeprefix("_").removesuffix("PublicKey")
+    return sys.intern(name)  # a handful of distinct values, shared by every certificate
+
+
 def parse_certificate(der: bytes) -> LiveCert:
     """DER leaf -> LiveCert. Raises ValueError on junk."""
     cert = x509.load_der_x509_certificate(der)
-    spki = cert.public_key().public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
+    public_key = cert.public_key()
+    spki = public_key.public_bytes(Encoding.DER, PublicFormat.SubjectPublicKeyInfo)
     subject = subject_from_name(cert.subject)
     return LiveCert(
         fingerprint_sha256=hashlib.sha256(der).hexdigest(),
@@ -137,6 +151,7 @@ def parse_certificate(der: bytes) -> LiveCert:
         serial=format(cert.serial_number, "x"),
         not_before=cert.not_valid_before_utc.timestamp(),
         not_after=cert.not_valid_after_utc.timestamp(),
+        key_type=key_type(public_key),
     )
 
 
@@ -181,7 +196,7 @@ def _describe(exc: BaseException) -> str:
 
 async def _handshake(
     host: str, port: int, sni: str | None, ctx: ssl.SSLContext = _CONTEXT
-) -> bytes:
+) -> tuple[bytes, str]:
     # A bare Protocol, not streams: the handshake is all we want, no reader or writer.
     transport, _ = await asyncio.get_running_loop().create_connection(
         asyncio.Protocol, host, port, ssl=ctx, server_hostname=sni or "", ssl_handshake_timeout=None
@@ -189,12 +204,13 @@ async def _handshake(
     try:
         sslobj = transport.get_extra_info("ssl_object")
         der = sslobj.getpeercert(binary_form=True) if sslobj is not None else None
+        version = (sslobj.version() if sslobj is not None else None) or "unknown"
     finally:
         # The certificate is in hand: drop the connection without a close_notify round trip.
         transport.abort()
     if not der:
         raise ssl.SSLError("peer sent no certificate")
-    return der
+    return der, version
 
 
 # Endpoints the plaintext fast path could not read (TLS 1.3 chosen, odd servers): full
@@ -203,7 +219,8 @@ _FULL_ONLY: dict[tuple[str, int, str], float] = {}
 _FULL_ONLY_FOR = 3600.0
 
 
-async def _leaf(host: str, port: int, sni: str | None, profile: str) -> bytes:
+async def _leaf(host: str, port: int, sni: str | None, profile: str) -> tuple[bytes, str]:
+    """The leaf DER and the TLS version it came with."""
     now = time.monotonic()
     key = (host, port, profile)
     if _FULL_ONLY.get(key, 0.0) < now:
@@ -237,10 +254,10 @@ async def probe(
     start = time.perf_counter()
     host, port = split_endpoint(connect or endpoint)
     sni = sni or java_sni(split_endpoint(endpoint)[0])
-    cert, error = None, None
+    cert, error, version = None, None, None
     try:
         async with asyncio.timeout(timeout):  # no extra task per probe, unlike wait_for
-            der = await _leaf(host, port, sni, profile)
+            der, version = await _leaf(host, port, sni, profile)
         cert = cache.get(der)
     except asyncio.CancelledError:
         raise
@@ -252,8 +269,8 @@ async def probe(
                 async with asyncio.timeout(left):
                     captured = await _capture_certificate(host, port, sni, profile)
                 if captured:
-                    cert, error = cache.get(captured), None
-    return ProbeResult(endpoint, cert, error, time.perf_counter() - start, time.time())
+                    cert, error, version = cache.get(captured[0]), None, captured[1]
+    return ProbeResult(endpoint, cert, error, time.perf_counter() - start, time.time(), version)
 
 
 # A peer that aborts the handshake after sending its certificate (TLS 1.2 with a required
@@ -279,7 +296,9 @@ def _leaf_of_certificate_message(data: bytes, tls13: bool) -> bytes | None:
     return bytes(der) if n and len(der) == n else None
 
 
-async def _capture_certificate(host: str, port: int, sni: str | None, profile: str) -> bytes | None:
+async def _capture_certificate(
+    host: str, port: int, sni: str | None, profile: str
+) -> tuple[bytes, str] | None:
     """Handshake again, recording the Certificate message as it arrives (the ssl module's
     message callback), so a handshake that fails afterwards still yields the leaf: first
     with the profile's offer, then with any protocol and suite (an appliance Java could not
@@ -291,20 +310,29 @@ async def _capture_certificate(host: str, port: int, sni: str | None, profile: s
     return None
 
 
-async def _capture_with(host: str, port: int, sni: str | None, ctx: ssl.SSLContext) -> bytes | None:
-    seen: list[bytes] = []
+async def _capture_with(host: str, port: int, sni: str | None,
+                        ctx: ssl.SSLContext) -> tuple[bytes, str] | None:
+    seen: list[tuple[bytes, str]] = []
 
     def on_message(_conn: object, direction: str, version: int, content_type: int,
                    msg_type: int, data: bytes) -> None:
         if direction == "read" and content_type == 22 and msg_type == 11 and not seen:
             der = _leaf_of_certificate_message(data, version == ssl.TLSVersion.TLSv1_3)
             if der:
-                seen.append(der)
+                seen.append((der, _version_name(version)))
 
     ctx._msg_callback = on_message  # type: ignore[attr-defined]
     with contextlib.suppress(Exception):
         return await _handshake(host, port, sni, ctx)
     return seen[0] if seen else None
+
+
+def _version_name(version: int) -> str:
+    """ssl.TLSVersion.TLSv1_3 -> "TLSv1.3", as SSLObject.version() writes it."""
+    try:
+        return ssl.TLSVersion(version).name.replace("_", ".")
+    except ValueError:
+        return "unknown"
 
 
 async def probe_many(

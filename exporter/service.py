@@ -42,7 +42,7 @@ from exporter.model import (
     StoreStatus,
 )
 from exporter.pairs import pair_views
-from exporter.prime.listing import parse_capped
+from exporter.prime.listing import cli_error, parse_capped
 from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
@@ -68,6 +68,20 @@ FAILURE_BOUND = 5
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
     """Where to probe an entry from here (see exporter.endpoint.entry_endpoint)."""
     return _entry_endpoint(store.self_address, entry.host, entry.port)
+
+
+def _no_entries(listing: Listing, text: str) -> None:
+    """A listing without entries is an empty store only when nothing in it says otherwise:
+    taken for one, an error would drop every baseline, and the entries, listed again, would
+    be witnessed anew with whatever certificate their peers present then."""
+    if listing.bad_lines:
+        raise StoreReadError(
+            ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
+        )
+    if (error := cli_error(text)) is not None:
+        raise StoreReadError(
+            ErrorReason.COMMAND, f"the CLI answered with an error, not a listing: {error[:200]}"
+        )
 
 
 def _outcome(r: ProbeResult | None) -> tuple[str | None, str | None] | None:
@@ -176,11 +190,9 @@ class Service:
             # listing takes about 100 characters per entry; 100,000 entries parse in 0.7 s.
             listing, beyond = await self.workers.run(len(text) // 100, parse_capped, text,
                                              store.max_entries)
+            if not listing.entries:
+                _no_entries(listing, text)
             del text  # a multi-MB listing need not live through the probes below
-            if not listing.entries and listing.bad_lines:
-                raise StoreReadError(
-                    ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
-                )
         except StoreReadError as e:
             read = StoreRead(
                 store.name, False, None, time.perf_counter() - start, time.time(),

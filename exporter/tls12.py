@@ -24,6 +24,8 @@ from exporter.jsse import DEFAULT, PROFILES, SCSV_RENEGOTIATION, TLS12, TLS13, P
 
 _MAX_HANDSHAKE = 4 * 1024 * 1024  # far above a 100-certificate chain
 _MAX_RECORD = 16384 + 2048
+# ServerHello's version field, named as ssl.SSLObject.version() names it.
+_VERSIONS = {0x0300: "SSLv3", 0x0301: "TLSv1", 0x0302: "TLSv1.1", 0x0303: "TLSv1.2"}
 
 
 class Fallback(Exception):
@@ -109,6 +111,7 @@ class HandshakeReader:
     def __init__(self) -> None:
         self._records = bytearray()
         self._handshake = bytearray()
+        self.version = "unknown"  # the protocol the ServerHello chose
 
     def feed(self, data: bytes) -> bytes | None:
         self._records += data
@@ -144,7 +147,9 @@ class HandshakeReader:
             del hs[: 4 + length]
             if kind == 11:
                 return leaf_from_certificate(body)
-            if kind != 2:  # anything but ServerHello before the Certificate
+            if kind == 2 and len(body) >= 2:
+                self.version = _VERSIONS.get(int.from_bytes(body[:2], "big"), self.version)
+            elif kind != 2:  # anything but ServerHello before the Certificate
                 raise Fallback(f"handshake message {kind} before the certificate")
             if chosen_version(body) == TLS13:
                 raise Fallback("TLS 1.3 chosen: the certificate is encrypted")
@@ -155,7 +160,7 @@ class _Grabber(asyncio.Protocol):
     def __init__(self, hello: bytes, done: asyncio.Future[bytes]) -> None:
         self._hello = hello
         self._done = done
-        self._reader = HandshakeReader()
+        self.reader = HandshakeReader()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports do not subclass asyncio.Transport; both can write.
@@ -165,7 +170,7 @@ class _Grabber(asyncio.Protocol):
         if self._done.done():
             return
         try:
-            leaf = self._reader.feed(data)
+            leaf = self.reader.feed(data)
         except Fallback as e:
             self._done.set_exception(e)
             return
@@ -179,14 +184,15 @@ class _Grabber(asyncio.Protocol):
 
 async def fetch_leaf(
     host: str, port: int, sni: str | None, profile: Profile = PROFILES[DEFAULT]
-) -> bytes:
-    """Leaf DER from a plaintext TLS 1.2 handshake. Raises Fallback, or OSError on connect."""
+) -> tuple[bytes, str]:
+    """Leaf DER from a plaintext TLS 1.2 handshake, and the version the server chose
+    ("TLSv1.2", or older). Raises Fallback, or OSError on connect."""
     loop = asyncio.get_running_loop()
     done: asyncio.Future[bytes] = loop.create_future()
-    transport, _ = await loop.create_connection(
+    transport, grabber = await loop.create_connection(
         lambda: _Grabber(client_hello(sni, profile), done), host, port
     )
     try:
-        return await done
+        return await done, grabber.reader.version
     finally:
         transport.abort()  # never finish the handshake: no key exchange on either side

@@ -48,7 +48,7 @@ SAMPLES: dict[str, tuple[list[str], Any]] = {
     "config_check": (["--config.check"], True),
 }
 # What a subcommand needs to parse at all.
-REQUIRED = {"accept": ["--store", "s", "--entry", "k", "--reason", "r"]}
+REQUIRED = {"accept": ["--store", "s", "--entry", "k", "--reason", "r"], "doctor": ["--store", "s"]}
 
 
 def _commands() -> dict[str, argparse.ArgumentParser]:

@@ -442,6 +442,23 @@ def test_compose_stack_is_wired_to_files_and_services_that_exist() -> None:
     assert list((ROOT / "grafana").rglob("*.json")), "grafana/ holds no dashboard for the provider"
 
 
+def test_grafana_is_the_version_the_dashboard_is_built_for() -> None:
+    """One Grafana minor everywhere: the compose image, the SDK that builds the dashboard,
+    and the schemaVersion that SDK writes (an older Grafana migrates or misdraws it)."""
+    sdk = re.search(r'grafana-foundation-sdk==\d+!(\d+\.\d+)\.\d+"',
+                    (ROOT / "pyproject.toml").read_text())
+    assert sdk, "grafana-foundation-sdk pin not found"
+    images = [svc["image"] for svc in yaml.safe_load(COMPOSE.read_text())["services"].values()
+              if svc["image"].startswith("grafana/grafana:")]
+    images += re.findall(r"grafana/grafana:[\w.-]+", "".join(
+        p.read_text() for p in (ROOT / "deploy" / "kubernetes").rglob("*.yaml")))
+    assert images, "no Grafana image in deploy/"
+    for image in images:
+        assert image.split(":")[1].startswith(sdk.group(1) + "."), (image, sdk.group(1))
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / "prime-tofu.json").read_text())
+    assert dashboard["schemaVersion"] == 41  # what the 11.6 SDK writes
+
+
 def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
     (tmp_path / "pi-password").write_text("s3cret\n")
     env = {"TOFU_COMMAND": SERVE_IN_COMPOSE, "TOFU_CONFIG_DIR": str(tmp_path),
@@ -781,6 +798,10 @@ def test_systemd_unit_is_hardened(tmp_path: Path) -> None:
     for directive in ("DynamicUser=yes", "StateDirectory=prime-tofu-exporter", "ProtectSystem=strict",
                       "NoNewPrivileges=yes", "LoadCredential=pi-password:"):
         assert re.search(rf"^{re.escape(directive)}", text, re.M), directive
+    docs = re.findall(r"^Documentation=(\S+)$", text, re.M)
+    assert docs and all(d.startswith(
+        "https://github.com/prime-tofu-exporter/prime-tofu-exporter/blob/main/docs/") for d in docs)
+    assert all((ROOT / d.split("/blob/main/")[1]).is_file() for d in docs), docs
     start = re.search(r"^ExecStart=(.*?)(?<!\\)$", text, re.M | re.S)
     assert start and "--storage.path=/var/lib/prime-tofu-exporter" in start.group(1)
 

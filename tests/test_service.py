@@ -253,3 +253,31 @@ def test_an_older_baseline_read_is_never_kept_over_a_newer_one(tmp_path: Path) -
     newer.join(5)
     assert state.baselines["b_2"].fingerprint_sha256 == "FP-B"
     service.db.close()
+
+
+async def test_a_cli_error_instead_of_a_listing_fails_the_read_and_keeps_the_baselines(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    """A login whose role may not run listcerts gets the CLI's error, not a listing. Read as
+    an empty store, it dropped every baseline, and the entries, listed again, were witnessed
+    anew: an adopted `unknown` entry turned into a `match` nobody had proven."""
+    from pilab.pi import Cli, PiServer
+
+    class Refusing(Cli):
+        def listing(self, pi: PiServer) -> str:
+            return "% Invalid input detected at '^' marker.\n"
+
+    lab, config = scene
+    pi = lab.pis["pi-system-184"]
+    dnac2 = ("pi-system-184", key(lab, "dnac-2"))
+    service = Service(config, tmp_path / "data")
+    try:
+        assert verdicts(await service.run_once())[dnac2] == (State.UNKNOWN, Evidence.NONE)
+        normal, pi.cli = pi.cli, Refusing()
+        read = await service.read_store(config.store("pi-system-184"))  # type: ignore[arg-type]
+        assert not read.ok and read.error_reason == "command", read
+        assert "% Invalid input detected" in (read.error or "")
+        pi.cli = normal
+        assert verdicts(await service.run_once())[dnac2] == (State.UNKNOWN, Evidence.NONE)
+    finally:
+        await service.stop()
