@@ -58,6 +58,10 @@ HEADERS: dict[str, Callable[[str], bool]] = {
     "X-XSS-Protection": lambda v: True,
     "Strict-Transport-Security": lambda v: True,
 }
+# RFC 9110 5.1 field-name (a token) and 5.5 field-value, without obs-text: what may be sent
+# as a response header. A value may be blank (the key then unsets the header).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?")
 _TOP = {"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit",
         "auth_excluded_paths"}
 _TLS_KEYS = {"cert_file", "key_file", "cert", "key", "client_ca_file", "client_ca",
@@ -310,10 +314,19 @@ def _parse_http(http: dict[str, Any], problems: _Problems) -> tuple[tuple[str, s
         check = HEADERS.get(name)
         if isinstance(v, int | float) and not isinstance(v, bool):
             v = str(v)  # YAML reads `X-XSS-Protection: 1` as a number
-        if check is None:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            problems.add("http_server_config.headers",
+                         f"{name!r} is not a header name (RFC 9110 5.1: a token)")
+        elif check is None:
             problems.add(f"http_server_config.headers.{name}",
                          f"not a header the web config may set (one of {sorted(HEADERS)})")
-        elif not isinstance(v, str) or not check(v):
+        elif not isinstance(v, str) or not _FIELD_VALUE.fullmatch(v):
+            # CR/LF would end the header early or fail every response, /-/healthy included.
+            problems.add(f"http_server_config.headers.{name}",
+                         f"invalid value {v!r}: visible ASCII characters with spaces or "
+                         "tabs between them (RFC 9110 5.5), no CR, LF, NUL or other control "
+                         "character, no leading or trailing space")
+        elif not check(v):
             problems.add(f"http_server_config.headers.{name}", f"invalid value {v!r}")
         elif v:  # blank: unset
             out.append((name, v))
