@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from exporter.config import ConfigError, parse_duration
+from exporter.config import HOUR, ConfigError, duration_between, whole_number
 from exporter.files import loose_permissions
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -68,6 +68,9 @@ _TLS_KEYS = {"cert_file", "key_file", "cert", "key", "client_ca_file", "client_c
              "client_auth_type", "client_allowed_sans", "min_version", "max_version",
              "cipher_suites", "prefer_server_cipher_suites", "curve_preferences"}
 _HTTP_KEYS = {"http2", "headers"}
+# Bounded like every number of the main config (exporter.config.BOUNDS); interval 0: no limit.
+_RATE_KEYS: dict[str, Callable[[object], float | int]] = {
+    "interval": duration_between(0.0, HOUR), "burst": whole_number(0, 1_000_000)}
 # Keys of newer or forked toolkit versions we know and refuse, with why.
 _REFUSED = {
     "bearer_auth_tokens": "not supported: use basic_auth_users or client certificates",
@@ -354,21 +357,24 @@ def _parse_users(raw: dict[str, Any], problems: _Problems,
 
 
 def _parse_rate(rate: dict[str, Any], problems: _Problems) -> tuple[float, int]:
-    interval, burst = 0.0, 0
     for key in rate:
-        if key not in ("interval", "burst"):
+        if key not in _RATE_KEYS:
             problems.add(f"rate_limit.{key}", "unknown key")
-    if not rate:
-        return interval, burst
-    try:
-        interval = parse_duration(rate.get("interval", "0s"))
-    except ValueError as e:
-        problems.add("rate_limit.interval", str(e))
-    burst = rate.get("burst", 0)
-    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
-        problems.add("rate_limit.burst", "must be a whole number >= 0")
-        burst = 0
-    return interval, burst
+    values = {"interval": 0.0, "burst": 0}
+    for key, check in _RATE_KEYS.items():
+        if key in rate:
+            try:
+                values[key] = check(rate[key])
+            except ValueError as e:
+                problems.add(f"rate_limit.{key}", str(e))
+    return float(values["interval"]), int(values["burst"])
+
+
+def schema() -> dict[str, set[str]]:
+    """Where -> the keys allowed there (any other key is an error): every key a web config can
+    hold, for the bounds test. basic_auth_users and headers are keyed by user and header name."""
+    return {"": _TOP | set(_REFUSED), "tls_server_config": set(_TLS_KEYS),
+            "http_server_config": set(_HTTP_KEYS), "rate_limit": set(_RATE_KEYS)}
 
 
 def parse_web_config(data: Any, base: Path, source: str = "web config") -> WebConfig:
