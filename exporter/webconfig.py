@@ -20,7 +20,14 @@ from typing import Any
 
 import yaml
 
-from exporter.config import HOUR, ConfigError, duration_between, whole_number
+from exporter.config import (
+    HOUR,
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    duration_between,
+    read_text_limited,
+    whole_number,
+)
 from exporter.files import loose_permissions
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -413,9 +420,11 @@ def parse_web_config(data: Any, base: Path, source: str = "web config") -> WebCo
 
 
 def load_web_config(path: str | Path) -> WebConfig:
+    """Reads files: off the event loop when serving (WebServer.reload_web_config)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        # ValueError: an integer too long for int() (and FileTooLarge, UnicodeDecodeError).
+        data = yaml.safe_load(read_text_limited(p, MAX_CONFIG_BYTES))
+    except (OSError, yaml.YAMLError, ValueError, RecursionError) as e:
         raise ConfigError(str(p), [f"cannot read: {e}"]) from None
     return parse_web_config(data, p.parent, str(p))
