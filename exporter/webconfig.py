@@ -24,6 +24,7 @@ from exporter.config import (
     HOUR,
     MAX_CONFIG_BYTES,
     ConfigError,
+    FileTooLarge,
     duration_between,
     read_text_limited,
     whole_number,
@@ -423,8 +424,10 @@ def load_web_config(path: str | Path) -> WebConfig:
     """Reads files: off the event loop when serving (WebServer.reload_web_config)."""
     p = Path(path)
     try:
-        # ValueError: an integer too long for int() (and FileTooLarge, UnicodeDecodeError).
+        # ValueError: an integer too long for int() (and UnicodeDecodeError).
         data = yaml.safe_load(read_text_limited(p, MAX_CONFIG_BYTES))
+    except FileTooLarge as e:
+        raise ConfigError(str(p), [str(e)]) from None
     except (OSError, yaml.YAMLError, ValueError, RecursionError) as e:
         raise ConfigError(str(p), [f"cannot read: {e}"]) from None
     return parse_web_config(data, p.parent, str(p))

@@ -19,8 +19,9 @@ from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
 from tests.conftest import free_port, offline_config, refused_keys, start_pi, write_config
-from tests.exporterkit import ROOT, Exporter, value, wait_for
+from tests.exporterkit import Exporter, value, wait_for
 from tests.faultlab import faults
+from tests.test_storage_open import run_exporter
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -327,19 +328,9 @@ async def test_a_config_file_over_the_limit_stops_the_start(tmp_path: Path, flag
     big.write_text(valid + "# padding\n" * ((4 << 20) // 10 + 1))
     args = ["--config.file", str(config), "--web.config.file", str(tmp_path / "web.yml")]
     args[args.index(flag) + 1] = str(big)
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "serve", *args, "--storage.path", str(tmp_path / "d"),
-        "--web.listen-address", f"127.0.0.1:{free_port()}", cwd=tmp_path,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
-        env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        async with asyncio.timeout(30):
-            _, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()  # it started serving: the failure this test is about
-        await proc.wait()
-        raise
-    assert proc.returncode == 2, err
-    assert f"{big}: " in err.decode() and "is larger than 4 MiB, the limit for this file" in (
-        err.decode()), err
-    assert b"Traceback" not in err
+    code, _, err = await run_exporter(
+        [sys.executable, "-m", "exporter", "serve", *args, "--storage.path", str(tmp_path / "d"),
+         "--web.listen-address", f"127.0.0.1:{free_port()}"], tmp_path)
+    assert code == 2, err
+    assert f"{big}: is larger than 4 MiB, the limit for this file" in err, err
+    assert "Traceback" not in err
