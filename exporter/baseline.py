@@ -16,7 +16,8 @@ Both resets are logged at error level and counted in tofu_baseline_db_resets_tot
 
 Schema version 1 (PRAGMA user_version) adds, to v0.1's tables, the operator's attestations
 (`accept`), each entry's current status and the history of its changes; a v0.1 database is
-migrated in place when opened (the new tables start empty, nothing is rewritten).
+migrated in place when opened (the new tables start empty, nothing is rewritten). A database
+of a later version (a higher user_version) is refused at open and left as it is.
 """
 
 from __future__ import annotations
@@ -230,6 +231,43 @@ def _bad_header(path: Path) -> bool:
     return bool(head) and head != b"SQLite format 3\x00"
 
 
+def _stored_version(path: Path, sides: tuple[str, ...]) -> int | None:
+    """PRAGMA user_version, read without writing the database. With a WAL left behind (the
+    writer stopped without a checkpoint) it may hold a newer page 1: a read-only connection
+    reads through it and, unlike ours, does not checkpoint on close. Otherwise the header
+    (bytes 60-63, big-endian), read without SQLite: even a read-only connection would create
+    -wal and -shm files."""
+    if "-wal" in sides:
+        try:
+            ro = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return None
+        try:
+            return int(ro.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error:
+            return None  # corrupt: _connect says so
+        finally:
+            ro.close()
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if len(head) < 64 or not head.startswith(b"SQLite format 3\x00"):
+        return None
+    return int.from_bytes(head[60:64], "big")
+
+
+def _check_version(version: int | None, path: Path) -> None:
+    """A later version's database is neither migrated down nor written: its tables do not fit
+    our statements (every store failed with "7 columns but 6 values")."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise StorageError(
+            f"baseline database {path}: written by a newer version of the exporter (schema "
+            f"version {version}; this version reads up to {SCHEMA_VERSION}): run that "
+            "version, or move the file aside to start afresh")
+
+
 def storage_problem(storage_path: str | Path) -> str | None:
     """Why `--storage.path` cannot hold the baseline database, in one line, or None.
 
@@ -288,6 +326,8 @@ class BaselineDB:
         sides = tuple(s for s in _SIDES if os.path.lexists(f"{self.path}{s}"))
         if not self._memory and _bad_header(self.path):
             raise _Corrupt("file is not a database (bad header)", None, sides)
+        if not self._memory:  # before SQLite opens (and writes) anything
+            _check_version(_stored_version(self.path, sides), self.path)
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -298,6 +338,7 @@ class BaselineDB:
             problems = [r for (r,) in db.execute("PRAGMA quick_check").fetchall() if r != "ok"]
             if problems:
                 raise _Corrupt(f"database disk image is malformed: {problems[0]}", db, sides)
+            _check_version(db.execute("PRAGMA user_version").fetchone()[0], self.path)
             db.executescript(_SCHEMA)
             _migrate(db)
         except sqlite3.Error as e:

@@ -83,14 +83,22 @@ async def serve(
     web_server = WebServer(service, service.config, web_cfg,
                            web_opts or WebOptions(listen=(listen,)))
 
+    one_at_a_time = asyncio.Lock()  # a slow read must not apply its file after a newer one
+
     async def reload() -> str | None:
+        async with one_at_a_time:
+            return await _reload()
+
+    async def _reload() -> str | None:
         try:
-            new = load_config(config_file)
+            # In a worker thread: reading and parsing (up to MAX_CONFIG_BYTES, seconds of
+            # PyYAML for the largest) must not stall /-/healthy or the scrapes.
+            new = await asyncio.to_thread(load_config, config_file)
         except ConfigError as e:
             service.reload_failed()
             log.error("reload failed, old config kept", extra={"error": str(e)})
             return str(e)
-        error = web_server.reload_web_config()
+        error = await web_server.reload_web_config()
         if error:
             return error
         handler.secrets = tuple({*handler.secrets, *new.secrets})
