@@ -20,8 +20,8 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.sources.known_hosts import client, keys, match, parse, rewrite, verdict
 from exporter.sources.known_hosts import entries as kh_entries
-from exporter.sources.known_hosts import keys, match, parse, rewrite, verdict
 
 pytestmark = pytest.mark.unit
 
@@ -413,6 +413,59 @@ def test_a_certificate_signed_with_sha1_rsa_is_refused_like_ca_signature_algorit
     assert verdict.cert_problem(cert, True, "web1.example.com", NOW) == ""
 
 
+# --- the default client (order_hostkeyalgs, choose_hostkeyalg, check_host_key) -------------------
+
+def test_known_types_move_to_the_front_of_the_offer_unless_the_best_one_is_known():
+    assert client.order_hostkeyalgs(_host(f"web1.example.com {ED_LINE}")) == client.DEFAULT_ALGORITHMS
+    rsa_only = client.order_hostkeyalgs(_host(f"web1.example.com {KEYS['ssh-rsa']}"))
+    assert rsa_only[:4] == ("rsa-sha2-512-cert-v01@openssh.com", "rsa-sha2-256-cert-v01@openssh.com",
+                            "rsa-sha2-512", "rsa-sha2-256")
+    assert sorted(rsa_only) == sorted(client.DEFAULT_ALGORITHMS)
+    with_ca = client.order_hostkeyalgs(
+        _host(f"@cert-authority *.example.com {CA_LINE}\nweb1.example.com {P256_LINE}"))
+    assert with_ca[:9] == (*client.DEFAULT_ALGORITHMS[:8], "ecdsa-sha2-nistp256")
+
+
+CLIENT = [
+    ("stale type: the known one is offered first",
+     f"web1.example.com {ED_LINE}\nweb1.example.com {P256_LINE}",
+     {"ssh-ed25519": _offer(ED_LINE)}, (True, "ssh-ed25519")),
+    ("the preferred known type changed", f"web1.example.com {ED_LINE}\nweb1.example.com {KEYS['ssh-rsa']}",
+     {"ssh-ed25519": _offer(ED2_LINE), "ssh-rsa": _offer(KEYS["ssh-rsa"])}, (False, "ssh-ed25519")),
+    ("only an unknown type offered", f"web1.example.com {ED_LINE}",
+     {"ecdsa-sha2-nistp256": _offer(P256_LINE)}, (False, "ecdsa-sha2-nistp256")),
+    ("certificate from the listed CA", f"@cert-authority *.example.com {CA_LINE}",
+     {CERT: _offer(host_cert(ED[0], ED[2])), "ssh-ed25519": _offer(ED_LINE)}, (True, CERT)),
+    ("expired certificate, plain key known: downgrade", f"@cert-authority *.example.com {CA_LINE}\n"
+     f"web1.example.com {ED_LINE}", {CERT: _offer(host_cert(ED[0], ED[2], before=NOW - 1)),
+                                     "ssh-ed25519": _offer(ED_LINE)}, (True, CERT)),
+    ("revoked CA: no downgrade", f"@cert-authority *.example.com {CA_LINE}\n@revoked * {CA_LINE}\n"
+     f"web1.example.com {ED_LINE}", {CERT: _offer(host_cert(ED[0], ED[2])), "ssh-ed25519": _offer(ED_LINE)},
+     (False, CERT)),
+    ("RSA is offered as rsa-sha2-512", f"web1.example.com {KEYS['ssh-rsa']}",
+     {"ssh-rsa": _offer(KEYS["ssh-rsa"])},
+     (True, "rsa-sha2-512")),
+    ("no key exchange", f"web1.example.com {ED_LINE}", {"ssh-ed25519": verdict.NO_KEX}, (False, None)),
+]
+
+
+@pytest.mark.parametrize(("case", "text", "offers", "want"), CLIENT, ids=[c[0] for c in CLIENT])
+def test_default_client(case, text, offers, want):
+    got = client.default_client(_host(text), offers, NOW)
+    assert (got.connects, got.algorithm) == want, got.reason
+
+
+def test_a_port_host_with_no_line_of_its_own_falls_back_to_the_bare_name_only_on_an_exact_match():
+    store = kh_entries.load(f"@cert-authority [web1.example.com]:2222 {CA_LINE}\n"
+                            f"web1.example.com {ED_LINE}\n",
+                            ("[web1.example.com]:2222", "web1.example.com"))
+    port, bare = store.for_lookup("[web1.example.com]:2222"), store.for_lookup("web1.example.com")
+    expired = _offer(host_cert(ED[0], ED[2], before=NOW - 1))
+    assert client.default_client(port, {CERT: expired, "ssh-ed25519": _offer(ED_LINE)}, NOW, bare).connects
+    assert not client.default_client(port, {CERT: expired, "ssh-ed25519": _offer(ED_LINE)}, NOW).connects
+    assert not client.default_client(port, {"ssh-ed25519": _offer(ED2_LINE)}, NOW, bare).connects
+
+
 # --- rewrite -----------------------------------------------------------------------------------
 
 REWRITES = [
@@ -446,7 +499,7 @@ def test_the_core_imports_no_io_library_at_run_time():
         "import exporter\n"
         "before = set(sys.modules)\n"
         "import exporter.sources.known_hosts.entries, exporter.sources.known_hosts.verdict\n"
-        "import exporter.sources.known_hosts.rewrite\n"
+        "import exporter.sources.known_hosts.rewrite, exporter.sources.known_hosts.client\n"
         "io = ('asyncssh', 'socket', 'ssl', 'sqlite3', 'subprocess', 'cryptography', 'aiohttp', 'select')\n"
         "print(sorted(m for m in io if m in set(sys.modules) - before))\n"
         "print(sorted(m for m in io if m in sys.modules))\n"
