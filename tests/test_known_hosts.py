@@ -442,6 +442,11 @@ CLIENT = [
     ("revoked CA: no downgrade", f"@cert-authority *.example.com {CA_LINE}\n@revoked * {CA_LINE}\n"
      f"web1.example.com {ED_LINE}", {CERT: _offer(host_cert(ED[0], ED[2])), "ssh-ed25519": _offer(ED_LINE)},
      (False, CERT)),
+    ("a type whose first line is @revoked is not preferred",
+     f"@revoked * {ED_LINE}\nweb1.example.com {ED_LINE}\nweb1.example.com {P256_LINE}",
+     {"ssh-ed25519": _offer(ED_LINE), CERT: _offer(host_cert(ED[0], ED[2])),
+      "ecdsa-sha2-nistp256": _offer(P256_LINE)},
+     (True, "ecdsa-sha2-nistp256")),
     ("RSA is offered as rsa-sha2-512", f"web1.example.com {KEYS['ssh-rsa']}",
      {"ssh-rsa": _offer(KEYS["ssh-rsa"])},
      (True, "rsa-sha2-512")),

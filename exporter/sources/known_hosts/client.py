@@ -6,7 +6,7 @@ answers for the client as shipped, which reorders its offer by what known_hosts 
 - order_hostkeyalgs (sshconnect2.c): if a plain line holds the type of the first default
   algorithm, the default list goes as is; otherwise every certificate algorithm when a
   @cert-authority line applies, and every algorithm whose plain type a line holds, move to the
-  front, in default order.
+  front, in default order. A type whose first line holds a @revoked key counts as not held.
 - choose_hostkeyalg / match_list (kex.c): the server takes the first client algorithm it has.
 - check_host_key (sshconnect.c): a certificate is checked against the @cert-authority lines and
   sshkey_cert_check_host, and on failure downgraded to its plain key; a plain key passes if a line
@@ -64,7 +64,10 @@ def order_hostkeyalgs(entries: Sequence[Entry],
                       algorithms: Sequence[str] = DEFAULT_ALGORITHMS) -> tuple[str, ...]:
     """The client's host key algorithm proposal for a host with these entries. A certificate
     algorithm whose plain type a line holds moves forward too (lookup by sshkey_type_plain)."""
-    held = {e.key_type for e in entries if e.marker == ""}
+    # lookup_key_in_hostkeys_by_type takes the first line of the type and reports it not found
+    # when that key is @revoked (check_hostkeys_by_key_or_type's final revocation check)
+    revoked = _lines(entries, REVOKE_MARKER)
+    held = {e.key_type for e in entries if e.marker == "" and not _revoked(e.lines[0].key, revoked)}
     has_ca = any(e.marker == CA_MARKER for e in entries)
     if plain_type(_key_type(algorithms[0])) in held:
         return tuple(algorithms)
