@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from exporter.sources.known_hosts.entries import Entry
 from exporter.sources.known_hosts.keys import Key, canonical_type, parse_blob, plain_type, same_key
 from exporter.sources.known_hosts.parse import CA_MARKER, REVOKE_MARKER
-from exporter.sources.known_hosts.verdict import Offer, cert_problem
+from exporter.sources.known_hosts.verdict import Offer, cert_problem, is_revoked
 
 # KEX_DEFAULT_PK_ALG (myproposal.h, OpenSSH 9.2)
 DEFAULT_ALGORITHMS = (
@@ -67,7 +67,7 @@ def order_hostkeyalgs(entries: Sequence[Entry],
     # lookup_key_in_hostkeys_by_type takes the first line of the type and reports it not found
     # when that key is @revoked (check_hostkeys_by_key_or_type's final revocation check)
     revoked = _lines(entries, REVOKE_MARKER)
-    held = {e.key_type for e in entries if e.marker == "" and not _revoked(e.lines[0].key, revoked)}
+    held = {e.key_type for e in entries if e.marker == "" and not is_revoked(e.lines[0].key, revoked)}
     has_ca = any(e.marker == CA_MARKER for e in entries)
     if plain_type(_key_type(algorithms[0])) in held:
         return tuple(algorithms)
@@ -80,14 +80,9 @@ def _lines(entries: Sequence[Entry], marker: str) -> list[Key]:
     return [line.key for e in entries if e.marker == marker for line in e.lines]
 
 
-def _revoked(key: Key, revoked: Sequence[Key]) -> bool:
-    ca = parse_blob(key.cert.ca_key).public if key.cert is not None else None
-    return any(r.public in (key.public, ca) for r in revoked)
-
-
 def _plain_status(entries: Sequence[Entry], key: Key) -> str:
     """check_hostkeys_by_key_or_type for a plain key: OK, REVOKED, CHANGED or NEW."""
-    if _revoked(key, _lines(entries, REVOKE_MARKER)):
+    if is_revoked(key, _lines(entries, REVOKE_MARKER)):
         return "REVOKED"
     stored = _lines(entries, "")
     if any(same_key(key, k) for k in stored):
@@ -100,7 +95,7 @@ def _check(entries: Sequence[Entry], bare: Sequence[Entry], key: Key, offer: Off
     if key.cert is not None:
         if not offer.ca_verified:  # cert_parse verifies while parsing: the key exchange fails
             return False, "host certificate signature does not verify"
-        if _revoked(key, _lines(entries, REVOKE_MARKER)):
+        if is_revoked(key, _lines(entries, REVOKE_MARKER)):
             return False, "host certificate or its CA is @revoked"
         ca = parse_blob(key.cert.ca_key).public
         if any(k.public == ca for k in _lines(entries, CA_MARKER)) and not cert_problem(

@@ -69,11 +69,10 @@ class Verdict:
     evidence: str = EVIDENCE_STORED
 
 
-def _revoked(key: Key, revoked: Sequence[Key]) -> bool:
+def is_revoked(key: Key, revoked: Sequence[Key]) -> bool:
     """check_key_not_revoked: the key, or a certificate's CA key, equals a @revoked line's key."""
-    ca = key.cert.ca_key if key.cert is not None else None
-    return any(key.public == r.public or (ca is not None and parse_blob(ca).public == r.public)
-               for r in revoked)
+    ca = parse_blob(key.cert.ca_key).public if key.cert is not None else None
+    return any(r.public in (key.public, ca) for r in revoked)
 
 
 def cert_problem(key: Key, verified: bool, hostname: str, now: int) -> str:
@@ -111,7 +110,7 @@ def _plain(entry: Entry, offer: Offer, revoked: Sequence[Key]) -> Verdict | None
     if key is None or key.key_type != entry.key_type:
         return Verdict(MISMATCH, "the host's key does not parse as this type", stored)
     live = key_fingerprint(key)
-    if _revoked(key, revoked):
+    if is_revoked(key, revoked):
         return Verdict(MISMATCH, "the host's key is listed @revoked", stored, live)
     if any(same_key(key, line.key) for line in entry.lines):
         return Verdict(MATCH, "the host presents the stored key", stored, live)
@@ -131,7 +130,7 @@ def _ca(entry: Entry, offers: Mapping[str, Offer], revoked: Sequence[Key], now: 
         if key is None or key.cert is None or parse_blob(key.cert.ca_key).public not in cas:
             continue
         live = key_fingerprint(key)
-        if _revoked(key, revoked):
+        if is_revoked(key, revoked):
             return Verdict(MISMATCH, "the host's certificate or its CA is listed @revoked", stored, live)
         why = cert_problem(key, offer.ca_verified, entry.host.lower(), now)
         if not why:
