@@ -24,6 +24,8 @@ from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
 
+from prometheus_client import Counter as PromCounter
+
 from exporter.baseline import BaselineDB, StorageError
 from exporter.collector import render_chunks
 from exporter.config import Config, StoreConfig
@@ -72,6 +74,17 @@ BACKOFF_MAX = 60.0
 # which the exporter calls itself unhealthy: restarting it is the remedy left.
 FAILURE_BOUND = 5
 
+# Process-wide, in the default registry that /metrics appends (as tofu_baseline_db_resets):
+# evidence a replica dropped because another shard owns its store (docs/sharding.md).
+ROWS_DROPPED = PromCounter(
+    "tofu_baseline_rows_dropped",
+    "Baseline rows of stores another shard owns, dropped by this replica at start or reload, "
+    "by the baseline's kind",
+    ["kind"],
+)
+for _kind in BaselineKind:
+    ROWS_DROPPED.labels(_kind.value)
+
 
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
     """Where to probe an entry from here (see exporter.endpoint.entry_endpoint)."""
@@ -105,11 +118,13 @@ class _Bound:
 
 
 class Service:
-    def __init__(self, config: Config, storage_path: Path | str, shard: Shard = ALL) -> None:
+    def __init__(self, config: Config, storage_path: Path | str, shard: Shard = ALL,
+                 drop_others: bool = False) -> None:
         self.storage_path = str(storage_path)  # what `accept` and `history` must be given too
         # Sharded (exporter.shard): this replica reads, probes, stores and exports only the
         # stores of its shard; every config it is given, at start or reload, is cut down here.
-        self.shard = shard
+        # Only a long-running replica (`serve`) may drop the other shards' rows (_own).
+        self.shard, self.drop_others = shard, drop_others
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
         config = self.config = self._own(config)
@@ -141,12 +156,22 @@ class Service:
         self.stop_deadline = STOP_DEADLINE
 
     def _own(self, config: Config) -> Config:
-        """This replica's part of a config. Rows of stores another shard owns are dropped:
-        a store that moves back later is adopted anew, not trusted on stale rows."""
+        """This replica's part of a config. A long-running replica (`drop_others`: `serve`)
+        drops the rows of stores another shard owns, logged and counted: a store that moves
+        back later is adopted anew, not trusted on rows nobody kept up to date. A one-shot
+        command (`check --shard`) drops nothing: that evidence is not its own."""
         mine = select(config, self.shard)
-        if mine is not config:
-            self.db.drop_stores({s.name for s in config.stores} - {s.name for s in mine.stores})
+        if mine is not config and self.drop_others:
+            self._drop({s.name for s in config.stores} - {s.name for s in mine.stores})
         return mine
+
+    def _drop(self, stores: set[str]) -> None:
+        for store, rows in sorted(self.db.drop_stores(stores).items()):
+            log.warning("dropped the baselines of a store another shard owns", extra={
+                "store": store, "rows": sum(rows.values()), "shard": self.shard.index,
+                "total_shards": self.shard.total, **{k.value: rows[k.value] for k in BaselineKind}})
+            for kind, n in rows.items():
+                ROWS_DROPPED.labels(kind).inc(n)
 
     # ---- the public state API (remediation, tests) -----------------------------------
 
