@@ -533,16 +533,16 @@ class Service:
 
     async def _store_loop(self, store: StoreConfig) -> None:
         name = f"store:{store.name}"
-
-        async def step() -> None:
-            await self.read_store(store)
-            if self._prune_due:
-                self.prune()
-            await self._decide()  # now: the history dates a change when it is seen
-
         while True:
-            retry = await self._attempt("store", name, step, store.name)
+            retry = await self._attempt("store", name, lambda: self._store_step(store), store.name)
             await asyncio.sleep(store.store_interval if retry is None else retry)
+
+    async def _store_step(self, store: StoreConfig) -> None:
+        """One pass of a store's loop: read it, prune, decide."""
+        await self.read_store(store)
+        if self._prune_due:
+            self.prune()
+        await self._decide()  # now: the history dates a change when it is seen
 
     def _probe_interval(self) -> float:
         return min((s.probe_interval for s in self.config.stores), default=60.0)
