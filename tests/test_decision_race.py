@@ -116,7 +116,7 @@ class World:
 
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
-    peers = [HeldPeer(f"peer-{i}") for i in range(5)]
+    peers = [HeldPeer(f"peer-{i}") for i in range(6)]
     for p in peers:
         await p.start()
     pis = {"pri": await start_pi("pri"), "sec": await start_pi("sec")}
@@ -138,11 +138,14 @@ async def test_a_decision_while_a_read_witnesses_new_entries_sees_the_old_list_w
         world: World, shape: str) -> None:
     """pri holds x (adopted), a and b (witnessed: match). Then a leaves (shifted: the list
     keeps its length) or stays (grown), and c appears; pri's read probes c, held. Meanwhile
-    sec's loop reads and decides. Before the fix pri's old entries were zipped with the new
-    endpoints there: a decided against b's certificate (`mismatch (baseline)`), b against
-    c's endpoint with no probe yet (`unreachable`), both written to the history for good;
-    grown, the lists differ in length and sec's loop died with `ValueError: zip()`."""
-    x, a, b, c, y = world.peers
+    z appears on sec, and sec's loop reads (witnessing z: its probe fills a baseline, so
+    every store's baselines are read again) and decides. Before the fix pri's old entries
+    were zipped with the new endpoints there: a decided against b's certificate
+    (`mismatch (baseline)`), b against c's endpoint with no probe yet (`unreachable`), both
+    written to the history for good; grown, the lists differ in length and sec's loop died
+    with `ValueError: zip()`. Nor may the old list be decided with the database's new rows,
+    in which a has no baseline any more (`unknown`)."""
+    x, a, b, c, y, z = world.peers
     world.add("pri", x)
     world.add("sec", y)
     service = Service(world.config, world.tmp / "data")
@@ -163,6 +166,7 @@ async def test_a_decision_while_a_read_witnesses_new_entries_sees_the_old_list_w
         read = asyncio.create_task(service.read_store(pri))
         async with asyncio.timeout(10):
             await c.connected.wait()  # pri's read is now witnessing c
+        world.add("sec", z)
         await service.read_store(sec)  # sec's loop step: its read, then a decision
         await service._decide()
         during = states(service.snapshot(), "pri")
