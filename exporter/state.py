@@ -136,10 +136,10 @@ class StoreState:
     task: asyncio.Task[None] | None = None  # the store's refresh loop
     last: StoreRead | None = None  # latest attempt
     errors: Counter[str] = field(default_factory=Counter)  # failed reads by reason
-    decided: Decided = Decided()
+    decided: Decided = Decided()  # the views of the latest data decided, a cache
     # The listing the baseline database was last told of (BaselineDB.observe_store). While a
     # read probes the entries that appeared, the database is ahead of `data`: its baselines
-    # belong to the new listing and are not kept for the old one (Service._refresh_baselines).
+    # belong to the new listing and are not kept for the old one (Service._set_baselines).
     observed: Listing | None = None
     # The endpoints of a read that observed its listing but has not swapped it in yet: their
     # probes are in use (Service.prune keeps them).
