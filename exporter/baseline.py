@@ -637,20 +637,29 @@ class BaselineDB:
             lambda: dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())
         )
 
-    def drop_stores(self, stores: Iterable[str]) -> None:
+    def drop_stores(self, stores: Iterable[str]) -> dict[str, Counter[str]]:
         """Forget stores (another shard owns them now): if one comes back, its entries are
         adopted anew, not trusted on rows nobody kept up to date meanwhile. The audit records
-        (attestations, history) stay."""
+        (attestations, history) stay. Returns store -> baseline kind -> rows dropped, for
+        the stores that held any."""
         names = list(stores)
 
-        def op() -> int:
+        def op() -> tuple[dict[str, Counter[str]], int]:
             with self._tx() as db:
+                dropped: dict[str, Counter[str]] = {}
+                for s in names:
+                    rows = Counter({str(kind): int(n) for kind, n in db.execute(
+                        "SELECT kind, COUNT(*) FROM baselines WHERE store = ? GROUP BY kind", (s,))})
+                    if rows:
+                        dropped[s] = rows
                 for table in ("baselines", "stores", "entry_status"):
                     db.executemany(f"DELETE FROM {table} WHERE store = ?", ((s,) for s in names))
-                return self._count(db)
+                return dropped, self._count(db)
 
         with self._lock:
-            self._write_sidecar(self._guard(op))
+            dropped, count = self._guard(op)
+            self._write_sidecar(count)
+        return dropped
 
     # ---- other processes (`accept`, `check`) on the same database ------------------------
 

@@ -78,7 +78,7 @@ async def serve(
     (and the web config). `web_opts` (the --web.* flags) overrides `listen`."""
     from exporter.webserve import WebServer  # here: `check` and `remediate` skip the web stack
 
-    service = Service(config, storage_path, shard)
+    service = Service(config, storage_path, shard, drop_others=True)  # a replica, not a one-shot
     _warn_if_empty(config, shard)
     web_server = WebServer(service, service.config, web_cfg,
                            web_opts or WebOptions(listen=(listen,)))
