@@ -1,0 +1,1 @@
+"""Probers: what a peer presents right now (a TLS leaf, an SSH host key)."""
