@@ -16,13 +16,16 @@ import os
 import socket
 from collections.abc import Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 import yaml
 
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
+
+if TYPE_CHECKING:
+    from tests.kit.sshd import SshdKit
 
 PASSWORD = "Lab-Pa55-word!"
 
@@ -120,6 +123,19 @@ def write_config(
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture
+def sshd(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdKit]:
+    """A `tests.kit.sshd.SshdKit`: Debian's sshd variants on loopback, stopped after the test.
+    Host keys and CAs are made once per session and shared (RSA keygen is the slow part)."""
+    from tests.kit.sshd import SSHD, KeyStore, SshdKit  # the kit imports nothing from here
+
+    if not SSHD.exists():
+        pytest.skip("openssh-server is not installed (scripts/test installs it)")
+    kit = SshdKit(KeyStore(tmp_path_factory.getbasetemp() / "sshd-keys"), tmp_path / "sshd")
+    yield kit
+    kit.stop_all()
 
 
 # ---------------------------------------------------------------- skips in CI

@@ -67,9 +67,10 @@ class _Exchange(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self._done.done():
-            how = "reset" if isinstance(exc, ConnectionResetError) else "closed"
-            self._done.set_exception(ssh_kex.KexError(f"connection {how} by the server while "
-                                                      f"waiting for {self.reader.waiting_for}"))
+            why = self.reader.closed()
+            if isinstance(exc, ConnectionResetError):
+                why = why.replace("closed by", "connection reset by")
+            self._done.set_exception(ssh_kex.KexError(why))
 
 
 def _result(host: str, port: int, key_type: str, reader: ssh_kex.HostKeyExchange | None,

@@ -304,6 +304,13 @@ class HostKeyExchange:
         self.algorithm: str | None = None
         self.outcome: Outcome | None = None
         self.waiting_for = "the server's version line"
+        self.first_line: bytes | None = None  # a line before any version line (not SSH?)
+
+    def closed(self) -> str:
+        """Why a connection the server closed (or reset) before the reply failed."""
+        if self.banner is None and self.first_line is not None:
+            return f"not an SSH server (first line: {_sample(self.first_line)})"
+        return f"closed by the server while waiting for {self.waiting_for}"
 
     def start(self) -> bytes:
         return CLIENT_VERSION + b"\r\n" + packet(self._kexinit)
@@ -332,7 +339,8 @@ class HostKeyExchange:
             if line.startswith(b"SSH-"):
                 return self._accept_version(line)
             self._pre_lines += 1
-            if self._pre_lines > _MAX_PRE_LINES or end > _MAX_LINE:
+            self.first_line = self.first_line if self.first_line is not None else line
+            if self._pre_lines > _MAX_PRE_LINES or end > _MAX_LINE or b"\0" in line:
                 raise KexError(f"not an SSH server (first line: {_sample(line)})")
 
     def _accept_version(self, line: bytes) -> bool:
@@ -417,4 +425,4 @@ def _kexinit(host_key_algs: tuple[str, ...], cookie: bytes) -> bytes:
 
 
 def _sample(raw: bytes | bytearray) -> str:
-    return repr(visible(bytes(raw[:80]).decode("utf-8", "replace")))
+    return "'" + visible(bytes(raw[:80]).decode("utf-8", "replace")) + "'"
