@@ -14,7 +14,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 
 from exporter.probes import ssh_kex
-from exporter.probes.ssh_hostkey import ASYNCSSH, READER, fetch_host_key
+from exporter.probes.ssh_hostkey import ASYNCSSH, EPHEMERAL_KEYS, READER, fetch_host_key
 from exporter.text import visible
 from tests.kit.sshd import CERT, KEY_TYPES, SshdKit
 
@@ -118,6 +118,15 @@ async def test_group_exchange_only_sshd_read_by_asyncssh(sshd: SshdKit) -> None:
     assert r.blob == server.key("ssh-rsa").blob
 
 
+async def test_dsa_key_read_by_asyncssh(sshd: SshdKit) -> None:
+    """ssh-dss is beyond the reader: asyncssh reads it, with its signature checked."""
+    server = sshd.start(("ssh-dss",), name="dsa", host_key_algorithms=("ssh-dss",))
+    r = await fetch_host_key(LOOP, server.port, "ssh-dss", 5)
+    assert (r.error, r.path) == (None, ASYNCSSH)
+    assert (r.fingerprint, r.blob) == (server.key("ssh-dss").fingerprint(), server.key("ssh-dss").blob)
+    assert r.offered == ("ssh-dss",)  # what the reader saw before handing over
+
+
 async def test_unreachable_port(sshd: SshdKit) -> None:
     r = await fetch_host_key(LOOP, sshd.unreachable(), "ssh-ed25519", 5)
     assert (r.error, r.fingerprint, r.banner) == ("connection refused", None, None)
@@ -126,8 +135,9 @@ async def test_unreachable_port(sshd: SshdKit) -> None:
 # ---- peers that lie ------------------------------------------------------------------------
 
 def capture(port: int, key_type: str) -> bytes:
-    """Everything a real sshd sent in one verified exchange: version line, KEXINIT, reply."""
-    ex = ssh_kex.HostKeyExchange(key_type)
+    """Everything a real sshd sent in one verified exchange (version line, KEXINIT, reply),
+    made with the probe's own ephemeral keys: a replay then differs only by our fresh cookie."""
+    ex = ssh_kex.HostKeyExchange(key_type, EPHEMERAL_KEYS)
     seen = bytearray()
     with socket.create_connection((LOOP, port), 5) as s:
         s.sendall(ex.start())

@@ -19,6 +19,8 @@ from exporter.probes import ssh_kex
 from exporter.text import visible
 
 READER, ASYNCSSH = "reader", "asyncssh"
+# One process-wide set of ephemeral key pairs, each reused for a while (see EphemeralKeys).
+EPHEMERAL_KEYS = ssh_kex.EphemeralKeys()
 
 
 @dataclass(frozen=True)
@@ -126,7 +128,7 @@ async def fetch_host_key(host: str, port: int, key_type: str, timeout: float) ->
     reader: ssh_kex.HostKeyExchange | None = None
     started: list[bool] = []
     try:
-        reader = ssh_kex.HostKeyExchange(key_type)
+        reader = ssh_kex.HostKeyExchange(key_type, EPHEMERAL_KEYS)
         async with asyncio.timeout(timeout):
             await _read(host, port, reader, started)
         return _result(host, port, key_type, reader, start, None)

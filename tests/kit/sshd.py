@@ -32,8 +32,9 @@ KEYGEN = {
     "ecdsa-sha2-nistp384": ("-t", "ecdsa", "-b", "384"),
     "ecdsa-sha2-nistp521": ("-t", "ecdsa", "-b", "521"),
     "ssh-rsa": ("-t", "rsa", "-b", "2048"),  # 2048 bits: keygen time, not strength, matters here
+    "ssh-dss": ("-t", "dsa"),  # off by default since OpenSSH 7.0; sshd serves it when asked
 }
-KEY_TYPES = tuple(KEYGEN)
+KEY_TYPES = tuple(t for t in KEYGEN if t != "ssh-dss")  # what Debian's sshd offers by default
 CERT = "-cert-v01@openssh.com"
 PRINCIPALS = ("127.0.0.1", "localhost")
 # What RHEL 6's OpenSSH 5.3 offered that Debian 12's sshd still speaks when asked.
