@@ -10,13 +10,14 @@ import re
 import socket
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 
 from exporter.probes import ssh_kex
 from exporter.probes.ssh_hostkey import ASYNCSSH, EPHEMERAL_KEYS, READER, fetch_host_key
 from exporter.text import visible
-from tests.kit.sshd import CERT, KEY_TYPES, SshdKit
+from tests.kit.sshd import CERT, KEY_TYPES, SshdKit, ssh_verdict
 
 pytestmark = pytest.mark.integration
 LOOP = "127.0.0.1"
@@ -130,6 +131,31 @@ async def test_dsa_key_read_by_asyncssh(sshd: SshdKit) -> None:
 async def test_unreachable_port(sshd: SshdKit) -> None:
     r = await fetch_host_key(LOOP, sshd.unreachable(), "ssh-ed25519", 5)
     assert (r.error, r.fingerprint, r.banner) == ("connection refused", None, None)
+
+
+async def test_openssh_oracle_agrees_with_the_probe(sshd: SshdKit, tmp_path: Path) -> None:
+    """`ssh` trusting a known_hosts file accepts the key the probe reads, calls a rotated key
+    changed, trusts a test-CA certificate but not one from another CA or an expired one."""
+    kh = tmp_path / "known_hosts"
+    every, rotated = sshd.every_type(), sshd.rotated("ssh-ed25519")
+    certs = {name: sshd.certified(ca, validity) for name, (ca, validity) in
+             {"valid": ("test-ca", "-1d:+3650d"), "other": ("other-ca", "-1d:+3650d"),
+              "expired": ("test-ca", "20200101:20200102")}.items()}
+    ca = sshd.keys.ca("test-ca").public
+    kh.write_text("".join(f"{every.known_hosts_host} {every.key(t).public}\n" for t in KEY_TYPES)
+                  + f"{rotated.known_hosts_host} {rotated.stale[0].public}\n"
+                  + f"@cert-authority [127.0.0.1]:* {ca}\n")
+    for t in KEY_TYPES:
+        r = await fetch_host_key(LOOP, every.port, t, 5)
+        assert r.fingerprint == every.key(t).fingerprint()
+        assert ssh_verdict(kh, LOOP, every.port, t)[0] == "accepted", t
+    r = await fetch_host_key(LOOP, rotated.port, "ssh-ed25519", 5)
+    assert r.fingerprint != rotated.stale[0].fingerprint()
+    assert ssh_verdict(kh, LOOP, rotated.port, "ssh-ed25519")[0] == "changed"
+    cert_type = "ssh-ed25519" + CERT
+    assert {name: ssh_verdict(kh, LOOP, s.port, cert_type)[0] for name, s in certs.items()} == {
+        "valid": "accepted", "other": "failed", "expired": "failed"}
+    assert ssh_verdict(kh, LOOP, sshd.unreachable(), "ssh-ed25519")[0] == "unreachable"
 
 
 # ---- peers that lie ------------------------------------------------------------------------

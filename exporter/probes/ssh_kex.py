@@ -155,7 +155,11 @@ class _Buf:
         return self.take(self.u32())
 
     def mpint(self) -> int:
-        return int.from_bytes(self.string(), "big", signed=True)
+        """A non-negative mpint: every one we read (e, n, f, r, s) is; a negative one is junk."""
+        n = int.from_bytes(self.string(), "big", signed=True)
+        if n < 0:
+            raise KexError("negative integer from the server")
+        return n
 
     def text(self) -> str:
         return self.string().decode("utf-8", "replace")
@@ -198,7 +202,10 @@ def _public_key(base: str, buf: _Buf) -> PublicKey:
             return ed25519.Ed25519PublicKey.from_public_bytes(buf.string())
         if base == "ssh-rsa":
             e = buf.mpint()
-            return rsa.RSAPublicNumbers(e, buf.mpint()).public_key()
+            key = rsa.RSAPublicNumbers(e, buf.mpint()).public_key()
+            if key.key_size < 1024:  # OpenSSH refuses such a key: "Invalid key length"
+                raise KexError(f"server's RSA key has {key.key_size} bits, below OpenSSH's 1024")
+            return key
         curve = base.removeprefix("ecdsa-sha2-")
         if buf.text() != curve:
             raise KexError(f"{base} key names another curve")
@@ -229,6 +236,8 @@ def verify_signature(host_key: HostKey, algorithm: str, signature: bytes, exchan
             key.verify(encode_dss_signature(r, rs.mpint()), exchange_hash, ec.ECDSA(hash_cls()))
     except InvalidSignature as exc:
         raise KexError("host key signature does not verify: the server does not hold this key") from exc
+    except ValueError as exc:  # a negative or oversized ECDSA r or s
+        raise KexError("host key signature does not parse") from exc
 
 
 # ---- key exchange methods ---------------------------------------------------------------

@@ -7,7 +7,8 @@ slow part) and shared; a key rotated away is just another name in the store.
 
 The variants the known_hosts tests need are `SshdKit` methods: every key type, a rotated key,
 a removed key type, host certificates (from the test CA, from another CA, expired), a legacy
-RHEL 6-era sshd, and a port that refuses connections.
+RHEL 6-era sshd, and a port that refuses connections. `ssh_verdict` asks Debian's own `ssh`
+(batch mode, one known_hosts file, one key type) what it makes of a host: the oracle.
 
 sshd run as root insists on its privilege separation directory (/run/sshd, which Debian's
 service unit creates at boot and a container never boots): the kit creates it, empty, 0755.
@@ -164,6 +165,36 @@ class Sshd:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(5)
+
+
+# What OpenSSH's client prints, in order of precedence, -> the kit's name for the outcome.
+_SSH_SAYS = (
+    ("REMOTE HOST IDENTIFICATION HAS CHANGED", "changed"),
+    ("REVOKED HOST KEY DETECTED", "revoked"),
+    ("Host key verification failed", "failed"),
+    ("no matching host key type found", "no-common-type"),
+    ("Connection refused", "unreachable"),
+    ("Permission denied", "accepted"),  # authentication comes after the host key was accepted
+)
+
+
+def ssh_verdict(known_hosts: Path, host: str, port: int, key_type: str,
+                options: tuple[str, ...] = ()) -> tuple[str, str]:
+    """What Debian's `ssh` in batch mode, trusting exactly `known_hosts`, does with this host
+    when it may only accept `key_type`: (outcome, stderr). Outcomes: accepted, changed,
+    revoked, failed (no trusted key), no-common-type, unreachable, or `other`. No login is
+    possible on a kit sshd, so "accepted" is the host key check passing, then Permission denied."""
+    base = key_type.removesuffix(CERT)
+    algorithms = [base] if base != "ssh-rsa" else ["rsa-sha2-512", "rsa-sha2-256", "ssh-rsa"]
+    if base != key_type:
+        algorithms = [a + CERT for a in algorithms]
+    done = subprocess.run(
+        ["ssh", "-F", "/dev/null", "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+         "-o", f"UserKnownHostsFile={known_hosts}", "-o", "GlobalKnownHostsFile=/dev/null",
+         "-o", f"HostKeyAlgorithms={','.join(algorithms)}", "-o", "PubkeyAuthentication=no",
+         "-o", "ConnectTimeout=5", *options, "-p", str(port), "-l", "nobody", host, "true"],
+        stdin=subprocess.DEVNULL, capture_output=True, text=True, timeout=30)
+    return next((name for text, name in _SSH_SAYS if text in done.stderr), "other"), done.stderr
 
 
 def _config(port: int, keys: tuple[KeyFile, ...], certs: tuple[CertFile, ...],
