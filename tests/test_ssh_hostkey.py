@@ -38,6 +38,13 @@ async def test_every_key_type_matches_ssh_keygen_on_one_server(sshd: SshdKit) ->
         assert r.banner is not None and r.banner.startswith("SSH-2.0-OpenSSH_")
         # OpenSSH 8.8+ offers an RSA key as rsa-sha2-512/256 only (no SHA-1 ssh-rsa by default)
         assert {*KEY_TYPES, "rsa-sha2-512", "rsa-sha2-256"} - {"ssh-rsa"} <= set(r.offered)
+    # Each check ends with our DISCONNECT: the host logs a clean goodbye, not a dropped connection.
+    said = "Received disconnect from 127.0.0.1 port "
+    for _ in range(100):
+        if server.log.read_text().count(said) == len(KEY_TYPES):
+            break
+        await asyncio.sleep(0.05)
+    assert server.log.read_text().count(":11: host key read [preauth]") == len(KEY_TYPES)
 
 
 @pytest.mark.parametrize("key_type", KEY_TYPES)
