@@ -230,6 +230,29 @@ def _first_packet_end(recorded: bytes) -> int:
     return start + 4 + int(struct.unpack("!I", recorded[start : start + 4])[0])
 
 
+async def test_appliance_that_drops_what_follows_the_version_line(sshd: SshdKit) -> None:
+    """Some appliance SSH servers read the client's version line with one recv() and drop the
+    rest. In front of a real sshd, such a server still gives the probe its key: our KEXINIT
+    waits for the server's version line, as OpenSSH's client's does."""
+    server = sshd.start(("ssh-ed25519",), name="every")
+
+    async def pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError):
+            while data := await src.read(65536):
+                dst.write(data)
+        dst.close()
+
+    async def appliance(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(LOOP, server.port)
+        first = await reader.read(65536)
+        up_writer.write(first[: first.index(b"\n") + 1])  # the version line; the rest is lost
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+
+    async with peer(appliance) as port:
+        r = await fetch_host_key(LOOP, port, "ssh-ed25519", 3)
+    assert (r.error, r.fingerprint) == (None, server.key("ssh-ed25519").fingerprint())
+
+
 async def test_junk_reset_and_silence_get_clear_errors(sshd: SshdKit) -> None:
     server = sshd.start(("ssh-ed25519",), name="every")
     recorded = capture(server.port, "ssh-ed25519")

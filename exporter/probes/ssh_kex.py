@@ -321,8 +321,9 @@ def _negotiate(ours: tuple[str, ...], theirs: tuple[str, ...]) -> str | None:
 class HostKeyExchange:
     """Bytes from the server in, bytes to send and finally the verified host key out.
 
-    `start()` gives our version line and KEXINIT; feed every chunk the server sends to
-    `feed()`, send what it returns, until `outcome` is set. Raises KexError or Fallback."""
+    `start()` gives our version line; feed every chunk the server sends to `feed()` and send
+    what it returns (our KEXINIT, then our ephemeral key) until `outcome` is set. Raises
+    KexError or Fallback."""
 
     def __init__(self, key_type: str, keys: EphemeralKeys | None = None, cookie: bytes | None = None) -> None:
         self.key_type = key_type
@@ -349,13 +350,17 @@ class HostKeyExchange:
         return f"closed by the server while waiting for {self.waiting_for}"
 
     def start(self) -> bytes:
-        return CLIENT_VERSION + b"\r\n" + packet(self._kexinit)
+        return CLIENT_VERSION + b"\r\n"
 
     def feed(self, data: bytes) -> bytes:
         self._in += data
         out = b""
-        if not self._server_version and not self._version_line():
-            return out
+        if not self._server_version:
+            if not self._version_line():
+                return out
+            # Our KEXINIT only now, as OpenSSH's client does: some appliance servers read the
+            # client's version line with one recv() and drop whatever came with it.
+            out = packet(self._kexinit)
         while self.outcome is None:
             payload = self._next_packet()
             if payload is None:
