@@ -63,7 +63,8 @@ def test_entries_and_endpoints_must_pair_up() -> None:
         store_views("pi", [entry("10.0.0.1_443")], [], {}, {}, {}, {})
 
 
-def logged(seen: dict[str, float], stored_cn: str = "prime-sec", since: float | None = 40.0, others: tuple[str, ...] = ()) -> bool:
+def logged(seen: dict[str, float], stored_cn: str = "prime-sec", since: float | None = 40.0,
+           others: tuple[str, ...] = ()) -> bool:
     """store_views' verdict for one entry, with the CNs of its store's other entries."""
     entries = [entry("10.0.0.2_8082", subj(stored_cn))]
     entries += [entry(f"10.0.1.{i}_443", subj(cn)) for i, cn in enumerate(others)]
