@@ -86,3 +86,22 @@ def test_headers_and_rate_limit_are_kept() -> None:
                             "rate_limit": {"interval": "100ms", "burst": 3}}, Path("."))
     assert cfg.headers == (("X-Frame-Options", "deny"),)  # blank means unset
     assert (cfg.rate_interval, cfg.rate_burst) == (0.1, 3)
+
+
+@pytest.mark.parametrize(("doc", "problem"), [
+    ({"junk": 1}, "junk: unknown key"),
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
+                            "cert_filse": "server.crt"}}, "tls_server_config.cert_filse: unknown key"),
+    ({"http_server_config": {"headers": {"X-Frame-Options": "deny"}, "header": {}}},
+     "http_server_config.header: unknown key"),
+    ({"rate_limit": {"interval": "1s", "burst": 2, "brust": 3}}, "rate_limit.brust: unknown key"),
+])
+def test_an_unknown_key_alone_is_refused(workdir: Path, doc: dict[str, object], problem: str) -> None:
+    """Each document is valid but for one misspelt key, so only the unknown-key check can
+    refuse it (the toolkit's junk-key example also lacks its cert_file)."""
+    with pytest.raises(ConfigError) as refused:
+        parse_web_config(doc, workdir)
+    assert refused.value.problems == [problem]
+    fixed = {k: {kk: vv for kk, vv in v.items() if kk not in ("cert_filse", "header", "brust")}
+             for k, v in doc.items() if k != "junk"}
+    parse_web_config(fixed, workdir)  # the same document without the typo is accepted
