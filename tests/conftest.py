@@ -21,6 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
+from exporter.subject import format_subject, parse_subject
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 
@@ -120,6 +121,16 @@ def write_config(
 @pytest.fixture
 def port() -> int:
     return free_port()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_subject_caches() -> None:
+    """exporter.subject caches its parses and prints per process. Each test starts with them
+    empty, so it runs the code as it is: scripts/mutation (mutmut) forks every mutant from a
+    process whose caches already hold the unmutated results, which hid every mutant under
+    parse_subject (the escapes, the byte decoding) from the tests that feed it."""
+    parse_subject.cache_clear()
+    format_subject.cache_clear()
 
 
 # ---------------------------------------------------------------- skips in CI

@@ -85,6 +85,13 @@ def test_all_unknown_takes_only_unknown_entries() -> None:
     assert plan.refusals == ()
 
 
+def test_a_refusal_does_not_stop_the_entries_after_it() -> None:
+    plan = make_accept_plan(scene(view(SEC, "10.0.0.6_443")), SEC, ["10.0.0.6_443", "10.0.0.9_443"],
+                            False, [], 60.0)
+    assert [r.entry for r in plan.refusals] == ["10.0.0.6_443"]
+    assert [c.entry for c in plan.candidates] == ["10.0.0.9_443"]
+
+
 def test_named_entries_in_the_order_given_once_each() -> None:
     plan = make_accept_plan(scene(), SEC, ["10.0.0.8_443", "10.0.0.1_8082", "10.0.0.8_443"], False,
                             [], 60.0)
@@ -167,6 +174,9 @@ def test_unknown_store_unknown_entries_and_unreadable_stores_are_errors() -> Non
     with pytest.raises(AcceptError, match=r"^--entry 'a_1', 'b\\\\n_1': no such entry in store "
                                           r"prime-pri; its keys are: 10.0.0.2_8082$"):
         make_accept_plan(scene(), PRI, ["a_1", "10.0.0.2_8082", "b\n_1"], False, [], 60.0)
+    with pytest.raises(AcceptError, match=r"its keys are: 10.0.0.1_8082, 10.0.0.8_443, 10.0.0.9_443, "
+                                          r"127.0.0.1_8082$"):
+        make_accept_plan(scene(), SEC, ["a_1"], False, [], 60.0)
     with pytest.raises(AcceptError, match=r"its keys are: none$"):
         make_accept_plan(snapshot([], [PRI]), PRI, ["a_1"], False, [], 60.0)
     with pytest.raises(AcceptError, match=r"^store prime-sec unreadable \(auth\\nfailed\): cannot "

@@ -20,6 +20,7 @@ def test_a_line_that_mentions_host_or_subject_anywhere_is_unparsed() -> None:
         "Trusted certificates:",  # ignored: no entry syntax
         "hostname is prime-pri",  # ignored: `host` without `=`
         "see HOST=10.0.0.1_443; subject=CN=x for details",  # entry syntax not at the start
+        "junk Host=10.0.0.3_443",  # `host=` alone is enough
         "  Subject= CN = y",
         "host=10.0.0.2_443; subject=CN=ok",
         "SUBJECT=z",
@@ -27,7 +28,8 @@ def test_a_line_that_mentions_host_or_subject_anywhere_is_unparsed() -> None:
     ])
     got = parse_listing(text)
     assert [e.key for e in got.entries] == ["10.0.0.2_443"]
-    assert got.bad_lines == ("see HOST=10.0.0.1_443; subject=CN=x for details", "Subject= CN = y",
+    assert got.bad_lines == ("see HOST=10.0.0.1_443; subject=CN=x for details", "junk Host=10.0.0.3_443",
+                             "Subject= CN = y",
                              "SUBJECT=z")
 
 

@@ -117,6 +117,20 @@ def test_an_unreadable_store_is_flagged_not_planned_as_clean(st: object, error: 
     assert [sp.error for sp in plan.stores] == [error, None, None]
 
 
+def test_a_store_in_two_pairs_is_planned_once_at_its_first_place() -> None:
+    cfg = config({"a": "10.0.0.1", "b": "10.0.0.2", "c": "10.0.0.3", "d": "10.0.0.4"},
+                 [("p1", "b", "a"), ("p2", "c", "b")])
+    views = [view(n, f"10.0.0.9{i}_443") for i, n in enumerate("abcd")]
+    snap = snapshot(views, ["d", "c", "b", "a"], pair_views(cfg, views))
+    plan = make_plan(snap)
+    assert [(sp.store, sp.pair, sp.pair_role) for sp in plan.stores] == [
+        ("b", "p1", "primary"), ("a", "p1", "secondary"), ("c", "p2", "primary"), ("d", None, None)]
+    assert [s.store for s in plan.steps] == ["b", "a", "c", "d"]
+    # A pair naming a store this snapshot does not hold (one store's snapshot): not planned.
+    only_a = snapshot(views[:1], ["a"], pair_views(cfg, views))
+    assert [sp.store for sp in make_plan(only_a).stores] == ["a"]
+
+
 def test_naming_a_store_keeps_its_pair_and_only_its_steps() -> None:
     snap = seed_snapshot()
     sec = make_plan(snap, store=SEC)
@@ -188,8 +202,8 @@ def test_a_key_outside_the_grammar_is_skipped_never_a_command() -> None:
                     bad.verdict, bad.probe, None)
     plan = make_plan(snapshot([v, bad], [LONE]))
     assert [s.entry for s in plan.steps] == ["10.0.0.9_443"]
-    assert [(s.entry, s.why) for s in plan.skipped] == [
-        ("a b_1", "'a b_1' is not a listcerts key (<address>_<port>); refusing to build a command")]
+    assert plan.skipped == (Skip(LONE, "a b_1", "mismatch", "subject", "'a b_1' is not a listcerts "
+                                 "key (<address>_<port>); refusing to build a command"),)
     with pytest.raises(PlanError):
         deletecert_command("10.0.0.1_8082; reload")
     assert deletecert_command("[::1]_8082") == f"{DEL} [::1]_8082"
@@ -312,6 +326,11 @@ def test_rendered_plan_with_nothing_stale_an_unreadable_server_and_a_skip() -> N
         "Not deleting 10.0.0.1_8082 on prime-sec: evidence baseline is weaker than --min-evidence "
         "fingerprint",
     ]
+
+
+def test_servers_with_nothing_to_delete_are_named_together() -> None:
+    text = render_plan(make_plan(seed_snapshot(), min_evidence="fingerprint"), with_next=False)
+    assert "\n\nNothing to delete on: prime-sec, pi-system-184.\n\n" in text
 
 
 def test_render_store_for_each_shape() -> None:

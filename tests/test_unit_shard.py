@@ -41,6 +41,8 @@ def test_keys_link_pairs_and_take_the_smallest_pair_name() -> None:
     assert keys(chain) == {"x": "aa", "y": "aa", "z": "aa"}
     backwards = config(["x", "y", "z"], [("zz", "z", "y"), ("aa", "x", "y")])
     assert keys(backwards) == {"x": "aa", "y": "aa", "z": "aa"}
+    smaller_first = config(["x", "y", "z"], [("aa", "x", "y"), ("zz", "z", "y")])
+    assert keys(smaller_first) == {"x": "aa", "y": "aa", "z": "aa"}
 
 
 def test_select_keeps_own_stores_and_their_pairs() -> None:

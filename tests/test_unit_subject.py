@@ -67,6 +67,7 @@ def test_both_print_styles(text: str, want: tuple[tuple[str, str], ...]) -> None
     ("/CN=a\\x4", "ax4"),  # too short for `\xHH`: `\x` is a literal x
     ("/CN=a\\xZZ", "axZZ"),  # not hex: literal
     ("/CN=a\\x4Z", "ax4Z"),
+    ("/CN=a\\xZ4", "axZ4"),  # each of the two digits is checked
     ("/CN=a\\4", "a4"),  # one hex digit at the end: literal
     ("/CN=a\\4Z", "a4Z"),
     ("/CN=a\\Z4", "aZ4"),

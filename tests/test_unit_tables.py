@@ -91,6 +91,7 @@ def test_endpoints_rejected(text: str, error: str) -> None:
     ("[2001:db8::1]", 443, "[2001:db8::1]:443"),  # already bracketed
     ("fe80::1%eth0", 8082, "[fe80::1%eth0]:8082"),
     ("ise.example", 1, "ise.example:1"),
+    ("Xbox-X", 8443, "Xbox-X:8443"),  # only brackets are stripped
 ])
 def test_format_and_split_endpoint(host: str, port: int, endpoint: str) -> None:
     assert format_endpoint(host, port) == endpoint
