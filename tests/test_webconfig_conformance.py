@@ -70,24 +70,6 @@ def test_toolkit_example(workdir: Path, name: str) -> None:
         assert cfg.ssl_context() is not None
 
 
-def test_inline_certificate_and_key(tmp_path: Path) -> None:
-    """The toolkit's tlsInline example, with a certificate of our own."""
-    server = make_cert([("CN", "localhost")])
-    cfg = parse_web_config(yaml.safe_load(yaml.safe_dump({"tls_server_config": {
-        "cert": server.cert_pem.decode(), "key": server.key_pem.decode(),
-        "client_auth_type": "VerifyClientCertIfGiven"}})), tmp_path)
-    assert cfg.ssl_context() is not None
-    assert not list(tmp_path.iterdir())  # the key went through a removed temporary file
-
-
-def test_headers_and_rate_limit_are_kept() -> None:
-    cfg = parse_web_config({"http_server_config": {"headers": {"X-Frame-Options": "deny",
-                                                               "X-XSS-Protection": ""}},
-                            "rate_limit": {"interval": "100ms", "burst": 3}}, Path("."))
-    assert cfg.headers == (("X-Frame-Options", "deny"),)  # blank means unset
-    assert (cfg.rate_interval, cfg.rate_burst) == (0.1, 3)
-
-
 @pytest.mark.parametrize(("doc", "problem"), [
     ({"junk": 1}, "junk: unknown key"),
     ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
@@ -105,3 +87,22 @@ def test_an_unknown_key_alone_is_refused(workdir: Path, doc: dict[str, object], 
     fixed = {k: {kk: vv for kk, vv in v.items() if kk not in ("cert_filse", "header", "brust")}
              for k, v in doc.items() if k != "junk"}
     parse_web_config(fixed, workdir)  # the same document without the typo is accepted
+
+
+def test_inline_certificate_and_key(tmp_path: Path) -> None:
+    """The toolkit's tlsInline example, with a certificate of our own."""
+    server = make_cert([("CN", "localhost")])
+    cfg = parse_web_config(yaml.safe_load(yaml.safe_dump({"tls_server_config": {
+        "cert": server.cert_pem.decode(), "key": server.key_pem.decode(),
+        "client_auth_type": "VerifyClientCertIfGiven"}})), tmp_path)
+    assert cfg.ssl_context() is not None
+    assert not list(tmp_path.iterdir())  # the key went through a removed temporary file
+
+
+def test_headers_and_rate_limit_are_kept() -> None:
+    cfg = parse_web_config({"http_server_config": {"headers": {"X-Frame-Options": "deny",
+                                                               "X-XSS-Protection": ""}},
+                            "rate_limit": {"interval": "100ms", "burst": 3}}, Path("."))
+    assert cfg.headers == (("X-Frame-Options", "deny"),)  # blank means unset
+    assert (cfg.rate_interval, cfg.rate_burst) == (0.1, 3)
+
