@@ -105,4 +105,3 @@ def test_headers_and_rate_limit_are_kept() -> None:
                             "rate_limit": {"interval": "100ms", "burst": 3}}, Path("."))
     assert cfg.headers == (("X-Frame-Options", "deny"),)  # blank means unset
     assert (cfg.rate_interval, cfg.rate_burst) == (0.1, 3)
-
