@@ -16,7 +16,8 @@ Both resets are logged at error level and counted in tofu_baseline_db_resets_tot
 
 Schema version 1 (PRAGMA user_version) adds, to v0.1's tables, the operator's attestations
 (`accept`), each entry's current status and the history of its changes; a v0.1 database is
-migrated in place when opened (the new tables start empty, nothing is rewritten).
+migrated in place when opened (the new tables start empty, nothing is rewritten). A database
+of a later version (a higher user_version) is refused at open and left as it is.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -164,6 +166,27 @@ def _statuses(db: sqlite3.Connection, store: str) -> dict[str, EntryStatus]:
     return {e: EntryStatus(Status(st, ev, fp), since, prev) for e, st, ev, fp, since, prev in rows}
 
 
+@dataclass(frozen=True)
+class Recorded:
+    """One entry as the database holds it: its endpoint and baseline, and its last recorded
+    status (None before any exporter recorded a verdict for it)."""
+
+    endpoint: str
+    baseline: Baseline
+    status: Status | None
+
+
+def _recorded(db: sqlite3.Connection, store: str, entry: str) -> Recorded | None:
+    row = db.execute("SELECT endpoint, kind, fingerprint, since FROM baselines "
+                     "WHERE store = ? AND entry = ?", (store, entry)).fetchone()
+    if row is None:
+        return None
+    st = db.execute("SELECT state, evidence, fingerprint FROM entry_status "
+                    "WHERE store = ? AND entry = ?", (store, entry)).fetchone()
+    return Recorded(row[0], Baseline(BaselineKind(row[1]), row[2], row[3]),
+                    None if st is None else Status(*st))
+
+
 def _change(row: tuple[object, ...]) -> Change:
     t, store, entry, sb, eb, fb, sa, ea, fa, reason = row
     return Change(float(t), str(store), str(entry),  # type: ignore[arg-type]
@@ -206,6 +229,43 @@ def _bad_header(path: Path) -> bool:
     except OSError:
         return False  # SQLite will say what is wrong with it
     return bool(head) and head != b"SQLite format 3\x00"
+
+
+def _stored_version(path: Path, sides: tuple[str, ...]) -> int | None:
+    """PRAGMA user_version, read without writing the database. With a WAL left behind (the
+    writer stopped without a checkpoint) it may hold a newer page 1: a read-only connection
+    reads through it and, unlike ours, does not checkpoint on close. Otherwise the header
+    (bytes 60-63, big-endian), read without SQLite: even a read-only connection would create
+    -wal and -shm files."""
+    if "-wal" in sides:
+        try:
+            ro = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro", uri=True)
+        except sqlite3.Error:
+            return None
+        try:
+            return int(ro.execute("PRAGMA user_version").fetchone()[0])
+        except sqlite3.Error:
+            return None  # corrupt: _connect says so
+        finally:
+            ro.close()
+    try:
+        with path.open("rb") as f:
+            head = f.read(64)
+    except OSError:
+        return None
+    if len(head) < 64 or not head.startswith(b"SQLite format 3\x00"):
+        return None
+    return int.from_bytes(head[60:64], "big")
+
+
+def _check_version(version: int | None, path: Path) -> None:
+    """A later version's database is neither migrated down nor written: its tables do not fit
+    our statements (every store failed with "7 columns but 6 values")."""
+    if version is not None and version > SCHEMA_VERSION:
+        raise StorageError(
+            f"baseline database {path}: written by a newer version of the exporter (schema "
+            f"version {version}; this version reads up to {SCHEMA_VERSION}): run that "
+            "version, or move the file aside to start afresh")
 
 
 def storage_problem(storage_path: str | Path) -> str | None:
@@ -266,6 +326,8 @@ class BaselineDB:
         sides = tuple(s for s in _SIDES if os.path.lexists(f"{self.path}{s}"))
         if not self._memory and _bad_header(self.path):
             raise _Corrupt("file is not a database (bad header)", None, sides)
+        if not self._memory:  # before SQLite opens (and writes) anything
+            _check_version(_stored_version(self.path, sides), self.path)
         db = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
         try:
             db.execute("PRAGMA journal_mode=WAL")
@@ -276,6 +338,7 @@ class BaselineDB:
             problems = [r for (r,) in db.execute("PRAGMA quick_check").fetchall() if r != "ok"]
             if problems:
                 raise _Corrupt(f"database disk image is malformed: {problems[0]}", db, sides)
+            _check_version(db.execute("PRAGMA user_version").fetchone()[0], self.path)
             db.executescript(_SCHEMA)
             _migrate(db)
         except sqlite3.Error as e:
@@ -574,20 +637,29 @@ class BaselineDB:
             lambda: dict(self._db.execute("SELECT endpoint, changed FROM endpoints").fetchall())
         )
 
-    def drop_stores(self, stores: Iterable[str]) -> None:
+    def drop_stores(self, stores: Iterable[str]) -> dict[str, Counter[str]]:
         """Forget stores (another shard owns them now): if one comes back, its entries are
         adopted anew, not trusted on rows nobody kept up to date meanwhile. The audit records
-        (attestations, history) stay."""
+        (attestations, history) stay. Returns store -> baseline kind -> rows dropped, for
+        the stores that held any."""
         names = list(stores)
 
-        def op() -> int:
+        def op() -> tuple[dict[str, Counter[str]], int]:
             with self._tx() as db:
+                dropped: dict[str, Counter[str]] = {}
+                for s in names:
+                    rows = Counter({str(kind): int(n) for kind, n in db.execute(
+                        "SELECT kind, COUNT(*) FROM baselines WHERE store = ? GROUP BY kind", (s,))})
+                    if rows:
+                        dropped[s] = rows
                 for table in ("baselines", "stores", "entry_status"):
                     db.executemany(f"DELETE FROM {table} WHERE store = ?", ((s,) for s in names))
-                return self._count(db)
+                return dropped, self._count(db)
 
         with self._lock:
-            self._write_sidecar(self._guard(op))
+            dropped, count = self._guard(op)
+            self._write_sidecar(count)
+        return dropped
 
     # ---- other processes (`accept`, `check`) on the same database ------------------------
 
@@ -667,18 +739,23 @@ class BaselineDB:
 
     # ---- attestations (`accept`) ----------------------------------------------------------
 
-    def attest(self, items: Sequence[Attestation]) -> list[Change]:
+    def attest(self, items: Sequence[Attestation],
+               verify: Callable[[dict[tuple[str, str], Recorded]], None] | None = None,
+               ) -> list[Change]:
         """Record an operator's acceptance of the live certificates of some entries, all or
         none: each baseline becomes `attested` with that fingerprint, and the history says who
-        and why. Raises ValueError, recording nothing, when an entry no longer points at the
-        attestation's endpoint (it left the list or moved since it was read); StorageError
-        when the database cannot be written."""
+        and why. `verify` sees each entry as recorded now ((store, entry) -> Recorded; absent:
+        no baseline, the entry left its store), inside the write transaction, so nothing
+        another process commits can slip between its check and the write; whatever it raises
+        propagates and nothing is recorded. Raises ValueError, recording nothing, when an
+        entry no longer points at the attestation's endpoint (it left the list or moved since
+        it was read); StorageError when the database cannot be written."""
         def op() -> list[Change]:
-            changes = []
-            with self._tx() as db:
-                for a in items:
-                    changes.append(self._attest_one(db, a))
-            return changes
+            with self._tx() as db:  # BEGIN IMMEDIATE: no other writer until COMMIT
+                if verify is not None:
+                    verify({(a.store, a.entry): r for a in items
+                            if (r := _recorded(db, a.store, a.entry)) is not None})
+                return [self._attest_one(db, a) for a in items]
 
         return self._guard(op)
 

@@ -9,7 +9,7 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import asdict
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -17,12 +17,11 @@ from exporter import __version__, exitcodes
 from exporter.baseline import StorageError, storage_problem
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler, setup
-from exporter.model import Evidence, State
-from exporter.report import rows, table
+from exporter.model import Evidence
+from exporter.report import exit_code, rows, table
 from exporter.server import WebOptions, parse_listen, serve
 from exporter.service import Service
-from exporter.shard import Shard
-from exporter.snapshot import Snapshot
+from exporter.shard import Shard, owns_none
 from exporter.text import visible
 
 if TYPE_CHECKING:
@@ -48,54 +47,114 @@ def run_async(main: Coroutine[Any, Any, _T]) -> _T:
     return uvloop.run(main)
 
 
-def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--config.file", dest="config_file", default="prime-tofu-exporter.yml",
-                        help="YAML configuration (default: %(default)s)")
-    common.add_argument("--storage.path", dest="storage_path", default="data",
-                        help="directory for the baseline database (default: %(default)s)")
-    common.add_argument("--log.level", dest="log_level", default="info",
-                        choices=["debug", "info", "warn", "warning", "error"])
-    common.add_argument("--log.format", dest="log_format", default="logfmt",
-                        choices=["logfmt", "json"])
-    web = argparse.ArgumentParser(add_help=False)
-    web.add_argument("--web.listen-address", dest="listen", action="append", default=None,
-                     help=f"host:port to serve on, repeatable (default: {DEFAULT_LISTEN})")
-    web.add_argument("--web.systemd-socket", dest="systemd_socket", action="store_true",
-                     help="serve on the sockets systemd passes (socket activation) instead")
-    web.add_argument("--web.config.file", dest="web_config", default=None,
-                     help="TLS, basic auth, headers, rate limit (exporter-toolkit format)")
-    web.add_argument("--web.telemetry-path", dest="telemetry_path", default="/metrics",
-                     help="path of the metrics (default: %(default)s)")
-    web.add_argument("--web.health-address", dest="health_listen", default=None,
-                     help="host:port of a plain HTTP port with only /-/healthy and /-/ready, "
-                          "no TLS or auth, for orchestrator probes (default: off)")
-    web.add_argument("--web.max-connections", dest="max_connections", type=int, default=512,
-                     help="open client connections at most; the longest silent or idle one "
-                          "makes room (default: %(default)s, lowered to fit RLIMIT_NOFILE)")
-    web.add_argument("--web.idle-timeout", dest="idle_timeout", type=float, default=15.0,
-                     help="seconds a connection may stay idle or half-sent (default: %(default)s)")
-    shard = argparse.ArgumentParser(add_help=False)
-    shard.add_argument("--shard", type=int, default=0,
-                       help="this replica's shard, 0 <= N < --total-shards (default: %(default)s)")
-    shard.add_argument("--total-shards", dest="total_shards", type=int, default=1,
-                       help="replicas the stores are spread over; each reads, probes and "
-                            "exports only the stores that hash to its shard (default: %(default)s)")
+# The flags that may stand before or after the subcommand, with their defaults. argparse
+# would let a subcommand's defaults overwrite what the top level read (`--storage.path X
+# serve` ran on ./data), so both levels parse them with no default (argparse.SUPPRESS) and
+# _resolve applies these once, for the flags the command takes.
+DEFAULTS: dict[str, Any] = {
+    "config_file": "prime-tofu-exporter.yml", "storage_path": "data", "log_level": "info",
+    "log_format": "logfmt", "listen": None, "systemd_socket": False, "web_config": None,
+    "telemetry_path": "/metrics", "health_listen": None, "max_connections": 512,
+    "idle_timeout": 15.0, "shard": 0, "total_shards": 1, "config_check": False,
+}
+COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
+    "demo": {"storage_path": None},  # None: the demo keeps its baselines in its --demo.dir
+}
+_BEFORE = "before_"  # dest prefix of a flag read before the subcommand
 
+_Add = Callable[..., Any]
+
+
+def _adder(p: argparse.ArgumentParser, prefix: str) -> _Add:
+    """add_argument for a shared flag: no argparse default (see DEFAULTS), help showing ours."""
+    def add(*names: str, dest: str, help: str | None = None, **kw: Any) -> None:
+        if help is not None:
+            help = help.replace("%(default)s", str(DEFAULTS[dest]))
+        if kw.get("action") != "store_true" and "choices" not in kw:
+            kw.setdefault("metavar", dest.upper())
+        p.add_argument(*names, dest=prefix + dest, default=argparse.SUPPRESS, help=help, **kw)
+    return add
+
+
+def _config_flags(add: _Add) -> None:
+    add("--config.file", dest="config_file", help="YAML configuration (default: %(default)s)")
+
+
+def _storage_flags(add: _Add) -> None:
+    add("--storage.path", dest="storage_path",
+        help="directory for the baseline database (default: %(default)s)")
+
+
+def _log_flags(add: _Add) -> None:
+    add("--log.level", dest="log_level", choices=["debug", "info", "warn", "warning", "error"])
+    add("--log.format", dest="log_format", choices=["logfmt", "json"])
+
+
+def _web_flags(add: _Add) -> None:
+    add("--web.listen-address", dest="listen", action="append",
+        help=f"host:port to serve on, repeatable (default: {DEFAULT_LISTEN})")
+    add("--web.systemd-socket", dest="systemd_socket", action="store_true",
+        help="serve on the sockets systemd passes (socket activation) instead")
+    add("--web.config.file", dest="web_config",
+        help="TLS, basic auth, headers, rate limit (exporter-toolkit format)")
+    add("--web.telemetry-path", dest="telemetry_path",
+        help="path of the metrics (default: %(default)s)")
+    add("--web.health-address", dest="health_listen",
+        help="host:port of a plain HTTP port with only /-/healthy and /-/ready, "
+             "no TLS or auth, for orchestrator probes (default: off)")
+    add("--web.max-connections", dest="max_connections", type=int,
+        help="open client connections at most; the longest silent or idle one "
+             "makes room (default: %(default)s, lowered to fit RLIMIT_NOFILE)")
+    add("--web.idle-timeout", dest="idle_timeout", type=float,
+        help="seconds a connection may stay idle or half-sent (default: %(default)s)")
+
+
+def _shard_flags(add: _Add) -> None:
+    add("--shard", dest="shard", type=int,
+        help="this replica's shard, 0 <= N < --total-shards (default: %(default)s)")
+    add("--total-shards", dest="total_shards", type=int,
+        help="replicas the stores are spread over; each reads, probes and "
+             "exports only the stores that hash to its shard (default: %(default)s)")
+
+
+def _check_flag(add: _Add) -> None:
+    add("--config.check", dest="config_check", action="store_true",
+        help="serve: validate the configuration (and --web.config.file) and exit "
+             "(0 valid, 2 invalid)")
+
+
+_FlagGroup = Callable[[_Add], None]
+_SERVE: tuple[_FlagGroup, ...] = (
+    _config_flags, _storage_flags, _log_flags, _web_flags, _shard_flags, _check_flag)
+_EPILOG = """\
+The flags above may also follow the subcommand; a flag the subcommand does not take is an
+error on either side. A flag given on both sides reads as if the subcommand's name were not
+there: the later value wins, and the addresses of --web.listen-address add up."""
+
+
+def _sub(sub: Any, name: str, groups: tuple[_FlagGroup, ...], help: str) -> argparse.ArgumentParser:
+    p: argparse.ArgumentParser = sub.add_parser(name, help=help)
+    for group in groups:
+        group(_adder(p, ""))
+    return p
+
+
+def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="prime-tofu-exporter",
         description="Prometheus exporter for TOFU certificate drift in Cisco Prime Infrastructure",
-        parents=[common, web, shard],
+        epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+    for group in _SERVE:  # every flag a subcommand shares (the union); _resolve checks them
+        group(_adder(p, _BEFORE))
     p.add_argument("--version", action="version", version=f"prime-tofu-exporter {__version__}")
-    p.add_argument("--config.check", dest="config_check", action="store_true",
-                   help="validate the configuration and exit (0 valid, 2 invalid)")
     sub = p.add_subparsers(dest="command")
-    sub.add_parser("serve", parents=[common, web, shard], help="run the exporter (default)")
-    check = sub.add_parser("check", parents=[common, shard], help="one pass, print verdicts, exit code")
+    _sub(sub, "serve", _SERVE, "run the exporter (default)")
+    check = _sub(sub, "check", (_config_flags, _storage_flags, _log_flags, _shard_flags),
+                 "one pass, print verdicts, exit code")
     check.add_argument("--output", choices=["table", "json"], default="table")
-    rem = sub.add_parser("remediate", parents=[common],
-                         help="print (or --apply) the deletecert fix for proven mismatches")
+    rem = _sub(sub, "remediate", (_config_flags, _storage_flags, _log_flags),
+               "print (or --apply) the deletecert fix for proven mismatches")
     rem.add_argument("--store", default=None, help="only this PI server")
     rem.add_argument("--entry", default=None, help="only this entry key, e.g. 10.0.0.2_8082")
     rem.add_argument("--output", choices=["table", "json"], default="table")
@@ -108,9 +167,9 @@ def _parser() -> argparse.ArgumentParser:
     rem.add_argument("--audit.file", dest="audit_file", default=None,
                      help="append-only JSON lines audit log "
                           "(default: <storage.path>/remediation-audit.jsonl)")
-    acc = sub.add_parser("accept", parents=[common],
-                         help="record the live certificate of unknown entries as attested, once "
-                              "you have seen PI's connection to the peer work")
+    acc = _sub(sub, "accept", (_config_flags, _storage_flags, _log_flags),
+               "record the live certificate of unknown entries as attested, once "
+               "you have seen PI's connection to the peer work")
     acc.add_argument("--store", required=True, help="the PI server holding the entries")
     which = acc.add_mutually_exclusive_group(required=True)
     which.add_argument("--entry", action="append", default=[], metavar="KEY",
@@ -123,15 +182,21 @@ def _parser() -> argparse.ArgumentParser:
     acc.add_argument("--audit.file", dest="audit_file", default=None,
                      help="append-only JSON lines audit log "
                           "(default: <storage.path>/remediation-audit.jsonl)")
-    hist = sub.add_parser("history", parents=[common],
-                          help="the recorded changes of entries' state, evidence and certificate")
+    # The database only: no --config.file (it reads none).
+    hist = _sub(sub, "history", (_storage_flags, _log_flags),
+                "the recorded changes of entries' state, evidence and certificate")
     hist.add_argument("--store", default=None, help="only this PI server")
     hist.add_argument("--entry", default=None, help="only this entry key")
     hist.add_argument("--since", default=None, metavar="DURATION",
                       help="only changes within this long, e.g. 24h or 7d")
     hist.add_argument("--output", choices=["table", "json"], default="table")
-    demo = sub.add_parser("demo", parents=[common, web],
-                          help="start a simulated PI lab on loopback and serve against it")
+    # No --config.file: the demo writes its own, for the lab it starts.
+    demo = _sub(sub, "demo", (_storage_flags, _log_flags, _web_flags),
+                "start a simulated PI lab on loopback and serve against it")
+    doctor = _sub(sub, "doctor", (_config_flags, _log_flags),
+                  "first contact with one PI server: connect as configured and print each step, "
+                  "safe to paste into a bug report")
+    doctor.add_argument("--store", required=True, help="the PI server to try")
     demo.add_argument("--demo.dir", dest="demo_dir", default=None,
                       help="where the lab writes keys, config and baselines (default: a temp dir)")
     demo.add_argument("--demo.regenerate-after", dest="regen_after", type=float, default=15.0,
@@ -141,10 +206,33 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _resolve(p: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.Namespace:
+    """The flags read before the subcommand, moved to their place: an error for a flag the
+    command does not take; on both sides, the later wins (repeatable ones add up). Then the
+    defaults of the flags the command takes and nobody gave."""
+    command = args.command = args.command or "serve"
+    sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+    takes = {a.dest for a in sub.choices[command]._actions}
+    given = vars(args)
+    for key in [k for k in given if k.startswith(_BEFORE)]:
+        dest, value = key.removeprefix(_BEFORE), given.pop(key)
+        if dest not in takes:
+            flag = next(a.option_strings[0] for a in p._actions if a.dest == key)
+            p.error(f"{flag} does not apply to `{command}`")
+        if dest not in given:
+            given[dest] = value
+        elif isinstance(value, list):
+            given[dest] = value + given[dest]
+    for dest, default in {**DEFAULTS, **COMMAND_DEFAULTS.get(command, {})}.items():
+        if dest in takes:
+            given.setdefault(dest, default)
+    return args
+
+
 def _parse(argv: Sequence[str] | None) -> argparse.Namespace:
     """Arguments, with --shard checked against --total-shards (argparse's exit code 2)."""
     p = _parser()
-    args = p.parse_args(argv)
+    args = _resolve(p, p.parse_args(argv))
     try:
         args.shard = Shard(getattr(args, "shard", 0), getattr(args, "total_shards", 1))
     except ValueError as e:
@@ -197,36 +285,31 @@ def _storage_failed(storage_path: str, e: StorageError) -> int:
 
 
 def _main(args: argparse.Namespace) -> int:
-    command = args.command or "serve"
-    if command == "demo":
-        from exporter.demo import run_demo  # the only way into the lab (pilab)
-
-        return run_demo(
-            demo_dir=args.demo_dir, regen_after=args.regen_after, duration=args.demo_duration,
-            listen_text=_listen_texts(args)[0], storage_path=args.storage_path,
-            log_level=args.log_level, log_format=args.log_format, web_config=args.web_config,
-        )
+    command = args.command
     if command == "history":  # the database only: no config, no SSH
         return _history(args)
     try:
-        web_opts = _web_options(args)
+        web_opts = _web_options(args) if command in ("serve", "demo") else None
     except ValueError as e:
         print(e, file=sys.stderr)
         return EXIT_ERROR
+    if command == "demo":
+        return _demo(args, web_opts)
     config = _load(args.config_file)
     if config is None:
         return EXIT_ERROR
-    if getattr(args, "web_config", None):
-        # Like the main config: a bad web config stops us before anything listens.
-        args.web_settings = _load_web(args.web_config)
-        if args.web_settings is None:
-            return EXIT_ERROR
-    if args.config_check:
-        for warning in config.warnings:
-            print(f"warning: {warning}", file=sys.stderr)
-        _web_warnings(args, to_stderr=True)
-        print(f"{args.config_file}: valid, {len(config.stores)} stores")
-        return EXIT_OK
+    if not _web_settings(args):
+        return EXIT_ERROR
+    if getattr(args, "config_check", False):
+        return _config_check(args, config)
+    if command == "check" and (empty := owns_none(config, args.shard)):
+        print(f"check: {empty}; nothing to check", file=sys.stderr)  # never "all match"
+        return EXIT_ERROR
+    if command == "doctor":  # baselines in memory: --storage.path is not touched
+        from exporter.doctor import run as run_doctor
+
+        setup(args.log_level, args.log_format, config.secrets)
+        return run_doctor(config, args.store)
     if (problem := storage_problem(args.storage_path)) is not None:
         print(problem, file=sys.stderr)  # a configuration error (2), never "mismatch" (1)
         return EXIT_ERROR
@@ -234,6 +317,13 @@ def _main(args: argparse.Namespace) -> int:
     for warning in config.warnings:
         log.warning(warning)
     _web_warnings(args, to_stderr=False)
+    if command == "serve":
+        assert web_opts is not None
+        return run_server(config, args, web_opts, handler)
+    return _one_shot(command, config, args)
+
+
+def _one_shot(command: str, config: Config, args: argparse.Namespace) -> int:
     if command == "remediate":
         from exporter.remediate.command import Options, run
 
@@ -251,9 +341,37 @@ def _main(args: argparse.Namespace) -> int:
             all_unknown=args.all_unknown, reason=args.reason, yes=args.yes, output=args.output,
             audit_file=args.audit_file,
         ))
-    if command == "check":
-        return run_async(check(config, args.storage_path, args.output, args.shard))
-    return run_server(config, args, web_opts, handler)
+    return run_async(check(config, args.storage_path, args.output, args.shard))
+
+
+def _web_settings(args: argparse.Namespace) -> bool:
+    """Load --web.config.file into args.web_settings; False (reported) when it is bad. Like
+    the main config: a bad web config stops us before anything listens."""
+    if getattr(args, "web_config", None):
+        args.web_settings = _load_web(args.web_config)
+        return args.web_settings is not None
+    return True
+
+
+def _demo(args: argparse.Namespace, web_opts: WebOptions | None) -> int:
+    from exporter.demo import run_demo  # the only way into the lab (pilab)
+
+    if web_opts is None or not _web_settings(args):
+        return EXIT_ERROR
+    _web_warnings(args, to_stderr=True)
+    return run_demo(
+        demo_dir=args.demo_dir, regen_after=args.regen_after, duration=args.demo_duration,
+        web_opts=web_opts, web_cfg=getattr(args, "web_settings", None),
+        storage_path=args.storage_path, log_level=args.log_level, log_format=args.log_format,
+    )
+
+
+def _config_check(args: argparse.Namespace, config: Config) -> int:
+    for warning in config.warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    _web_warnings(args, to_stderr=True)
+    print(f"{args.config_file}: valid, {len(config.stores)} stores")
+    return EXIT_OK
 
 
 def _web_warnings(args: argparse.Namespace, to_stderr: bool) -> None:
@@ -298,6 +416,7 @@ def _history(args: argparse.Namespace) -> int:
         except ValueError as e:
             print(f"--since {args.since!r}: {e}", file=sys.stderr)
             return EXIT_ERROR
+    setup(args.log_level, args.log_format)  # what the database layer logs (a reset, a repair)
     return run_history(args.storage_path, args.store, args.entry, since, args.output)
 
 
@@ -316,18 +435,6 @@ async def check(config: Config, storage: str, output: str, shard: Shard | None =
             if st.last is not None and not st.last.ok:
                 print(f"store {name} unreadable: {visible(st.last.error or '')}", file=sys.stderr)
     return exit_code(snap)
-
-
-def exit_code(snap: Snapshot) -> int:
-    """1 any mismatch (actionable first), 2 any store unreadable, 3 unknowns left, 0 all match."""
-    states = {v.verdict.state for v in snap.views}
-    if State.MISMATCH in states:
-        return EXIT_MISMATCH
-    if any(st.last is None or not st.last.ok for st in snap.stores.values()):
-        return EXIT_ERROR
-    if states - {State.MATCH}:
-        return EXIT_UNKNOWN
-    return EXIT_OK
 
 
 def run_server(

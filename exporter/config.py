@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -14,10 +15,16 @@ from typing import Any
 
 import yaml
 
+from exporter import jsse
 from exporter.commands import LISTCERTS
 from exporter.endpoint import parse_endpoint
 from exporter.files import loose_permissions
 
+# A configuration file (or web config) is read whole and parsed by PyYAML in pure Python:
+# 4 MiB (about 38,000 pins) takes 6 s of CPU, in a worker thread; a 50 MB file took 30 s and
+# a config symlinked to /dev/zero 9.8 GB of memory. Secret files hold one line.
+MAX_CONFIG_BYTES = 4 << 20
+MAX_SECRET_BYTES = 64 << 10
 _DURATION = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d)")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,62}$")
@@ -56,6 +63,8 @@ class StoreConfig:
     max_entries: int = 5000
     # A CLI command printing PI's health-monitor log (site-specific; unset = no log evidence).
     log_command: str | None = None
+    # What this PI's Java TLS client offers (exporter.jsse): a dual-certificate peer chooses by it.
+    tls_client_profile: str = jsse.DEFAULT
 
     @property
     def secrets(self) -> tuple[str, ...]:
@@ -134,21 +143,66 @@ def normalise_fingerprint(value: str) -> str:
     return fp
 
 
-def _port(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 < value < 65536:
-        raise ValueError("must be a port number 1-65535")
-    return value
+# Every number in the file has a range, checked at load like any other problem: v0.1 took
+# `history.max_records: 99999999999999999999999`, and `check` then died of SQLite's
+# OverflowError with exit 1 ("mismatch"). Inclusive; durations in seconds.
+SECOND, HOUR, DAY = 1.0, 3600.0, 86400.0
+BOUNDS: dict[str, tuple[float, float]] = {
+    "port": (1, 65535),
+    "connect_timeout": (0.001, HOUR),
+    "command_timeout": (0.001, HOUR),
+    "probe_timeout": (0.001, HOUR),
+    "store_interval": (0.001, 7 * DAY),
+    "probe_interval": (0.001, 7 * DAY),
+    "max_entries": (1, 1_000_000),
+    "probe_concurrency": (1, 10_000),
+    "store_concurrency": (1, 1_000),
+    "history.max_age": (0.001, 3650 * DAY),
+    "history.max_records": (1, 10_000_000),
+}
+
+
+def human_duration(seconds: float) -> str:
+    """3600.0 -> '1h', 0.001 -> '1ms': the largest unit that divides it."""
+    if seconds == 0:
+        return "0s"
+    for unit in ("d", "h", "m", "s"):
+        if seconds >= _UNITS[unit] and seconds % _UNITS[unit] == 0:
+            return f"{seconds / _UNITS[unit]:g}{unit}"
+    return f"{seconds * 1000:g}ms"
+
+
+def whole_number(lo: int, hi: int, noun: str = "a whole number") -> Callable[[object], int]:
+    def big(n: int) -> str:
+        return f"{n:,}" if n >= 100_000 else str(n)
+
+    def check(value: object) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            raise ValueError(f"must be {noun} from {big(lo)} to {big(hi)}")
+        return value
+    return check
+
+
+def duration_between(lo: float, hi: float) -> Callable[[object], float]:
+    def check(value: object) -> float:
+        seconds = parse_duration(value)
+        if not lo <= seconds <= hi:  # also NaN (YAML .nan)
+            raise ValueError(f"must be a duration from {human_duration(lo)} "
+                             f"to {human_duration(hi)}")
+        return seconds
+    return check
+
+
+def _bounded(key: str) -> Callable[[object], Any]:
+    lo, hi = BOUNDS[key]
+    if key.endswith(("_timeout", "_interval", "max_age")):
+        return duration_between(lo, hi)
+    return whole_number(int(lo), int(hi), "a port number" if key == "port" else "a whole number")
 
 
 def _str(value: object) -> str:
     if not isinstance(value, str) or not value.strip():
         raise ValueError("must be a non-empty string")
-    return value
-
-
-def _positive_int(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError("must be a positive integer")
     return value
 
 
@@ -167,11 +221,10 @@ def _prompt(value: object) -> str:
     return text
 
 
-def _positive_duration(value: object) -> float:
-    seconds = parse_duration(value)
-    if seconds <= 0:
-        raise ValueError("must be longer than 0s")
-    return seconds
+def _tls_client_profile(value: object) -> str:
+    if not isinstance(value, str) or value not in jsse.PROFILES:
+        raise ValueError(f"must be one of {' | '.join(jsse.PROFILES)}")
+    return str(value)
 
 
 def normalise_endpoint(value: object) -> str:
@@ -188,21 +241,33 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "private_key_passphrase_file": (_str, None),
     "known_hosts": (_str, None),
     "cli_mode": (_cli_mode, "shell"),
-    "connect_timeout": (_positive_duration, 10.0),
-    "command_timeout": (_positive_duration, 60.0),
-    "probe_timeout": (_positive_duration, 5.0),
-    "store_interval": (_positive_duration, 300.0),
-    "probe_interval": (_positive_duration, 60.0),
+    "connect_timeout": (_bounded("connect_timeout"), 10.0),
+    "command_timeout": (_bounded("command_timeout"), 60.0),
+    "probe_timeout": (_bounded("probe_timeout"), 5.0),
+    "store_interval": (_bounded("store_interval"), 300.0),
+    "probe_interval": (_bounded("probe_interval"), 60.0),
     "listcerts_command": (_str, LISTCERTS),
     "prompt": (_prompt, None),
-    "max_entries": (_positive_int, 5000),
+    "max_entries": (_bounded("max_entries"), 5000),
     "log_command": (_str, None),
+    "tls_client_profile": (_tls_client_profile, jsse.DEFAULT),
 }
-_STORE_ONLY = {"name": _str, "host": _str, "port": _port, "self_address": _str}
-_TOP_KEYS = {
-    "defaults", "stores", "pins", "endpoints", "pairs", "probe_concurrency", "store_concurrency",
-    "history",
-}
+_STORE_ONLY = {"name": _str, "host": _str, "port": _bounded("port"), "self_address": _str}
+_LIMITS = {"probe_concurrency": 64, "store_concurrency": 32}
+_HISTORY_KEYS = {"max_age", "max_records"}
+_PIN_KEYS = {"endpoint", "sha256"}
+_ENDPOINT_KEYS = {"endpoint", "sni", "connect"}
+_PAIR_KEYS = {"name", "primary", "secondary"}
+_TOP_KEYS = {"defaults", "stores", "pins", "endpoints", "pairs", "history", *_LIMITS}
+
+
+def schema() -> dict[str, set[str]]:
+    """Where -> the keys allowed there (`[]`: each item of a list). Any other key is an error
+    (_Collector.mapping), so this is every key a file can hold: the bounds test walks it."""
+    return {"": set(_TOP_KEYS), "defaults": set(_STORE_KEYS),
+            "stores[]": set(_STORE_KEYS) | set(_STORE_ONLY), "pins[]": set(_PIN_KEYS),
+            "endpoints[]": set(_ENDPOINT_KEYS), "pairs[]": set(_PAIR_KEYS),
+            "history": set(_HISTORY_KEYS)}
 
 
 class _Collector:
@@ -245,9 +310,15 @@ def _read_secret_file(c: _Collector, path: str, filename: str, base: Path) -> st
     filename = os.path.expandvars(filename)  # ${CREDENTIALS_DIRECTORY}/x under systemd LoadCredential
     p = (base / filename) if not os.path.isabs(filename) else Path(filename)
     try:
-        text = p.read_text(encoding="utf-8").strip()
+        text = read_text_limited(p, MAX_SECRET_BYTES).strip()
     except OSError as e:
         c.add(path, f"cannot read {p}: {e.strerror or e}")
+        return None
+    except FileTooLarge as e:
+        c.add(path, f"{p} {e}")
+        return None
+    except UnicodeDecodeError:
+        c.add(path, f"{p} is not UTF-8 text")
         return None
     if not text:
         c.add(path, f"{p} is empty")
@@ -372,6 +443,7 @@ def _build_store(
         prompt=merged["prompt"],
         max_entries=merged["max_entries"],
         log_command=merged["log_command"],
+        tls_client_profile=merged["tls_client_profile"],
     )
 
 
@@ -406,7 +478,7 @@ def _stores(
 
 def _pins(c: _Collector, top: dict[str, Any]) -> dict[str, str]:
     pins: dict[str, str] = {}
-    for i, raw in enumerate(c.items(top, "pins", {"endpoint", "sha256"})):
+    for i, raw in enumerate(c.items(top, "pins", _PIN_KEYS)):
         ep = c.check(f"pins[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
         fp = c.check(f"pins[{i}].sha256", lambda v: normalise_fingerprint(_str(v)), raw.get("sha256"))
         if ep and fp:
@@ -418,7 +490,7 @@ def _pins(c: _Collector, top: dict[str, Any]) -> dict[str, str]:
 
 def _endpoints(c: _Collector, top: dict[str, Any]) -> dict[str, EndpointConfig]:
     endpoints: dict[str, EndpointConfig] = {}
-    for i, raw in enumerate(c.items(top, "endpoints", {"endpoint", "sni", "connect"})):
+    for i, raw in enumerate(c.items(top, "endpoints", _ENDPOINT_KEYS)):
         ep = c.check(f"endpoints[{i}].endpoint", normalise_endpoint, raw.get("endpoint"))
         sni = c.check(f"endpoints[{i}].sni", _str, raw["sni"]) if "sni" in raw else None
         dial = (
@@ -433,7 +505,7 @@ def _endpoints(c: _Collector, top: dict[str, Any]) -> dict[str, EndpointConfig]:
 
 def _pairs(c: _Collector, top: dict[str, Any], seen: set[str]) -> list[PairConfig]:
     pairs: list[PairConfig] = []
-    for i, raw in enumerate(c.items(top, "pairs", {"name", "primary", "secondary"})):
+    for i, raw in enumerate(c.items(top, "pairs", _PAIR_KEYS)):
         values = {k: c.check(f"pairs[{i}].{k}", _str, raw.get(k)) for k in ("primary", "secondary")}
         for k, v in values.items():
             if v and v not in seen:
@@ -441,22 +513,23 @@ def _pairs(c: _Collector, top: dict[str, Any], seen: set[str]) -> list[PairConfi
         if values["primary"] and values["secondary"]:
             if values["primary"] == values["secondary"]:
                 c.add(f"pairs[{i}]", "primary and secondary must differ")
-            name = raw.get("name") or f"{values['primary']}+{values['secondary']}"
-            pairs.append(PairConfig(str(name), values["primary"], values["secondary"]))
+            name = c.check(f"pairs[{i}].name", _str, raw["name"]) if "name" in raw else None
+            name = name or f"{values['primary']}+{values['secondary']}"
+            pairs.append(PairConfig(name, values["primary"], values["secondary"]))
     return pairs
 
 
-def _limit(c: _Collector, top: dict[str, Any], key: str, default: int) -> int:
+def _limit(c: _Collector, top: dict[str, Any], key: str) -> int:
     if key not in top:
-        return default
-    return c.check(key, _positive_int, top[key]) or default
+        return _LIMITS[key]
+    return c.check(key, _bounded(key), top[key]) or _LIMITS[key]
 
 
 def _history(c: _Collector, top: dict[str, Any]) -> HistoryConfig:
-    raw = c.mapping("history", top.get("history"), {"max_age", "max_records"})
+    raw = c.mapping("history", top.get("history"), _HISTORY_KEYS)
     d = HistoryConfig()
-    age = c.check("history.max_age", _positive_duration, raw["max_age"]) if "max_age" in raw else None
-    n = c.check("history.max_records", _positive_int, raw["max_records"]) if "max_records" in raw else None
+    age, n = (c.check(f"history.{k}", _bounded(f"history.{k}"), raw[k]) if k in raw else None
+              for k in ("max_age", "max_records"))
     return HistoryConfig(age or d.max_age, n or d.max_records)
 
 
@@ -472,8 +545,8 @@ def parse_config(data: object, source: str = "<config>", base: Path | None = Non
     pins = _pins(c, top)
     endpoints = _endpoints(c, top)
     pairs = _pairs(c, top, seen)
-    concurrency = _limit(c, top, "probe_concurrency", 64)
-    readers = _limit(c, top, "store_concurrency", 32)
+    concurrency = _limit(c, top, "probe_concurrency")
+    readers = _limit(c, top, "store_concurrency")
     history = _history(c, top)
     c.problems.extend(secret_collisions(stores))
     if c.problems:
@@ -501,7 +574,7 @@ def secret_collisions(stores: Iterable[StoreConfig]) -> list[str]:
             for j, other in enumerate(stores):
                 for what, public in (("name", other.name), ("host", other.host),
                                      ("username", other.username)):
-                    if secret in public:
+                    if public and secret in public:  # None: that key had its own error
                         whose = "its" if i == j else f"stores[{j}]'s"
                         problems.append(
                             f"stores[{i}]: the {field_name} equals or appears in {whose} {what}; "
@@ -509,12 +582,47 @@ def secret_collisions(stores: Iterable[StoreConfig]) -> list[str]:
     return problems
 
 
+class FileTooLarge(ValueError):
+    def __init__(self, limit: int) -> None:
+        super().__init__(f"is larger than {_size(limit)}, the limit for this file "
+                         "(docs/configuration.md)")
+
+
+def _size(n: int) -> str:
+    return f"{n >> 20} MiB" if n % (1 << 20) == 0 else f"{n >> 10} KiB"
+
+
+def read_text_limited(path: str | Path, limit: int) -> str:
+    """The file as text (UTF-8, universal newlines, as Path.read_text), read with a bounded
+    read: a larger file, or a device that never ends (/dev/zero), fails once `limit` + 1 bytes
+    are in, never read() of all of it. Opened non-blocking so a FIFO without a writer reads
+    as empty instead of hanging the reader. Raises OSError, FileTooLarge, UnicodeDecodeError."""
+    fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
+    with open(fd, "rb", buffering=0, closefd=True) as f:
+        os.set_blocking(fd, True)
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and st.st_size > limit:
+            raise FileTooLarge(limit)
+        data = bytearray()
+        while len(data) <= limit:
+            chunk = f.read(min(1 << 20, limit + 1 - len(data)))
+            if not chunk:
+                break
+            data += chunk
+    if len(data) > limit:
+        raise FileTooLarge(limit)
+    return data.decode("utf-8").replace("\r\n", "\n").replace("\r", "\n")
+
+
 def load_config(path: str | Path) -> Config:
+    """Reads files: off the event loop when serving (exporter.server's reload)."""
     p = Path(path)
     try:
-        text = p.read_text(encoding="utf-8")
+        text = read_text_limited(p, MAX_CONFIG_BYTES)
     except OSError as e:
         raise ConfigError(str(p), [f"cannot read: {e.strerror or e}"]) from None
+    except FileTooLarge as e:
+        raise ConfigError(str(p), [str(e)]) from None
     except UnicodeDecodeError:
         raise ConfigError(str(p), ["is not UTF-8 text"]) from None
     try:
@@ -524,4 +632,8 @@ def load_config(path: str | Path) -> Config:
         where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark else ""
         problem = getattr(e, "problem", None) or str(e)
         raise ConfigError(str(p), [f"(yaml) {where}{problem}"]) from None
+    except ValueError as e:  # an integer of more than 4300 digits (sys.int_info)
+        raise ConfigError(str(p), [f"(yaml) a number too long to read: {e}"]) from None
+    except RecursionError:  # PyYAML composes nested collections recursively
+        raise ConfigError(str(p), ["(yaml) collections nested too deeply"]) from None
     return parse_config(data, str(p), p.parent.resolve())

@@ -9,14 +9,18 @@ import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from exporter.config import load_config
 from exporter.logs import setup
-from exporter.server import parse_listen, serve
+from exporter.server import serve
+from exporter.webopts import WebOptions
 from pilab.scene import Lab, start_demo_scene
+
+if TYPE_CHECKING:
+    from exporter.webconfig import WebConfig
 
 log = logging.getLogger("exporter.demo")
 
@@ -58,34 +62,33 @@ class DemoOptions:
     demo_dir: str | None
     regen_after: float
     duration: float
-    listen_text: str
-    storage_path: str
+    web_opts: WebOptions  # every --web.* flag, as `serve` takes them
+    web_cfg: WebConfig | None  # --web.config.file, loaded and checked
+    storage_path: str | None  # None: <demo dir>/data
     log_level: str
     log_format: str
-    web_config: str | None
 
 
 async def _run(opts: DemoOptions, workdir: Path) -> None:
     lab, cfg_path = await prepare(workdir)
-    storage_path = opts.storage_path
-    if storage_path == "data":  # the default: keep the demo's baselines with the demo
-        storage_path = str(workdir / "data")
+    storage_path = opts.storage_path or str(workdir / "data")  # the demo's baselines with the demo
     config = load_config(cfg_path)
     handler = setup(opts.log_level, opts.log_format, config.secrets)
-    listen = parse_listen(opts.listen_text)
-    web_cfg = None
-    if opts.web_config:
-        from exporter.webconfig import load_web_config
-
-        web_cfg = load_web_config(opts.web_config)
-    shown = f"http://{listen[0] or '127.0.0.1'}:{listen[1]}/"
+    web, web_cfg = opts.web_opts, opts.web_cfg
+    scheme = "https" if web_cfg is not None and web_cfg.tls is not None else "http"
     print(f"demo lab in {workdir}; config {cfg_path}", flush=True)
     for name, pi in lab.pis.items():
         print(f"  PI {name}: ssh -p {pi.port} admin@{pi.host}", flush=True)
     for name, ep in lab.endpoints.items():
         print(f"  TLS {name}: {ep.endpoint} sha256={ep.current.fingerprint_sha256[:16]}…",
               flush=True)
-    print(f"exporter: {shown} (metrics at {shown}metrics)", flush=True)
+    if web.systemd_socket:
+        print("exporter: on the sockets systemd passed", flush=True)
+    for host, port in web.listen if not web.systemd_socket else ():
+        shown = f"{scheme}://{host or '127.0.0.1'}:{port}/"
+        print(f"exporter: {shown} (metrics at {shown}{web.telemetry_path.lstrip('/')})", flush=True)
+    if web.health_listen:
+        print(f"health: {web.health_listen} (/-/healthy, /-/ready)", flush=True)
 
     stop = asyncio.Event()
 
@@ -106,7 +109,8 @@ async def _run(opts: DemoOptions, workdir: Path) -> None:
     if opts.duration > 0:
         tasks.append(asyncio.create_task(stop_later()))
     try:
-        await serve(config, str(cfg_path), storage_path, listen, handler, web_cfg, stop=stop)
+        await serve(config, str(cfg_path), storage_path, web.listen[0], handler, web_cfg,
+                    stop=stop, web_opts=web)
     finally:
         for t in tasks:
             t.cancel()

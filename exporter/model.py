@@ -69,6 +69,7 @@ class LiveCert:
     serial: str  # hex
     not_before: float  # unix seconds
     not_after: float
+    key_type: str = ""  # "RSA 2048", "EC secp256r1", "Ed25519": which key a dual-cert peer chose
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +79,7 @@ class ProbeResult:
     error: str | None  # short, secret-free reason when cert is None
     duration_seconds: float
     timestamp: float  # unix seconds when the probe finished
+    tls_version: str | None = None  # "TLSv1.2", "TLSv1.3": what the handshake that got cert spoke
 
     @property
     def success(self) -> bool:

@@ -9,8 +9,10 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from exporter import exitcodes
 from exporter.commands import deletecert, is_key
 from exporter.model import Attested, EntryView, State
+from exporter.snapshot import Snapshot
 from exporter.subject import format_subject
 from exporter.text import visible
 
@@ -85,3 +87,16 @@ def table(items: list[Row]) -> str:
             lines.append(f"fix (mismatch) on {visible(r.store)}: {r.remediation}   "
                          f"({r.evidence}: {visible(r.reason)})")
     return "\n".join(lines)
+
+
+def exit_code(snap: Snapshot) -> int:
+    """`check` and `doctor`: 1 any mismatch (actionable first), 2 any store unreadable,
+    3 unknowns left, 0 all match."""
+    states = {v.verdict.state for v in snap.views}
+    if State.MISMATCH in states:
+        return exitcodes.MISMATCH
+    if any(st.last is None or not st.last.ok for st in snap.stores.values()):
+        return exitcodes.ERROR
+    if states - {State.MATCH}:
+        return exitcodes.UNKNOWN
+    return exitcodes.OK

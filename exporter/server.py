@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING
 from exporter.config import Config, ConfigError, load_config
 from exporter.logs import RedactingHandler
 from exporter.service import Service
-from exporter.shard import ALL, Shard
+from exporter.shard import ALL, Shard, owns_none
 from exporter.webopts import WebOptions, parse_listen
 
 if TYPE_CHECKING:
@@ -55,6 +55,13 @@ def _on_stop_signals(loop: asyncio.AbstractEventLoop, stop: asyncio.Event) -> No
         signal.signal(signal.SIGINT, on_signal)
 
 
+def _warn_if_empty(config: Config, shard: Shard) -> None:
+    """A replica that owns no store serves (and is ready: legitimate while scaling out), but
+    an operator must be able to see that it watches nothing (docs/sharding.md)."""
+    if (why := owns_none(config, shard)) is not None:
+        log.warning("this replica watches no store", extra={"reason": why})
+
+
 async def serve(
     config: Config,
     config_file: str,
@@ -71,18 +78,27 @@ async def serve(
     (and the web config). `web_opts` (the --web.* flags) overrides `listen`."""
     from exporter.webserve import WebServer  # here: `check` and `remediate` skip the web stack
 
-    service = Service(config, storage_path, shard)
+    service = Service(config, storage_path, shard, drop_others=True)  # a replica, not a one-shot
+    _warn_if_empty(config, shard)
     web_server = WebServer(service, service.config, web_cfg,
                            web_opts or WebOptions(listen=(listen,)))
 
+    one_at_a_time = asyncio.Lock()  # a slow read must not apply its file after a newer one
+
     async def reload() -> str | None:
+        async with one_at_a_time:
+            return await _reload()
+
+    async def _reload() -> str | None:
         try:
-            new = load_config(config_file)
+            # In a worker thread: reading and parsing (up to MAX_CONFIG_BYTES, seconds of
+            # PyYAML for the largest) must not stall /-/healthy or the scrapes.
+            new = await asyncio.to_thread(load_config, config_file)
         except ConfigError as e:
             service.reload_failed()
             log.error("reload failed, old config kept", extra={"error": str(e)})
             return str(e)
-        error = web_server.reload_web_config()
+        error = await web_server.reload_web_config()
         if error:
             return error
         handler.secrets = tuple({*handler.secrets, *new.secrets})
@@ -90,6 +106,7 @@ async def serve(
             log.warning(warning)
         await service.apply_config(new)
         log.info("configuration reloaded", extra={"stores": len(new.stores)})
+        _warn_if_empty(new, shard)
         return None
 
     await web_server.start(reload, {"shard": f"{shard.index}/{shard.total}"} if shard.sharded else {})

@@ -19,18 +19,22 @@ import asyncio
 import dataclasses
 import logging
 import sqlite3
-import threading
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from pathlib import Path
+
+from prometheus_client import Counter as PromCounter
 
 from exporter.baseline import BaselineDB, StorageError
 from exporter.collector import render_chunks
 from exporter.config import Config, StoreConfig
 from exporter.endpoint import entry_endpoint as _entry_endpoint
 from exporter.history import EntryStatus, diff
+from exporter.jsse import DEFAULT as _DEFAULT_PROFILE
 from exporter.model import (
+    Attested,
+    Baseline,
     BaselineKind,
     EntryView,
     ErrorReason,
@@ -41,13 +45,21 @@ from exporter.model import (
     StoreStatus,
 )
 from exporter.pairs import pair_views
-from exporter.prime.listing import parse_capped
+from exporter.prime.listing import cli_error, parse_capped
 from exporter.prime.logs import tofu_failures
 from exporter.prime.ssh import PiSession, StoreReadError
 from exporter.probe import probe_many
 from exporter.shard import ALL, Shard, select
 from exporter.snapshot import Snapshot
-from exporter.state import STOP_DEADLINE, StoreState, stop_tasks
+from exporter.state import (
+    STOP_DEADLINE,
+    Decided,
+    StoreData,
+    StoreState,
+    next_version,
+    stop_tasks,
+    with_endpoints,
+)
 from exporter.views import store_views
 from exporter.workers import Workers
 
@@ -63,10 +75,35 @@ BACKOFF_MAX = 60.0
 # which the exporter calls itself unhealthy: restarting it is the remedy left.
 FAILURE_BOUND = 5
 
+# Process-wide, in the default registry that /metrics appends (as tofu_baseline_db_resets):
+# evidence a replica dropped because another shard owns its store (docs/sharding.md).
+ROWS_DROPPED = PromCounter(
+    "tofu_baseline_rows_dropped",
+    "Baseline rows of stores another shard owns, dropped by this replica at start or reload, "
+    "by the baseline's kind",
+    ["kind"],
+)
+for _kind in BaselineKind:
+    ROWS_DROPPED.labels(_kind.value)
+
 
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
     """Where to probe an entry from here (see exporter.endpoint.entry_endpoint)."""
     return _entry_endpoint(store.self_address, entry.host, entry.port)
+
+
+def _no_entries(listing: Listing, text: str) -> None:
+    """A listing without entries is an empty store only when nothing in it says otherwise:
+    taken for one, an error would drop every baseline, and the entries, listed again, would
+    be witnessed anew with whatever certificate their peers present then."""
+    if listing.bad_lines:
+        raise StoreReadError(
+            ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
+        )
+    if (error := cli_error(text)) is not None:
+        raise StoreReadError(
+            ErrorReason.COMMAND, f"the CLI answered with an error, not a listing: {error[:200]}"
+        )
 
 
 def _outcome(r: ProbeResult | None) -> tuple[str | None, str | None] | None:
@@ -96,11 +133,13 @@ class _Bound:
 
 
 class Service:
-    def __init__(self, config: Config, storage_path: Path | str, shard: Shard = ALL) -> None:
+    def __init__(self, config: Config, storage_path: Path | str, shard: Shard = ALL,
+                 drop_others: bool = False) -> None:
         self.storage_path = str(storage_path)  # what `accept` and `history` must be given too
         # Sharded (exporter.shard): this replica reads, probes, stores and exports only the
         # stores of its shard; every config it is given, at start or reload, is cut down here.
-        self.shard = shard
+        # Only a long-running replica (`serve`) may drop the other shards' rows (_own).
+        self.shard, self.drop_others = shard, drop_others
         path = Path(storage_path)
         self.db = BaselineDB(path if str(storage_path) == ":memory:" else path / "baseline.db")
         config = self.config = self._own(config)
@@ -117,7 +156,6 @@ class Service:
         self._probe_task: asyncio.Task[None] | None = None
         self._history_pruned = 0.0
         self.workers = Workers()  # large stores' parsing, recording and deciding
-        self._baselines_lock = threading.Lock()  # see _set_baselines
         self._start_task: asyncio.Task[None] | None = None
         # Supervision: unexpected exceptions per loop kind; consecutive failures and the last
         # error per loop instance ("start", "probe", "store:<name>"); tasks that ended.
@@ -133,12 +171,22 @@ class Service:
         self.stop_deadline = STOP_DEADLINE
 
     def _own(self, config: Config) -> Config:
-        """This replica's part of a config. Rows of stores another shard owns are dropped:
-        a store that moves back later is adopted anew, not trusted on stale rows."""
+        """This replica's part of a config. A long-running replica (`drop_others`: `serve`)
+        drops the rows of stores another shard owns, logged and counted: a store that moves
+        back later is adopted anew, not trusted on rows nobody kept up to date. A one-shot
+        command (`check --shard`) drops nothing: that evidence is not its own."""
         mine = select(config, self.shard)
-        if mine is not config:
-            self.db.drop_stores({s.name for s in config.stores} - {s.name for s in mine.stores})
+        if mine is not config and self.drop_others:
+            self._drop({s.name for s in config.stores} - {s.name for s in mine.stores})
         return mine
+
+    def _drop(self, stores: set[str]) -> None:
+        for store, rows in sorted(self.db.drop_stores(stores).items()):
+            log.warning("dropped the baselines of a store another shard owns", extra={
+                "store": store, "rows": sum(rows.values()), "shard": self.shard.index,
+                "total_shards": self.shard.total, **{k.value: rows[k.value] for k in BaselineKind}})
+            for kind, n in rows.items():
+                ROWS_DROPPED.labels(kind).inc(n)
 
     # ---- the public state API (remediation, tests) -----------------------------------
 
@@ -175,11 +223,9 @@ class Service:
             # listing takes about 100 characters per entry; 100,000 entries parse in 0.7 s.
             listing, beyond = await self.workers.run(len(text) // 100, parse_capped, text,
                                              store.max_entries)
+            if not listing.entries:
+                _no_entries(listing, text)
             del text  # a multi-MB listing need not live through the probes below
-            if not listing.entries and listing.bad_lines:
-                raise StoreReadError(
-                    ErrorReason.PARSE, f"{len(listing.bad_lines)} lines, none of them an entry"
-                )
         except StoreReadError as e:
             read = StoreRead(
                 store.name, False, None, time.perf_counter() - start, time.time(),
@@ -189,24 +235,23 @@ class Service:
             log.warning("store read failed", extra={"store": store.name, "reason": e.reason.value,
                                                     "error": e.message})
         else:
-            state.capped = beyond
-            read = await self._read_ok(state, session, listing, time.perf_counter() - start)
+            read = await self._read_ok(state, session, listing, beyond,
+                                       time.perf_counter() - start)
         state.last = read
         self._snapshot = None
         return read
 
-    def _note_listing(self, state: StoreState, listing: Listing) -> Listing:
+    def _note_listing(self, state: StoreState, listing: Listing, capped: int) -> None:
         store = state.cfg
         if listing.bad_lines:
             state.errors[ErrorReason.PARSE.value] += 1
             log.warning("unparseable lines in listing", extra={
                 "store": store.name, "count": len(listing.bad_lines),
                 "first": listing.bad_lines[0][:200]})
-        if state.capped:
+        if capped:
             log.warning("store holds more entries than max_entries; extra entries not shown",
-                        extra={"store": store.name, "entries": len(listing.entries) + state.capped,
+                        extra={"store": store.name, "entries": len(listing.entries) + capped,
                                "max_entries": store.max_entries})
-        return listing
 
     def _storage_failed(self, state: StoreState, duration: float, e: Exception) -> StoreRead:
         """The list was read but its baselines could not be recorded: not a success."""
@@ -217,50 +262,69 @@ class Service:
             "store": state.name, "reason": ErrorReason.STORAGE.value, "error": str(e)})
         return StoreRead(state.name, False, None, duration, time.time(), ErrorReason.STORAGE, error)
 
-    def _observe(self, state: StoreState, listing: Listing
-                 ) -> tuple[Listing, bool, tuple[str, ...], dict[str, str], set[str]]:
+    def _observe(self, state: StoreState, listing: Listing, capped: int
+                 ) -> tuple[Listing, tuple[str, ...], dict[str, str], set[str]]:
         """Record a parsed listing in the baseline database: the listing kept (the previous
-        one when unchanged), whether it is unchanged, its endpoints, entry key -> endpoint,
-        and the keys that appeared. Runs in a worker thread (the database has its lock)."""
-        listing = self._note_listing(state, listing)
-        prev = state.last_success
-        same = prev is not None and prev.listing is not None and prev.listing == listing
-        if same and prev is not None and prev.listing is not None:
-            listing = prev.listing  # keep one copy of an unchanged list, not one per read
-            eps = state.endpoints
+        one when unchanged), its endpoints, entry key -> endpoint, and the keys that
+        appeared. From here until the read swaps its data in (_swap_read) the database is
+        ahead of the store's data. Runs in a worker thread for a large store."""
+        self._note_listing(state, listing, capped)
+        data = state.data
+        if data.listing is not None and data.listing == listing:
+            listing, eps = data.listing, data.endpoints  # one copy of an unchanged list
         else:
             eps = tuple(entry_endpoint(state.cfg, e) for e in listing.entries)
         endpoints = dict(zip((e.key for e in listing.entries), eps, strict=True))
-        return listing, same, eps, endpoints, self.db.observe_store(state.name, endpoints)
+        with state.evidence_lock:  # the database and `observed` move together
+            before, state.observed = state.observed, listing
+            try:
+                appeared = self.db.observe_store(state.name, endpoints)
+            except BaseException:
+                state.observed = before  # rolled back: the database holds what it held
+                raise
+            state.incoming = frozenset(eps)
+        return listing, eps, endpoints, appeared
 
     async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
-                       duration: float) -> StoreRead:
+                       capped: int, duration: float) -> StoreRead:
         store = state.cfg
         try:
-            listing, same, eps, endpoints, appeared = await self.workers.run(
-                len(listing.entries), self._observe, state, listing)
+            listing, eps, endpoints, appeared = await self.workers.run(
+                len(listing.entries), self._observe, state, listing, capped)
         except STORAGE_ERRORS as e:  # nothing of this read is kept: the next one tries again
             return self._storage_failed(state, duration, e)
         self.storage_failures.pop(f"store:{store.name}", None)
-        if not same:
-            self._set_endpoints(state, eps)
         read = StoreRead(store.name, True, listing, duration, time.time())
         if appeared:
-            # Witness the certificate now, while it is the one PI just stored.
+            # Witness the certificate now, while it is the one PI just stored. Decisions
+            # meanwhile see the old data whole: the new listing is not swapped in yet.
             log.info("entries appeared", extra={"store": store.name,
                                                 "entries": ",".join(sorted(appeared))})
             await self.probe_endpoints({endpoints[k] for k in appeared})
-        state.last_success = read
-        await self.workers.run(len(listing.entries), self._set_baselines, state)
+        await self.workers.run(len(listing.entries), self._swap_read, state, read, eps, capped)
         if store.log_command:
             await self._read_log(state, session)
         return read
 
-    def _set_endpoints(self, state: StoreState, eps: tuple[str, ...]) -> None:
-        old = state.endpoint_set
-        state.endpoints, state.endpoint_set = eps, frozenset(eps)
-        self._prune_due = self._prune_due or not old <= state.endpoint_set
-        state.bump()
+    def _swap_read(self, state: StoreState, read: StoreRead, eps: tuple[str, ...],
+                   capped: int) -> None:
+        """Swap in what one read made, in one assignment: its listing, the endpoints, the
+        capped count and the baselines the database holds for that listing."""
+        with state.evidence_lock:
+            if state.observed is not read.listing:
+                return  # a newer read of this store told the database of its listing: it swaps
+            old = state.data
+            if old.listing is read.listing:
+                eps = old.endpoints  # unchanged list: keep the endpoints (a reload may have moved them)
+            baselines, attested = self._fresh_baselines(state, old)
+            moved = (old.listing is not read.listing or eps != old.endpoints
+                     or baselines is not old.baselines)
+            new = state.update(moved, read=read, capped=capped, baselines=baselines,
+                               attested=attested, **with_endpoints(eps))
+            state.incoming = frozenset()
+        if not old.endpoint_set <= new.endpoint_set:
+            self._prune_due = True  # some endpoint may have lost its last entry
+        self._snapshot = None
 
     async def _read_log(self, state: StoreState, session: PiSession) -> None:
         """Note TOFU-failed records that are new since the last read. Records present at the
@@ -273,37 +337,42 @@ class Service:
             log.warning("log command failed; no log evidence this cycle",
                         extra={"store": store.name, "error": e.message})
             return
-        before = state.log_counts
         now = time.time()
-        # A record new since the last read was written after that read, maybe long before
-        # this one: date it there, so an entry re-stored meanwhile (remediation) is not blamed.
-        written = state.log_read_at if state.log_read_at is not None else now
-        if before is not None:
-            # Fewer records than before means the log rotated: every record left is new to us.
-            rotated = sum(counts.values()) < sum(before.values())
-            for cn, n in counts.items():
-                if rotated or n > before.get(cn, 0):
-                    state.log_seen[cn] = written
-                    state.bump()
-        state.log_counts = counts
-        state.log_read_at = now
+        state.swap(lambda data: data.with_log(data.log.after(counts, now)))
+        self._snapshot = None
 
     # ---- probing --------------------------------------------------------------------
 
-    def _targets(self, endpoints: Iterable[str]) -> list[tuple[str, float, str | None, str | None]]:
+    def _targets(
+        self, endpoints: Iterable[str]
+    ) -> list[tuple[str, float, str | None, str | None, str]]:
         timeout = max((s.probe_timeout for s in self.config.stores), default=5.0)
+        profiles = {s.tls_client_profile for s in self.config.stores}
+        same = profiles.pop() if len(profiles) == 1 else None  # nearly every site
         out = []
         for ep in endpoints:
             ec = self.config.endpoints.get(ep)
-            out.append((ep, timeout, ec.sni if ec else None, ec.connect if ec else None))
+            out.append((ep, timeout, ec.sni if ec else None, ec.connect if ec else None,
+                        same or self._profile(ep)))
         return out
+
+    def _profile(self, endpoint: str) -> str:
+        """The TLS client profile of the first store (in config order) listing `endpoint`:
+        one probe per endpoint, so stores whose Java differs share the first one's view."""
+        for state in self.stores.values():
+            if endpoint in state.data.endpoint_set or endpoint in state.incoming:
+                return state.cfg.tls_client_profile
+        return _DEFAULT_PROFILE
 
     def known_endpoints(self, store_names: Iterable[str] | None = None) -> set[str]:
         names = set(store_names) if store_names is not None else None
         eps: set[str] = set()
         for name, state in self.stores.items():
-            if state.last_success is not None and (names is None or name in names):
-                eps.update(state.endpoint_set)
+            if names is None or name in names:
+                data = state.data
+                if data.read is not None:
+                    eps.update(data.endpoint_set)
+                eps.update(state.incoming)  # a read in flight probes these
         return eps
 
     def pickup(self) -> None:
@@ -316,8 +385,7 @@ class Service:
             return
         if moved:
             for state in self.stores.values():
-                if state.last_success is not None:
-                    self._set_baselines(state)
+                self._set_baselines(state)
             self._snapshot = None
 
     async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
@@ -329,7 +397,7 @@ class Service:
         self.probes.update(results)
         if changed:
             for state in self.stores.values():
-                if not changed.isdisjoint(state.endpoint_set):
+                if not changed.isdisjoint(state.data.endpoint_set):
                     state.bump()
         fps = {ep: r.cert.fingerprint_sha256 for ep, r in results.items() if r.cert is not None}
         if fps:
@@ -343,8 +411,7 @@ class Service:
                 self.storage_failures.pop("probes", None)
             if filled:
                 for state in self.stores.values():
-                    if state.last_success is not None:
-                        self._set_baselines(state)
+                    self._set_baselines(state)
         self._snapshot = None
 
     def _storage_problem(self, what: str, e: Exception) -> None:
@@ -492,16 +559,16 @@ class Service:
 
     async def _store_loop(self, store: StoreConfig) -> None:
         name = f"store:{store.name}"
-
-        async def step() -> None:
-            await self.read_store(store)
-            if self._prune_due:
-                self.prune()
-            await self._decide()  # now: the history dates a change when it is seen
-
         while True:
-            retry = await self._attempt("store", name, step, store.name)
+            retry = await self._attempt("store", name, lambda: self._store_step(store), store.name)
             await asyncio.sleep(store.store_interval if retry is None else retry)
+
+    async def _store_step(self, store: StoreConfig) -> None:
+        """One pass of a store's loop: read it, prune, decide."""
+        await self.read_store(store)
+        if self._prune_due:
+            self.prune()
+        await self._decide()  # now: the history dates a change when it is seen
 
     def _probe_interval(self) -> float:
         return min((s.probe_interval for s in self.config.stores), default=60.0)
@@ -586,10 +653,7 @@ class Service:
             elif state.cfg != cfg:
                 self._retire(state)
                 await state.reconfigure(cfg, self.stop_deadline)
-                if state.last_success is not None and state.last_success.listing is not None:
-                    # self_address may move
-                    self._set_endpoints(state, tuple(entry_endpoint(cfg, e)
-                                                     for e in state.last_success.listing.entries))
+                self._move_endpoints(state)  # self_address may have moved
             else:
                 state.bump()  # pins and endpoint settings may have changed: decide again
                 stores[cfg.name] = state
@@ -628,52 +692,77 @@ class Service:
         return snap
 
     def _status_only(self) -> Snapshot:
-        stores = {n: StoreStatus(n, s.last, s.last_success, dict(s.errors))
+        stores = {n: StoreStatus(n, s.last, s.data.read, dict(s.errors))
                   for n, s in self.stores.items()}
         return Snapshot(stores, (), {}, {}, config_reload_ok=self.config_reload_ok,
                         ready=self.ready, loop_errors=dict(self.loop_errors))
 
     def _set_baselines(self, state: StoreState) -> None:
-        # Read and keep under one lock: a worker thread (a large store's read) and the loop
-        # (pickup, a probe that filled baselines) can both run this; without it the older read
-        # could be kept last, stale until the store's next read.
-        with self._baselines_lock:
-            self._keep_baselines(state)
+        """Keep the baselines the database holds now, if they belong to the store's listing:
+        while a read probes the entries that appeared, the database already holds the new
+        listing's rows (a departed entry's are gone), and the read swaps them in with that
+        listing. Under the store's evidence lock: a worker thread (a large store's read) and
+        the loop (pickup, a probe that filled baselines) can both run this, and without it
+        the older read could be kept last, stale until the store's next read."""
+        with state.evidence_lock:
+            data = state.data
+            if data.read is None or data.listing is not state.observed:
+                return
+            baselines, attested = self._fresh_baselines(state, data)
+            if baselines is not data.baselines:
+                state.update(baselines=baselines, attested=attested)
+                self._snapshot = None
 
-    def _keep_baselines(self, state: StoreState) -> None:
+    def _fresh_baselines(self, state: StoreState, data: StoreData
+                         ) -> tuple[Mapping[str, Baseline], Mapping[str, Attested]]:
+        """The store's baselines and attestations in the database (`data`'s own objects when
+        unchanged). Who attested, when, why: read only when the baselines changed (an
+        `accept` changes them), so scrapes and pages never query the database for it."""
         fresh = self.db.baselines(state.name)
-        if fresh != state.baselines:
-            # Who attested, when, why: read here, when the baselines changed (an `accept`
-            # changes them), so scrapes and pages never query the database for it. Read
-            # before the baselines are kept: a failed read is tried again next time.
-            any_attested = any(b.kind is BaselineKind.ATTESTED for b in fresh.values())
-            state.attested = self.db.attested(state.name) if any_attested else {}
-            state.baselines = fresh
-            state.bump()
+        if fresh == data.baselines:
+            return data.baselines, data.attested
+        any_attested = any(b.kind is BaselineKind.ATTESTED for b in fresh.values())
+        return fresh, self.db.attested(state.name) if any_attested else {}
+
+    def _move_endpoints(self, state: StoreState) -> None:
+        """The config changed: the endpoints of the store's entries again, in one swap."""
+        old = state.data
+
+        def move(data: StoreData) -> StoreData:
+            if data.listing is None:
+                return data
+            eps = tuple(entry_endpoint(state.cfg, e) for e in data.listing.entries)
+            return dataclasses.replace(data, version=next_version(), **with_endpoints(eps))
+
+        if not old.endpoint_set <= state.swap(move).endpoint_set:
+            self._prune_due = True
 
     async def _decide(self) -> None:
         """Decide and record the stores whose version moved, a large one in a worker thread
         (100,000 entries take over a second of CPU, which would hold every scrape and
         /-/healthy). A snapshot then finds them decided."""
         for state in list(self.stores.values()):
-            ok = state.last_success
-            if state.views_version != state.version and ok is not None and ok.listing is not None:
-                await self.workers.run(len(ok.listing.entries), self._store_views, state)
+            data = state.data
+            if state.decided.version != data.version and data.listing is not None:
+                await self.workers.run(len(data.listing.entries), self._store_views, state)
 
-    def _store_views(self, state: StoreState) -> tuple[EntryView, ...]:
-        """One store's views, decided again only when its version moved: a probe cycle that
-        saw the same certificates (the usual one) decides nothing again."""
-        version = state.version  # what is decided: a bump meanwhile decides again next time
-        if state.views_version != version:
-            ok = state.last_success
-            assert ok is not None and ok.listing is not None
-            views = store_views(state.name, ok.listing.entries, state.endpoints, self.probes,
-                                state.baselines, self.config.pins, state.log_seen, state.attested)
+    def _store_views(self, state: StoreState) -> tuple[StoreData, tuple[EntryView, ...]]:
+        """One store's data and its views, decided again only when its version moved: a probe
+        cycle that saw the same certificates (the usual one) decides nothing again. The data
+        is read once, and only it is decided: its listing with its own endpoints and
+        baselines. Deciding and recording are one step per store, so an older decision
+        (another loop's, in another thread) is never recorded after a newer one."""
+        with state.decide_lock:
+            data = state.data
+            decided = state.decided
+            if decided.version == data.version or data.listing is None:
+                return data, decided.views
+            views = store_views(state.name, data.listing.entries, data.endpoints, self.probes,
+                                data.baselines, self.config.pins, data.log.seen, data.attested)
             if self._stopping:  # decided in a worker while stopping: not worth a long write
-                return views
-            state.views = self._record(state.name, views)
-            state.views_version = version
-        return state.views
+                return data, views
+            state.decided = Decided(data.version, self._record(state.name, views))
+            return data, state.decided.views
 
     def _record(self, store: str, views: tuple[EntryView, ...]) -> tuple[EntryView, ...]:
         """Write what changed to the history; the views learn when their state began. A
@@ -707,15 +796,15 @@ class Service:
         for name, state in self.stores.items():
             if only is not None and name not in only:
                 continue
-            ok = state.last_success
-            stores[name] = StoreStatus(name, state.last, ok, dict(state.errors))
-            if state.capped:
-                capped[name] = state.capped
-            if ok is None or ok.listing is None:
+            data, decided = self._store_views(state)
+            stores[name] = StoreStatus(name, state.last, data.read, dict(state.errors))
+            if data.capped:
+                capped[name] = data.capped
+            if data.listing is None:
                 continue
-            bad[name] = len(ok.listing.bad_lines)
-            views.extend(self._store_views(state))
-            versions[name] = state.views_version
+            bad[name] = len(data.listing.bad_lines)
+            views.extend(decided)
+            versions[name] = data.version
         known = {v.endpoint for v in views}
         changed = {ep: t for ep, t in self.db.changed_times().items() if ep in known}
         return Snapshot(

@@ -77,3 +77,12 @@ def select(config: Config, shard: Shard) -> Config:
         stores=tuple(s for s in config.stores if s.name in own),
         pairs=tuple(p for p in config.pairs if p.primary in own),
     )
+
+
+def owns_none(config: Config, shard: Shard) -> str | None:
+    """Why this shard has nothing to do, when it owns none of the config's stores (more
+    replicas than stores, or an unlucky hash); None when it owns some."""
+    if select(config, shard).stores:
+        return None
+    return (f"shard {shard.index} of {shard.total} owns none of the {len(config.stores)} "
+            f"stores in {config.source}")

@@ -34,12 +34,15 @@ class Snapshot:
     shard: Shard = ALL  # which stores this replica owns (exporter.shard)
 
     def for_store(self, name: str) -> Snapshot:
+        """One store's series (/probe?target=): its store and entry series, the endpoints its
+        entries point at, and the HA pairs whose primary it is. A pair's series (both
+        directions) belong to the pair, so a multi-target job carries them once."""
         views = tuple(v for v in self.views if v.store == name)
         eps = {v.endpoint for v in views}
         return Snapshot(
             _only(self.stores, {name}), views, _only(self.probes, eps), _only(self.changed, eps),
             _only(self.capped, {name}), _only(self.bad_lines, {name}), self.config_reload_ok,
-            self.ready, tuple(p for p in self.pairs if name in (p.primary, p.secondary)),
+            self.ready, tuple(p for p in self.pairs if p.primary == name),
             _only(self.versions, {name}), shard=self.shard,
         )
 

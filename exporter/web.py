@@ -62,17 +62,66 @@ def render(snap: Snapshot, with_process: bool = True) -> bytes:
     return b"".join(map(plain, chunks)) + (generate_latest(REGISTRY) if with_process else b"")
 
 
-# ---- gzip ------------------------------------------------------------------------------
+# ---- negotiation -------------------------------------------------------------------------
+# Any client may send these headers: a malformed one must not fail the request (nor log a
+# traceback per request). RFC 9110 gives no rule for a malformed member; we ignore that
+# member as if it were absent (RFC 9110 12.4.2, 12.5.3): treating `gzip;q=.` as q=1 would
+# send gzip to a client that may not want it, while identity is always acceptable.
+
+# RFC 9110 12.4.2: qvalue = ( "0" [ "." 0*3DIGIT ] ) / ( "1" [ "." 0*3("0") ] )
+_QVALUE = re.compile(r"0(?:\.[0-9]{0,3})?|1(?:\.0{0,3})?")
+_VERSION = re.compile(r"[0-9]+(?:\.[0-9]+)*")
+
+
+def _weight(params: str) -> float | None:
+    """The q of one Accept-Encoding member: 1 without one, None if it is malformed."""
+    q = 1.0
+    for param in params.split(";"):
+        name, eq, value = param.partition("=")
+        if name.strip().lower() == "q":
+            if not eq or not _QVALUE.fullmatch(value.strip()):
+                return None
+            q = float(value)
+    return q
 
 
 def accepts_gzip(header: str) -> bool:
+    """RFC 9110 12.5.3: gzip's own weight, else that of `*` (which stands only for the
+    codings not named), else not acceptable. Malformed members count as absent."""
+    weights: dict[str, float] = {}
     for part in header.split(","):
-        name, _, params = part.strip().partition(";")
-        if name.strip().lower() in ("gzip", "*"):
-            m = re.search(r"q\s*=\s*([0-9.]+)", params)
-            if m is None or float(m.group(1)) > 0:
-                return True
-    return False
+        coding, _, params = part.partition(";")
+        coding = coding.strip().lower()
+        q = _weight(params)
+        if coding in ("gzip", "*") and q is not None:
+            weights[coding] = max(q, weights.get(coding, 0.0))
+    return weights.get("gzip", weights.get("*", 0.0)) > 0
+
+
+def _well_formed_accept(header: str) -> str:
+    """`Accept` without the members whose version parameter prometheus_client's
+    choose_encoder cannot compare (`version=abc` raised TypeError: HTTP 500); a quoted
+    version is unquoted (RFC 9110 5.6.6 allows either form)."""
+    kept = []
+    for member in header.split(","):
+        params = member.split(";")
+        for i, param in enumerate(params[1:], 1):
+            name, _, value = param.partition("=")
+            if name.strip() == "version":
+                value = value.strip()
+                if len(value) >= 2 and value[0] == value[-1] == '"':
+                    value = value[1:-1]
+                if value and not _VERSION.fullmatch(value):
+                    break
+                params[i] = f"{name}={value}"
+        else:
+            kept.append(";".join(params))
+    return ",".join(kept)
+
+
+def wants_openmetrics(header: str) -> bool:
+    _, content_type = choose_encoder(_well_formed_accept(header))
+    return content_type.startswith("application/openmetrics-text")
 
 
 # ---- OpenMetrics from the text chunks ----------------------------------------------------
@@ -128,6 +177,9 @@ async def _stream(
     resp = web.StreamResponse(headers=headers)
     resp.content_length = sum(map(size, chunks))
     await resp.prepare(request)
+    if request.method == "HEAD":  # GET's headers, no body (aiohttp would write one)
+        await resp.write_eof()
+        return resp
     for chunk in chunks:
         data = chunk.plain() if isinstance(chunk, Packed) else chunk
         async with asyncio.timeout(WRITE_TIMEOUT):
@@ -152,10 +204,10 @@ def make_app(
     async def metrics(request: web.Request) -> web.StreamResponse:
         snap = service.snapshot()
         chunks: list[Chunk] = await text.get(snap, lambda: render_chunks(snap))
-        _, content_type = choose_encoder(request.headers.get("Accept", ""))
+        openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept, Accept-Encoding"}
         body: list[Chunk]
-        if content_type.startswith("application/openmetrics-text"):
+        if openmetrics:
             headers["Content-Type"] = OPENMETRICS_TYPE
             om_chunks = await om.get(snap, lambda: [openmetrics_chunk(c) for c in chunks])
             body = [*om_chunks, own_openmetrics()]
@@ -163,7 +215,7 @@ def make_app(
             body = [*chunks, generate_latest(REGISTRY)]
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
-            if content_type.startswith("application/openmetrics-text"):
+            if openmetrics:
                 pieces, crc, total = await asyncio.to_thread(gz.pieces, body[:-1])
             else:
                 pieces, crc, total = await gzipped.get(snap, lambda: gz.pieces(chunks))
@@ -246,6 +298,12 @@ def _health_handlers(service: Service) -> tuple[Handler, Handler]:
 
     async def ready(_: web.Request) -> web.Response:
         why = service.not_ready()
+        if why is None and service.shard.sharded and not service.config.stores:
+            # Ready (more replicas than stores is legitimate while scaling out), but say it.
+            shard = service.shard
+            return web.Response(text=f"Ready, but shard {shard.index} of {shard.total} owns "
+                                     f"none of the stores in {service.config.source}: this "
+                                     "replica watches nothing.\n")
         if why is None:
             return web.Response(text="Ready.\n")
         return web.Response(status=503, text=f"Not ready: {why}.\n")

@@ -20,7 +20,15 @@ from typing import Any
 
 import yaml
 
-from exporter.config import ConfigError, parse_duration
+from exporter.config import (
+    HOUR,
+    MAX_CONFIG_BYTES,
+    ConfigError,
+    FileTooLarge,
+    duration_between,
+    read_text_limited,
+    whole_number,
+)
 from exporter.files import loose_permissions
 
 TLS_VERSIONS = {"TLS10": ssl.TLSVersion.TLSv1, "TLS11": ssl.TLSVersion.TLSv1_1,
@@ -58,12 +66,19 @@ HEADERS: dict[str, Callable[[str], bool]] = {
     "X-XSS-Protection": lambda v: True,
     "Strict-Transport-Security": lambda v: True,
 }
+# RFC 9110 5.1 field-name (a token) and 5.5 field-value, without obs-text: what may be sent
+# as a response header. A value may be blank (the key then unsets the header).
+_TOKEN = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+_FIELD_VALUE = re.compile(r"(?:[\x21-\x7e]+(?:[ \t]+[\x21-\x7e]+)*)?")
 _TOP = {"tls_server_config", "http_server_config", "basic_auth_users", "rate_limit",
         "auth_excluded_paths"}
 _TLS_KEYS = {"cert_file", "key_file", "cert", "key", "client_ca_file", "client_ca",
              "client_auth_type", "client_allowed_sans", "min_version", "max_version",
              "cipher_suites", "prefer_server_cipher_suites", "curve_preferences"}
 _HTTP_KEYS = {"http2", "headers"}
+# Bounded like every number of the main config (exporter.config.BOUNDS); interval 0: no limit.
+_RATE_KEYS: dict[str, Callable[[object], float | int]] = {
+    "interval": duration_between(0.0, HOUR), "burst": whole_number(0, 1_000_000)}
 # Keys of newer or forked toolkit versions we know and refuse, with why.
 _REFUSED = {
     "bearer_auth_tokens": "not supported: use basic_auth_users or client certificates",
@@ -310,10 +325,19 @@ def _parse_http(http: dict[str, Any], problems: _Problems) -> tuple[tuple[str, s
         check = HEADERS.get(name)
         if isinstance(v, int | float) and not isinstance(v, bool):
             v = str(v)  # YAML reads `X-XSS-Protection: 1` as a number
-        if check is None:
+        if not isinstance(name, str) or not _TOKEN.fullmatch(name):
+            problems.add("http_server_config.headers",
+                         f"{name!r} is not a header name (RFC 9110 5.1: a token)")
+        elif check is None:
             problems.add(f"http_server_config.headers.{name}",
                          f"not a header the web config may set (one of {sorted(HEADERS)})")
-        elif not isinstance(v, str) or not check(v):
+        elif not isinstance(v, str) or not _FIELD_VALUE.fullmatch(v):
+            # CR/LF would end the header early or fail every response, /-/healthy included.
+            problems.add(f"http_server_config.headers.{name}",
+                         f"invalid value {v!r}: visible ASCII characters with spaces or "
+                         "tabs between them (RFC 9110 5.5), no CR, LF, NUL or other control "
+                         "character, no leading or trailing space")
+        elif not check(v):
             problems.add(f"http_server_config.headers.{name}", f"invalid value {v!r}")
         elif v:  # blank: unset
             out.append((name, v))
@@ -341,21 +365,24 @@ def _parse_users(raw: dict[str, Any], problems: _Problems,
 
 
 def _parse_rate(rate: dict[str, Any], problems: _Problems) -> tuple[float, int]:
-    interval, burst = 0.0, 0
     for key in rate:
-        if key not in ("interval", "burst"):
+        if key not in _RATE_KEYS:
             problems.add(f"rate_limit.{key}", "unknown key")
-    if not rate:
-        return interval, burst
-    try:
-        interval = parse_duration(rate.get("interval", "0s"))
-    except ValueError as e:
-        problems.add("rate_limit.interval", str(e))
-    burst = rate.get("burst", 0)
-    if not isinstance(burst, int) or isinstance(burst, bool) or burst < 0:
-        problems.add("rate_limit.burst", "must be a whole number >= 0")
-        burst = 0
-    return interval, burst
+    values = {"interval": 0.0, "burst": 0}
+    for key, check in _RATE_KEYS.items():
+        if key in rate:
+            try:
+                values[key] = check(rate[key])
+            except ValueError as e:
+                problems.add(f"rate_limit.{key}", str(e))
+    return float(values["interval"]), int(values["burst"])
+
+
+def schema() -> dict[str, set[str]]:
+    """Where -> the keys allowed there (any other key is an error): every key a web config can
+    hold, for the bounds test. basic_auth_users and headers are keyed by user and header name."""
+    return {"": _TOP | set(_REFUSED), "tls_server_config": set(_TLS_KEYS),
+            "http_server_config": set(_HTTP_KEYS), "rate_limit": set(_RATE_KEYS)}
 
 
 def parse_web_config(data: Any, base: Path, source: str = "web config") -> WebConfig:
@@ -394,9 +421,13 @@ def parse_web_config(data: Any, base: Path, source: str = "web config") -> WebCo
 
 
 def load_web_config(path: str | Path) -> WebConfig:
+    """Reads files: off the event loop when serving (WebServer.reload_web_config)."""
     p = Path(path)
     try:
-        data = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError, UnicodeDecodeError) as e:
+        # ValueError: an integer too long for int() (and UnicodeDecodeError).
+        data = yaml.safe_load(read_text_limited(p, MAX_CONFIG_BYTES))
+    except FileTooLarge as e:
+        raise ConfigError(str(p), [str(e)]) from None
+    except (OSError, yaml.YAMLError, ValueError, RecursionError) as e:
         raise ConfigError(str(p), [f"cannot read: {e}"]) from None
     return parse_web_config(data, p.parent, str(p))

@@ -51,13 +51,13 @@ class WebServer:
         self.runners: list[web.AppRunner] = []
         self.conns: ConnectionGuard | None = None
 
-    def reload_web_config(self) -> str | None:
+    async def reload_web_config(self) -> str | None:
         """Re-read --web.config.file (users, headers, limits, certificates); a bad one is
-        refused and the old one kept."""
+        refused and the old one kept. Read and checked in a worker thread, swapped in here."""
         if not self.web_config_path:
             return None
         try:
-            cfg = load_web_config(self.web_config_path)
+            cfg = await asyncio.to_thread(load_web_config, self.web_config_path)
         except ConfigError as e:
             log.error("web config reload failed, old one kept", extra={"error": str(e)})
             return str(e)

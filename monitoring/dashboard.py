@@ -118,7 +118,7 @@ def build(s: Settings) -> dict[str, Any]:
     panels: list[Any] = []
     panels.append(db.Row("Is any PI server about to break?").grid_pos(pos(1, 24, 0, 0)))
     panels.append(
-        stat.Panel().title("Stale TOFU entries (mismatch) by PI server").grid_pos(pos(5, 10, 0, 1))
+        stat.Panel().title("Stale TOFU entries (mismatch) by PI server").grid_pos(pos(5, 8, 0, 1))
         .description("Entries whose live certificate provably differs from what the PI server stored. "
                      "Anything above 0 breaks HA registration or an integration: see the table below "
                      "for the deletecert command.")
@@ -130,7 +130,7 @@ def build(s: Settings) -> dict[str, Any]:
     peer_mismatch = q.of("tofu_ha_pair_peer_mismatch", q.target)
     panels.append(
         stat.Panel().title("HA pairs: servers holding a stale entry (2 = broken on both sides)")
-        .grid_pos(pos(5, 4, 10, 1))
+        .grid_pos(pos(5, 4, 8, 1))
         .description("Number of servers of each HA pair (configured under `pairs:`) holding a stale "
                      "entry for the pair; 2 is the seed's failure (TofuHAPeerMismatch).")
         .with_target(target(
@@ -140,7 +140,7 @@ def build(s: Settings) -> dict[str, Any]:
         .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
         .reduce_options(reduce_last()).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
     state_panel = (
-        stat.Panel().title("Entries by state").grid_pos(pos(5, 10, 14, 1))
+        stat.Panel().title("Entries by state").grid_pos(pos(5, 8, 12, 1))
         .description("unknown = a subject match on an entry stored before the exporter watched: proves "
                      "nothing. Add a pin, accept it once PI's connection to the peer is seen working "
                      "(`prime-tofu-exporter accept`, evidence attested), or delete and let PI re-store "
@@ -155,6 +155,21 @@ def build(s: Settings) -> dict[str, Any]:
         state_panel = state_panel.override_by_name(name, [dm.DynamicConfigValue(
             id_val="thresholds", value=thresholds((None, "green"), (1, color)).build())])
     panels.append(state_panel)
+
+    panels.append(
+        stat.Panel().title("Entries not checked").grid_pos(pos(5, 4, 20, 1))
+        .description("Entries the exporter cannot see, so no verdict and no alert covers them: beyond "
+                     "`max_entries` (tofu_store_entries_dropped; TofuStoreEntriesDropped) and listing lines "
+                     "that did not parse, usually a changed PI output format (tofu_store_unparsed_lines; "
+                     "TofuStoreUnparsedLines). The alerts name the PI server; $store narrows this panel.")
+        .targets([
+            target(f"sum({q.of('tofu_store_entries_dropped', q.store)})", "A", "over max_entries",
+                   instant=True),
+            target(f"sum({q.of('tofu_store_unparsed_lines', q.store)})", "B", "unparsed lines",
+                   instant=True)])
+        .thresholds(thresholds((None, "green"), (1, "orange"))).unit("none").no_value("0")
+        .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
+        .reduce_options(reduce_last()).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
 
     panels.append(db.Row("What do I delete? Every stored entry").grid_pos(pos(1, 24, 0, 6)))
     live = ('label_replace(' + q.of("tofu_live_certificate_info", q.target)

@@ -222,6 +222,45 @@ def alerts(s: Settings) -> list[Alert]:
                 f" the exporter log for this store and {READ_ERRORS}."),
         ),
         Alert(
+            name="TofuStoreEntriesDropped",
+            comment=(
+                "Entries beyond max_entries are counted, not exported: no verdict, no mismatch\n"
+                "alert for them. The count is the last read's, so it holds while the cap bites."),
+            expr=f"{m('tofu_store_entries_dropped')} > 0\n",
+            for_="15m",
+            severity="warning",
+            identity=("store",),
+            summary="A PI server holds more TOFU entries than max_entries; the rest are not checked.",
+            description=(
+                "{{ $labels.store }} holds {{ $value | printf \"%.0f\" }} TOFU entries beyond its"
+                f" `max_entries`{target}"
+                f"{{{{ with query ({_fmt(s, 'tofu_store_entries', ('store',))}) }}}}"
+                " (the first {{ . | first | value | printf \"%.0f\" }} are checked){{ end }}."
+                " The exporter neither exports nor decides the others, so a stale certificate among"
+                " them raises no TofuCertificateMismatch. Raise `max_entries` for this store in the"
+                " exporter's configuration and reload (each entry costs about nine series), or delete the"
+                " entries PI no longer needs (decommissioned peers) on the server."),
+        ),
+        Alert(
+            name="TofuStoreUnparsedLines",
+            comment=(
+                "Listing lines that look like entries but do not parse: usually a changed PI output\n"
+                "format. The entries they describe get no verdict and no mismatch alert."),
+            expr=f"{m('tofu_store_unparsed_lines')} > 0\n",
+            for_="15m",
+            severity="warning",
+            identity=("store",),
+            summary="Lines of a PI server's TOFU list did not parse; the entries in them are not checked.",
+            description=(
+                "{{ $value | printf \"%.0f\" }} lines of the last `ncs certvalidation tofu-certs listcerts`"
+                f" output of {{{{ $labels.store }}}}{target} looked like TOFU entries but did not parse."
+                " The entries they describe are neither exported nor decided, so a stale certificate"
+                " among them raises no TofuCertificateMismatch. Usually PI's output format changed (an"
+                " upgrade or a patch). The exporter log line `unparseable lines in listing` shows the"
+                " first such line (escaped); compare it with the output of listcerts run by hand, and"
+                " report both with the PI version."),
+        ),
+        Alert(
             name="TofuProbeFailing",
             expr=f"{m('tofu_probe_success')} == 0\n",
             for_="15m",

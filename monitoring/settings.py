@@ -21,10 +21,14 @@ def _project_url() -> str:
     return url.rstrip("/")
 
 
-# Both scrape forms the exporter answers: /metrics (one exporter, or every replica of a
-# sharded StatefulSet: docs/sharding.md) and a multi-target /probe?target=<store> job.
-# Matching both keeps TofuExporterDown's absent() quiet when only the /probe job exists.
-DEFAULT_SELECTOR = 'job=~"prime-tofu-exporter|prime-tofu-probe"'
+# One job: the /metrics job (one exporter, or every replica of a sharded StatefulSet:
+# docs/sharding.md; the Kubernetes Service's name, so a ServiceMonitor's job too). A store
+# scraped by two jobs (/metrics and a multi-target /probe?target=<store> job,
+# deploy/prometheus/probe-scrape.yml) is two sets of series, and rules selecting both jobs
+# page twice for every problem; the /probe job (PROBE_JOB) gets rules of its own, generated
+# with --selector 'job="prime-tofu-probe"', never both (docs/monitoring.md).
+DEFAULT_SELECTOR = 'job="prime-tofu-exporter"'
+PROBE_JOB = "prime-tofu-probe"
 
 
 @dataclass(frozen=True)

@@ -208,8 +208,13 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s") -> Iterator[Stack]:
-    """Lab + exporter + Prometheus (shipped rules, `for:` shortened) + Alertmanager + webhook."""
+def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
+                  more_jobs: Callable[[str], list[dict[str, Any]]] | None = None,
+                  more_rules: tuple[Path, ...] = ()) -> Iterator[Stack]:
+    """Lab + exporter + Prometheus (shipped rules, `for:` shortened) + Alertmanager + webhook.
+
+    `more_jobs(exporter host:port)` gives scrape jobs beside the /metrics job; `more_rules`
+    are rule files loaded as they are, beside the shipped ones."""
     assert PROMETHEUS and ALERTMANAGER, SKIP_REASON
     logs = tmp / "logs"
     logs.mkdir(parents=True)
@@ -266,11 +271,12 @@ def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s") -> Itera
         prom_cfg = tmp / "prometheus.yml"
         prom_cfg.write_text(yaml.safe_dump({
             "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
-            "rule_files": [str(rules)],
+            "rule_files": [str(rules), *map(str, more_rules)],
             "alerting": {"alertmanagers": [
                 {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},
             "scrape_configs": [{"job_name": JOB,
-                                "static_configs": [{"targets": [f"127.0.0.1:{exp_port}"]}]}],
+                                "static_configs": [{"targets": [f"127.0.0.1:{exp_port}"]}]},
+                               *(more_jobs(f"127.0.0.1:{exp_port}") if more_jobs else [])],
         }))
         procs["prometheus"] = _spawn("prometheus", [
             PROMETHEUS, f"--config.file={prom_cfg}", f"--storage.tsdb.path={tmp / 'prom-data'}",

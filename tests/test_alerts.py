@@ -4,6 +4,7 @@ and links to a runbook heading, in the on-call layout, that exists."""
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -28,6 +29,8 @@ EXPECTED = {
     "TofuCertificateStateUnknown": "info",
     "TofuStoreDown": "warning",
     "TofuStoreStale": "warning",
+    "TofuStoreEntriesDropped": "warning",
+    "TofuStoreUnparsedLines": "warning",
     "TofuProbeFailing": "warning",
     "TofuLiveCertificateExpiringSoon": "warning",
     "TofuLiveCertificateExpired": "critical",
@@ -154,3 +157,18 @@ def test_runbook_entries_have_the_on_call_layout() -> None:
         assert name in sections, f"docs/runbook.md: no '### {name}' section"
         found = re.findall(r"^\*\*(\w+)\*\*", sections[name], flags=re.M)
         assert tuple(found) == RUNBOOK_PARTS, (name, found)
+
+
+# Series that count entries the exporter holds no verdict for: each needs an alert and a panel,
+# or the entries it counts are silently unmonitored.
+HIDDEN_ENTRIES = {"tofu_store_entries_dropped": "TofuStoreEntriesDropped",
+                  "tofu_store_unparsed_lines": "TofuStoreUnparsedLines"}
+
+
+def test_entries_the_exporter_cannot_see_alert_and_show() -> None:
+    board = json.loads((ROOT / "grafana" / "dashboards" / "prime-tofu.json").read_text())
+    exprs = [t["expr"] for p in board["panels"] for t in p.get("targets", [])]
+    for metric, alertname in HIDDEN_ENTRIES.items():
+        rule = next(a for a in alerts() if a["alert"] == alertname)
+        assert re.match(rf"{metric}\{{[^}}]*\}} > 0\n", rule["expr"]), rule["expr"]
+        assert any(metric in e for e in exprs), f"no panel shows {metric}"

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import pwd
 import subprocess
 import sys
 import time
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 FAKE = "ncs certvalidation tofu-certs deletecert host 10.0.0.2_8082"
 REASON = f"checked on ISE server connection test\n{FAKE}\n<script>alert(1)</script>\x1b[2Jdone"
-OPERATOR = "alice"
+OPERATOR = pwd.getpwuid(os.getuid()).pw_name  # who runs `accept`: its real uid's account
 
 
 @dataclass
@@ -46,12 +47,12 @@ class Scene:
 
 
 async def _accept(config: Path, data: Path, store: str, entry: str) -> subprocess.CompletedProcess[str]:
-    """The real `accept`, as OS user `alice` (getpass reads LOGNAME first)."""
+    """The real `accept`; LOGNAME and USER claim `alice`, which must not count."""
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "accept", "--config.file", str(config),
         "--storage.path", str(data), "--log.level", "warn", "--store", store, "--entry", entry,
         "--reason", REASON, "--yes", stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE, env={**os.environ, "LOGNAME": OPERATOR})
+        stderr=subprocess.PIPE, env={**os.environ, "LOGNAME": "alice", "USER": "alice"})
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     return subprocess.CompletedProcess([], proc.returncode or 0, out.decode(), err.decode())
 

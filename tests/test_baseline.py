@@ -128,6 +128,49 @@ def test_attest_refuses_an_entry_that_left_or_moved_meanwhile(tmp_path: Path) ->
     db.close()
 
 
+def test_attest_verifies_inside_its_write_transaction_and_a_refusal_records_nothing(
+        tmp_path: Path) -> None:
+    """`accept`'s re-check runs in the transaction that writes (BEGIN IMMEDIATE): it sees
+    each entry as recorded now, no other process can commit between it and the write, and
+    whatever it raises leaves the database as it was."""
+    import sqlite3
+
+    import pytest
+
+    from exporter.baseline import Recorded
+    from exporter.model import Baseline
+
+    db = BaselineDB(tmp_path / "b.db")
+    db.observe_store("pri", {"a_1": "a:1"})  # adopted
+    db.fill({"a:1": "e" * 64})
+    db.record("pri", lambda old: ({"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, []))
+    since = db.baselines("pri")["a_1"].since
+    seen: list[dict[tuple[str, str], Recorded]] = []
+    blocked: list[str] = []
+
+    def verify(recorded: dict[tuple[str, str], Recorded]) -> None:
+        seen.append(recorded)
+        other = sqlite3.connect(tmp_path / "b.db", timeout=0)  # `serve`, wanting to write now
+        try:
+            other.execute("DELETE FROM baselines")
+        except sqlite3.OperationalError as e:
+            blocked.append(str(e))
+        finally:
+            other.close()
+        raise LookupError("changed")
+
+    with pytest.raises(LookupError):
+        db.attest([_att("a_1", "e" * 64, 20.0), _att("zz_9", "e" * 64, 20.0)], verify)
+    assert seen == [{("pri", "a_1"): Recorded(
+        "a:1", Baseline(BaselineKind.ADOPTED, "e" * 64, since), Status("unknown", "none", "e" * 64))}]
+    assert blocked == ["database is locked"]
+    assert db.baselines("pri")["a_1"].kind is BaselineKind.ADOPTED  # rolled back
+    assert db.history() == [] and db.attestations("pri") == {}
+    (change,) = db.attest([_att("a_1", "e" * 64, 20.0)], lambda recorded: None)
+    assert change.after == Status("match", "attested", "e" * 64)
+    db.close()
+
+
 def test_history_is_bounded_by_age_and_by_count_newest_kept(tmp_path: Path) -> None:
     db = BaselineDB(tmp_path / "b.db")
     changes = [Change(float(t), "pri", f"e_{t}", None, Status("unknown", "none", None), "x")

@@ -139,3 +139,14 @@ def test_config_check_flag_exit_codes_and_message(files: Path) -> None:
     assert res.returncode == 2
     assert "stores[0].port" in res.stderr and "stores[0].known_hosts" in res.stderr
     assert "no credentials" in res.stderr
+
+
+def test_a_secret_file_that_never_ends_is_refused(files: Path) -> None:
+    """Read with a bounded read (64 KiB), like the config file itself (4 MiB)."""
+    (files / "zero").symlink_to("/dev/zero")
+    with pytest.raises(ConfigError) as err:
+        load_config(write(files, "stores:\n  - {name: a, host: h, password_file: zero, "
+                                 "known_hosts: known_hosts}\n"))
+    assert err.value.problems == [
+        f"stores[0].password_file: {files / 'zero'} is larger than 64 KiB, the limit for this "
+        "file (docs/configuration.md)"]

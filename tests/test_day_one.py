@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import pty
 import subprocess
 import sys
 import time
@@ -22,6 +20,7 @@ import pytest
 
 from exporter.demo import prepare
 from pilab.scene import Lab
+from tests.acceptkit import accept_on_terminal
 from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until
 from tests.mounts import fill, tmpfs
 
@@ -218,31 +217,7 @@ async def test_refuses_a_certificate_that_changed_within_the_last_probe_interval
 
 async def _on_a_terminal(cfg: Path, data: Path, answer: str) -> tuple[int, str]:
     """`accept` with a real pseudo-terminal as stdin/stdout: wait for the question, answer."""
-    master, slave = pty.openpty()
-    proc = await asyncio.create_subprocess_exec(
-        *EXPORTER, "accept", "--config.file", str(cfg), "--storage.path", str(data),
-        "--log.level", "warn", "--store", "prime-sec", "--all-unknown", "--reason", REASON,
-        stdin=slave, stdout=slave, stderr=slave)
-    os.close(slave)
-    seen = b""
-
-    def read() -> bytes:
-        try:
-            return os.read(master, 65536)
-        except OSError:  # EIO: the child closed the terminal
-            return b""
-
-    try:
-        while b"Type 'yes'" not in seen:
-            chunk = await asyncio.wait_for(asyncio.to_thread(read), 60)
-            assert chunk, seen.decode(errors="replace")
-            seen += chunk
-        os.write(master, answer.encode() + b"\n")
-        while chunk := await asyncio.wait_for(asyncio.to_thread(read), 60):
-            seen += chunk
-        return await asyncio.wait_for(proc.wait(), 30), seen.decode(errors="replace")
-    finally:
-        os.close(master)
+    return await accept_on_terminal(cfg, data, answer, "--store", "prime-sec", "--all-unknown")
 
 
 async def test_on_a_terminal_it_asks_and_records_only_after_yes(

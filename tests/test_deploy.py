@@ -21,6 +21,7 @@ import json
 import os
 import pwd
 import re
+import shlex
 import shutil
 import signal
 import subprocess
@@ -236,7 +237,33 @@ def built_image() -> Iterator[BuiltImage]:
 
 def compose_exporter_command(env: dict[str, str] | None = None) -> list[str]:
     service = interpolate(yaml.safe_load(COMPOSE.read_text()), env or {})["services"]["exporter"]
-    return [str(a) for a in service["command"]]
+    command = service["command"]
+    return shlex.split(command) if isinstance(command, str) else [str(a) for a in command]
+
+
+SERVE_IN_COMPOSE = "serve --config.file=/etc/prime-tofu-exporter/config.yml"
+
+
+def test_every_shipped_command_line_parses() -> None:
+    """A flag a command does not take is an error (it was accepted and ignored): the command
+    lines of compose (demo and serve), the image and the systemd unit must all parse."""
+    from exporter.cli import _parse
+
+    entry = exec_form(ops(FINAL, "ENTRYPOINT")[0])
+    unit = (DEPLOY / "systemd" / "prime-tofu-exporter.service").read_text()
+    exec_start = shlex.split(re.search(r"^ExecStart=((?:.*\\\n)*.*)$", unit, re.M)
+                             .group(1).replace("\\\n", " "))  # type: ignore[union-attr]
+    lines = {"compose demo": compose_exporter_command(),
+             "compose serve": compose_exporter_command({"TOFU_COMMAND": SERVE_IN_COMPOSE}),
+             "image": exec_form(ops(FINAL, "CMD")[-1]),
+             "systemd": exec_start[1:]}
+    assert entry[-1].endswith("prime-tofu-exporter") and exec_start[0].endswith("prime-tofu-exporter")
+    for where, argv in lines.items():
+        args = _parse(argv)
+        assert args.storage_path == "/var/lib/prime-tofu-exporter", where
+        if args.command != "demo":
+            assert args.config_file == "/etc/prime-tofu-exporter/config.yml", where
+    assert _parse(lines["compose demo"]).command == "demo"
 
 
 def test_image_runs_demo_as_non_root_and_answers_its_healthcheck(built_image: BuiltImage) -> None:
@@ -415,13 +442,30 @@ def test_compose_stack_is_wired_to_files_and_services_that_exist() -> None:
     assert list((ROOT / "grafana").rglob("*.json")), "grafana/ holds no dashboard for the provider"
 
 
+def test_grafana_is_the_version_the_dashboard_is_built_for() -> None:
+    """One Grafana minor everywhere: the compose image, the SDK that builds the dashboard,
+    and the schemaVersion that SDK writes (an older Grafana migrates or misdraws it)."""
+    sdk = re.search(r'grafana-foundation-sdk==\d+!(\d+\.\d+)\.\d+"',
+                    (ROOT / "pyproject.toml").read_text())
+    assert sdk, "grafana-foundation-sdk pin not found"
+    images = [svc["image"] for svc in yaml.safe_load(COMPOSE.read_text())["services"].values()
+              if svc["image"].startswith("grafana/grafana:")]
+    images += re.findall(r"grafana/grafana:[\w.-]+", "".join(
+        p.read_text() for p in (ROOT / "deploy" / "kubernetes").rglob("*.yaml")))
+    assert images, "no Grafana image in deploy/"
+    for image in images:
+        assert image.split(":")[1].startswith(sdk.group(1) + "."), (image, sdk.group(1))
+    dashboard = json.loads((ROOT / "grafana" / "dashboards" / "prime-tofu.json").read_text())
+    assert dashboard["schemaVersion"] == 41  # what the 11.6 SDK writes
+
+
 def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
     (tmp_path / "pi-password").write_text("s3cret\n")
-    env = {"TOFU_COMMAND": "serve", "TOFU_CONFIG_DIR": str(tmp_path),
+    env = {"TOFU_COMMAND": SERVE_IN_COMPOSE, "TOFU_CONFIG_DIR": str(tmp_path),
            "TOFU_PASSWORD_FILE": str(tmp_path / "pi-password")}
     model = compose_model(env)
     exporter = model["services"]["exporter"]
-    assert exporter["command"][0] == "serve"
+    assert compose_exporter_command(env)[:2] == SERVE_IN_COMPOSE.split()
     assert f"{tmp_path}:/etc/prime-tofu-exporter:ro" in exporter["volumes"]
     assert model["secrets"]["pi-password"]["file"] == str(tmp_path / "pi-password")
 
@@ -440,12 +484,13 @@ def test_compose_switches_to_a_real_config(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("config", [DEPLOY / "prometheus" / "prometheus.yml",
                                     K8S / "overlays" / "sharded" / "prometheus-scrape.yml",
-                                    K8S / "prometheus" / "scrape-config.yml"],
-                         ids=["compose", "k8s-sharding", "k8s-plain"])
+                                    K8S / "prometheus" / "scrape-config.yml",
+                                    DEPLOY / "prometheus" / "probe-scrape.yml"],
+                         ids=["compose", "k8s-sharding", "k8s-plain", "multi-target"])
 def test_prometheus_config_passes_promtool(config: Path) -> None:
     r = run([need("promtool"), "check", "config", str(config)])
     assert r.returncode == 0, r.stdout + r.stderr
-    if config.parent == DEPLOY / "prometheus" and RULES.exists():
+    if config == DEPLOY / "prometheus" / "prometheus.yml" and RULES.exists():
         assert "1 rule files found" in r.stdout + r.stderr or "rule files found" in r.stdout + r.stderr
 
 
@@ -648,7 +693,7 @@ def test_kubernetes_sharded_replicas_are_the_shards(rendered: list[dict[str, Any
                                                      rendered_sharded: list[dict[str, Any]]) -> None:
     """Each replica's ordinal is its shard, the shard count is the replica count, each has its
     own volume at --storage.path, and the Prometheus job scrapes every replica by name."""
-    from exporter.cli import _parser
+    from exporter.cli import _parse
     from exporter.shard import Shard
 
     sts, svc = by_kind(rendered_sharded, "StatefulSet"), by_kind(rendered_sharded, "Service")
@@ -661,8 +706,8 @@ def test_kubernetes_sharded_replicas_are_the_shards(rendered: list[dict[str, Any
     assert env["SHARD"]["valueFrom"]["fieldRef"]["fieldPath"] == \
         "metadata.labels['apps.kubernetes.io/pod-index']"
     for ordinal in range(replicas):  # what each pod's args parse to, $(SHARD) expanded
-        args = _parser().parse_args([a.replace("$(SHARD)", str(ordinal)) for a in ctr["args"]])
-        assert Shard(args.shard, args.total_shards) == Shard(ordinal, replicas)
+        args = _parse([a.replace("$(SHARD)", str(ordinal)) for a in ctr["args"]])
+        assert args.shard == Shard(ordinal, replicas)
     storage = next(a.split("=", 1)[1] for a in ctr["args"] if a.startswith("--storage.path="))
     (claim,) = sts["spec"]["volumeClaimTemplates"]
     mounts = {m["name"]: m["mountPath"] for m in ctr["volumeMounts"]}
@@ -753,6 +798,10 @@ def test_systemd_unit_is_hardened(tmp_path: Path) -> None:
     for directive in ("DynamicUser=yes", "StateDirectory=prime-tofu-exporter", "ProtectSystem=strict",
                       "NoNewPrivileges=yes", "LoadCredential=pi-password:"):
         assert re.search(rf"^{re.escape(directive)}", text, re.M), directive
+    docs = re.findall(r"^Documentation=(\S+)$", text, re.M)
+    assert docs and all(d.startswith(
+        "https://github.com/prime-tofu-exporter/prime-tofu-exporter/blob/main/docs/") for d in docs)
+    assert all((ROOT / d.split("/blob/main/")[1]).is_file() for d in docs), docs
     start = re.search(r"^ExecStart=(.*?)(?<!\\)$", text, re.M | re.S)
     assert start and "--storage.path=/var/lib/prime-tofu-exporter" in start.group(1)
 

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
+import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 import pytest
@@ -15,9 +18,10 @@ import pytest_asyncio
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import refused_keys, start_pi, write_config
+from tests.conftest import free_port, offline_config, refused_keys, start_pi, write_config
 from tests.exporterkit import Exporter, value, wait_for
 from tests.faultlab import faults
+from tests.test_storage_open import run_exporter
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -247,3 +251,98 @@ async def test_reload_warns_about_a_secret_file_others_can_read(
         assert value(body, "tofu_store_up", store="alpha") == 1.0  # logged in with the new one
     finally:
         await exporter.stop()
+
+
+# ---- the file a reload reads: bounded, and off the event loop ------------------------------
+
+
+async def _healthy_throughout(exporter: Exporter, until: asyncio.Future[Any]) -> int:
+    """GET /-/healthy back to back until `until` is done; each must answer 200 (a stalled loop
+    fails by the 10 s client timeout). -> how many answered."""
+    assert exporter.session is not None
+    n = 0
+    while not until.done() or n == 0:
+        async with exporter.session.get(exporter.url + "/-/healthy",
+                                        timeout=aiohttp.ClientTimeout(total=10)) as r:
+            assert r.status == 200, await r.text()
+        n += 1
+    return n
+
+
+async def test_reload_of_a_config_symlinked_to_dev_zero_fails_fast(tmp_path: Path) -> None:
+    """v0.1 read it whole on the event loop: 9.8 GB of memory and /-/healthy stalled. Now a
+    bounded read (4 MiB + 1 bytes) refuses it, HTTP and SIGHUP, and the old config stays."""
+    config = offline_config(tmp_path)
+    good = config.read_text()
+    exporter = Exporter(config, tmp_path)
+    await exporter.start(ready=False)
+    try:
+        config.unlink()
+        config.symlink_to("/dev/zero")
+        post = asyncio.ensure_future(exporter.post("/-/reload"))
+        assert await _healthy_throughout(exporter, post) >= 1
+        status, text = await post
+        assert status == 500, text
+        assert f"{config}: is larger than 4 MiB, the limit for this file" in text
+        exporter.signal(signal.SIGHUP)
+        await wait_for(lambda: _true(exporter.log().count("reload failed, old config kept") == 2), 10)
+        # A regular file over the limit is refused by its size, before a byte is read.
+        config.unlink()
+        config.write_text(good + "#" * (50 << 20) + "\n")  # 50 MB: 30 s of PyYAML in v0.1
+        status, text = await exporter.post("/-/reload")
+        assert status == 500 and "is larger than 4 MiB" in text, text
+        config.write_text(good)
+        status, text = await exporter.post("/-/reload")
+        assert status == 200, text
+        assert await reload_ok(exporter) == 1.0
+    finally:
+        await exporter.stop()
+    assert "Traceback" not in exporter.log()
+
+
+async def test_reload_reads_the_file_off_the_event_loop(tmp_path: Path) -> None:
+    """A config that is a FIFO whose writer has not written yet holds the read as long as we
+    like, deterministically: /-/healthy must answer all that time (v0.1 read on the loop and
+    stopped answering), and the reload completes once the file arrives."""
+    config = offline_config(tmp_path)
+    good = config.read_text()
+    exporter = Exporter(config, tmp_path)
+    await exporter.start(ready=False)
+    fifo = tmp_path / "config.fifo"
+    os.mkfifo(fifo)
+    writer = os.open(fifo, os.O_RDWR)  # a writer that sends nothing yet
+    try:
+        config.unlink()
+        config.symlink_to(fifo)
+        post = asyncio.ensure_future(exporter.post("/-/reload"))
+        held = asyncio.ensure_future(asyncio.sleep(3))  # the reload is pending all along
+        assert await _healthy_throughout(exporter, held) >= 3
+        assert not post.done()
+        os.write(writer, good.encode())
+        os.close(writer)
+        writer = -1
+        status, text = await post
+        assert status == 200, text
+        assert await reload_ok(exporter) == 1.0
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        await exporter.stop()
+
+
+@pytest.mark.parametrize("flag", ["--config.file", "--web.config.file"])
+async def test_a_config_file_over_the_limit_stops_the_start(tmp_path: Path, flag: str) -> None:
+    """The start-up load has the same cap: exit 2 and the message, nothing served."""
+    config = offline_config(tmp_path)
+    (tmp_path / "web.yml").write_text("")
+    big = tmp_path / "big.yml"  # valid, as the file it replaces, and 4 MiB + 6 bytes of comments
+    valid = config.read_text() if flag == "--config.file" else ""
+    big.write_text(valid + "# padding\n" * ((4 << 20) // 10 + 1))
+    args = ["--config.file", str(config), "--web.config.file", str(tmp_path / "web.yml")]
+    args[args.index(flag) + 1] = str(big)
+    code, _, err = await run_exporter(
+        [sys.executable, "-m", "exporter", "serve", *args, "--storage.path", str(tmp_path / "d"),
+         "--web.listen-address", f"127.0.0.1:{free_port()}"], tmp_path)
+    assert code == 2, err
+    assert f"{big}: is larger than 4 MiB, the limit for this file" in err, err
+    assert "Traceback" not in err

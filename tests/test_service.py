@@ -14,9 +14,10 @@ import pytest
 from exporter import workers
 from exporter.config import Config, load_config
 from exporter.demo import prepare
-from exporter.model import Baseline, BaselineKind, Evidence, State
+from exporter.model import Baseline, BaselineKind, Evidence, Listing, State, StoredEntry, StoreRead
 from exporter.service import Service
 from exporter.snapshot import Snapshot
+from exporter.state import with_endpoints
 from pilab.pki import make_cert
 from pilab.scene import Lab
 from tests.conftest import offline_config
@@ -230,6 +231,11 @@ def test_an_older_baseline_read_is_never_kept_over_a_newer_one(tmp_path: Path) -
     state = service.stores["pri"]
     service.db.observe_store("pri", {"a_1": "a:1"})  # adopted, no fingerprint yet
     service.db.observe_store("pri", {"a_1": "a:1", "b_2": "b:2"})  # b_2 witnessed, pending
+    # The store's data holds the listing the database was told of (as after a read).
+    listing = Listing(tuple(StoredEntry(f"{h}_{p}", h, p, f"/CN={h}", (("CN", h),))
+                            for h, p in (("a", 1), ("b", 2))))
+    state.observed = listing
+    state.update(read=StoreRead("pri", True, listing, 0.0, 0.0), **with_endpoints(("a:1", "b:2")))
     read, go = threading.Event(), threading.Event()
     real = service.db.baselines
 
@@ -251,5 +257,33 @@ def test_an_older_baseline_read_is_never_kept_over_a_newer_one(tmp_path: Path) -
     go.set()
     older.join(5)
     newer.join(5)
-    assert state.baselines["b_2"].fingerprint_sha256 == "FP-B"
+    assert state.data.baselines["b_2"].fingerprint_sha256 == "FP-B"
     service.db.close()
+
+
+async def test_a_cli_error_instead_of_a_listing_fails_the_read_and_keeps_the_baselines(
+    scene: tuple[Lab, Config], tmp_path: Path
+) -> None:
+    """A login whose role may not run listcerts gets the CLI's error, not a listing. Read as
+    an empty store, it dropped every baseline, and the entries, listed again, were witnessed
+    anew: an adopted `unknown` entry turned into a `match` nobody had proven."""
+    from pilab.pi import Cli, PiServer
+
+    class Refusing(Cli):
+        def listing(self, pi: PiServer) -> str:
+            return "% Invalid input detected at '^' marker.\n"
+
+    lab, config = scene
+    pi = lab.pis["pi-system-184"]
+    dnac2 = ("pi-system-184", key(lab, "dnac-2"))
+    service = Service(config, tmp_path / "data")
+    try:
+        assert verdicts(await service.run_once())[dnac2] == (State.UNKNOWN, Evidence.NONE)
+        normal, pi.cli = pi.cli, Refusing()
+        read = await service.read_store(config.store("pi-system-184"))  # type: ignore[arg-type]
+        assert not read.ok and read.error_reason == "command", read
+        assert "% Invalid input detected" in (read.error or "")
+        pi.cli = normal
+        assert verdicts(await service.run_once())[dnac2] == (State.UNKNOWN, Evidence.NONE)
+    finally:
+        await service.stop()

@@ -6,15 +6,20 @@ unsharded and as shards 0 and 1 of 2, then kills shard 1 and starts it again on 
 
 from __future__ import annotations
 
+import asyncio
+import json
+import logging
 import shutil
 import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli import main
@@ -23,6 +28,8 @@ from exporter.demo import demo_config, prepare
 from exporter.shard import Shard, keys, owner, select
 from pilab.scene import Lab
 from tests.exporterkit import Exporter, samples, wait_for
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def _store(name: str) -> StoreConfig:
@@ -234,7 +241,7 @@ async def test_a_reshard_keeps_witnessed_baselines_only_where_the_databases_were
     for i in range(2):  # sharded into 2 on copies of its volume: each drops the other's stores
         (tmp_path / f"old-{i}").mkdir()
         shutil.copy(tmp_path / "one" / "baseline.db", tmp_path / f"old-{i}" / "baseline.db")
-        await Service(cfg, tmp_path / f"old-{i}", Shard(i, 2)).stop()
+        await Service(cfg, tmp_path / f"old-{i}", Shard(i, 2), drop_others=True).stop()
         db = BaselineDB(tmp_path / f"old-{i}" / "baseline.db")
         held = {n for n in names if db.baselines(n)}
         db.close()
@@ -252,8 +259,8 @@ async def test_a_reshard_keeps_witnessed_baselines_only_where_the_databases_were
                 args = (str(tmp_path / f"old-{old}" / "baseline.db"),) if "ATTACH" in statement else ()
                 db.execute(statement, args)
         db.close()
-        new = Service(cfg, merged, Shard(i, 3))
-        fresh = Service(cfg, tmp_path / f"fresh-{i}", Shard(i, 3))
+        new = Service(cfg, merged, Shard(i, 3), drop_others=True)
+        fresh = Service(cfg, tmp_path / f"fresh-{i}", Shard(i, 3), drop_others=True)
         for s in new.config.stores:
             (b,) = new.db.baselines(s.name).values()
             assert b.kind is BaselineKind.WITNESSED and b.fingerprint_sha256 == "ab" * 32
@@ -261,3 +268,88 @@ async def test_a_reshard_keeps_witnessed_baselines_only_where_the_databases_were
         assert {n for n in names if new.db.baselines(n)} == {s.name for s in new.config.stores}
         await new.stop()
         await fresh.stop()
+
+
+# ---------------------------------------------------------------- what a shard may delete
+
+
+async def check_json(cfg: Path, data: Path, *args: str) -> dict[tuple[str, str], dict[str, Any]]:
+    """`prime-tofu-exporter check --output json` in a process of its own (the lab runs on
+    this loop, so the loop keeps running): (store, entry) -> row."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "exporter", "check", "--config.file", str(cfg),
+        "--storage.path", str(data), "--output", "json", "--log.level", "warn", *args,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode in (0, 1, 3), err.decode()
+    return {(r["store"], r["entry"]): r for r in json.loads(out)}
+
+
+async def test_a_one_shot_sharded_check_deletes_no_other_shards_evidence(
+        lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    """pi-system-184 (shard 1 of 2) witnessed ise's certificate, which then changed: a
+    proven mismatch. `check --shard 0 --total-shards 2` on the same database must leave that
+    evidence alone (it ran the replica's start-up pruning before: the witnessed baseline
+    was dropped, re-adopted by the next unsharded check, and the mismatch became
+    `unknown`)."""
+    scene, cfg = lab
+    data = tmp_path / "data"
+    ise = scene.endpoints["ise"]
+    key = ("pi-system-184", f"{ise.host}_{ise.port}")
+    await check_json(cfg, data)  # the first read adopts what the stores hold
+    sys184 = scene.pis["pi-system-184"]
+    sys184.add_peer(key[1], ise.host, ise.port)
+    await sys184.connect_peers()  # the entry appears: the next check witnesses it
+    assert (await check_json(cfg, data))[key]["baseline"] == "witnessed"
+    scene.regenerate("ise")
+    proven = (await check_json(cfg, data))[key]
+    assert (proven["state"], proven["evidence"], proven["baseline"]) == (
+        "mismatch", "baseline", "witnessed")
+
+    shard0 = await check_json(cfg, data, "--shard", "0", "--total-shards", "2")
+    assert {store for store, _ in shard0} == {"prime-pri", "prime-sec"}
+
+    again = (await check_json(cfg, data))[key]
+    assert (again["state"], again["evidence"], again["baseline"]) == (
+        "mismatch", "baseline", "witnessed")
+
+
+def test_a_replica_that_drops_another_shards_rows_logs_and_counts_them(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """`serve --shard` (drop_others) drops the rows of stores another shard owns, and says
+    which stores and how many rows, in the log and in tofu_baseline_rows_dropped_total."""
+    from exporter.baseline import BaselineDB
+    from exporter.service import Service
+
+    names = ["pi-00", "pi-01", "pi-02", "pi-03"]
+    cfg = _config(names, [])
+    others = sorted(n for n in names if owner(n, 2) != 0)
+    assert others and len(others) < len(names)
+    db = BaselineDB(tmp_path / "baseline.db")
+    for n in names:
+        db.observe_store(n, {"10.0.0.1_443": "10.0.0.1:443"})  # adopted
+        db.observe_store(n, {"10.0.0.1_443": "10.0.0.1:443", "10.0.0.2_443": "10.0.0.2:443"})
+    db.close()
+
+    def dropped(kind: str) -> float:
+        return REGISTRY.get_sample_value("tofu_baseline_rows_dropped_total", {"kind": kind}) or 0.0
+
+    before = {k: dropped(k) for k in ("adopted", "witnessed", "attested")}
+    Service(cfg, tmp_path, Shard(0, 2)).db.close()  # a one-shot (check): drops nothing
+    assert {k: dropped(k) for k in before} == before
+    db = BaselineDB(tmp_path / "baseline.db")
+    assert all(db.baselines(n) for n in names)
+    db.close()
+
+    with caplog.at_level(logging.WARNING, logger="exporter.service"):
+        Service(cfg, tmp_path, Shard(0, 2), drop_others=True).db.close()
+    records = [r for r in caplog.records if "another shard owns" in r.getMessage()]
+    assert sorted(r.__dict__["store"] for r in records) == others
+    assert all((r.__dict__["rows"], r.__dict__["adopted"], r.__dict__["witnessed"]) == (2, 1, 1)
+               for r in records)
+    assert dropped("adopted") - before["adopted"] == len(others)
+    assert dropped("witnessed") - before["witnessed"] == len(others)
+    assert dropped("attested") == before["attested"]
+    db = BaselineDB(tmp_path / "baseline.db")
+    assert {n for n in names if db.baselines(n)} == set(names) - set(others)
+    db.close()

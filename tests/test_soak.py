@@ -57,7 +57,7 @@ async def retained_bytes_per_probe(port: int) -> int:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    results = await probe_many([(f"127.0.9.{i + 1}:{port}", 2.0, None, None) for i in range(50)],
+    results = await probe_many([(f"127.0.9.{i + 1}:{port}", 2.0, None, None, "jsse8") for i in range(50)],
                                asyncio.Semaphore(16))
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before

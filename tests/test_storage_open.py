@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.baseline import BaselineDB
+from exporter.baseline import SCHEMA_VERSION, BaselineDB
 from tests.conftest import free_port, offline_config
 from tests.exporterkit import ROOT
 from tests.mounts import remount, tmpfs
@@ -39,7 +39,7 @@ def _args(command: str, cfg: Path, storage: Path) -> list[str]:
     return args
 
 
-async def _run(args: list[str], cwd: Path) -> tuple[int, str, str]:
+async def run_exporter(args: list[str], cwd: Path) -> tuple[int, str, str]:
     proc = await asyncio.create_subprocess_exec(
         *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
@@ -71,7 +71,7 @@ async def test_existing_database_on_a_read_only_volume(command: str, tmp_path: P
         _existing_database(vol)
         before = {p.name: p.read_bytes() for p in vol.iterdir()}
         remount(vol, "ro")  # after an I/O error, say
-        done = await _run(_args(command, cfg, vol), tmp_path)
+        done = await run_exporter(_args(command, cfg, vol), tmp_path)
         _one_line(done, vol, "read-only")
         assert {p.name: p.read_bytes() for p in vol.iterdir()} == before  # nothing moved aside
 
@@ -87,7 +87,7 @@ async def test_database_locked_by_another_process(tmp_path: Path) -> None:
         holder.execute("BEGIN EXCLUSIVE")
         holder.execute("DELETE FROM meta WHERE 0")  # the lock is taken, and kept
         commands = ["serve", "check", "remediate", "accept", "history"]
-        results = await asyncio.gather(*(_run(_args(c, cfg, storage), tmp_path) for c in commands))
+        results = await asyncio.gather(*(run_exporter(_args(c, cfg, storage), tmp_path) for c in commands))
     finally:
         holder.close()
     for command, done in zip(commands, results, strict=True):
@@ -95,3 +95,51 @@ async def test_database_locked_by_another_process(tmp_path: Path) -> None:
             _one_line(done, storage, "locked by another process")
         except AssertionError as e:
             raise AssertionError(f"{command}: {e}") from None
+
+
+def _newer_database(storage: Path) -> None:
+    """What a later version would leave: its schema number, and a column v1 does not have."""
+    _existing_database(storage)
+    con = sqlite3.connect(storage / "baseline.db", isolation_level=None)
+    con.execute("ALTER TABLE history ADD COLUMN operator TEXT")
+    con.execute("PRAGMA user_version = 7")
+    con.close()  # the last connection: checkpointed, no -wal or -shm left
+
+
+@pytest.mark.parametrize("command", ["serve", "check", "remediate", "accept", "history"])
+async def test_a_database_of_a_newer_version_is_refused_untouched(command: str,
+                                                                  tmp_path: Path) -> None:
+    """Before: used anyway, and every store failed with 'not writable ... 7 columns but 6
+    values' (serve even wrote its schema and identity into the file)."""
+    cfg, storage = offline_config(tmp_path), tmp_path / "data"
+    _newer_database(storage)
+    before = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in storage.iterdir()}
+    code, out, err = await run_exporter(_args(command, cfg, storage), tmp_path)
+    assert code == 2, err
+    assert err.strip().splitlines() == [
+        f"--storage.path {str(storage)!r}: baseline database {storage / 'baseline.db'}: written "
+        f"by a newer version of the exporter (schema version 7; this version reads up to "
+        f"{SCHEMA_VERSION}): run that version, or move the file aside to start afresh"], err
+    assert out == ""
+    after = {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in storage.iterdir()}
+    assert after == before  # same files, same bytes, same mtimes: no -wal, -shm or sidecar
+
+
+async def test_a_newer_schema_still_in_the_wal_is_refused(tmp_path: Path) -> None:
+    """The later version migrated and was killed before a checkpoint: the main file's header
+    still says our version, the WAL says 7. Refused the same way; neither file is written."""
+    cfg, storage = offline_config(tmp_path), tmp_path / "data"
+    _existing_database(storage)
+    db = storage / "baseline.db"
+    killed = (f"import os, sqlite3; c = sqlite3.connect({str(db)!r}, isolation_level=None); "
+              "c.execute('PRAGMA wal_autocheckpoint=0'); "
+              "c.execute('ALTER TABLE history ADD COLUMN operator TEXT'); "
+              "c.execute('PRAGMA user_version = 7'); os._exit(0)")
+    proc = await asyncio.create_subprocess_exec(sys.executable, "-c", killed)
+    assert await proc.wait() == 0
+    assert db.read_bytes()[60:64] == SCHEMA_VERSION.to_bytes(4, "big")
+    kept = [db, storage / "baseline.db-wal"]
+    before = [(p.read_bytes(), p.stat().st_mtime_ns) for p in kept]
+    code, _, err = await run_exporter(_args("check", cfg, storage), tmp_path)
+    assert code == 2 and "written by a newer version of the exporter (schema version 7;" in err
+    assert [(p.read_bytes(), p.stat().st_mtime_ns) for p in kept] == before

@@ -21,9 +21,9 @@ async def test_reads_the_leaf_a_full_handshake_would_show(key_type: str) -> None
     ep = TlsEndpoint(pi_subject("prime-sec"), key_type=key_type)
     await ep.start()
     try:
-        assert await tls12.fetch_leaf(ep.host, ep.port, None) == ep.current.der
+        assert await tls12.fetch_leaf(ep.host, ep.port, None) == (ep.current.der, "TLSv1.2")
         ep.regenerate()
-        assert await tls12.fetch_leaf(ep.host, ep.port, None) == ep.current.der
+        assert await tls12.fetch_leaf(ep.host, ep.port, None) == (ep.current.der, "TLSv1.2")
     finally:
         await ep.stop()
 
@@ -54,6 +54,7 @@ async def test_tls13_only_server_falls_back_to_a_full_handshake(tmp_path: Path) 
             await tls12.fetch_leaf("127.0.0.1", port, None)
         r = await probe(f"127.0.0.1:{port}", timeout=3)
         assert r.cert is not None and r.cert.fingerprint_sha256 == make_fp(der)
+        assert r.tls_version == "TLSv1.3"  # what `doctor` shows: the full handshake's version
     finally:
         server.close()
 
@@ -62,7 +63,7 @@ async def test_sends_sni_when_configured(tmp_path: Path) -> None:
     server, der, names = await _server(tmp_path, None)
     port = server.sockets[0].getsockname()[1]
     try:
-        assert await tls12.fetch_leaf("127.0.0.1", port, "ise.example.com") == der
+        assert (await tls12.fetch_leaf("127.0.0.1", port, "ise.example.com"))[0] == der
         assert names == ["ise.example.com"]
     finally:
         server.close()
@@ -116,3 +117,35 @@ async def test_reader_handles_a_real_flight_fed_one_byte_at_a_time() -> None:
 def test_anything_unexpected_is_a_fallback_never_a_crash(data: bytes) -> None:
     with pytest.raises(tls12.Fallback):
         tls12.HandshakeReader().feed(data)
+
+
+@pytest.mark.parametrize("version", ["TLSv1", "TLSv1.2", "TLSv1.3"])
+async def test_probe_names_the_version_it_spoke(version: str) -> None:
+    """What `doctor` prints per probe: TLS 1.0 and 1.2 from the fast path's ServerHello,
+    1.3 from the full handshake the fast path falls back to."""
+    from tests.test_faults_tls import TunedEndpoint, tls10_only
+
+    def tune(ctx: ssl.SSLContext) -> None:
+        if version == "TLSv1":
+            tls10_only(ctx)
+        elif version == "TLSv1.3":
+            ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+        else:
+            ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+
+    ep = TunedEndpoint(make_cert([("CN", "versioned")]), tune)
+    await ep.start()
+    try:
+        r = await probe(ep.endpoint, timeout=3)
+        assert r.cert is not None and r.cert.fingerprint_sha256 == ep.current.fingerprint_sha256
+        assert r.tls_version == version
+    finally:
+        await ep.stop()
+
+
+def test_version_names_match_what_ssl_objects_say() -> None:
+    from exporter.probe import _version_name
+
+    assert _version_name(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
+    assert _version_name(ssl.TLSVersion.TLSv1) == "TLSv1"
+    assert _version_name(0x1234) == "unknown"

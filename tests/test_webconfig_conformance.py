@@ -6,6 +6,8 @@ ignored it, and accepted the bad header, cipher, curve and SAN examples."""
 from __future__ import annotations
 
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,7 @@ import yaml
 from exporter.config import ConfigError
 from exporter.webconfig import load_web_config, parse_web_config
 from pilab.pki import make_cert
+from tests.conftest import offline_config
 
 DATA = Path(__file__).parent / "data" / "exporter-toolkit"
 GOOD = {"web_config_rate_limiter_one_second.yaml"}  # named without .good, passes upstream
@@ -105,3 +108,48 @@ def test_headers_and_rate_limit_are_kept() -> None:
                             "rate_limit": {"interval": "100ms", "burst": 3}}, Path("."))
     assert cfg.headers == (("X-Frame-Options", "deny"),)  # blank means unset
     assert (cfg.rate_interval, cfg.rate_burst) == (0.1, 3)
+
+
+@pytest.mark.parametrize("value", ["default-src 'self'\r\nSet-Cookie: a=b", "a\nb", "a\rb",
+                                   "a\x00b", "a\x1bb", "a\x7fb", " a", "a ", "caf\u00e9",
+                                   "a\u2028b"])
+def test_header_values_that_would_break_every_response_are_refused(value: str) -> None:
+    """v0.1 (and the previous commit) accepted them: --config.check said valid, then every
+    response, /-/healthy included, failed with HTTP 500."""
+    with pytest.raises(ConfigError) as err:
+        parse_web_config({"http_server_config": {"headers": {"Content-Security-Policy": value}}},
+                         Path("."))
+    (problem,) = err.value.problems
+    assert problem.startswith("http_server_config.headers.Content-Security-Policy: invalid value")
+    assert "RFC 9110" in problem and repr(value) in problem  # shown escaped, one line
+    assert "\n" not in problem and "\r" not in problem
+
+
+def test_header_values_with_inner_spaces_and_tabs_are_kept() -> None:
+    csp = "default-src 'self';\tscript-src  'none'"
+    cfg = parse_web_config({"http_server_config": {"headers": {
+        "Content-Security-Policy": csp, "Strict-Transport-Security": "max-age=31536000"}}},
+        Path("."))
+    assert cfg.headers == (("Content-Security-Policy", csp),
+                           ("Strict-Transport-Security", "max-age=31536000"))
+
+
+def test_a_header_name_that_is_not_a_token_is_named_escaped() -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_web_config({"http_server_config": {"headers": {"X-A\r\nB": "x", 7: "y"}}}, Path("."))
+    assert err.value.problems == [
+        "http_server_config.headers: 'X-A\\r\\nB' is not a header name (RFC 9110 5.1: a token)",
+        "http_server_config.headers: 7 is not a header name (RFC 9110 5.1: a token)"]
+
+
+def test_config_check_refuses_a_header_value_with_a_line_break(tmp_path: Path) -> None:
+    """The whole command, as an operator runs it before a restart: exit 2, the key path."""
+    web = tmp_path / "web.yml"
+    web.write_text('http_server_config:\n  headers:\n'
+                   '    Content-Security-Policy: "default-src \'self\'\\r\\nX-Injected: 1"\n')
+    res = subprocess.run([sys.executable, "-m", "exporter", "--config.check", "--config.file",
+                          str(offline_config(tmp_path)), "--web.config.file", str(web)],
+                         capture_output=True, text=True, timeout=30)
+    assert res.returncode == 2, res.stderr
+    assert f"{web}: http_server_config.headers.Content-Security-Policy: invalid value" in res.stderr
+    assert "Traceback" not in res.stderr

@@ -1,36 +1,58 @@
 """`prime-tofu-exporter accept`: read the store now, show what will be recorded, confirm,
-record the attested baselines in the database and the audit log.
+check that nothing shown has changed, record the attested baselines in the database and the
+audit log.
 
 It runs beside a serving exporter on the same --storage.path: the attestation is one SQLite
 transaction, and the running exporter notices the commit (PRAGMA data_version) on its next
-probe cycle.
+probe cycle. The confirmation may take minutes, and the world moves meanwhile (a certificate
+regenerated, an entry deleted and re-stored and witnessed by the running exporter): after the
+"yes" each entry is probed again, and the transaction that writes the attestations first
+re-reads each entry's baseline and recorded state; if anything the operator was shown has
+changed, it records nothing at all (all or nothing: the "yes" was for that list) and says
+what changed, exit 2.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import getpass
 import json
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
 from exporter import exitcodes
-from exporter.accept.plan import AcceptError, AcceptPlan, make_accept_plan, render_accept
-from exporter.baseline import StorageError
+from exporter.accept.plan import (
+    AcceptError,
+    AcceptPlan,
+    Candidate,
+    Now,
+    make_accept_plan,
+    render_accept,
+    render_changed,
+    what_changed,
+)
+from exporter.audit import (
+    AuditError,
+    Operator,
+    append_audit,
+    audit_path,
+    check_audit,
+    current_operator,
+    report_lost_audit,
+)
+from exporter.baseline import Recorded, StorageError
 from exporter.config import Config
 from exporter.confirm import confirm
 from exporter.history import Attestation, Change
-from exporter.remediate.apply import AuditError, append_audit, check_audit, report_lost_audit
+from exporter.model import ProbeResult
 from exporter.service import Service
 from exporter.text import visible
 
 EXIT_OK, EXIT_FAILED, EXIT_ERROR = exitcodes.OK, exitcodes.FAILED, exitcodes.ERROR
-AUDIT_NAME = "remediation-audit.jsonl"  # one audit log for every change an operator makes
 
 
 @dataclass(frozen=True)
@@ -43,13 +65,20 @@ class Options:
     yes: bool = False
     output: str = "table"
     audit_file: str | None = None
-    operator: str | None = None  # default: the OS user running the command
 
 
-def _audit_record(a: Attestation, c: Change, subject: str) -> dict[str, Any]:
+class Changed(Exception):
+    """Something the operator was shown changed before it could be recorded."""
+
+    def __init__(self, changed: Mapping[str, Sequence[str]]) -> None:
+        super().__init__(f"{len(changed)} entries changed")
+        self.changed = changed
+
+
+def _audit_record(a: Attestation, c: Change, subject: str, operator: Operator) -> dict[str, Any]:
     return {
         "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(a.time)),
-        "unix_time": round(a.time, 3), "action": "accept", "operator": a.operator,
+        "unix_time": round(a.time, 3), "action": "accept", **operator.audit_fields(),
         "store": a.store, "entry": a.entry, "endpoint": a.endpoint, "reason": a.reason,
         "fingerprint_sha256": a.fingerprint_sha256, "spki_sha256": a.spki_sha256,
         "live_subject": subject,
@@ -59,15 +88,46 @@ def _audit_record(a: Attestation, c: Change, subject: str) -> dict[str, Any]:
     }
 
 
-def _record(service: Service, plan: AcceptPlan, args: Options, operator: str,
-            audit: Path) -> list[Change]:
-    """One transaction for all of them (all or none), then the audit lines."""
+async def _probe_again(service: Service, plan: AcceptPlan) -> dict[str, ProbeResult | None]:
+    """Each candidate's endpoint, probed after the "yes": the certificate recorded must be
+    the one presented now, not the one shown before the operator answered."""
+    endpoints = {c.endpoint for c in plan.candidates}
+    await service.probe_endpoints(endpoints)
+    return {ep: service.probes.get(ep) for ep in endpoints}
+
+
+def _verifier(plan: AcceptPlan, probes: Mapping[str, ProbeResult | None],
+              ) -> Callable[[dict[tuple[str, str], Recorded]], None]:
+    """The check run inside the attestation's transaction: raises Changed, rolling it back,
+    when any candidate differs from what was shown."""
+    def verify(recorded: dict[tuple[str, str], Recorded]) -> None:
+        changed = {}
+        for c in plan.candidates:
+            diffs = what_changed(c, _now(c, recorded.get((c.store, c.entry)), probes.get(c.endpoint)))
+            if diffs:
+                changed[c.entry] = diffs
+        if changed:
+            raise Changed(changed)
+    return verify
+
+
+def _now(c: Candidate, rec: Recorded | None, probe: ProbeResult | None) -> Now:
+    cert = probe.cert if probe is not None else None
+    return Now(rec.endpoint if rec else None, rec.baseline if rec else None,
+               rec.status if rec else None, cert.fingerprint_sha256 if cert else None,
+               probe.error if probe is not None else "not probed")
+
+
+def _record(service: Service, plan: AcceptPlan, args: Options, operator: Operator, audit: Path,
+            probes: Mapping[str, ProbeResult | None]) -> list[Change]:
+    """One transaction for all of them (all or none; Changed when anything shown changed),
+    then the audit lines."""
     now = time.time()
     items = [Attestation(c.store, c.entry, c.endpoint, c.fingerprint_sha256, c.spki_sha256,
-                         operator, args.reason, now) for c in plan.candidates]
-    changes = service.db.attest(items)
+                         operator.name, args.reason, now) for c in plan.candidates]
+    changes = service.db.attest(items, _verifier(plan, probes))
     subjects = [c.live_subject for c in plan.candidates]
-    append_audit(audit, (_audit_record(a, ch, subj)
+    append_audit(audit, (_audit_record(a, ch, subj, operator)
                          for a, ch, subj in zip(items, changes, subjects, strict=True)))
     return changes
 
@@ -84,7 +144,7 @@ async def accept(config: Config, args: Options) -> int:
               file=sys.stderr)
         return EXIT_ERROR
     args = dataclasses.replace(args, reason=reason)
-    operator = args.operator or getpass.getuser()
+    operator = current_operator()  # the real uid's account, never $USER or $LOGNAME
     as_json = args.output == "json"
     human = sys.stderr if as_json else sys.stdout
     store_cfg = config.store(args.store)
@@ -99,14 +159,14 @@ async def accept(config: Config, args: Options) -> int:
         except AcceptError as e:
             print(f"{e}; nothing recorded", file=sys.stderr)
             return EXIT_ERROR
-        return _decide_and_record(service, plan, args, operator, human)
+        return await _decide_and_record(service, plan, args, operator, human)
     finally:
         await service.stop()
 
 
-def _decide_and_record(service: Service, plan: AcceptPlan, args: Options, operator: str,
-                       human: TextIO) -> int:
-    text = render_accept(plan, operator, args.reason)
+async def _decide_and_record(service: Service, plan: AcceptPlan, args: Options,
+                             operator: Operator, human: TextIO) -> int:
+    text = render_accept(plan, str(operator), args.reason)
     if text:
         print(text, file=human)
     if plan.refusals:
@@ -119,14 +179,21 @@ def _decide_and_record(service: Service, plan: AcceptPlan, args: Options, operat
     stop = confirm("record", "nothing recorded", args.yes, human)
     if stop is not None:
         return stop
-    audit = Path(args.audit_file or Path(args.storage_path) / AUDIT_NAME)
+    audit = audit_path(args.audit_file, args.storage_path)
     try:
         check_audit(audit)  # no attestation that could not be audited
     except AuditError as e:
         print(f"{e}; nothing recorded", file=sys.stderr)
         return EXIT_ERROR
+    probes = await _probe_again(service, plan)
     try:
-        changes = _record(service, plan, args, operator, audit)
+        changes = _record(service, plan, args, operator, audit, probes)
+    except Changed as e:
+        print(render_changed(plan.store, e.changed), file=human)
+        print("nothing recorded: what you were shown is no longer so; look again "
+              "(`prime-tofu-exporter check`), check the integration again, then accept again",
+              file=sys.stderr)
+        return EXIT_ERROR
     except (ValueError, StorageError) as e:
         print(f"{e}; nothing recorded, run accept again", file=sys.stderr)
         return EXIT_ERROR
@@ -140,7 +207,9 @@ def _decide_and_record(service: Service, plan: AcceptPlan, args: Options, operat
     print(f"audit log: {audit} (+{len(changes)} lines); a running exporter on this "
           "--storage.path picks it up on its next probe cycle", file=human)
     if args.output == "json":
-        print(json.dumps({"store": args.store, "operator": visible(operator), "reason": args.reason,
+        print(json.dumps({"store": args.store, "operator": visible(operator.name),
+                          **({"via_sudo_by": visible(operator.via_sudo)} if operator.via_sudo else {}),
+                          "reason": args.reason,
                           "accepted": [asdict(c) for c in plan.candidates],
                           "audit_file": str(audit)}, indent=2))
     return EXIT_OK

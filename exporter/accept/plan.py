@@ -10,12 +10,13 @@ live certificate; the exporter records it as an `attested` baseline.
 from __future__ import annotations
 
 import shlex
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from exporter.commands import is_key
-from exporter.history import Change, fingerprint_moved
-from exporter.model import State
+from exporter.history import Change, Status, fingerprint_moved
+from exporter.model import Baseline, State
 from exporter.remediate.plan import Role, entry_role, roles_of
 from exporter.report import Row, rows
 from exporter.snapshot import Snapshot
@@ -40,6 +41,10 @@ class Candidate:
     role: str
     peer: str | None  # the PI server the entry points at, for HA roles
     check: str  # what the operator must have seen working, in the seed's terms
+    # What the plan saw besides the live certificate, compared again after the "yes".
+    state: str = State.UNKNOWN.value
+    evidence: str = "none"
+    baseline: Baseline | None = None
 
 
 @dataclass(frozen=True)
@@ -145,6 +150,7 @@ def make_accept_plan(
     """`entries` named (or every `unknown` one) -> candidates and refusals. Raises AcceptError
     for an unknown store or key, or a store that could not be read."""
     selected = _select(_rows(snap, store), store, entries, all_unknown)
+    bases = {v.entry.key: v.baseline for v in snap.views if v.store == store}
     changed: Mapping[str, Change] = {c.entry: c for c in sorted(recent_changes, key=lambda c: c.time)
                                      if c.store == store and fingerprint_moved(c)}
     roles = roles_of(snap.pairs)
@@ -159,7 +165,8 @@ def make_accept_plan(
         candidates.append(Candidate(
             store, r.entry, r.endpoint, r.live_fingerprint_sha256, r.live_spki_sha256,
             r.stored_subject, r.live_subject or "", role.value, peer,
-            integration_check(role, _pair_of(snap, store))))
+            integration_check(role, _pair_of(snap, store)), r.state, r.evidence,
+            bases.get(r.entry)))
     return AcceptPlan(store, tuple(candidates), tuple(refusals))
 
 
@@ -180,4 +187,63 @@ def render_accept(plan: AcceptPlan, operator: str, reason: str) -> str:
             ]
     for rf in plan.refusals:
         lines.append(f"refused: {rf.entry} on {rf.store}: {rf.why}")
+    return "\n".join(lines)
+
+
+# ---- after the "yes": has anything the operator was shown changed? ------------------------
+
+
+@dataclass(frozen=True)
+class Now:
+    """One candidate entry as found after the confirmation: the database's record (read in
+    the transaction that would write the attestation) and accept's own probe."""
+
+    endpoint: str | None  # None: the entry left its store
+    baseline: Baseline | None
+    status: Status | None  # the last recorded verdict (any exporter on this storage path)
+    live_fingerprint_sha256: str | None
+    probe_error: str | None = None
+
+
+def _when(t: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(t)) + f".{int(t % 1 * 1000):03d}Z"
+
+
+def _baseline_text(b: Baseline | None) -> str:
+    if b is None:
+        return "none"
+    fp = f"{b.fingerprint_sha256[:16]}…" if b.fingerprint_sha256 else "pending"
+    return f"{b.kind.value} since {_when(b.since)} (sha256 {fp})"
+
+
+def _live_text(fp: str | None, error: str | None) -> str:
+    return f"{fp[:16]}…" if fp else f"none ({visible(error or 'no certificate')})"
+
+
+def what_changed(c: Candidate, now: Now) -> list[str]:
+    """What differs between what was shown for `c` and `now`; empty when nothing did."""
+    if now.endpoint is None:
+        return ["the entry left the store (or its baseline was forgotten)"]
+    diffs = []
+    if now.endpoint != c.endpoint:
+        diffs.append(f"endpoint {visible(c.endpoint)} -> {visible(now.endpoint)}")
+    shown = (c.state, c.evidence)
+    if now.status is None or (now.status.state, now.status.evidence) != shown:
+        after = (f"{now.status.state} ({now.status.evidence})" if now.status is not None
+                 else "not recorded")
+        diffs.append(f"state {c.state} ({c.evidence}) -> {visible(after)}")
+    if now.baseline != c.baseline:
+        diffs.append(f"baseline {_baseline_text(c.baseline)} -> {_baseline_text(now.baseline)}")
+    if now.live_fingerprint_sha256 != c.fingerprint_sha256:
+        diffs.append(f"live sha256 {c.fingerprint_sha256[:16]}… -> "
+                     f"{_live_text(now.live_fingerprint_sha256, now.probe_error)}")
+    return diffs
+
+
+def render_changed(store: str, changed: Mapping[str, Sequence[str]]) -> str:
+    """The refusal after the "yes": each changed entry and what changed in it."""
+    lines = []
+    for entry, diffs in changed.items():
+        lines.append(f"refused: {visible(entry)} on {store} changed after it was shown:")
+        lines += [f"      {d}" for d in diffs]
     return "\n".join(lines)

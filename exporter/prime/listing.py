@@ -62,12 +62,17 @@ def parse_capped(text: str, limit: int | None) -> tuple[Listing, int]:
     attributes (O=Cisco Systems, C=US...) and identical subjects share one object across
     entries, so a big store costs a fraction of one tuple per attribute per entry.
     """
+    return _parse(text, limit, [])
+
+
+def _parse(text: str, limit: int | None, numbers: list[int]) -> tuple[Listing, int]:
+    """parse_capped, appending the line number of each bad line to `numbers`."""
     entries: list[StoredEntry] = []
     bad: list[str] = []
     seen: set[str] = set()
     beyond = 0
     shared = _Shared()
-    for raw_line in _lines(text):
+    for number, raw_line in numbered(text):
         line = _clean(raw_line)
         if not line:
             continue
@@ -77,10 +82,12 @@ def parse_capped(text: str, limit: int | None) -> tuple[Listing, int]:
             lowered = line.lower()
             if "host=" in lowered or "subject=" in lowered:
                 bad.append(line)
+                numbers.append(number)
             continue
         entry = _parse_entry(line, shared)
         if entry is None or entry.key in seen:
             bad.append(line)
+            numbers.append(number)
             continue
         if limit is not None and len(entries) >= limit:
             beyond += 1  # not remembered: a repeated key past the cap counts twice
@@ -88,6 +95,28 @@ def parse_capped(text: str, limit: int | None) -> tuple[Listing, int]:
         seen.add(entry.key)
         entries.append(entry)
     return Listing(entries=tuple(entries), bad_lines=tuple(bad)), beyond
+
+
+def cli_error(text: str) -> str | None:
+    """The first line of an IOS-style CLI error (`% Invalid input detected ...`, what a login
+    whose role may not run the command gets), or None. Only asked of a listing without
+    entries: read as an empty store, an error would drop every baseline of the store."""
+    for _, raw in numbered(text):
+        line = _clean(raw)
+        if line.startswith("%"):
+            return line
+    return None
+
+
+def numbered(text: str) -> Iterator[tuple[int, str]]:
+    """(1-based line number, line) as the parser splits `text` into lines."""
+    return enumerate(_lines(text), 1)
+
+
+def parse_numbered(text: str) -> tuple[Listing, tuple[int, ...]]:
+    """parse_listing, plus the number (as `numbered` counts) of each of its bad_lines."""
+    numbers: list[int] = []
+    return _parse(text, None, numbers)[0], tuple(numbers)
 
 
 _BLOCK = 1 << 20

@@ -5,6 +5,11 @@ The session is kept between reads (PI logins are slow) and thrown away on any do
 a timeout, a drop or output we could not frame means the next read reconnects.
 Output is read in bounded chunks: a flooding or paging-forever server costs at most
 MAX_OUTPUT bytes of memory and MAX_PAGES round trips, never the exporter.
+
+A session may be given a Trace (`doctor` does): it is called at each step of the dialogue
+with what was seen there, so the first-contact transcript comes from this code path and
+not from a second implementation of it. Facts are the server's text as it came (show it
+through exporter.text.visible); no password, passphrase or key material is ever passed.
 """
 
 from __future__ import annotations
@@ -14,8 +19,10 @@ import codecs
 import contextlib
 import os
 import re
+from typing import Protocol
 
 import asyncssh
+from asyncssh.misc import MaybeAwait
 
 from exporter.config import StoreConfig
 from exporter.model import ErrorReason
@@ -42,6 +49,35 @@ MAX_PAGES = 1000
 _CHUNK = 1 << 20
 _TAIL = 512  # enough decoded text to see a prompt or a --More-- at the end of the output
 _DRAIN_QUIET = 0.05  # seconds of silence that mean a reused shell has nothing stale queued
+
+
+class Trace(Protocol):
+    """Called as trace(step, **facts) at each step of the dialogue; see PiSession."""
+
+    def __call__(self, step: str, /, **facts: object) -> None: ...
+
+
+class _Client(asyncssh.SSHClient):
+    """Notes which methods asyncssh tried, in order, to name the one that logged in."""
+
+    def __init__(self, tried: list[str]) -> None:
+        self.tried = tried
+
+    def kbdint_auth_requested(self) -> MaybeAwait[str | None]:
+        self.tried.append("keyboard-interactive")
+        # NotImplemented, as the base class: asyncssh answers a password prompt with the password
+        return super().kbdint_auth_requested()
+
+
+def auth_method(tried: list[str], keys: list[asyncssh.SSHKey]) -> str:
+    """The method that logged in: asyncssh tries public keys first, then keyboard-interactive,
+    then password, and asks for the password (once) only after the keys failed."""
+    if "password" in tried:
+        before = tried[: tried.index("password")]
+        return "keyboard-interactive, answered with the password" if before else "password"
+    if keys:
+        return "publickey"
+    return "none"
 
 
 class StoreReadError(Exception):
@@ -90,6 +126,7 @@ class _Output:
         self._decoder = codecs.getincrementaldecoder("utf-8")(errors="strict")
         self.tail = ""  # the last _TAIL decoded characters, for prompt / pager checks
         self.invalid = 0
+        self.pages = 0  # --More-- prompts answered
 
     def add(self, chunk: bytes) -> None:
         self.size += len(chunk)
@@ -125,8 +162,9 @@ class _Output:
 class PiSession:
     """One PI server. `run(command)` returns the command's output as clean text."""
 
-    def __init__(self, cfg: StoreConfig) -> None:
+    def __init__(self, cfg: StoreConfig, trace: Trace | None = None) -> None:
         self.cfg = cfg
+        self._trace = trace
         self._conn: asyncssh.SSHClientConnection | None = None
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
         self._prompt: re.Pattern[str] | None = None
@@ -149,13 +187,18 @@ class PiSession:
     async def run(self, command: str) -> str:
         async with self._lock:
             try:
-                return await self._run(command)
-            except StoreReadError:
+                text = await self._run(command)
+            except StoreReadError as e:
+                if self._trace is not None:
+                    self._trace("failed", reason=e.reason.value, error=e.message)
                 await self.close()
                 raise
             except asyncio.CancelledError:
                 await self.close()
                 raise
+            if self._trace is not None:
+                self._trace("output", command=command, text=text)
+            return text
 
     async def _run(self, command: str) -> str:
         cfg = self.cfg
@@ -164,6 +207,8 @@ class PiSession:
             await self.close()
         if self._conn is None:
             self._conn = await self._connect()
+        elif self._trace is not None:
+            self._trace("reused", mode=cfg.cli_mode)
         # One deadline for the whole command, as a cancel scope: asyncio.wait_for per chunk
         # (3.11) could swallow a cancellation that raced with a chunk arriving, and the
         # cancelled read then went on reading.
@@ -223,13 +268,20 @@ class PiSession:
     async def _connect(self) -> asyncssh.SSHClientConnection:
         cfg = self.cfg
         keys = await self._client_keys()
+        tried: list[str] = []
+
+        def password() -> str | None:
+            tried.append("password")
+            return cfg.password
+
         try:
             async with asyncio.timeout(cfg.connect_timeout):
                 conn = await asyncssh.connect(
                     cfg.host,
                     cfg.port,
+                    client_factory=lambda: _Client(tried),
                     username=cfg.username,
-                    password=cfg.password,
+                    password=password if cfg.password is not None else None,
                     client_keys=keys,
                     known_hosts=cfg.known_hosts,
                     agent_path=None,
@@ -262,7 +314,24 @@ class PiSession:
         except (asyncssh.Error, OSError, ValueError) as e:
             raise StoreReadError(ErrorReason.CONNECT, f"cannot connect: {_text(e)}") from None
         self.connects += 1
+        if self._trace is not None:
+            self._trace_login(conn, auth_method(tried, keys), keys)
         return conn
+
+    def _trace_login(self, conn: asyncssh.SSHClientConnection, method: str,
+                     keys: list[asyncssh.SSHKey]) -> None:
+        assert self._trace is not None
+        cfg = self.cfg
+        self._trace("connected", host=cfg.host, port=cfg.port,
+                    server_version=str(conn.get_extra_info("server_version") or ""),
+                    cipher=str(conn.get_extra_info("send_cipher") or ""))
+        host_key = conn.get_server_host_key()
+        self._trace("hostkey", algorithm=host_key.get_algorithm() if host_key else "none",
+                    fingerprint=host_key.get_fingerprint("sha256") if host_key else "",
+                    known_hosts=cfg.known_hosts)
+        client_key = (f"{keys[0].get_algorithm()} {keys[0].get_fingerprint('sha256')}"
+                      if method == "publickey" and keys else None)
+        self._trace("auth", username=cfg.username, method=method, key=client_key)
 
     async def _exec(self, command: str) -> str:
         assert self._conn is not None
@@ -280,9 +349,14 @@ class PiSession:
             raise StoreReadError(
                 ErrorReason.CONNECT, "connection lost before the command finished"
             )
+        if self._trace is not None:
+            self._trace("exec", command=command, exit_status=proc.exit_status, size=out.size)
         if proc.exit_status not in (0, None):
             raise StoreReadError(ErrorReason.COMMAND, f"command exited with status {proc.exit_status}")
-        return _MORE_LINE.sub("", clean(out.text())).strip("\n")
+        text, pages = _MORE_LINE.subn("", clean(out.text()))
+        if self._trace is not None:
+            self._trace("paging", command=command, answered=0, removed=pages)
+        return text.strip("\n")
 
     async def _shell(self, command: str) -> str:
         if self._proc is not None and not self._proc.is_closing() and not await self._drain():
@@ -294,10 +368,18 @@ class PiSession:
                 term_type="vt100", term_size=(511, 24), encoding=None
             )
             self._proc = proc
+            if self._trace is not None:
+                self._trace("shell", term_type="vt100", term_size=(511, 24))
             # Banner and motd come first; the first prompt tells us this server's exact prompt.
-            await self._read_until_prompt(learn=True)
+            banner = await self._read_until_prompt(learn=True)
+            if self._trace is not None:
+                self._trace("prompt", prompt=clean(banner.tail).rsplit("\n", 1)[-1].strip(),
+                            pattern=self.cfg.prompt or DEFAULT_PROMPT, banner_size=banner.size)
             await self._command("terminal length 0")
-        output = _MORE_LINE.sub("", clean((await self._command(command)).text()))
+        answer = await self._command(command)
+        output, leftover = _MORE_LINE.subn("", clean(answer.text()))
+        if self._trace is not None:
+            self._trace("paging", command=command, answered=answer.pages, removed=leftover)
         assert self._prompt is not None
         return strip_echo_and_prompt(output, command, self._prompt)
 
@@ -321,14 +403,17 @@ class PiSession:
     async def _command(self, line: str) -> _Output:
         assert self._proc is not None
         self._proc.stdin.write(line.encode() + b"\n")
-        return await self._read_until_prompt(learn=False)
+        out = await self._read_until_prompt(learn=False)
+        if self._trace is not None:
+            self._trace("sent", line=line, size=out.size)
+        return out
 
     async def _read_until_prompt(self, learn: bool) -> _Output:
         """Raw output up to the prompt. Banners are not checked for being text: only the
         listing is parsed, and a login banner in Latin-1 must not fail the store."""
         assert self._proc is not None
         pattern = re.compile(self.cfg.prompt or DEFAULT_PROMPT)
-        out, pages = _Output(), 0
+        out = _Output()
         while True:
             chunk = await self._proc.stdout.read(_CHUNK)
             if not chunk:
@@ -338,8 +423,8 @@ class PiSession:
             out.add(chunk)
             tail = clean(out.tail)
             if _MORE.search(tail[-80:]):
-                pages += 1
-                if pages > MAX_PAGES:
+                out.pages += 1
+                if out.pages > MAX_PAGES:
                     raise StoreReadError(
                         ErrorReason.COMMAND, f"endless --More-- paging ({MAX_PAGES} pages); gave up"
                     )

@@ -5,7 +5,7 @@ order, why); render (pure): a Plan becomes text or JSON, the same for the CLI an
 page; apply (I/O): the SSH applier; command: `prime-tofu-exporter remediate`.
 """
 
-from exporter.remediate.apply import Applier, Outcome, append_audit, command_confirmed, command_failed
+from exporter.remediate.apply import Applier, Outcome, command_confirmed, command_failed
 from exporter.remediate.plan import (
     Plan,
     PlanError,
@@ -22,7 +22,7 @@ from exporter.remediate.render import pair_health, plan_json, render_next, rende
 
 __all__ = [
     "Applier", "Outcome", "Plan", "PlanError", "Role", "Skip", "Step", "StorePlan",
-    "append_audit", "command_confirmed", "command_failed", "deletecert_command", "followups",
+    "command_confirmed", "command_failed", "deletecert_command", "followups",
     "make_plan", "pair_health", "plan_json", "render_next", "render_plan", "render_store",
     "verify_steps",
 ]

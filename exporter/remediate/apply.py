@@ -4,15 +4,13 @@ the re-stored entry is witnessed anew) and append to an audit log."""
 
 from __future__ import annotations
 
-import getpass
-import json
-import os
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from exporter.audit import AuditError, Operator, append_audit, current_operator
 from exporter.baseline import StorageError
 from exporter.model import EntryView
 from exporter.prime.ssh import PiSession, StoreReadError
@@ -49,52 +47,12 @@ def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-class AuditError(Exception):
-    """The audit log could not be opened or written; `lines` holds what it would have held
-    (JSON, ASCII-escaped), for the operator to keep by other means."""
-
-    def __init__(self, path: Path, error: OSError, lines: Sequence[str] = ()) -> None:
-        super().__init__(f"--audit.file {str(path)!r}: {error.strerror or error}")
-        self.lines = list(lines)
-
-
-def check_audit(path: Path) -> None:
-    """Before anything changes: the audit log can be created and appended to."""
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        os.close(os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640))
-    except OSError as e:
-        raise AuditError(path, e) from None
-
-
-def append_audit(path: Path, records: Iterable[dict[str, Any]]) -> None:
-    """Append-only JSON lines, flushed to disk before we go on to the next server."""
-    lines = [json.dumps(rec, sort_keys=True, ensure_ascii=False) + "\n" for rec in records]
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o640)
-        with os.fdopen(fd, "a", encoding="utf-8") as fh:
-            fh.writelines(lines)
-            fh.flush()
-            os.fsync(fh.fileno())
-    except OSError as e:  # a full disk: nothing of the record may be lost
-        raise AuditError(path, e, [json.dumps(json.loads(ln), sort_keys=True)
-                                   for ln in lines]) from None
-
-
-def report_lost_audit(e: AuditError, out: TextIO) -> None:
-    print(f"{e}: the audit log could not be written; what it would hold follows, keep it:",
-          file=out)
-    for line in e.lines:
-        print(f"  {line}", file=out)
-
-
 @dataclass
 class Applier:
     service: Service
     audit_file: Path
     reason: str | None
-    operator: str = field(default_factory=getpass.getuser)
+    operator: Operator = field(default_factory=current_operator)
     say: Callable[[str], None] = print
     audit_errors: list[AuditError] = field(default_factory=list)  # each with its lost lines
 
@@ -207,7 +165,7 @@ class Applier:
     def _record(self, o: Outcome) -> dict[str, Any]:
         s = o.step
         return {
-            "time": _now(), "unix_time": round(time.time(), 3), "operator": self.operator,
+            "time": _now(), "unix_time": round(time.time(), 3), **self.operator.audit_fields(),
             "store": s.store, "entry": s.entry, "endpoint": s.endpoint, "role": s.role,
             "evidence": s.evidence, "evidence_reason": s.reason, "reason": self.reason,
             "command": s.command, "output": o.output[:2000],

@@ -6,20 +6,13 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TextIO
 
 from exporter import exitcodes
+from exporter.audit import AuditError, audit_path, check_audit, report_lost_audit
 from exporter.config import Config
 from exporter.confirm import confirm
-from exporter.remediate.apply import (
-    Applier,
-    AuditError,
-    Outcome,
-    check_audit,
-    outcome_json,
-    report_lost_audit,
-)
+from exporter.remediate.apply import Applier, Outcome, outcome_json
 from exporter.remediate.plan import Plan, PlanError, make_plan
 from exporter.remediate.render import plan_json, render_next, render_plan
 from exporter.service import Service
@@ -69,7 +62,7 @@ async def _apply(service: Service, plan: Plan, args: Options, human: TextIO, as_
     stop = _confirm(plan, args.yes, human)
     if stop is not None:
         return stop
-    audit = Path(args.audit_file or Path(args.storage_path) / "remediation-audit.jsonl")
+    audit = audit_path(args.audit_file, args.storage_path)
     try:
         check_audit(audit)  # no delete that could not be audited
     except AuditError as e:
