@@ -12,15 +12,18 @@ from exporter.accept.plan import (
     AcceptError,
     AcceptPlan,
     Candidate,
+    Now,
     Refusal,
     accept_command,
     check_for,
     integration_check,
     make_accept_plan,
     render_accept,
+    render_changed,
+    what_changed,
 )
 from exporter.history import Change, Status
-from exporter.model import EntryView, Evidence, State
+from exporter.model import Baseline, BaselineKind, EntryView, Evidence, State
 from exporter.pairs import pair_views
 from exporter.remediate.plan import Role
 from exporter.report import row
@@ -247,3 +250,74 @@ def test_render_accept() -> None:
     assert render_accept(AcceptPlan(SEC, (), (Refusal(SEC, "k_1", "why"),)), "o", "r") == (
         "refused: k_1 on prime-sec: why")
     assert render_accept(AcceptPlan(SEC, (), ()), "o", "r") == ""
+
+
+# ---- after the "yes": what changed since the plan was shown -------------------------------------
+
+BASE = Baseline(BaselineKind.ADOPTED, FP_A, 1_764_000_000.25)
+
+
+def candidate(**kw: object) -> Candidate:
+    c = Candidate(SEC, "10.0.0.6_443", "10.0.0.6:443", FP_A, FP_A[::-1], "/CN=x", "/CN=x", "other",
+                  None, OTHER_CHECK, "unknown", "none", BASE)
+    return dataclasses.replace(c, **kw)  # type: ignore[arg-type]
+
+
+def now(**kw: object) -> Now:
+    n = Now("10.0.0.6:443", BASE, Status("unknown", "none", FP_A), FP_A)
+    return dataclasses.replace(n, **kw)  # type: ignore[arg-type]
+
+
+def test_a_candidate_carries_what_the_operator_was_shown() -> None:
+    other = unknown(PRI, "10.0.0.6_443", baseline=Baseline(BaselineKind.WITNESSED, FP_B, 2.0))
+    mine = unknown(SEC, "10.0.0.6_443", baseline=BASE)
+    (c,) = make_accept_plan(scene(other, mine), SEC, ["10.0.0.6_443"], False, [], 60.0).candidates
+    assert (c.state, c.evidence, c.baseline) == ("unknown", "none", BASE)  # this store's baseline
+    (p,) = make_accept_plan(scene(), PRI, [], True, [], 60.0).candidates
+    assert p.baseline is None
+
+
+def test_nothing_changed() -> None:
+    assert what_changed(candidate(), now()) == []
+
+
+def test_each_change_is_named() -> None:
+    assert what_changed(candidate(), now(endpoint=None)) == [
+        "the entry left the store (or its baseline was forgotten)"]
+    assert what_changed(candidate(), now(endpoint="10.0.0.7:443\n")) == [
+        "endpoint 10.0.0.6:443 -> 10.0.0.7:443\\n"]
+    assert what_changed(candidate(), now(status=Status("mismatch", "log", FP_A))) == [
+        "state unknown (none) -> mismatch (log)"]
+    assert what_changed(candidate(), now(status=Status("unknown", "subject", FP_A))) == [
+        "state unknown (none) -> unknown (subject)"]
+    assert what_changed(candidate(), now(status=Status("match", "none", FP_A))) == [
+        "state unknown (none) -> match (none)"]
+    assert what_changed(candidate(), now(status=None)) == ["state unknown (none) -> not recorded"]
+    assert what_changed(candidate(), now(baseline=None)) == [
+        "baseline adopted since 2025-11-24 16:00:00.250Z (sha256 aaaaaaaaaaaaaaaa…) -> none"]
+    assert what_changed(candidate(baseline=None),
+                        now(baseline=Baseline(BaselineKind.WITNESSED, None, 0.5))) == [
+        "baseline none -> witnessed since 1970-01-01 00:00:00.500Z (sha256 pending)"]
+    assert what_changed(candidate(), now(live_fingerprint_sha256=FP_B)) == [
+        "live sha256 aaaaaaaaaaaaaaaa… -> bbbbbbbbbbbbbbbb…"]
+    assert what_changed(candidate(), now(live_fingerprint_sha256=None, probe_error="reset\r")) == [
+        "live sha256 aaaaaaaaaaaaaaaa… -> none (reset\\r)"]
+    assert what_changed(candidate(), now(live_fingerprint_sha256=None)) == [
+        "live sha256 aaaaaaaaaaaaaaaa… -> none (no certificate)"]
+
+
+def test_several_changes_in_order() -> None:
+    got = what_changed(candidate(), now(endpoint="e:1", status=None, baseline=None,
+                                        live_fingerprint_sha256=FP_B))
+    assert [d.split(" ")[0] for d in got] == ["endpoint", "state", "baseline", "live"]
+
+
+def test_render_changed() -> None:
+    assert render_changed(SEC, {}) == ""
+    assert render_changed(SEC, {"a_1": ["x", "y"], "b\n_1": ["z"]}) == "\n".join([
+        "refused: a_1 on prime-sec changed after it was shown:",
+        "      x",
+        "      y",
+        "refused: b\\n_1 on prime-sec changed after it was shown:",
+        "      z",
+    ])

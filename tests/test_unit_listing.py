@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.prime.listing import MAX_KEY, parse_capped, parse_listing
+from exporter.prime.listing import MAX_KEY, cli_error, numbered, parse_capped, parse_listing, parse_numbered
 
 pytestmark = pytest.mark.unit
 
@@ -155,3 +155,26 @@ def test_repeated_subjects_and_attributes_are_one_object() -> None:
 def test_subject_text_is_kept_as_printed_but_stripped() -> None:
     (e,) = parse_listing("host=a_1;  subject=  /C=US/CN=x   ").entries
     assert e.subject_text == "/C=US/CN=x"
+
+
+def test_bad_lines_are_numbered_as_the_text_counts_them() -> None:
+    text = ("header\r\n\r\nhost=a_1; subject=CN=a\nhost=bad; subject=CN=x\n\nsee host=b_1\n"
+            "host=a_1; subject=CN=a\n")
+    listing, numbers = parse_numbered(text)
+    assert [e.key for e in listing.entries] == ["a_1"]
+    assert listing.bad_lines == ("host=bad; subject=CN=x", "see host=b_1", "host=a_1; subject=CN=a")
+    assert numbers == (4, 6, 7)
+    assert list(numbered("a\r\nb\n\nc")) == [(1, "a"), (2, "b"), (3, ""), (4, "c")]
+    assert parse_numbered("host=a_1; subject=CN=a") == (parse_listing("host=a_1; subject=CN=a"), ())
+
+
+@pytest.mark.parametrize(("text", "error"), [
+    ("\r\n% Invalid input detected at '^' marker.\r\nprime/admin# ",
+     "% Invalid input detected at '^' marker."),
+    ("banner\n\x1b[1m% Permission denied\x1b[0m\n% second", "% Permission denied"),
+    ("  % indented\n", "% indented"),
+    ("no error here\nhost=a_1; subject=CN=x 100%\n", None),
+    ("", None),
+])
+def test_cli_error_is_the_first_line_starting_with_percent(text: str, error: str | None) -> None:
+    assert cli_error(text) == error

@@ -3,9 +3,11 @@ width change the answer, the pair-linking of keys, and the replica's own config.
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 
-from exporter.shard import ALL, Shard, keys, owner, select
+from exporter.shard import ALL, Shard, keys, owner, owns_none, select
 from tests.unitkit import config
 
 pytestmark = pytest.mark.unit
@@ -56,3 +58,11 @@ def test_select_keeps_own_stores_and_their_pairs() -> None:
     assert [p.name for p in parts[3].pairs] == ["prime-ha"]
     assert all(p.pairs == () for i, p in enumerate(parts) if i != 3)
     assert parts[3].pins is cfg.pins and parts[3].source == cfg.source
+
+
+def test_a_shard_that_owns_no_store_says_why() -> None:
+    cfg = dataclasses.replace(config(["pi-0", "pi-1"]), source="/etc/tofu.yml")
+    assert owns_none(cfg, Shard(0, 7)) is None  # pi-0 -> 0
+    assert owns_none(cfg, ALL) is None
+    assert owns_none(cfg, Shard(5, 7)) == "shard 5 of 7 owns none of the 2 stores in /etc/tofu.yml"
+    assert owns_none(config([]), ALL) == "shard 0 of 1 owns none of the 0 stores in <config>"

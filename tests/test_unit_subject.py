@@ -31,6 +31,7 @@ pytestmark = pytest.mark.unit
      (("C", "US"), ("ST", "CA"), ("O", "Cisco Systems"), ("CN", "prime-pri"))),
     ("CN = kong", (("CN", "kong"),)),
     ("CN=kong", (("CN", "kong"),)),
+    ("CN = Xbox", (("CN", "Xbox"),)),  # only spaces and tabs lead a value
     ("  /CN=kong  ", (("CN", "kong"),)),
     ("\tCN\t=\tkong\t", (("CN", "kong"),)),
     ("/CN=a+OU=b", (("CN", "a"), ("OU", "b"))),
