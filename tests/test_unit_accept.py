@@ -306,6 +306,12 @@ def test_each_change_is_named() -> None:
         "live sha256 aaaaaaaaaaaaaaaa… -> none (no certificate)"]
 
 
+def test_times_are_utc_to_the_millisecond() -> None:
+    odd = Baseline(BaselineKind.ATTESTED, FP_B, 3.9995)  # odd second, .9995 s: no rounding up
+    assert what_changed(candidate(baseline=None), now(baseline=odd)) == [
+        "baseline none -> attested since 1970-01-01 00:00:03.999Z (sha256 bbbbbbbbbbbbbbbb…)"]
+
+
 def test_several_changes_in_order() -> None:
     got = what_changed(candidate(), now(endpoint="e:1", status=None, baseline=None,
                                         live_fingerprint_sha256=FP_B))
