@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
+from exporter.subject import format_subject, parse_subject
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 
@@ -136,6 +137,16 @@ def sshd(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
     kit = SshdKit(KeyStore(tmp_path_factory.getbasetemp() / "sshd-keys"), tmp_path / "sshd")
     yield kit
     kit.stop_all()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_subject_caches() -> None:
+    """exporter.subject caches its parses and prints per process. Each test starts with them
+    empty, so it runs the code as it is: scripts/mutation (mutmut) forks every mutant from a
+    process whose caches already hold the unmutated results, which hid every mutant under
+    parse_subject (the escapes, the byte decoding) from the tests that feed it."""
+    parse_subject.cache_clear()
+    format_subject.cache_clear()
 
 
 # ---------------------------------------------------------------- skips in CI

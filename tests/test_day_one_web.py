@@ -90,6 +90,12 @@ async def test_api_entries_and_history(served: tuple[Lab, Service, TestClient, P
 
     hist = await (await client.get(f"/api/v1/history?store=prime-pri&entry={key}")).json()
     (change,) = hist["data"]
+    # The keys are the API (docs/api.md): a rename breaks every client.
+    assert set(change) == {"time", "time_utc", "store", "entry", "before", "after", "reason"}
+    assert set(change["before"]) == set(change["after"]) == {"state", "evidence", "fingerprint_sha256"}
+    assert (change["store"], change["entry"]) == ("prime-pri", key)
+    assert change["time_utc"] == time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(change["time"]))
+    assert change["reason"] and change["after"]["evidence"] == "baseline"
     assert change["before"]["state"] == "unknown" and change["after"]["state"] == "mismatch"
     assert change["after"]["fingerprint_sha256"] == sec.current.fingerprint_sha256
     assert change["before"]["fingerprint_sha256"] == stale["previous_fingerprint_sha256"]

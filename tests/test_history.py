@@ -3,6 +3,8 @@ live fingerprint was before."""
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.history import GONE_REASON, EntryStatus, Status, diff, fingerprint_moved
 from exporter.model import (
     EntryView,
@@ -13,6 +15,8 @@ from exporter.model import (
     StoredEntry,
     Verdict,
 )
+
+pytestmark = pytest.mark.unit
 
 SUBJ = (("CN", "prime-sec"),)
 

@@ -93,6 +93,7 @@ KEYS = {
 
 # --- parse -------------------------------------------------------------------------------------
 
+@pytest.mark.unit
 @pytest.mark.parametrize("key_type", sorted(KEYS))
 def test_every_plain_key_type_parses_with_its_fingerprint(key_type):
     line = parse.parse(f"host1 {KEYS[key_type]} a comment\n").lines[0]
@@ -102,6 +103,7 @@ def test_every_plain_key_type_parses_with_its_fingerprint(key_type):
     assert "=" not in keys.key_fingerprint(line.key)
 
 
+@pytest.mark.unit
 def test_certificate_lines_parse_with_their_fields_and_signature_parts():
     blob = host_cert(ED[0], ED[2])
     line = parse.parse(f"@cert-authority host1 ssh-ed25519-cert-v01@openssh.com {b64(blob)}").lines[0]
@@ -155,6 +157,7 @@ BAD = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("text", "reason"), BAD)
 def test_a_line_openssh_refuses_is_kept_as_a_bad_line_with_its_reason(text, reason):
     known = parse.parse(f"# before\n{text}\ngood {ED_LINE}\n")
@@ -162,17 +165,20 @@ def test_a_line_openssh_refuses_is_kept_as_a_bad_line_with_its_reason(text, reas
     assert (known.bad_lines[0].number, known.bad_lines[0].reason) == (2, reason)
 
 
+@pytest.mark.unit
 def test_bad_line_text_is_shown_escaped():
     known = parse.parse(b"h\x1b[31m ssh-ed25519 AAAA\n")
     assert known.bad_lines[0].shown == "h\\x1b[31m ssh-ed25519 AAAA"
 
 
+@pytest.mark.unit
 def test_signature_alias_names_read_as_the_key_type_like_sshkey_read():
     line = parse.parse("h rsa-sha2-256 " + KEYS["ssh-rsa"].split()[1]).lines[0]
     assert isinstance(line, parse.KeyLine)
     assert (line.written_type, line.key_type) == ("rsa-sha2-256", "ssh-rsa")
 
 
+@pytest.mark.unit
 def test_numbering_comments_blank_lines_crlf_and_tabs():
     data = f"# top\r\n\r\n\th1\t{ED_LINE}\tnote\r\n  \nh2 {ED2_LINE}".encode()
     known = parse.parse(data)
@@ -184,6 +190,7 @@ def test_numbering_comments_blank_lines_crlf_and_tabs():
     assert known.key_lines[0].comment == "note" and known.key_lines[1].comment == ""
 
 
+@pytest.mark.unit
 def test_a_nul_byte_ends_the_line_as_it_does_for_openssh():
     known = parse.parse(f"h1 {ED_LINE}".encode() + b"\x00garbage\n")
     assert isinstance(known.lines[0], parse.KeyLine) and known.lines[0].comment == ""
@@ -209,6 +216,7 @@ def _c_match_pattern(s: str, p: str) -> bool:
         s, p = s[1:], p[1:]
 
 
+@pytest.mark.unit
 @given(st.text(alphabet="ab.", max_size=8), st.text(alphabet="ab.*?", max_size=8))
 def test_match_pattern_answers_as_match_c(s, p):
     assert match.match_pattern(s.encode(), p.encode()) == _c_match_pattern(s, p)
@@ -235,11 +243,13 @@ HOSTNAME = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("patterns", "host", "want"), HOSTNAME)
 def test_match_hostname(patterns, host, want):
     assert match.match_hostname(host, patterns) == want
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("host", "port", "lookup"), [
     ("host1", 22, "host1"), ("Host1", 22, "host1"), ("10.0.0.5", 2222, "[10.0.0.5]:2222"), ("::1", 22, "::1"),
 ])
@@ -247,6 +257,7 @@ def test_lookup_name_is_put_host_port(host, port, lookup):
     assert match.lookup_name(host, port) == lookup
 
 
+@pytest.mark.unit
 def test_a_hashed_line_matches_only_the_string_it_hashed():
     salt = bytes(range(20))
     field = match.host_hash("[h.example.com]:2222", salt)
@@ -272,6 +283,7 @@ web?.example.com {KEYS["ssh-rsa"]}
 RESOLVE = ("db.example.com", "web1.example.com", "bad.example.com", "[10.0.0.5]:2222")
 
 
+@pytest.mark.unit
 def test_resolve_names_literals_and_matches_hashes_and_patterns_against_the_resolve_list():
     res = match.resolve(parse.parse(FILE), RESOLVE)
     named = {line.number: hosts for line, hosts in res.named}
@@ -291,6 +303,7 @@ def test_resolve_names_literals_and_matches_hashes_and_patterns_against_the_reso
     }
 
 
+@pytest.mark.unit
 def test_entries_one_per_host_and_type_with_lines_and_fingerprints():
     store = kh_entries.load(FILE + f"jump.example.com {ED2_LINE}\n", RESOLVE)
     by_key = {e.key: e for e in store.entries}
@@ -388,6 +401,7 @@ VERDICTS = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("case", "text", "offers", "want"), VERDICTS, ids=[v[0] for v in VERDICTS])
 def test_verdict(case, text, offers, want):
     got = verdict.judge(_host(text), offers, NOW)
@@ -397,12 +411,14 @@ def test_verdict(case, text, offers, want):
         assert got[key].evidence == "stored"
 
 
+@pytest.mark.unit
 def test_verdict_names_stored_and_live_fingerprints():
     got = verdict.judge(_host(f"web1.example.com {ED_LINE}"), {"ssh-ed25519": _offer(ED2_LINE)}, NOW)
     v = got["web1.example.com ssh-ed25519"]
     assert v.stored == (keys.fingerprint(blob_of(ED_LINE)),) and v.live == keys.fingerprint(blob_of(ED2_LINE))
 
 
+@pytest.mark.unit
 def test_a_certificate_signed_with_sha1_rsa_is_refused_like_ca_signature_algorithms():
     cert = keys.parse_blob(host_cert(ED[0], ED[2]))
     assert cert.cert is not None
@@ -415,6 +431,7 @@ def test_a_certificate_signed_with_sha1_rsa_is_refused_like_ca_signature_algorit
 
 # --- the default client (order_hostkeyalgs, choose_hostkeyalg, check_host_key) -------------------
 
+@pytest.mark.unit
 def test_known_types_move_to_the_front_of_the_offer_unless_the_best_one_is_known():
     assert client.order_hostkeyalgs(_host(f"web1.example.com {ED_LINE}")) == client.DEFAULT_ALGORITHMS
     rsa_only = client.order_hostkeyalgs(_host(f"web1.example.com {KEYS['ssh-rsa']}"))
@@ -454,12 +471,14 @@ CLIENT = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("case", "text", "offers", "want"), CLIENT, ids=[c[0] for c in CLIENT])
 def test_default_client(case, text, offers, want):
     got = client.default_client(_host(text), offers, NOW)
     assert (got.connects, got.algorithm) == want, got.reason
 
 
+@pytest.mark.unit
 def test_a_port_host_with_no_line_of_its_own_falls_back_to_the_bare_name_only_on_an_exact_match():
     store = kh_entries.load(f"@cert-authority [web1.example.com]:2222 {CA_LINE}\n"
                             f"web1.example.com {ED_LINE}\n",
@@ -483,11 +502,13 @@ REWRITES = [
 ]
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(("data", "drop", "want"), REWRITES)
 def test_remove_lines_keeps_every_other_byte(data, drop, want):
     assert rewrite.remove_lines(data, drop) == want
 
 
+@pytest.mark.unit
 def test_remove_lines_refuses_a_line_the_file_does_not_have():
     with pytest.raises(ValueError, match="no such line: 3"):
         rewrite.remove_lines(b"a\nb\n", {3})

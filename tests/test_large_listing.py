@@ -12,6 +12,8 @@ from exporter.prime import listing
 from exporter.prime.listing import parse_capped, parse_listing
 from exporter.prime.ssh import strip_echo_and_prompt
 
+pytestmark = pytest.mark.unit
+
 LINE = "host=10.{a}.{b}.{c}_8082;  subject= /C=US/O=Cisco Systems/CN=peer-{i}\n\n"
 
 

@@ -33,6 +33,7 @@ prime-pri/admin#
 CISCO = (("C", "US"), ("ST", "CA"), ("L", "SJ"), ("O", "Cisco Systems"), ("OU", "Prime Infra"))
 
 
+@pytest.mark.unit
 def test_seed_listing() -> None:
     listing = parse_listing(SEED)
     assert listing.bad_lines == ()
@@ -53,6 +54,7 @@ def test_seed_listing() -> None:
     assert [(e.host, e.port) for e in listing.entries][1:] == [("10.0.0.3", 443), ("10.0.0.2", 8082)]
 
 
+@pytest.mark.unit
 def test_pi39_sample() -> None:
     listing = parse_listing("host=10.0.0.5_443; subject=CN = kong\n")
     assert listing == Listing(
@@ -68,12 +70,14 @@ def test_pi39_sample() -> None:
     )
 
 
+@pytest.mark.unit
 def test_empty_and_header_only() -> None:
     assert parse_listing("") == Listing(entries=())
     header = SEED.split("host=")[0]
     assert parse_listing(header) == Listing(entries=())
 
 
+@pytest.mark.unit
 def test_mixed_styles_and_separators() -> None:
     text = "\n".join(
         [
@@ -92,6 +96,7 @@ def test_mixed_styles_and_separators() -> None:
     assert listing.entries[4].host == "127.0.0.1"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize("eol", ["\r\n", "\r", "\n", "\r\r\n"])
 def test_line_ends_and_trailing_spaces(eol: str) -> None:
     text = SEED.replace("\n", "   " + eol)
@@ -101,6 +106,7 @@ def test_line_ends_and_trailing_spaces(eol: str) -> None:
     assert listing.entries[0].subject_text.endswith("CN=prime-pri")
 
 
+@pytest.mark.unit
 def test_ansi_escapes_and_pager_remnants() -> None:
     text = (
         "\x1b]0;prime-pri\x07\x1b[?2004h\x1b[1mHost certificate are automatically added\x1b[0m\r\n"
@@ -120,6 +126,7 @@ def test_ansi_escapes_and_pager_remnants() -> None:
     assert listing.entries[0].subject_text == "/C=US/CN=a"
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     ("key", "host", "port"),
     [
@@ -140,6 +147,7 @@ def test_key_forms(key: str, host: str, port: int) -> None:
     assert (entry.key, entry.host, entry.port) == (key, host, port)
 
 
+@pytest.mark.unit
 @pytest.mark.parametrize(
     "line",
     [
@@ -168,6 +176,7 @@ def test_bad_entry_lines_are_kept(line: str) -> None:
     assert listing.bad_lines == (line.strip(),)
 
 
+@pytest.mark.unit
 def test_lines_mentioning_entry_syntax_are_bad_others_ignored() -> None:
     text = "\n".join(
         [
@@ -186,6 +195,7 @@ def test_lines_mentioning_entry_syntax_are_bad_others_ignored() -> None:
     )
 
 
+@pytest.mark.unit
 def test_duplicate_keys_keep_first() -> None:
     text = (
         "host=10.0.0.1_8082;  subject= /CN=first\n"
@@ -200,6 +210,7 @@ def test_duplicate_keys_keep_first() -> None:
     assert listing.bad_lines == ("host=10.0.0.1_8082;  subject= /CN=second",)
 
 
+@pytest.mark.unit
 def test_escaped_and_quoted_subjects_in_listing() -> None:
     text = (
         'host=10.0.0.1_443; subject=C = US, O = "Cisco, Inc.", CN = a\n'
@@ -216,6 +227,7 @@ def test_escaped_and_quoted_subjects_in_listing() -> None:
     assert listing.entries[0].subject_text == 'C = US, O = "Cisco, Inc.", CN = a'
 
 
+@pytest.mark.unit
 def test_endpoint_of() -> None:
     assert endpoint_of("10.0.0.1", 8082) == "10.0.0.1:8082"
     assert endpoint_of("prime-sec.example.com", 443) == "prime-sec.example.com:443"
@@ -284,6 +296,7 @@ def test_garbage_never_loses_a_well_formed_line(
         assert re.search(r"host=|subject=", bad, re.I)
 
 
+@pytest.mark.unit
 @settings(max_examples=300)
 @given(st.text(max_size=200))
 def test_never_raises_on_any_text(text: str) -> None:
@@ -301,6 +314,7 @@ def test_never_raises_on_entry_like_text(lines: list[str]) -> None:
     assert len(listing.entries) + len(listing.bad_lines) <= len("\n".join(lines).splitlines())
 
 
+@pytest.mark.unit
 def test_absurdly_long_key_is_a_bad_line_not_an_unbounded_label() -> None:
     long_host = "a" * 300
     text = f"host={long_host}_443; subject=CN = x\nhost=10.0.0.5_443; subject=CN = kong\n"

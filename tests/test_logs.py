@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.prime.logs import tofu_failures
+
+pytestmark = pytest.mark.unit
 
 RECORD = """[system] [HealthMonitorThread] TOFU failed.
 Check local trust Trust-on-first-use is configure for this connection.

@@ -212,17 +212,21 @@ async def test_reload_warns_about_a_secret_file_others_can_read(
     lab: dict[str, PiServer], tmp_path: Path
 ) -> None:
     """The start-up warning about a loose password_file (or key file) comes again when a
-    reload brings one in, by HTTP or SIGHUP: the file and its mode, never its content."""
-    config = write_config(tmp_path, {"alpha": lab["alpha"]})
+    reload brings one in, by HTTP or SIGHUP: the file and its mode, never its content. Each
+    reload brings a NEW password, and the log redacts it from then on: the PI prints it in an
+    unparseable line, which the exporter logs."""
+    alpha = lab["alpha"]
+    config = write_config(tmp_path, {"alpha": alpha})
     good = config.read_text()
-    password = (tmp_path / "pi-password").read_text()
     exporter = await started(config, tmp_path)
     try:
         assert "accessible by group or others" not in exporter.log()
-        for trigger, name, mode in (("http", "pw-group", 0o640), ("sighup", "pw-world", 0o604)):
+        for trigger, name, mode, password in (("http", "pw-group", 0o640, "Reload-Pa55-one!"),
+                                              ("sighup", "pw-world", 0o604, "Reload-Pa55-two!")):
             loose = tmp_path / name
-            loose.write_text(password)
+            loose.write_text(password + "\n")
             loose.chmod(mode)
+            alpha.users["admin"] = password  # the PI's password changed; the exporter follows
             config.write_text(good.replace("password_file: pi-password", f"password_file: {name}"))
             if trigger == "http":
                 status, text = await exporter.post("/-/reload")
@@ -232,11 +236,19 @@ async def test_reload_warns_about_a_secret_file_others_can_read(
             warning = (f"defaults.password_file {str(loose)!r} is accessible by group or others"
                        f" (mode {mode:04o}); it holds a secret: chmod 600 it")
             await wait_for(lambda w=warning: _true(w in exporter.log()), 5)
+            # A hostile or broken PI echoes the new password into its listing.
+            alpha.add_entry(f"echo {password}", alpha.entries()[next(iter(alpha.entries()))].der)
+            seen = exporter.log().count("unparseable lines in listing")
+            await wait_for(lambda s=seen: _true(
+                exporter.log().count("unparseable lines in listing") > s), 10)
+            alpha.remove_entry(f"echo {password}")
+            assert password not in exporter.log(), f"{trigger}: the reloaded password was logged"
         log = exporter.log()
         assert log.count("accessible by group or others") == 2, log
-        assert password.strip() not in log
+        assert "Reload-Pa55" not in log and "<redacted>" in log
         body, _ = await exporter.metrics()
         assert value(body, "tofu_exporter_config_last_reload_successful") == 1.0
+        assert value(body, "tofu_store_up", store="alpha") == 1.0  # logged in with the new one
     finally:
         await exporter.stop()
 

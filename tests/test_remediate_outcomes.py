@@ -63,8 +63,9 @@ async def test_restored_entries_drop_the_baseline_and_are_witnessed_anew(
     for pi in lab_.pis.values():
         faults(pi).restore_on_delete = True  # PI reconnects before deletecert returns to the prompt
     # (store, entry) -> the peer whose live certificate PI stores again
+    # In the plan's order: the primary's entries, then the secondary's, each in listing order.
     peer = {("prime-pri", k["sec"]): "prime-sec", ("prime-pri", k["ise"]): "ise",
-            ("prime-sec", k["sec"]): "prime-sec", ("prime-sec", k["sec_self"]): "prime-sec"}
+            ("prime-sec", k["sec_self"]): "prime-sec", ("prime-sec", k["sec"]): "prime-sec"}
     live = {key: lab_.endpoints[name].current for key, name in peer.items()}
     old = baselines(storage, "prime-pri")[k["sec"]]
     assert old.kind.value == "adopted"
@@ -75,7 +76,7 @@ async def test_restored_entries_drop_the_baseline_and_are_witnessed_anew(
                     "--audit.file", str(audit))
 
     assert res.returncode == 0, res.stdout + res.stderr
-    assert sorted(deletes(lab_)) == sorted((s, f"{DELETE} {e}") for s, e in peer)
+    assert deletes(lab_) == [(s, f"{DELETE} {e}") for s, e in peer]
     for (store, entry), cert in live.items():
         # PI holds the live certificate again: the delete was real and so was the re-store.
         assert lab_.pis[store].entries()[entry].der == cert.der

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -21,6 +22,8 @@ from exporter.model import (
     Verdict,
 )
 from exporter.snapshot import Snapshot
+
+pytestmark = pytest.mark.unit
 
 NASTY = 'a"b\\c\nd ü ' + "x" * 300  # quotes, backslash, newline, non-ASCII, over LABEL_MAX
 

@@ -57,11 +57,14 @@ def test_assignment_is_the_same_in_every_process() -> None:
                              env={"PYTHONHASHSEED": seed, "PATH": ""}, check=True,
                              cwd=Path(__file__).resolve().parent.parent)
         assert out.stdout.strip() == str(here)
-    # first 8 bytes of sha256, big endian, modulo M: pinned so it cannot drift silently
+    # first 8 bytes of sha256, big endian, modulo M: pinned so it cannot drift silently. Modulo
+    # 3 every byte order gives [1, 0, 2] (256 = 1 mod 3); modulo 7 little-endian gives [0, 5, 3].
     assert [owner(n, 3) for n in ("prime-ha", "pi-system-184", "prime-sec")] == [1, 0, 2]
+    assert [owner(n, 7) for n in ("prime-ha", "pi-system-184", "prime-sec")] == [3, 4, 1]
     assert len(set(here)) == 7  # 40 names spread over every shard
 
 
+@pytest.mark.unit
 def test_shards_partition_the_stores_and_keep_pairs_together() -> None:
     names = [f"pi-{i:02d}" for i in range(60)]
     # pi-00..pi-09 in five pairs; pi-10 in two pairs at once (with pi-11 and pi-12)

@@ -22,6 +22,9 @@ from exporter.subject import (
     subjects_equal,
 )
 
+# unit: the openssl binary below only prints the expected text; the parsing runs in-process
+pytestmark = pytest.mark.unit
+
 SEED = (
     ("C", "US"),
     ("ST", "CA"),

@@ -1,6 +1,10 @@
 """Hostile text is shown as data: one value is one line, and nothing hides or reorders it."""
 
+import pytest
+
 from exporter.text import is_plain, visible
+
+pytestmark = pytest.mark.unit
 
 
 def test_plain_text_is_unchanged() -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 from exporter.model import (
     Baseline,
     BaselineKind,
@@ -12,6 +14,8 @@ from exporter.model import (
     StoredEntry,
 )
 from exporter.verdict import decide
+
+pytestmark = pytest.mark.unit
 
 PRI = (("C", "US"), ("O", "Cisco Systems"), ("CN", "prime-sec"))
 ENTRY = StoredEntry("10.0.0.2_8082", "10.0.0.2", 8082, "/C=US/O=Cisco Systems/CN=prime-sec", PRI)

@@ -73,6 +73,25 @@ def test_toolkit_example(workdir: Path, name: str) -> None:
         assert cfg.ssl_context() is not None
 
 
+@pytest.mark.parametrize(("doc", "problem"), [
+    ({"junk": 1}, "junk: unknown key"),
+    ({"tls_server_config": {"cert_file": "server.crt", "key_file": "server.key",
+                            "cert_filse": "server.crt"}}, "tls_server_config.cert_filse: unknown key"),
+    ({"http_server_config": {"headers": {"X-Frame-Options": "deny"}, "header": {}}},
+     "http_server_config.header: unknown key"),
+    ({"rate_limit": {"interval": "1s", "burst": 2, "brust": 3}}, "rate_limit.brust: unknown key"),
+])
+def test_an_unknown_key_alone_is_refused(workdir: Path, doc: dict[str, object], problem: str) -> None:
+    """Each document is valid but for one misspelt key, so only the unknown-key check can
+    refuse it (the toolkit's junk-key example also lacks its cert_file)."""
+    with pytest.raises(ConfigError) as refused:
+        parse_web_config(doc, workdir)
+    assert refused.value.problems == [problem]
+    fixed = {k: {kk: vv for kk, vv in v.items() if kk not in ("cert_filse", "header", "brust")}
+             for k, v in doc.items() if k != "junk"}
+    parse_web_config(fixed, workdir)  # the same document without the typo is accepted
+
+
 def test_inline_certificate_and_key(tmp_path: Path) -> None:
     """The toolkit's tlsInline example, with a certificate of our own."""
     server = make_cert([("CN", "localhost")])

@@ -21,12 +21,14 @@ from exporter.endpoint import format_endpoint as endpoint_of  # noqa: F401  (re-
 from exporter.model import Listing, StoredEntry, Subject
 from exporter.subject import SubjectError, parse_subject
 
-# CSI (colours, erase line), OSC (window title), then any other two-byte ESC sequence.
+# CSI (colours, erase line), OSC (window title), then any other two-byte ESC sequence
+# (ESC 7 / ESC 8 save and restore the cursor, ESC = / ESC > keypad modes; not lower-case
+# Fs: a stray ESC before `host=` must not take its `h`).
 # None of them may span a line end, so garbage cannot swallow the next entry.
 _ANSI_RE = re.compile(
     r"\x1b\[[0-?]*[ -/]*[@-~]"
     r"|\x1b\][^\x07\x1b\r\n]*(?:\x07|\x1b\\)?"
-    r"|\x1b[@-Z\\-_]"
+    r"|\x1b[0-?@-Z\\-_]"
 )
 _CONTROL_RE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # everything C0 but TAB
 # A pager prompt left at the start of the next line, with the backspaces/spaces that
