@@ -24,7 +24,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as om_gener
 
 from exporter import __version__, api, daypage
 from exporter.collector import packs, render_chunks
-from exporter.deflate import Chunk, GzipCache, Packed, gzip_member, plain, size
+from exporter.deflate import Chunk, GzipCache, Packed, Whole, deflates_whole, gzip_member, plain, size
 from exporter.history import Change
 from exporter.landing import landing_page as _landing_page
 from exporter.service import Service
@@ -147,7 +147,21 @@ def make_app(
     if on_prepare is not None:
         app.on_response_prepare.append(on_prepare)
     gz = GzipCache()
-    text, gzipped, om, page, entries = (PerSnapshot() for _ in range(5))
+    text, gzipped, om, page, entries, whole, om_whole = (PerSnapshot() for _ in range(7))
+
+    async def gzipped_body(snap: Snapshot, body: list[Chunk], chunks: list[Chunk],
+                           openmetrics: bool) -> list[Chunk]:
+        """One gzip member of `body`, whose last chunk (the process metrics) is new each time:
+        deflated whole when small, else spliced from per-chunk pieces (exporter.deflate)."""
+        head, tail = body[:-1], plain(body[-1])
+        if deflates_whole(head):
+            prefix: Whole = await (om_whole if openmetrics else whole).get(snap, lambda: Whole.of(head))
+            return [*prefix.member(tail)]
+        if openmetrics:
+            pieces, crc, total = await asyncio.to_thread(gz.pieces, head)
+        else:
+            pieces, crc, total = await gzipped.get(snap, lambda: gz.pieces(chunks))
+        return [*gzip_member(pieces, crc, total, tail)]
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         snap = service.snapshot()
@@ -163,11 +177,8 @@ def make_app(
             body = [*chunks, generate_latest(REGISTRY)]
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
-            if content_type.startswith("application/openmetrics-text"):
-                pieces, crc, total = await asyncio.to_thread(gz.pieces, body[:-1])
-            else:
-                pieces, crc, total = await gzipped.get(snap, lambda: gz.pieces(chunks))
-            body = [*gzip_member(pieces, crc, total, plain(body[-1]))]
+            body = await gzipped_body(snap, body, chunks,
+                                      content_type.startswith("application/openmetrics-text"))
         return await _stream(request, body, headers)
 
     hints = (service.config.source, service.storage_path)  # named by the `accept` commands
