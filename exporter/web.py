@@ -17,7 +17,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
@@ -36,6 +36,11 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 # The exporter's own families (header and sample chunks): not in a /probe answer.
 OWN_PREFIXES = (b"# HELP tofu_exporter_", b"tofu_exporter_")
 WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long loses its response
+
+# No `<counter>_created` series, for any family (docs/metrics.md): the snapshot's counters have
+# none, and prometheus_client's own Counter wrote one for the three it keeps. rate() does not
+# need them, and Prometheus's Go client writes none in the text format either.
+disable_created_metrics()
 
 
 def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
