@@ -53,6 +53,7 @@ DETAILS = "tofu:certificate_mismatch:details"
 DETAIL_LABELS = ("stored_subject", "evidence", "live_subject", "fingerprint_sha256",
                  "previous_fingerprint_sha256", "pi")
 LOOPBACK = 'host=~"127[.]0[.]0[.]1|::1|localhost"'
+BRIDGE = "15m"  # how long a proven mismatch stays firing while its endpoint is unreachable
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,9 @@ def records(s: Settings) -> list[Record]:
 
 def alerts(s: Settings) -> list[Alert]:
     on, m = s.on, s.m
+    key = on("store", "entry")
     unknown = m("tofu_certificate_state", 'state="unknown"')
+    unreachable = m("tofu_certificate_state", 'state="unreachable"')
     evidence = '{{ or $labels.evidence "unknown" }}'
     stored_subject = '{{ or $labels.stored_subject "unknown" }}'
     live_subject = '{{ or $labels.live_subject "(not probed)" }}'
@@ -136,13 +139,22 @@ def alerts(s: Settings) -> list[Alert]:
                 "The verdict is the exporter's (evidence, not guesswork). Identity: the entry and the\n"
                 "endpoint it points at; the evidence and the live certificate are read into the\n"
                 "annotations, so a certificate that changes again, or evidence that moves (subject to\n"
-                "baseline), keeps the alert firing instead of restarting its `for:`."),
+                "baseline), keeps the alert firing.\n"
+                "No `for:`: a mismatch is a successful probe that presented another certificate than\n"
+                "the one PI stored (baseline, pin, log, subject: proof, not a transient), so it pages at\n"
+                "the first evaluation that sees it. What is transient is not reaching the endpoint: an\n"
+                "entry proven mismatched within 15m that is now `unreachable` keeps the alert firing\n"
+                "(third clause; after 15m TofuProbeFailing says why). A match or the entry's removal\n"
+                "(the deletecert) resolves it at once."),
             expr=(
                 f"{DETAILS}{{{s.selector}}}\n"
-                f"or on({on('store', 'entry')})\n"  # the details' joins failed: alert without them
+                f"or on({key})\n"  # the details' joins failed: alert without them
                 f"0 * ({m('tofu_certificate_mismatch')} == 1)"
-                f" * on({on('store', 'entry')}) group_left(endpoint) {m('tofu_entry_info')}\n"),
-            for_="5m",
+                f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"
+                f"or on({key})\n"
+                f"0 * (max_over_time({m('tofu_certificate_mismatch')}[{BRIDGE}]) == 1"
+                f" and on({key}) {unreachable} == 1)"
+                f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"),
             severity="critical",
             identity=("store", "entry", "endpoint"),
             hidden=DETAIL_LABELS,
@@ -277,7 +289,7 @@ def alerts(s: Settings) -> list[Alert]:
             description=(
                 "The exporter's TLS handshakes with {{ $labels.endpoint }} fail, so the entries that"
                 " point at it are `unreachable` and cannot be checked (a mismatch alert for them"
-                " resolves while the endpoint is unreachable). PI's own connection to it probably"
+                f" stays firing for {BRIDGE} of this, then resolves). PI's own connection to it probably"
                 " fails too."),
         ),
         Alert(
