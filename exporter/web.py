@@ -17,14 +17,14 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import REGISTRY, generate_latest
+from prometheus_client import REGISTRY, disable_created_metrics, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST, choose_encoder
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as om_generate_latest
 
 from exporter import __version__, api, daypage
 from exporter.collector import packs, render_chunks
-from exporter.deflate import Chunk, GzipCache, Packed, gzip_member, plain, size
+from exporter.deflate import Chunk, GzipCache, Packed, Whole, deflates_whole, gzip_member, plain, size
 from exporter.history import Change
 from exporter.landing import landing_page as _landing_page
 from exporter.service import Service
@@ -36,6 +36,11 @@ Handler = Callable[[web.Request], Awaitable[web.Response]]
 # The exporter's own families (header and sample chunks): not in a /probe answer.
 OWN_PREFIXES = (b"# HELP tofu_exporter_", b"tofu_exporter_")
 WRITE_TIMEOUT = 30.0  # a client that reads nothing for this long loses its response
+
+# No `<counter>_created` series, for any family (docs/metrics.md): the snapshot's counters have
+# none, and prometheus_client's own Counter wrote one for the three it keeps. rate() does not
+# need them, and Prometheus's Go client writes none in the text format either.
+disable_created_metrics()
 
 
 def landing_page(snap: Snapshot, recent: Sequence[Change] = (),
@@ -199,7 +204,21 @@ def make_app(
     if on_prepare is not None:
         app.on_response_prepare.append(on_prepare)
     gz = GzipCache()
-    text, gzipped, om, page, entries = (PerSnapshot() for _ in range(5))
+    text, gzipped, om, page, entries, whole, om_whole = (PerSnapshot() for _ in range(7))
+
+    async def gzipped_body(snap: Snapshot, body: list[Chunk], chunks: list[Chunk],
+                           openmetrics: bool) -> list[Chunk]:
+        """One gzip member of `body`, whose last chunk (the process metrics) is new each time:
+        deflated whole when small, else spliced from per-chunk pieces (exporter.deflate)."""
+        head, tail = body[:-1], plain(body[-1])
+        if deflates_whole(head):
+            prefix: Whole = await (om_whole if openmetrics else whole).get(snap, lambda: Whole.of(head))
+            return [*prefix.member(tail)]
+        if openmetrics:
+            pieces, crc, total = await asyncio.to_thread(gz.pieces, head)
+        else:
+            pieces, crc, total = await gzipped.get(snap, lambda: gz.pieces(chunks))
+        return [*gzip_member(pieces, crc, total, tail)]
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         snap = service.snapshot()
@@ -215,11 +234,7 @@ def make_app(
             body = [*chunks, generate_latest(REGISTRY)]
         if accepts_gzip(request.headers.get("Accept-Encoding", "")):
             headers["Content-Encoding"] = "gzip"
-            if openmetrics:
-                pieces, crc, total = await asyncio.to_thread(gz.pieces, body[:-1])
-            else:
-                pieces, crc, total = await gzipped.get(snap, lambda: gz.pieces(chunks))
-            body = [*gzip_member(pieces, crc, total, plain(body[-1]))]
+            body = await gzipped_body(snap, body, chunks, openmetrics)
         return await _stream(request, body, headers)
 
     hints = (service.config.source, service.storage_path)  # named by the `accept` commands

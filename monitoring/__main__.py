@@ -1,4 +1,5 @@
-"""python -m monitoring [--check] [--out DIR] [settings flags]: write or check the generated files."""
+"""prime-tofu-monitoring (python -m monitoring) [--check] [--out DIR] [settings flags]: write or
+check the generated rules, promtool tests, PrometheusRule, dashboard and ConfigMap."""
 
 from __future__ import annotations
 
@@ -7,15 +8,15 @@ import difflib
 import sys
 from pathlib import Path
 
-from monitoring.generate import outputs
-from monitoring.settings import ROOT, Settings
+from monitoring.settings import CHECKOUT, ROOT, Settings
 
 
 def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
     d = Settings()
-    p = argparse.ArgumentParser(prog="python -m monitoring", description=__doc__)
+    p = argparse.ArgumentParser(prog="prime-tofu-monitoring", description=__doc__)
     p.add_argument("--check", action="store_true", help="exit 1 (with a diff) when a file differs")
-    p.add_argument("--out", type=Path, default=ROOT, help="root to write under (default: the checkout)")
+    p.add_argument("--out", type=Path, default=ROOT if CHECKOUT else Path("."),
+                   help="root to write under (default: the checkout; when installed: the current directory)")
     p.add_argument("--selector", default=d.selector, help=f"PromQL label matchers (default: {d.selector})")
     p.add_argument("--runbook-url-pattern", default=d.runbook_url_pattern,
                    help="%%(anchor)s is the alert's runbook heading anchor")
@@ -29,6 +30,12 @@ def parse(argv: list[str]) -> tuple[argparse.Namespace, Settings]:
 
 def main(argv: list[str]) -> int:
     args, settings = parse(argv)
+    try:
+        from monitoring.generate import outputs  # the dashboard needs the Grafana SDK
+    except ModuleNotFoundError as e:
+        print(f"prime-tofu-monitoring: {e.name} is missing; install the extra:"
+              " pip install 'prime-tofu-exporter[monitoring]'", file=sys.stderr)
+        return 2
     stale = 0
     for rel, text in outputs(settings).items():
         path = args.out / rel
@@ -48,5 +55,10 @@ def main(argv: list[str]) -> int:
     return 0
 
 
-if __name__ == "__main__":
+def cli() -> None:
+    """The prime-tofu-monitoring command."""
     sys.exit(main(sys.argv[1:]))
+
+
+if __name__ == "__main__":
+    cli()

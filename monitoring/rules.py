@@ -3,8 +3,9 @@
 Alert labels are the alert's identity in Prometheus and Alertmanager: a label whose value
 changes while the problem persists (a live fingerprint, the evidence) ends the alert and starts
 a new one whose `for:` counts from zero. So labels only identify (the target's labels, then
-store, entry, endpoint, pair/peer, reason, and severity); everything that describes is read at
-evaluation time with `query` in the annotations. Target labels a site adds (namespace, pod,
+store, entry, endpoint, pair/peer, reason, and severity); everything that describes is in the
+annotations: TofuCertificateMismatch reads its details as labels of a recorded series and drops
+them from its own labels (records()). Target labels a site adds (namespace, pod,
 env) pass through: no expression aggregates them away. `summary` is static per alert name, so
 Alertmanager groups read well; the details are in `description`.
 """
@@ -42,6 +43,7 @@ class Alert:
     for_: str | None = None
     comment: str = ""
     extra: dict[str, str] = field(default_factory=dict)  # annotations between description and runbook
+    hidden: tuple[str, ...] = ()  # labels of the expression's series the annotations read, then dropped
 
 
 def _fmt(s: Settings, metric: str, labels: tuple[str, ...], *fixed: str) -> str:
@@ -52,38 +54,90 @@ def _fmt(s: Settings, metric: str, labels: tuple[str, ...], *fixed: str) -> str:
     return f"printf `{metric}{{{matchers}}}` {args}"
 
 
-def _label(s: Settings, metric: str, labels: tuple[str, ...], label: str, missing: str) -> str:
-    """Template text: `label` of the first series of metric{ids, labels}, or `missing`."""
-    return (f"{{{{ with query ({_fmt(s, metric, labels)}) }}}}{{{{ . | first | label \"{label}\" }}}}"
-            f"{{{{ else }}}}{missing}{{{{ end }}}}")
+DETAILS = "tofu:certificate_mismatch:details"
+# What the details series adds to a mismatching entry's labels. The alert reads them into its
+# annotations as $labels and drops them from its own labels (an empty label is no label), so
+# they describe the alert without being part of its identity.
+DETAIL_LABELS = ("stored_subject", "evidence", "live_subject", "fingerprint_sha256",
+                 "previous_fingerprint_sha256", "pi")
+LOOPBACK = 'host=~"127[.]0[.]0[.]1|::1|localhost"'
+BRIDGE = "15m"  # how long a proven mismatch stays firing while its endpoint is unreachable
+
+
+@dataclass(frozen=True)
+class Record:
+    name: str
+    expr: str
+    comment: str = ""
+
+
+def records(s: Settings) -> list[Record]:
+    """The details of each mismatching entry as labels of one series, which
+    TofuCertificateMismatch reads: its annotations used 13 `query` templates per alert per
+    evaluation (a query costs about 0.2 ms however simple: 187 ms with 100 mismatches)."""
+    on, m = s.on, s.m
+    key = on("store", "entry")
+
+    def renamed(metric: str, label: str, to: str, *matchers: str) -> str:
+        return f'label_replace({m(metric, *matchers)}, "{to}", "$1", "{label}", "(.*)")'
+
+    mismatch = f"({m('tofu_certificate_mismatch')} == 1)"
+    since_metric = m("tofu_certificate_state_since_timestamp_seconds")  # group_left(): keep every label
+    entry = f"{DETAILS}_entry{{{s.selector}}}"
+    certificates = f"{DETAILS}_certificates{{{s.selector}}}"
+    live = (f"* on({on('endpoint')}) group_left(live_subject, fingerprint_sha256)"
+            f" {renamed('tofu_live_certificate_info', 'subject', 'live_subject')}")
+    earlier = renamed("tofu_certificate_previous_fingerprint_info", "fingerprint_sha256",
+                      "previous_fingerprint_sha256")
+    previous = f"* on({key}) group_left(previous_fingerprint_sha256) {earlier}"
+    # The PI server whose own address the entry's endpoint is (it stores itself under
+    # 127.0.0.1_<port>); any target: with the /probe job each store is its own. topk: one per
+    # endpoint, so a misconfiguration cannot make the join many-to-many.
+    cluster = [s.cluster_label] if s.cluster_label else []
+    by = ", ".join([*cluster, "endpoint"])
+    pi = (f"* on({by}) group_left(pi) topk by ({by}) (1, "
+          f"{renamed('tofu_entry_info', 'store', 'pi', LOOPBACK)})")
+    return [
+        Record(
+            name=f"{DETAILS}_entry",
+            comment=("A mismatching entry with its endpoint, stored subject and evidence, valued at\n"
+                     "the time its state began (0 while the history has none)."),
+            expr=(
+                "(\n"
+                f"  0 * {mismatch} + on({key}) group_left() floor({since_metric})\n"
+                f"  or on({key}) 0 * {mismatch}\n"
+                ")\n"
+                f"* on({key}) group_left(endpoint, stored_subject) "
+                f"{renamed('tofu_entry_info', 'subject', 'stored_subject')}\n"
+                f"* on({key}) group_left(evidence) {m('tofu_certificate_evidence_info')}\n"),
+        ),
+        Record(
+            name=f"{DETAILS}_certificates",
+            comment="...with the live certificate and the one seen before it, where there are...",
+            expr=(f"{entry} {live} {previous}\n"
+                  f"or on({key}) {entry} {live}\n"
+                  f"or on({key}) {entry} {previous}\n"
+                  f"or on({key}) {entry}\n"),
+        ),
+        Record(
+            name=DETAILS,
+            comment="...and the PI server the endpoint is, if it is one.",
+            expr=f"{certificates} {pi}\nor on({key}) {certificates}\n",
+        ),
+    ]
 
 
 def alerts(s: Settings) -> list[Alert]:
     on, m = s.on, s.m
+    key = on("store", "entry")
     unknown = m("tofu_certificate_state", 'state="unknown"')
-    entry = ("store", "entry")
-    evidence = _label(s, "tofu_certificate_evidence_info", entry, "evidence", "unknown")
-    stored_subject = _label(s, "tofu_entry_info", entry, "subject", "unknown")
-    live_subject = _label(s, "tofu_live_certificate_info", ("endpoint",), "subject", "(not probed)")
-    live_sha = _label(s, "tofu_live_certificate_info", ("endpoint",), "fingerprint_sha256", "(not probed)")
-    # From the history: when the entry's current state began, the certificate seen before.
-    since_query = f"printf `floor(%s)` ({_fmt(s, 'tofu_certificate_state_since_timestamp_seconds', entry)})"
-    since = (f"{{{{ with query ({since_query}) }}}}{{{{ . | first | value | humanizeTimestamp }}}}"
-             "{{ else }}unknown{{ end }}")
-    previous = _label(s, "tofu_certificate_previous_fingerprint_info", entry, "fingerprint_sha256",
-                      "(not seen)")
-    since_sentence = (
-        f"{{{{ with query ({since_query}) }}}} In mismatch since"
-        " {{ . | first | value | humanizeTimestamp }}"
-        f"{{{{ with query ({_fmt(s, 'tofu_certificate_previous_fingerprint_info', entry)}) }}}};"
-        " before that the endpoint presented SHA-256 {{ . | first | label \"fingerprint_sha256\" }}"
-        "{{ end }}.{{ end }}")
-    # Is the entry's endpoint a PI server that stores itself (127.0.0.1_<port>) under it? Any
-    # instance: with the sharded /probe job each store is its own target.
-    same_cluster = [s.cluster_label] if s.cluster_label else []
-    pi_query = ("printf `" + m("tofu_entry_info", 'host=~"127[.]0[.]0[.]1|::1|localhost"',
-                               *(f"{n}=%q" for n in [*same_cluster, "endpoint"]))
-                + "` " + " ".join(f"$labels.{n}" for n in [*same_cluster, "endpoint"]))
+    unreachable = m("tofu_certificate_state", 'state="unreachable"')
+    evidence = '{{ or $labels.evidence "unknown" }}'
+    stored_subject = '{{ or $labels.stored_subject "unknown" }}'
+    live_subject = '{{ or $labels.live_subject "(not probed)" }}'
+    live_sha = '{{ or $labels.fingerprint_sha256 "(not probed)" }}'
+    since = "{{ if gt $value 0.0 }}{{ humanizeTimestamp $value }}{{ else }}unknown{{ end }}"
+    previous = '{{ or $labels.previous_fingerprint_sha256 "(not seen)" }}'
     target = " on {{ $labels.instance }}"
 
     return [
@@ -93,18 +147,33 @@ def alerts(s: Settings) -> list[Alert]:
                 "The verdict is the exporter's (evidence, not guesswork). Identity: the entry and the\n"
                 "endpoint it points at; the evidence and the live certificate are read into the\n"
                 "annotations, so a certificate that changes again, or evidence that moves (subject to\n"
-                "baseline), keeps the alert firing instead of restarting its `for:`."),
+                "baseline), keeps the alert firing.\n"
+                "No `for:`: a mismatch is a successful probe that presented another certificate than\n"
+                "the one PI stored (baseline, pin, log, subject: proof, not a transient), so it pages at\n"
+                "the first evaluation that sees it. What is transient is not reaching the endpoint: an\n"
+                "entry proven mismatched within 15m that is now `unreachable` keeps the alert firing\n"
+                "(third clause; after 15m TofuProbeFailing says why). A match or the entry's removal\n"
+                "(the deletecert) resolves it at once."),
             expr=(
-                f"({m('tofu_certificate_mismatch')} == 1)\n"
-                f"* on({on('store', 'entry')}) group_left(endpoint) {m('tofu_entry_info')}\n"),
-            for_="5m",
+                f"{DETAILS}{{{s.selector}}}\n"
+                f"or on({key})\n"  # the details' joins failed: alert without them
+                f"0 * ({m('tofu_certificate_mismatch')} == 1)"
+                f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"
+                f"or on({key})\n"
+                f"0 * (max_over_time({m('tofu_certificate_mismatch')}[{BRIDGE}]) == 1"
+                f" and on({key}) {unreachable} == 1)"
+                f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"),
             severity="critical",
             identity=("store", "entry", "endpoint"),
+            hidden=DETAIL_LABELS,
             summary="A PI server holds a stale TOFU certificate and rejects the peer.",
             description=(
                 "{{ $labels.store }} stored the certificate of {{ $labels.entry }} ({{ $labels.endpoint }})"
                 " on first use, and the certificate that endpoint presents now differs"
-                f" (evidence: {evidence}).{since_sentence}"
+                f" (evidence: {evidence}).{{{{ if gt $value 0.0 }}}} In mismatch since"
+                " {{ humanizeTimestamp $value }}"
+                "{{ with $labels.previous_fingerprint_sha256 }}; before that the endpoint presented SHA-256"
+                " {{ . }}{{ end }}.{{ end }}"
                 f" Stored subject: {stored_subject}; live subject: {live_subject}; live SHA-256: {live_sha}."
                 " PI rejects this connection (HA registration, ISE or DNA Center integration) until the"
                 " entry is deleted. Fix: on {{ $labels.store }} run"
@@ -118,10 +187,7 @@ def alerts(s: Settings) -> list[Alert]:
                 "previous_fingerprint_sha256": previous,
                 "command": f"{DELETECERT} {{{{ $labels.entry }}}}",
                 "follow_up": (
-                    '{{- $pi := "" -}}'
-                    f" {{{{- range {pi_query} | query -}}}}"
-                    " {{- $pi = .Labels.store -}}"
-                    " {{- end -}}"
+                    "{{- $pi := $labels.pi -}}"
                     " {{- if $pi -}}"
                     " {{ $labels.entry }} is PI server {{ $pi }} (it stores itself under this address):"
                     " after the delete, re-register HA from the primary (Administration > Settings > High"
@@ -270,7 +336,7 @@ def alerts(s: Settings) -> list[Alert]:
             description=(
                 "The exporter's TLS handshakes with {{ $labels.endpoint }} fail, so the entries that"
                 " point at it are `unreachable` and cannot be checked (a mismatch alert for them"
-                " resolves while the endpoint is unreachable). PI's own connection to it probably"
+                f" stays firing for {BRIDGE} of this, then resolves). PI's own connection to it probably"
                 " fails too."),
         ),
         Alert(
@@ -385,12 +451,12 @@ def alerts(s: Settings) -> list[Alert]:
 
 
 def as_data(s: Settings) -> dict[str, object]:
-    rules = []
+    rules: list[dict[str, object]] = [{"record": r.name, "expr": r.expr} for r in records(s)]
     for a in alerts(s):
         rule: dict[str, object] = {"alert": a.name, "expr": a.expr}
         if a.for_:
             rule["for"] = a.for_
-        rule["labels"] = {"severity": a.severity}
+        rule["labels"] = {"severity": a.severity, **dict.fromkeys(a.hidden, "")}
         rule["annotations"] = {"summary": a.summary, "description": a.description, **a.extra,
                                "runbook_url": s.runbook_url(a.name)}
         rules.append(rule)
@@ -404,8 +470,9 @@ HEADER = """\
 # Alert rules for prime-tofu-exporter. Conventions (monitoring-mixins style guide): CamelCase
 # names prefixed with the component (Tofu...); `severity` is critical (page now), warning (fix
 # during working hours) or info (context, never routed to a pager); labels only identify the
-# alert (target, store, entry, endpoint), everything descriptive is in the annotations, read
-# with `query` at evaluation time, so a changing detail never restarts an alert; `summary` is
+# alert (target, store, entry, endpoint), everything descriptive is in the annotations (the
+# mismatch's details from tofu:certificate_mismatch:details, whose detail labels the alert
+# drops), so a changing detail never restarts an alert; `summary` is
 # static per alert, `description` holds the details; `runbook_url` points at the alert's
 # heading in docs/runbook.md.
 #
@@ -441,7 +508,12 @@ def render(s: Settings) -> str:
     for group in data["groups"]:  # type: ignore[attr-defined]
         out.append(f"  - name: {group['name']}")
         out.append("    rules:")
-        for a, rule in zip(alerts(s), group["rules"], strict=True):
+        for r in records(s):
+            out.append(f"      - record: {r.name}")
+            out.extend(f"        # {ln}" for ln in r.comment.splitlines())
+            out.extend(_scalar("expr", r.expr, "        "))
+            out.append("")
+        for a, rule in zip(alerts(s), group["rules"][len(records(s)):], strict=True):
             out.append(f"      - alert: {a.name}")
             out.extend(f"        # {ln}" for ln in a.comment.splitlines())
             out.extend(_scalar("expr", rule["expr"], "        "))
@@ -449,6 +521,7 @@ def render(s: Settings) -> str:
                 out.append(f"        for: {rule['for']}")
             out.append("        labels:")
             out.append(f"          severity: {a.severity}")
+            out.extend(f'          {name}: ""' for name in a.hidden)
             out.append("        annotations:")
             for key, value in rule["annotations"].items():
                 out.extend(_scalar(key, value, "          "))

@@ -9,15 +9,24 @@ from __future__ import annotations
 
 import tomllib
 from dataclasses import dataclass, field
+from importlib import metadata
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+# A source checkout (the generated files are committed under it), or site-packages of an install.
+CHECKOUT = (ROOT / "pyproject.toml").is_file() and (ROOT / "exporter").is_dir()
 
 
 def _project_url() -> str:
-    """The project's home, declared once in the package metadata ([project.urls] Source)."""
-    meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
-    url: str = meta["project"]["urls"]["Source"]
+    """The project's home, declared once in pyproject.toml ([project.urls] Source): read from the
+    checkout when there is one (its metadata may be older than an editable install's), else from
+    the installed package's metadata."""
+    if CHECKOUT:
+        meta = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))
+        url: str = meta["project"]["urls"]["Source"]
+    else:
+        urls = metadata.metadata("prime-tofu-exporter").get_all("Project-URL") or []
+        url = dict(u.split(", ", 1) for u in urls)["Source"]
     return url.rstrip("/")
 
 

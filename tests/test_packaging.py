@@ -28,7 +28,8 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 DIST = "prime_tofu_exporter"
 # Builds (isolated, so setuptools is fetched) and a pipx install: longer than the default bound.
 pytestmark = pytest.mark.timeout(600)
-PACKAGES = ("exporter/", "pilab/")  # pilab: the simulated PI servers `prime-tofu-exporter demo` runs
+# pilab: the simulated PI servers `prime-tofu-exporter demo` runs; monitoring: prime-tofu-monitoring
+PACKAGES = ("exporter/", "pilab/", "monitoring/")
 
 
 def run(cmd: list[str], timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
