@@ -1,7 +1,7 @@
-"""Gzip of /metrics: the spliced member (exporter.deflate.GzipCache) against one deflate of the
+"""Gzip of /metrics: the spliced member (exporter.exposition.packing.GzipCache) against one deflate of the
 whole body, by size. Prints, per entry count: the plain size, both gzip sizes, and the CPU of
 one deflate of the whole body against a spliced scrape after one of the 4 stores changed (its
-pieces recompressed, the others reused). exporter.deflate.WHOLE_BELOW comes from these.
+pieces recompressed, the others reused). exporter.exposition.packing.WHOLE_BELOW comes from these.
 
     .venv/bin/python bench/gzip_sizes.py [ENTRIES ...]
 """
@@ -15,9 +15,7 @@ import time
 import zlib
 from collections.abc import Callable
 
-from exporter import collector
-from exporter.deflate import GzipCache, gzip_member, plain
-from exporter.model import (
+from exporter.core.model import (
     Baseline,
     BaselineKind,
     EntryView,
@@ -31,7 +29,9 @@ from exporter.model import (
     StoreStatus,
     Verdict,
 )
-from exporter.snapshot import Snapshot
+from exporter.exposition import writer as collector
+from exporter.exposition.packing import GzipCache, gzip_member, plain
+from exporter.fleet.snapshot import Snapshot
 
 STORES = 4
 

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Benchmark: what the history costs per store decision (exporter.history.diff +
+"""Benchmark: what the history costs per store decision (exporter.core.history.diff +
 BaselineDB.record, real SQLite in WAL mode on disk).
 
     python3 bench/history.py [--entries 5000] [--reps 20]
@@ -20,9 +20,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from exporter.baseline import BaselineDB
-from exporter.history import diff
-from exporter.model import (
+from exporter.core.history import diff
+from exporter.core.model import (
     EntryView,
     Evidence,
     LiveCert,
@@ -31,6 +30,7 @@ from exporter.model import (
     StoredEntry,
     Verdict,
 )
+from exporter.store.database import BaselineDB
 
 
 def views(n: int, changed: int | None = None) -> tuple[EntryView, ...]:

@@ -47,8 +47,8 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from exporter.config import load_config  # noqa: E402
-from exporter.prime.ssh import PiSession  # noqa: E402
+from exporter.config.load import load_config  # noqa: E402
+from exporter.sources.prime.ssh import PiSession  # noqa: E402
 from pilab.pki import make_cert, pi_subject  # noqa: E402
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")

@@ -1,9 +1,1 @@
 """prime-tofu-exporter: catches TOFU certificate drift in Cisco Prime Infrastructure."""
-
-from importlib.metadata import PackageNotFoundError, version
-
-# The version is set once, in pyproject.toml; the installed package's metadata carries it.
-try:
-    __version__ = version("prime-tofu-exporter")
-except PackageNotFoundError:  # a source tree that was never installed
-    __version__ = "0+unknown"

@@ -21,7 +21,7 @@ import yaml
 from monitoring.settings import Settings
 
 DELETECERT = "ncs certvalidation tofu-certs deletecert host"
-# The store read error counter and its reasons (exporter.model.ErrorReason).
+# The store read error counter and its reasons (exporter.core.model.ErrorReason).
 READ_ERRORS = "tofu_store_read_errors_total"
 READ_ERROR_REASONS = (
     "connect (TCP or SSH connection refused or unreachable), timeout, auth (user, password or "

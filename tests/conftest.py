@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import yaml
 
-from exporter.subject import format_subject, parse_subject
+from exporter.core.subject import format_subject, parse_subject
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 
@@ -141,7 +141,7 @@ def sshd(tmp_path: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[S
 
 @pytest.fixture(autouse=True)
 def _fresh_subject_caches() -> None:
-    """exporter.subject caches its parses and prints per process. Each test starts with them
+    """exporter.core.subject caches its parses and prints per process. Each test starts with them
     empty, so it runs the code as it is: scripts/mutation (mutmut) forks every mutant from a
     process whose caches already hold the unmutated results, which hid every mutant under
     parse_subject (the escapes, the byte decoding) from the tests that feed it."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
-from exporter.config import StoreConfig
+from exporter.config.model import StoreConfig
 from pilab.pi import PiServer
 from tests.conftest import PASSWORD
 

@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
-from exporter.demo import prepare
-from exporter.service import Service
+from exporter.cli.demo import prepare
+from exporter.config.load import load_config
+from exporter.service.service import Service
 from pilab.scene import Lab
 from tests.acceptkit import EXPORTER, REASON, accept_on_terminal
 

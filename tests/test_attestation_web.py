@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 import pytest_asyncio
 
-from exporter.text import visible
+from exporter.core.text import visible
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config

@@ -1,4 +1,4 @@
-"""The operators' audit log (exporter/audit.py) on a real file system: opened only as a
+"""The operators' audit log (exporter/store/audit.py) on a real file system: opened only as a
 regular file of ours, never through a symbolic link, lines ASCII-escaped JSON."""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.audit import AuditError, append_audit, check_audit
+from exporter.store.audit import AuditError, append_audit, check_audit
 from tests.conftest import MACHINE_CANNOT
 
 RECORD = {"action": "accept", "reason": "ok\u2028x\u202ey\u009bz\x1b[2J", "operator": "root"}

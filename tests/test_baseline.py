@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from exporter.baseline import BaselineDB
-from exporter.history import Attestation, Change, EntryStatus, Status
-from exporter.model import BaselineKind
+from exporter.core.history import Attestation, Change, EntryStatus, Status
+from exporter.core.model import BaselineKind
+from exporter.store.database import BaselineDB
 
 
 def test_adopt_then_witness_then_reset(tmp_path: Path) -> None:
@@ -55,7 +55,7 @@ def test_stores_are_independent(tmp_path: Path) -> None:
 
 # ---- schema 1: attestations, entry status, history (issue 13) -----------------------------
 
-# The schema v0.1 shipped (exporter/baseline.py at v0.1): what an operator's file holds.
+# The schema v0.1 shipped (exporter/store/database.py at v0.1): what an operator's file holds.
 V01_SCHEMA = """
 CREATE TABLE stores (store TEXT PRIMARY KEY, first_read REAL NOT NULL);
 CREATE TABLE baselines (store TEXT NOT NULL, entry TEXT NOT NULL, endpoint TEXT NOT NULL,
@@ -137,8 +137,8 @@ def test_attest_verifies_inside_its_write_transaction_and_a_refusal_records_noth
 
     import pytest
 
-    from exporter.baseline import Recorded
-    from exporter.model import Baseline
+    from exporter.core.model import Baseline
+    from exporter.store.database import Recorded
 
     db = BaselineDB(tmp_path / "b.db")
     db.observe_store("pri", {"a_1": "a:1"})  # adopted

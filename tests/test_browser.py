@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.demo import prepare
+from exporter.cli.demo import prepare
 from tests.exporterkit import ROOT, Exporter, wait_for
 
 pytestmark = pytest.mark.asyncio

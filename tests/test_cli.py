@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.demo import prepare
+from exporter.cli.demo import prepare
 from pilab.scene import Lab
 from tests.conftest import free_port
 

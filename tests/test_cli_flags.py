@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from exporter import cli
-from exporter.shard import Shard, owner
+from exporter.cli import main as cli
+from exporter.fleet.shard import Shard, owner
 from tests.conftest import free_port, offline_config
 from tests.exporterkit import ROOT, Exporter, samples
 
@@ -268,7 +268,7 @@ async def test_serve_of_a_shard_that_owns_no_store_runs_and_says_so(tmp_path: Pa
         status, body, _ = await exporter.get("/-/ready")
         assert status == 200
         assert f"shard {shard} of 3 owns none of the stores in {cfg}" in body, body
-        metrics, _ = await exporter.metrics()
+        metrics, _ = await exporter.exposition.metrics()
         assert samples(metrics, "tofu_exporter_shard_info") and not samples(metrics, "tofu_store_up")
         for _ in range(50):
             if "owns none of the 1 stores" in exporter.log():

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config, parse_duration
+from exporter.config.load import load_config, parse_duration
+from exporter.config.model import ConfigError
 
 
 @pytest.fixture

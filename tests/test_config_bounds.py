@@ -16,10 +16,11 @@ from typing import Any
 
 import pytest
 
-from exporter import config as cfgmod
-from exporter import webconfig
-from exporter.config import BOUNDS, ConfigError, parse_config
-from exporter.webconfig import parse_web_config
+from exporter.config import load as cfgmod
+from exporter.config.load import BOUNDS, parse_config
+from exporter.config.model import ConfigError
+from exporter.web import config as webconfig
+from exporter.web.config import parse_web_config
 from tests.conftest import offline_config
 
 HUGE = 10**30

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import ConfigError, load_config
-from exporter.files import loose_permissions
+from exporter.config.load import load_config
+from exporter.config.model import ConfigError
+from exporter.config.secrets import loose_permissions
 from tests.exporterkit import ROOT
 
 RUN = [sys.executable, "-m", "exporter"]

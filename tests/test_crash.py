@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 # endpoints are noted; after each committed call the child prints what must now be on disk.
 _WRITER = r"""
 import json, random, sys
-from exporter.baseline import BaselineDB
+from exporter.store.database import BaselineDB
 
 db = BaselineDB(sys.argv[1])
 rnd = random.Random(int(sys.argv[2]))

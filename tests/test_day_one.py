@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.demo import prepare
+from exporter.cli.demo import prepare
 from pilab.scene import Lab
 from tests.acceptkit import accept_on_terminal
 from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter.config import load_config
-from exporter.demo import prepare
-from exporter.history import Attestation
-from exporter.service import Service
-from exporter.web import make_app
+from exporter.cli.demo import prepare
+from exporter.config.load import load_config
+from exporter.core.history import Attestation
+from exporter.service.service import Service
+from exporter.web.routes import make_app
 from pilab.scene import Lab
 
 HOSTILE_REASON = "<b>checked</b>\nncs certvalidation tofu-certs deletecert host 10.6.6.6_1"

@@ -22,11 +22,12 @@ import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
-from exporter import workers
-from exporter.config import Config, load_config
-from exporter.model import Listing, State
-from exporter.service import Service
-from exporter.snapshot import Snapshot
+from exporter.config.load import load_config
+from exporter.config.model import Config
+from exporter.core.model import Listing, State
+from exporter.fleet.snapshot import Snapshot
+from exporter.service import workers
+from exporter.service.service import Service
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config

@@ -37,8 +37,9 @@ from typing import Any
 import pytest
 import yaml
 
-from exporter.cli import DEFAULT_LISTEN
-from exporter.config import Config, load_config
+from exporter.cli.main import DEFAULT_LISTEN
+from exporter.config.load import load_config
+from exporter.config.model import Config
 from tests.conftest import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -46,7 +47,7 @@ DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 RULES = DEPLOY / "prometheus" / "rules" / "prime-tofu.rules.yml"
 K8S = DEPLOY / "kubernetes"
-UNIT = DEPLOY / "systemd" / "prime-tofu-exporter.service"
+UNIT = DEPLOY / "systemd" / "prime-tofu-exporter.service.service"
 TEST_USER = "tofu-deploy-test"
 EXPORTER_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
 
@@ -247,10 +248,10 @@ SERVE_IN_COMPOSE = "serve --config.file=/etc/prime-tofu-exporter/config.yml"
 def test_every_shipped_command_line_parses() -> None:
     """A flag a command does not take is an error (it was accepted and ignored): the command
     lines of compose (demo and serve), the image and the systemd unit must all parse."""
-    from exporter.cli import _parse
+    from exporter.cli.main import _parse
 
     entry = exec_form(ops(FINAL, "ENTRYPOINT")[0])
-    unit = (DEPLOY / "systemd" / "prime-tofu-exporter.service").read_text()
+    unit = (DEPLOY / "systemd" / "prime-tofu-exporter.service.service").read_text()
     exec_start = shlex.split(re.search(r"^ExecStart=((?:.*\\\n)*.*)$", unit, re.M)
                              .group(1).replace("\\\n", " "))  # type: ignore[union-attr]
     lines = {"compose demo": compose_exporter_command(),
@@ -694,8 +695,8 @@ def test_kubernetes_sharded_replicas_are_the_shards(rendered: list[dict[str, Any
                                                      rendered_sharded: list[dict[str, Any]]) -> None:
     """Each replica's ordinal is its shard, the shard count is the replica count, each has its
     own volume at --storage.path, and the Prometheus job scrapes every replica by name."""
-    from exporter.cli import _parse
-    from exporter.shard import Shard
+    from exporter.cli.main import _parse
+    from exporter.fleet.shard import Shard
 
     sts, svc = by_kind(rendered_sharded, "StatefulSet"), by_kind(rendered_sharded, "Service")
     pod = sts["spec"]["template"]["spec"]

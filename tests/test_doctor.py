@@ -234,7 +234,7 @@ async def test_a_refused_command_is_called_out(lab: Lab, tmp_path: Path) -> None
 def test_auth_method_is_named_from_what_asyncssh_asked_for() -> None:
     """The lab offers keyboard-interactive whenever it takes passwords; an OpenSSH server
     with KbdInteractiveAuthentication off takes the password method: both are named."""
-    from exporter.prime.ssh import auth_method
+    from exporter.sources.prime.ssh import auth_method
 
     key = asyncssh.generate_private_key("ssh-ed25519")
     assert auth_method(["password"], []) == "password"

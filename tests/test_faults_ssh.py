@@ -22,12 +22,12 @@ import yaml
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.baseline import BaselineDB
-from exporter.config import load_config
-from exporter.model import ErrorReason
-from exporter.prime.ssh import MAX_OUTPUT
-from exporter.service import Service
-from exporter.web import make_app
+from exporter.config.load import load_config
+from exporter.core.model import ErrorReason
+from exporter.service.service import Service
+from exporter.sources.prime.ssh import MAX_OUTPUT
+from exporter.store.database import BaselineDB
+from exporter.web.routes import make_app
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
 from tests import sshfaults as sf

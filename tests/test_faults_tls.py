@@ -30,7 +30,7 @@ import pytest
 import pytest_asyncio
 from cryptography import x509
 
-from exporter.baseline import BaselineDB
+from exporter.store.database import BaselineDB
 from pilab.pki import CertBundle, make_cert, pi_subject
 from pilab.tls import TlsEndpoint
 from tests.conftest import free_port, start_pi, write_config

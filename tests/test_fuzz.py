@@ -19,9 +19,10 @@ import yaml
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from exporter.config import Config, ConfigError, load_config, parse_config
-from exporter.model import StoredEntry
-from exporter.prime.listing import parse_listing
+from exporter.config.load import load_config, parse_config
+from exporter.config.model import Config, ConfigError
+from exporter.core.model import StoredEntry
+from exporter.sources.prime.listing import parse_listing
 from tests.test_listing import entry_lines
 
 # Inputs per run; the listing-with-garbage examples are the expensive ones (~25 ms each).

@@ -5,8 +5,8 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.history import GONE_REASON, EntryStatus, Status, diff, fingerprint_moved
-from exporter.model import (
+from exporter.core.history import GONE_REASON, EntryStatus, Status, diff, fingerprint_moved
+from exporter.core.model import (
     EntryView,
     Evidence,
     LiveCert,
@@ -80,9 +80,9 @@ def test_fingerprint_moved_is_only_a_change_from_one_certificate_to_another() ->
 
 
 def test_remediate_min_evidence_ranks_attested_between_baseline_and_subject() -> None:
-    from exporter.model import Listing, StoreRead, StoreStatus
-    from exporter.remediate import make_plan
-    from exporter.snapshot import Snapshot
+    from exporter.core.model import Listing, StoreRead, StoreStatus
+    from exporter.fleet.snapshot import Snapshot
+    from exporter.remediate.plan import make_plan
 
     v = view("10.0.0.2_8082", State.MISMATCH, Evidence.ATTESTED, B)
     read = StoreRead("pri", True, Listing((v.entry,)), 0.1, 1.0)

@@ -28,9 +28,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import LABEL_MAX
-from exporter.subject import format_subject
-from exporter.text import visible
+from exporter.core.subject import format_subject
+from exporter.core.text import visible
+from exporter.exposition.writer import LABEL_MAX
 from pilab.pki import CertBundle, make_cert
 from pilab.tls import TlsEndpoint
 from tests.conftest import refused_keys, start_pi, write_config

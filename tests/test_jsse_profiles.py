@@ -23,8 +23,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import jsse
-from exporter.probe import probe
+from exporter.probes import jsse
+from exporter.probes.tls import probe
 from pilab.pki import make_cert
 from tests.conftest import free_port
 

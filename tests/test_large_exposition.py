@@ -1,4 +1,4 @@
-"""A large store's exposition is kept deflated (exporter.deflate.Packed) between scrapes; what
+"""A large store's exposition is kept deflated (exporter.exposition.packing.Packed) between scrapes; what
 clients receive must not change: the plain, gzip and OpenMetrics answers carry exactly the
 bytes the direct writer renders, over a real HTTP server against the demo lab."""
 
@@ -15,12 +15,12 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
-from exporter import collector
-from exporter.config import load_config
-from exporter.deflate import Packed, crc32_combine
-from exporter.demo import prepare
-from exporter.service import Service
-from exporter.web import make_app
+from exporter.cli.demo import prepare
+from exporter.config.load import load_config
+from exporter.exposition import writer as collector
+from exporter.exposition.packing import Packed, crc32_combine
+from exporter.service.service import Service
+from exporter.web.routes import make_app
 
 
 @pytest.mark.parametrize("len_a,len_b", [(0, 0), (1, 0), (0, 7), (1000, 1), (3, (1 << 20) + 5),

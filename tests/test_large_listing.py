@@ -8,9 +8,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.prime import listing
-from exporter.prime.listing import parse_capped, parse_listing
-from exporter.prime.ssh import strip_echo_and_prompt
+from exporter.sources.prime import listing
+from exporter.sources.prime.listing import parse_capped, parse_listing
+from exporter.sources.prime.ssh import strip_echo_and_prompt
 
 pytestmark = pytest.mark.unit
 

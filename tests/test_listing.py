@@ -7,9 +7,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.model import Listing, StoredEntry
-from exporter.prime.listing import endpoint_of, parse_listing
-from exporter.subject import format_subject
+from exporter.core.model import Listing, StoredEntry
+from exporter.core.subject import format_subject
+from exporter.sources.prime.listing import endpoint_of, parse_listing
 
 # The seed's listing from docs/domain.md, verbatim (prompt line and all).
 SEED = """\

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.prime.logs import tofu_failures
+from exporter.sources.prime.tofu_log import tofu_failures
 
 pytestmark = pytest.mark.unit
 

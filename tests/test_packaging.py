@@ -86,7 +86,7 @@ def test_wheel_holds_the_packages_their_license_and_nothing_else(dists: tuple[Pa
         entry_points = z.read(f"{info}entry_points.txt").decode()
     assert f"\nVersion: {VERSION}\n" in meta
     assert "\nLicense-Expression: Apache-2.0\n" in meta
-    assert "prime-tofu-exporter = exporter.cli:main" in entry_points
+    assert "prime-tofu-exporter = exporter.cli.main:main" in entry_points
     print(f"\n{wheel.name}: {len(names)} files, {wheel.stat().st_size / 1024:.0f} KiB")
 
 
@@ -94,7 +94,7 @@ def test_sdist_carries_the_license(dists: tuple[Path, Path]) -> None:
     _, sdist = dists
     with tarfile.open(sdist) as tar:
         names = {n.split("/", 1)[1] for n in tar.getnames() if "/" in n}
-    assert {"LICENSE", "pyproject.toml", "README.md", "exporter/cli.py"} <= names
+    assert {"LICENSE", "pyproject.toml", "README.md", "exporter/cli/main.py"} <= names
 
 
 def test_pipx_install_gives_a_working_command_versioned_from_pyproject(tmp_path: Path) -> None:

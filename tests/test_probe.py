@@ -7,7 +7,7 @@ import datetime as dt
 import hashlib
 import socket
 
-from exporter.probe import probe, probe_many
+from exporter.probes.tls import probe, probe_many
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
 

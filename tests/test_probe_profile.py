@@ -20,9 +20,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter import jsse, probe, tls12
-from exporter.config import ConfigError, load_config
-from exporter.service import Service
+from exporter.config.load import load_config
+from exporter.config.model import ConfigError
+from exporter.probes import jsse, tls12
+from exporter.probes import tls as probe
+from exporter.service.service import Service
 from pilab.pki import make_cert
 from tests.conftest import offline_config
 

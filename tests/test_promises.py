@@ -12,10 +12,10 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import render_text
-from exporter.config import Config
-from exporter.logs import LogfmtFormatter, RedactingHandler
-from exporter.service import Service
+from exporter.cli.logsetup import LogfmtFormatter, RedactingHandler
+from exporter.config.model import Config
+from exporter.exposition.writer import render_text
+from exporter.service.service import Service
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config
 from tests.exporterkit import ROOT

@@ -13,18 +13,13 @@ from pathlib import Path
 
 import pytest
 
-from exporter.config import load_config
-from exporter.demo import prepare
-from exporter.remediate import (
-    Applier,
-    PlanError,
-    command_failed,
-    deletecert_command,
-    make_plan,
-    render_store,
-)
-from exporter.service import Service
-from exporter.web import landing_page
+from exporter.cli.demo import prepare
+from exporter.config.load import load_config
+from exporter.remediate.apply import Applier, command_failed
+from exporter.remediate.plan import PlanError, deletecert_command, make_plan
+from exporter.remediate.render import render_store
+from exporter.service.service import Service
+from exporter.web.routes import landing_page
 from pilab.scene import Lab
 
 EXPORTER = [sys.executable, "-m", "exporter"]

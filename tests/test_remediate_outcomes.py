@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.baseline import BaselineDB
-from exporter.demo import prepare
-from exporter.model import Baseline
+from exporter.cli.demo import prepare
+from exporter.core.model import Baseline
+from exporter.store.database import BaselineDB
 from pilab.pi import CliSession
 from pilab.scene import Lab
 from tests.faultlab import FaultyCli, faults

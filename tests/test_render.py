@@ -6,8 +6,7 @@ import pytest
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.collector import SnapshotCollector, render_text
-from exporter.model import (
+from exporter.core.model import (
     Baseline,
     BaselineKind,
     EntryView,
@@ -21,7 +20,8 @@ from exporter.model import (
     StoreStatus,
     Verdict,
 )
-from exporter.snapshot import Snapshot
+from exporter.exposition.writer import SnapshotCollector, render_text
+from exporter.fleet.snapshot import Snapshot
 
 pytestmark = pytest.mark.unit
 

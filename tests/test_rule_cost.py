@@ -3,7 +3,7 @@
 Prometheus expands every annotation template of every active alert at every evaluation; a
 `query` in a template is a full PromQL evaluation. TofuCertificateMismatch read its details
 with 13 of them per alert: 17-23 ms per evaluation at 8 alerts, and growing with the
-mismatches. The exposition served here is the exporter's own writer (exporter.collector) over
+mismatches. The exposition served here is the exporter's own writer (exporter.exposition.writer) over
 a snapshot of 100 mismatching entries of one store, each with a live certificate, a previous
 fingerprint and a state-since time: everything the annotations show.
 """
@@ -22,8 +22,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.collector import render_text
-from exporter.model import (
+from exporter.core.model import (
     Baseline,
     BaselineKind,
     EntryView,
@@ -37,7 +36,8 @@ from exporter.model import (
     StoreStatus,
     Verdict,
 )
-from exporter.snapshot import Snapshot
+from exporter.exposition.writer import render_text
+from exporter.fleet.snapshot import Snapshot
 from tests.conftest import free_port
 from tests.e2e_stack import JOB, MISSING, PROMETHEUS, RULES, SKIP_REASON, http_get, wait_until
 

@@ -11,13 +11,14 @@ from pathlib import Path
 
 import pytest
 
-from exporter import workers
-from exporter.config import Config, load_config
-from exporter.demo import prepare
-from exporter.model import Baseline, BaselineKind, Evidence, Listing, State, StoredEntry, StoreRead
-from exporter.service import Service
-from exporter.snapshot import Snapshot
-from exporter.state import with_endpoints
+from exporter.cli.demo import prepare
+from exporter.config.load import load_config
+from exporter.config.model import Config
+from exporter.core.model import Baseline, BaselineKind, Evidence, Listing, State, StoredEntry, StoreRead
+from exporter.fleet.snapshot import Snapshot
+from exporter.service import workers
+from exporter.service.service import Service
+from exporter.service.state import with_endpoints
 from pilab.pki import make_cert
 from pilab.scene import Lab
 from tests.conftest import offline_config

@@ -23,8 +23,9 @@ from pathlib import Path
 import pytest
 import pytest_asyncio
 
-from exporter.config import Config, load_config
-from exporter.service import Service
+from exporter.config.load import load_config
+from exporter.config.model import Config
+from exporter.service.service import Service
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
@@ -61,7 +62,7 @@ async def test_sigterm_ends_serve_within_2s_while_a_pi_hangs(
     exporter = Exporter(config, tmp_path)
     await exporter.start()
     try:
-        body, _ = await exporter.metrics()
+        body, _ = await exporter.exposition.metrics()
         assert all(value(body, "tofu_store_up", store=s) == 1 for s in lab)
         hung = lab["hung"]
         faults(hung).hang_on_command = True

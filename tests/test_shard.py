@@ -22,10 +22,10 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli import main
-from exporter.config import Config, PairConfig, StoreConfig
-from exporter.demo import demo_config, prepare
-from exporter.shard import Shard, keys, owner, select
+from exporter.cli.demo import demo_config, prepare
+from exporter.cli.main import main
+from exporter.config.model import Config, PairConfig, StoreConfig
+from exporter.fleet.shard import Shard, keys, owner, select
 from pilab.scene import Lab
 from tests.exporterkit import Exporter, samples, wait_for
 
@@ -50,7 +50,7 @@ def test_assignment_is_the_same_in_every_process() -> None:
     here re-shards every deployment (and costs the moved stores their witnessed baselines)."""
     names = [f"pi-{i}" for i in range(40)]
     here = [owner(n, 7) for n in names]
-    code = ("from exporter.shard import owner; "
+    code = ("from exporter.fleet.shard import owner; "
             f"print([owner(n, 7) for n in {names!r}])")
     for seed in ("1", "2"):
         out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -226,9 +226,9 @@ async def test_a_reshard_keeps_witnessed_baselines_only_where_the_databases_were
     volume keeps every moved store's witnessed baselines, without merging they are gone."""
     import sqlite3
 
-    from exporter.baseline import BaselineDB
-    from exporter.model import BaselineKind
-    from exporter.service import Service
+    from exporter.core.model import BaselineKind
+    from exporter.service.service import Service
+    from exporter.store.database import BaselineDB
 
     names = [f"pi-{i:02d}" for i in range(12)]
     cfg = _config(names, [])
@@ -318,8 +318,8 @@ def test_a_replica_that_drops_another_shards_rows_logs_and_counts_them(
         tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     """`serve --shard` (drop_others) drops the rows of stores another shard owns, and says
     which stores and how many rows, in the log and in tofu_baseline_rows_dropped_total."""
-    from exporter.baseline import BaselineDB
-    from exporter.service import Service
+    from exporter.service.service import Service
+    from exporter.store.database import BaselineDB
 
     names = ["pi-00", "pi-01", "pi-02", "pi-03"]
     cfg = _config(names, [])
@@ -341,7 +341,7 @@ def test_a_replica_that_drops_another_shards_rows_logs_and_counts_them(
     assert all(db.baselines(n) for n in names)
     db.close()
 
-    with caplog.at_level(logging.WARNING, logger="exporter.service"):
+    with caplog.at_level(logging.WARNING, logger="exporter.service.service"):
         Service(cfg, tmp_path, Shard(0, 2), drop_others=True).db.close()
     records = [r for r in caplog.records if "another shard owns" in r.getMessage()]
     assert sorted(r.__dict__["store"] for r in records) == others

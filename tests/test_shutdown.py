@@ -18,7 +18,7 @@ from collections import Counter
 from dataclasses import replace
 from pathlib import Path
 
-from exporter.prime.ssh import PiSession, StoreReadError
+from exporter.sources.prime.ssh import PiSession, StoreReadError
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from tests.conftest import start_pi

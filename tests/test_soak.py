@@ -28,9 +28,9 @@ import tracemalloc
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
-from exporter.config import load_config
-from exporter.probe import probe_many
-from exporter.service import Service
+from exporter.config.load import load_config
+from exporter.probes.tls import probe_many
+from exporter.service.service import Service
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from exporter.core.text import visible
 from exporter.probes import ssh_kex
 from exporter.probes.ssh_hostkey import ASYNCSSH, EPHEMERAL_KEYS, READER, fetch_host_key
-from exporter.text import visible
 from tests.kit.sshd import CERT, KEY_TYPES, SshdKit, ssh_verdict
 
 pytestmark = pytest.mark.integration

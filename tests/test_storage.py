@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client import REGISTRY
 
-from exporter.baseline import BaselineDB, StorageError
+from exporter.store.database import BaselineDB, StorageError
 from tests.conftest import free_port, offline_config, start_pi, write_config
 from tests.exporterkit import ROOT, Exporter, value
 from tests.mounts import fill, remount, tmpfs
@@ -93,7 +93,7 @@ def test_corrupt_database_is_set_aside_and_replaced(
     bad = damage(good)  # type: ignore[operator]
     path.write_bytes(bad)
     before = resets("corrupt"), resets("lost")
-    with caplog.at_level(logging.ERROR, logger="exporter.baseline"):
+    with caplog.at_level(logging.ERROR, logger="exporter.store.database"):
         db = BaselineDB(path)
     assert db.resets == {"corrupt": 1}
     assert (resets("corrupt"), resets("lost")) == (before[0] + 1, before[1])
@@ -158,7 +158,7 @@ def test_lost_contents_are_detected(loss: object, tmp_path: Path,
     _filled(path, n=10)
     loss(path)  # type: ignore[operator]
     before = resets("lost")
-    with caplog.at_level(logging.ERROR, logger="exporter.baseline"):
+    with caplog.at_level(logging.ERROR, logger="exporter.store.database"):
         db = BaselineDB(path)
     assert db.resets == {"lost": 1}
     assert resets("lost") == before + 1

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.baseline import SCHEMA_VERSION, BaselineDB
+from exporter.store.database import SCHEMA_VERSION, BaselineDB
 from tests.conftest import free_port, offline_config
 from tests.exporterkit import ROOT
 from tests.mounts import remount, tmpfs

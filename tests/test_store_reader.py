@@ -9,9 +9,9 @@ from pathlib import Path
 import asyncssh
 import pytest
 
-from exporter.model import ErrorReason
-from exporter.prime.listing import parse_listing
-from exporter.prime.ssh import PiSession, StoreReadError
+from exporter.core.model import ErrorReason
+from exporter.sources.prime.listing import parse_listing
+from exporter.sources.prime.ssh import PiSession, StoreReadError
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from tests.conftest import start_pi as started_pi

@@ -12,7 +12,7 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.subject import (
+from exporter.core.subject import (
     SubjectError,
     canonical_name,
     common_name,

@@ -20,10 +20,10 @@ import pytest
 import pytest_asyncio
 from aiohttp import web
 
-from exporter.baseline import BaselineDB
-from exporter.config import load_config
-from exporter.service import Service
-from exporter.web import make_app
+from exporter.config.load import load_config
+from exporter.service.service import Service
+from exporter.store.database import BaselineDB
+from exporter.web.routes import make_app
 from pilab.pi import PiServer
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
@@ -74,7 +74,7 @@ async def test_failing_first_pass_is_logged_counted_retried_and_fails_health(
     async with Http(service) as http:
         first = asyncio.create_task(service.start())  # as serve() did on 5dda20e
         try:
-            bound = 5  # exporter.service.FAILURE_BOUND
+            bound = 5  # exporter.service.service.FAILURE_BOUND
 
             async def unhealthy() -> str | None:
                 status, text = await http.get("/-/healthy")

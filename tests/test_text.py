@@ -2,7 +2,7 @@
 
 import pytest
 
-from exporter.text import is_plain, visible
+from exporter.core.text import is_plain, visible
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from exporter import tls12
-from exporter.probe import probe
+from exporter.probes import tls12
+from exporter.probes.tls import probe
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
 
@@ -144,7 +144,7 @@ async def test_probe_names_the_version_it_spoke(version: str) -> None:
 
 
 def test_version_names_match_what_ssl_objects_say() -> None:
-    from exporter.probe import _version_name
+    from exporter.probes.tls import _version_name
 
     assert _version_name(ssl.TLSVersion.TLSv1_3) == "TLSv1.3"
     assert _version_name(ssl.TLSVersion.TLSv1) == "TLSv1"

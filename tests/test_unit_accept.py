@@ -22,11 +22,11 @@ from exporter.accept.plan import (
     render_changed,
     what_changed,
 )
-from exporter.history import Change, Status
-from exporter.model import Baseline, BaselineKind, EntryView, Evidence, State
-from exporter.pairs import pair_views
+from exporter.core.history import Change, Status
+from exporter.core.model import Baseline, BaselineKind, EntryView, Evidence, State
+from exporter.fleet.pairs import pair_views
+from exporter.fleet.report import row
 from exporter.remediate.plan import Role
-from exporter.report import row
 from tests.unitkit import FP_A, FP_B, config, snapshot, status, subj, view
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The history's every field, in-process (exporter.history): when a state began, the
+"""The history's every field, in-process (exporter.core.history): when a state began, the
 fingerprint before, what an appeared or a gone entry records, the JSON and the text."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from exporter.history import (
+from exporter.core.history import (
     GONE_REASON,
     Change,
     EntryStatus,
@@ -21,7 +21,7 @@ from exporter.history import (
     status_text,
     view_status,
 )
-from exporter.model import EntryView, Evidence, State
+from exporter.core.model import EntryView, Evidence, State
 from tests.unitkit import FP_A, FP_B, FP_C, view
 
 pytestmark = pytest.mark.unit

@@ -1,4 +1,4 @@
-"""The listcerts parser's edge lines, in-process (exporter.prime.listing): which lines count
+"""The listcerts parser's edge lines, in-process (exporter.sources.prime.listing): which lines count
 as unparsed (the `tofu_store_unparsed_lines` metric), how PTY debris is removed, the key's
 grammar and length cap, the cap on entries, and the sharing of repeated subjects."""
 
@@ -6,7 +6,14 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.prime.listing import MAX_KEY, cli_error, numbered, parse_capped, parse_listing, parse_numbered
+from exporter.sources.prime.listing import (
+    MAX_KEY,
+    cli_error,
+    numbered,
+    parse_capped,
+    parse_listing,
+    parse_numbered,
+)
 
 pytestmark = pytest.mark.unit
 

@@ -10,8 +10,9 @@ import dataclasses
 
 import pytest
 
-from exporter.model import Evidence, State
-from exporter.pairs import ABSENT, PairLink, PairView, pair_views
+from exporter.core.model import Evidence, State
+from exporter.fleet.pairs import ABSENT, PairLink, PairView, pair_views
+from exporter.fleet.report import row
 from exporter.remediate.plan import (
     PlanError,
     Role,
@@ -25,7 +26,6 @@ from exporter.remediate.plan import (
     verify_steps,
 )
 from exporter.remediate.render import pair_health, plan_json, render_next, render_plan, render_store
-from exporter.report import row
 from tests.unitkit import FP_B, config, snapshot, status, subj, view
 
 pytestmark = pytest.mark.unit

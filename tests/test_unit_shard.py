@@ -1,4 +1,4 @@
-"""The shard assignment, in-process (exporter.shard): the hash pinned where byte order and
+"""The shard assignment, in-process (exporter.fleet.shard): the hash pinned where byte order and
 width change the answer, the pair-linking of keys, and the replica's own config."""
 
 from __future__ import annotations
@@ -7,7 +7,7 @@ import dataclasses
 
 import pytest
 
-from exporter.shard import ALL, Shard, keys, owner, owns_none, select
+from exporter.fleet.shard import ALL, Shard, keys, owner, owns_none, select
 from tests.unitkit import config
 
 pytestmark = pytest.mark.unit

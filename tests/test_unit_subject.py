@@ -1,4 +1,4 @@
-"""Subjects as PI prints them, escapes and all (exporter.subject), in-process: what PI 3.5
+"""Subjects as PI prints them, escapes and all (exporter.core.subject), in-process: what PI 3.5
 (OpenSSL 1.0, `/C=US/.../CN=x`) and PI 3.9 (1.1+, `C = US, ..., CN = x`) print, hex escapes
 in both spellings, UTF-8 and latin-1 bytes, `OID.` names and any case of attribute names. Each
 feeds the subject comparison, hence the `subject` evidence."""
@@ -9,7 +9,7 @@ import pytest
 from cryptography import x509
 from cryptography.x509.oid import NameOID, ObjectIdentifier
 
-from exporter.subject import (
+from exporter.core.subject import (
     SubjectError,
     canonical_name,
     common_name,

@@ -1,23 +1,23 @@
 """Module-level tables and patterns, by tables of accepted and rejected inputs: mutmut mutates
-only function bodies, so the key grammar (exporter.commands), endpoints (exporter.endpoint),
-the unsafe characters (exporter.text) and the shared verdicts (exporter.verdict) are pinned
+only function bodies, so the key grammar (exporter.core.pi_commands), endpoints (exporter.core.endpoint),
+the unsafe characters (exporter.core.text) and the shared verdicts (exporter.core.verdict) are pinned
 here."""
 
 from __future__ import annotations
 
 import pytest
 
-from exporter.commands import DELETECERT, KEY_RE, LISTCERTS, deletecert, is_key
-from exporter.endpoint import (
+from exporter.core.endpoint import (
     entry_endpoint,
     format_endpoint,
     is_loopback,
     parse_endpoint,
     split_endpoint,
 )
-from exporter.model import Baseline, BaselineKind, Evidence, State
-from exporter.text import is_plain, visible
-from exporter.verdict import decide
+from exporter.core.model import Baseline, BaselineKind, Evidence, State
+from exporter.core.pi_commands import DELETECERT, KEY_RE, LISTCERTS, deletecert, is_key
+from exporter.core.text import is_plain, visible
+from exporter.core.verdict import decide
 from tests.unitkit import FP_A, FP_B, cert, entry, subj
 
 pytestmark = pytest.mark.unit
@@ -142,7 +142,7 @@ E = entry("10.0.0.1_443", SUBJ)
 
 
 def live(fp: str, subject: object = SUBJ) -> object:
-    from exporter.model import ProbeResult
+    from exporter.core.model import ProbeResult
 
     return ProbeResult("10.0.0.1:443", cert(fp, subject), None, 0.1, 1.0)  # type: ignore[arg-type]
 
@@ -184,8 +184,8 @@ def test_verdicts_and_their_reasons(args: tuple, state: str, evidence: str, reas
 
 def test_every_unknown_verdict_names_the_way_out() -> None:
     """_unknown builds the shared unknown verdicts at import; called here, mutmut can see it."""
-    from exporter.model import Verdict
-    from exporter.verdict import _unknown
+    from exporter.core.model import Verdict
+    from exporter.core.verdict import _unknown
 
     assert _unknown("why") == Verdict(
         State.UNKNOWN, Evidence.NONE,

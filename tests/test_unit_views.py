@@ -1,4 +1,4 @@
-"""Entry views and HA pairs, in-process (exporter.views, exporter.pairs): which probe, baseline,
+"""Entry views and HA pairs, in-process (exporter.core.views, exporter.fleet.pairs): which probe, baseline,
 pin and attestation each entry gets, when PI's log counts as evidence, and each direction of
 an HA pair with its worst state."""
 
@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.model import (
+from exporter.core.model import (
     Attested,
     Baseline,
     BaselineKind,
@@ -15,8 +15,8 @@ from exporter.model import (
     State,
     Subject,
 )
-from exporter.pairs import ABSENT, LINK_STATES, PairLink, pair_views
-from exporter.views import logged_failure, store_views
+from exporter.core.views import logged_failure, store_views
+from exporter.fleet.pairs import ABSENT, LINK_STATES, PairLink, pair_views
 from tests.unitkit import FP_A, FP_B, cert, config, entry, subj, view
 
 pytestmark = pytest.mark.unit

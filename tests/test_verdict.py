@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from exporter.model import (
+from exporter.core.model import (
     Baseline,
     BaselineKind,
     Evidence,
@@ -13,7 +13,7 @@ from exporter.model import (
     State,
     StoredEntry,
 )
-from exporter.verdict import decide
+from exporter.core.verdict import decide
 
 pytestmark = pytest.mark.unit
 

@@ -15,7 +15,7 @@ from html.parser import HTMLParser
 import pytest
 import pytest_asyncio
 
-from exporter.remediate import deletecert_command
+from exporter.remediate.plan import deletecert_command
 from pilab.tls import TlsEndpoint
 from tests.conftest import start_pi, write_config
 from tests.exporterkit import Exporter, wait_for

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.web import accepts_gzip, wants_openmetrics
+from exporter.web.routes import accepts_gzip, wants_openmetrics
 from tests.conftest import offline_config
 from tests.exporterkit import Exporter
 

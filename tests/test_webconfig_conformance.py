@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from exporter.config import ConfigError
-from exporter.webconfig import load_web_config, parse_web_config
+from exporter.config.model import ConfigError
+from exporter.web.config import load_web_config, parse_web_config
 from pilab.pki import make_cert
 from tests.conftest import offline_config
 

@@ -1,12 +1,12 @@
 """Builders for the `unit` tests: the exporter's data (entries, probes, views, snapshots) made
-in memory, the way exporter.service makes them, for the pure modules' decisions. No I/O."""
+in memory, the way exporter.service.service makes them, for the pure modules' decisions. No I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
-from exporter.config import Config, PairConfig, StoreConfig
-from exporter.model import (
+from exporter.config.model import Config, PairConfig, StoreConfig
+from exporter.core.model import (
     Attested,
     Baseline,
     EntryView,
@@ -20,9 +20,9 @@ from exporter.model import (
     Subject,
     Verdict,
 )
-from exporter.pairs import PairView
-from exporter.snapshot import Snapshot
-from exporter.subject import format_subject
+from exporter.core.subject import format_subject
+from exporter.fleet.pairs import PairView
+from exporter.fleet.snapshot import Snapshot
 
 FP_A, FP_B, FP_C = "a" * 64, "b" * 64, "c" * 64
 

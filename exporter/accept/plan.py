@@ -14,13 +14,13 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from exporter.commands import is_key
-from exporter.history import Change, Status, fingerprint_moved
-from exporter.model import Baseline, State
-from exporter.remediate.plan import Role, entry_role, roles_of
-from exporter.report import Row, rows
-from exporter.snapshot import Snapshot
-from exporter.text import visible
+from exporter.core.history import Change, Status, fingerprint_moved
+from exporter.core.model import Baseline, State
+from exporter.core.pi_commands import is_key
+from exporter.core.text import visible
+from exporter.fleet.report import Row, rows
+from exporter.fleet.roles import Role, entry_role, roles_of
+from exporter.fleet.snapshot import Snapshot
 
 
 class AcceptError(ValueError):

@@ -15,8 +15,8 @@ import time
 from dataclasses import dataclass
 from typing import cast
 
+from exporter.core.text import visible
 from exporter.probes import ssh_kex
-from exporter.text import visible
 
 READER, ASYNCSSH = "reader", "asyncssh"
 # One process-wide set of ephemeral key pairs, each reused for a while (see EphemeralKeys).
@@ -32,7 +32,7 @@ class HostKeyResult:
     fingerprint: str | None  # SHA256:... as `ssh-keygen -lf` prints it (a certificate's: its key's)
     algorithm: str | None  # host key algorithm negotiated (rsa-sha2-512 for an ssh-rsa key)
     kex: str | None
-    banner: str | None  # the server's version line, raw peer text: show via exporter.text.visible
+    banner: str | None  # the server's version line, raw peer text: show via exporter.core.text.visible
     offered: tuple[str, ...]  # the server's host key algorithms (empty when not seen)
     path: str  # READER or ASYNCSSH
     elapsed: float

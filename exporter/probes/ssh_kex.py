@@ -30,7 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import dh, ec, ed25519, padding, 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
-from exporter.text import visible
+from exporter.core.text import visible
 
 CLIENT_VERSION = b"SSH-2.0-prime_tofu_exporter"
 MAX_PACKET = 256 * 1024  # a KEXINIT or a reply with an 8192-bit RSA certificate is a few KiB

@@ -10,13 +10,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from exporter.audit import AuditError, Operator, append_audit, current_operator
-from exporter.baseline import StorageError
-from exporter.model import EntryView
-from exporter.prime.ssh import PiSession, StoreReadError
+from exporter.core.model import EntryView
+from exporter.core.text import visible
 from exporter.remediate.plan import Plan, PlanError, Step, StorePlan, deletecert_command
-from exporter.service import Service
-from exporter.text import visible
+from exporter.service.service import Service
+from exporter.sources.prime.ssh import PiSession, StoreReadError
+from exporter.store.audit import AuditError, Operator, append_audit, current_operator
+from exporter.store.database import StorageError
 
 # ---- applying (the I/O edge) ------------------------------------------------------------
 

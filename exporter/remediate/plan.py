@@ -3,18 +3,16 @@ which server, in what order, and why."""
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass
-from enum import StrEnum
 
-from exporter.commands import LISTCERTS, deletecert, is_key
-from exporter.model import Evidence, State, StoreStatus
-from exporter.pairs import PairView
-from exporter.report import Row, rows
-from exporter.snapshot import Snapshot
+from exporter.core.model import Evidence, State, StoreStatus
+from exporter.core.pi_commands import LISTCERTS, deletecert, is_key
+from exporter.fleet.pairs import PairView
+from exporter.fleet.report import Row, rows
+from exporter.fleet.roles import Role, entry_role, roles_of
+from exporter.fleet.snapshot import Snapshot
 
-_ISE_RE = re.compile(r"(?<![a-z0-9])ise(?![a-z0-9])", re.IGNORECASE)
 _EVIDENCE_RANK = {e.value: i for i, e in enumerate(Evidence)}  # strongest first
 
 
@@ -27,13 +25,6 @@ def deletecert_command(key: str) -> str:
     if not is_key(key):
         raise PlanError(f"{key!r} is not a listcerts key (<address>_<port>); refusing to build a command")
     return deletecert(key)
-
-
-class Role(StrEnum):
-    HA_PEER = "ha-peer"  # the other PI server of an HA pair
-    SELF = "self"  # the PI server's own certificate (127.0.0.1_8082 and the like)
-    ISE = "ise"
-    OTHER = "other"  # DNA Center or anything else PI connects to
 
 
 @dataclass(frozen=True)
@@ -102,25 +93,6 @@ def _store_order(snap: Snapshot) -> list[tuple[str, str | None, str | None]]:
                 seen.add(name)
     out += [(name, None, None) for name in snap.stores if name not in seen]
     return out
-
-
-def roles_of(pairs: Iterable[PairView]) -> dict[tuple[str, str], tuple[Role, str]]:
-    roles: dict[tuple[str, str], tuple[Role, str]] = {}
-    for p in pairs:
-        for link in p.links:
-            role = Role.SELF if link.peer == link.store else Role.HA_PEER
-            for key in link.entries:
-                roles[(link.store, key)] = (role, link.peer)
-    return roles
-
-
-def entry_role(r: Row, roles: dict[tuple[str, str], tuple[Role, str]]) -> tuple[Role, str | None]:
-    """What the entry is to its PI server (HA peer, itself, ISE, other) and the peer store."""
-    role, peer = roles.get((r.store, r.entry), (None, None))
-    if role is None:
-        ise = _ISE_RE.search(r.stored_subject) or _ISE_RE.search(r.live_subject or "")
-        role = Role.ISE if ise else Role.OTHER
-    return role, peer
 
 
 def _step(r: Row, roles: dict[tuple[str, str], tuple[Role, str]]) -> Step:

@@ -1,7 +1,7 @@
 """Remediation, text and JSON (pure): the CLI and the landing page print the same text.
 
 Every piece of PI- or peer-supplied text (reasons, subjects, error strings) goes through
-exporter.text.visible, so it stays on its own line; the only lines that hold a command are
+exporter.core.text.visible, so it stays on its own line; the only lines that hold a command are
 the steps' own, built from validated keys of `mismatch` entries (exporter.remediate.plan)."""
 
 from __future__ import annotations
@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import asdict
 from typing import Any
 
-from exporter.pairs import ABSENT, PairView
+from exporter.core.text import visible
+from exporter.fleet.pairs import ABSENT, PairView
 from exporter.remediate.plan import Plan, Role, StorePlan
-from exporter.text import visible
 
 # ---- text and JSON (pure) ---------------------------------------------------------------
 

@@ -11,8 +11,8 @@ import base64
 import binascii
 from dataclasses import dataclass
 
+from exporter.core.text import visible
 from exporter.sources.known_hosts.keys import BadKey, Key, canonical_type, parse_blob
-from exporter.text import visible
 
 CA_MARKER = "@cert-authority"
 REVOKE_MARKER = "@revoked"

@@ -1,0 +1,1 @@
+"""The configuration: the YAML schema and the files that hold secrets."""

@@ -1,0 +1,233 @@
+"""Snapshot -> the Prometheus text exposition, generated from the metric table
+(exporter.exposition.metrics). Pure.
+
+Two writers of the same table: `families` builds prometheus_client metric families (the
+library's own formatting, for SnapshotCollector and as the reference the tests compare to),
+`render_chunks` writes the same bytes directly, without a Sample object per series, and
+reuses the per-entry lines of a store while its version (exporter.service.state) stays the same.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.core import Metric as _Family
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from exporter.core.model import EntryView, State
+from exporter.exposition.metrics import LABEL_MAX, METRICS, Metric, Sample, bound, subject_label
+from exporter.exposition.packing import Chunk, Packed, plain
+from exporter.fleet.snapshot import Snapshot
+
+__all__ = ["LABEL_MAX", "SnapshotCollector", "bound", "families", "render_chunks", "render_text"]
+
+
+def _samples(m: Metric, snap: Snapshot) -> Iterator[Sample]:
+    if m.of_snapshot is not None:
+        yield from m.of_snapshot(snap)
+    elif m.of_entry is not None:
+        for v in snap.views:
+            yield from m.of_entry(v)
+
+
+def families(snap: Snapshot) -> Iterator[_Family]:
+    for m in METRICS:
+        cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
+        fam = cls(m.name, m.help, labels=list(m.labels))
+        for values, value in _samples(m, snap):
+            fam.add_metric(list(values), value)
+        yield fam
+
+
+class SnapshotCollector(Collector):
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
+
+    def collect(self) -> Iterator[_Family]:
+        return families(self.snap)
+
+
+# ---- the direct writer -------------------------------------------------------------------
+
+def _esc(value: str) -> str:
+    """Label value escaping of the text format, as prometheus_client does it."""
+    if "\\" in value or "\n" in value or '"' in value:
+        return value.replace("\\", r"\\").replace("\n", r"\n").replace('"', r'\"')
+    return value
+
+
+_VALUES = {1.0: "1.0", 0.0: "0.0"}
+
+
+class _Writer:
+    """Sample lines of one family: labels in sorted order, values as generate_latest writes
+    them. The line template is compiled once from the table entry."""
+
+    def __init__(self, m: Metric) -> None:
+        order = sorted(range(len(m.labels)), key=m.labels.__getitem__)
+        self.name = m.exposed
+        labels = ",".join(f'{m.labels[i]}="{{{i}}}"' for i in order)
+        n = len(m.labels)
+        self.fmt = f"{self.name}{{{{{labels}}}}} {{{n}}}\n" if labels else f"{self.name} {{0}}\n"
+        help_text = m.help.replace("\\", r"\\").replace("\n", r"\n")
+        self.header = f"# HELP {self.name} {help_text}\n# TYPE {self.name} {m.type}\n".encode()
+
+    def lines(self, samples: Iterable[Sample]) -> str:
+        fmt, out = self.fmt.format, []
+        for values, value in samples:
+            joined = "".join(values)  # one test for the whole line: escaping is rare
+            if "\\" in joined or "\n" in joined or '"' in joined:
+                values = tuple(map(_esc, values))
+            out.append(fmt(*values, _VALUES.get(value) or floatToGoString(value)))
+        return "".join(out)
+
+
+_WRITERS = [(m, _Writer(m)) for m in METRICS]
+_ENTRY = [(m, w) for m, w in _WRITERS if m.of_entry is not None]
+
+# Per store: the version its per-entry lines were written at (versions are unique in the
+# process) and those lines, one block per per-entry family. A steady-state scrape reuses the
+# bytes, and the body shares them instead of copying.
+_BLOCKS: dict[str, tuple[int, tuple[tuple[Chunk, ...], ...]]] = {}  # see Blocks
+_BLOCKS_MAX = 100_000
+_SLICE = 4096  # entries per bytes slice of a store's block
+# Above this many entries in the snapshot, the stores keep their slices only deflated
+# (exporter.exposition.packing.Packed): at about 1 kB of exposition per entry, 100,000 entries would
+# otherwise hold 100 MB for repeat scrapes. Prometheus asks for gzip, which then costs a
+# level-1 deflate once per store version instead of plain bytes plus a level-6 deflate.
+PACK_ABOVE = 10_000
+
+
+def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]:
+    start = 0
+    for i in range(1, len(views) + 1):
+        if i == len(views) or views[i].store != views[start].store:
+            yield views[start:i]
+            start = i
+
+
+# The fast path for the per-entry families (with 20,000 entries the generic writer above
+# costs twice the scrape budget): line templates compiled from the same table entries, with
+# the label values of an entry escaped once and shared by its lines. A label names a field
+# of the entry (below); `state` expands to one line per State, as the table's value does.
+_FIELDS = ("store", "entry", "host", "port", "subject", "endpoint", "evidence", "mismatch",
+           "since", "fingerprint_sha256")
+_CONST = {"tofu_entry_info": "1.0", "tofu_certificate_evidence_info": "1.0",
+          "tofu_certificate_previous_fingerprint_info": "1.0"}  # always 1
+# The field holding the sample value (default: the mismatch flag), and the field without
+# which an entry has no sample in the family (no history yet, no earlier certificate).
+_VALUE = {"tofu_certificate_state_since_timestamp_seconds": "{8}"}
+_NEEDS = {"tofu_certificate_state_since_timestamp_seconds": 8,
+          "tofu_certificate_previous_fingerprint_info": 9}
+
+
+def _field_template(m: Metric, state: str | None = None, value: str | None = None) -> str:
+    labels = ",".join(
+        f'{k}="{state}"' if k == "state" else f'{k}="{{{_FIELDS.index(k)}}}"'
+        for k in sorted(m.labels)
+    )
+    default = _CONST.get(m.name) or _VALUE.get(m.name, "{7}")
+    return f"{m.exposed}{{{{{labels}}}}} {value or default}\n"
+
+
+def _compile(m: Metric) -> tuple[dict[State | None, str], int | None]:
+    if "state" not in m.labels:
+        return {None: _field_template(m)}, _NEEDS.get(m.name)
+    return ({cur: "".join(_field_template(m, s.value, "1.0" if cur is s else "0.0") for s in State)
+             for cur in State}, _NEEDS.get(m.name))
+
+
+_FAST = [_compile(m) for m, _ in _ENTRY]
+
+
+def _fields(v: EntryView) -> tuple[str | None, ...]:
+    e = v.entry
+    return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(subject_label(e.subject)),
+            _esc(v.endpoint), v.verdict.evidence.value,
+            "1.0" if v.verdict.state is State.MISMATCH else "0.0",
+            None if v.state_since is None else floatToGoString(v.state_since),
+            None if v.previous_fingerprint is None else _esc(v.previous_fingerprint))
+
+
+def _lines_by_family(views: tuple[EntryView, ...]) -> list[list[str]]:
+    parts: list[list[str]] = [[] for _ in _FAST]
+    for v in views:
+        fields, cur = _fields(v), v.verdict.state
+        for out, (tmpl, needs) in zip(parts, _FAST, strict=True):
+            if needs is None or fields[needs] is not None:
+                out.append((tmpl.get(cur) or tmpl[None]).format(*fields))
+    return parts
+
+
+Blocks = tuple[tuple[Chunk, ...], ...]
+
+
+def _packed(blocks: Blocks) -> Blocks:
+    if all(isinstance(c, Packed) for b in blocks for c in b):
+        return blocks
+    return tuple(tuple(c if isinstance(c, Packed) else Packed.of(c) for c in b) for b in blocks)
+
+
+def _rendered(run: tuple[EntryView, ...], pack: bool) -> Blocks:
+    """Per entry family, the store's sample lines as bytes slices of _SLICE entries, packed
+    if `pack`: a store of 100,000 entries never holds all its lines as str, joined str and
+    bytes at once, nor its plain bytes after the scrape."""
+    slices: list[list[Chunk]] = [[] for _ in _FAST]
+    for start in range(0, len(run), _SLICE):
+        for done, p in zip(slices, _lines_by_family(run[start:start + _SLICE]), strict=True):
+            if p:
+                text = "".join(p).encode()
+                done.append(Packed.of(text) if pack else text)
+    return tuple(tuple(s) for s in slices)
+
+
+def _store_blocks(run: tuple[EntryView, ...], version: int | None, pack: bool) -> Blocks:
+    """The store's blocks, reused while its version stays; packed or not, both write the
+    same text, and blocks cached plain by a one-store snapshot (/probe's) are packed when a
+    snapshot that packs asks."""
+    store = run[0].store
+    hit = _BLOCKS.get(store)
+    if version is not None and hit is not None and hit[0] == version:
+        blocks = _packed(hit[1]) if pack else hit[1]
+    else:
+        blocks = _rendered(run, pack)
+    if version is not None:
+        if len(_BLOCKS) > _BLOCKS_MAX:
+            _BLOCKS.clear()
+        _BLOCKS[store] = (version, blocks)
+    return blocks
+
+
+def packs(snap: Snapshot) -> bool:
+    return len(snap.views) > PACK_ABOVE
+
+
+def render_chunks(snap: Snapshot, pack: bool | None = None) -> list[Chunk]:
+    """The text exposition of the table, byte for byte what generate_latest writes for
+    `families(snap)`, in chunks (per family, and per store for the per-entry families), so an
+    18 MB body is never joined, copied or encoded whole. Family headers and the snapshot-wide
+    families are always plain bytes; the stores' slices are Packed if `pack` (by default: if
+    the snapshot holds more than PACK_ABOVE entries; a one-store view of a large snapshot
+    passes the whole snapshot's answer)."""
+    if pack is None:
+        pack = packs(snap)
+    per_store = [_store_blocks(run, snap.versions.get(run[0].store), pack)
+                 for run in _store_runs(snap.views)]
+    out: list[Chunk] = []
+    entry_index = 0
+    for m, w in _WRITERS:
+        out.append(w.header)
+        if m.of_entry is not None:
+            out.extend(piece for b in per_store for piece in b[entry_index])
+            entry_index += 1
+        elif m.of_snapshot is not None:
+            body = w.lines(m.of_snapshot(snap))
+            if body:
+                out.append(body.encode())
+    return out
+
+
+def render_text(snap: Snapshot) -> bytes:
+    return b"".join(map(plain, render_chunks(snap)))

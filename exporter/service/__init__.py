@@ -1,0 +1,1 @@
+"""The running exporter: loops, state per store, the snapshot they make."""

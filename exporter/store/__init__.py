@@ -1,0 +1,1 @@
+"""SQLite: the evidence the exporter keeps across restarts."""

@@ -1,0 +1,1 @@
+"""HTTP: routes, sockets, the web config and its guards, the JSON API and the pages."""

@@ -1,0 +1,1 @@
+"""The landing page and its fragments: pure functions of a snapshot."""

@@ -1,0 +1,227 @@
+"""The landing page and the entries JSON: pure functions of a snapshot.
+
+Built for an operator with 20,000 entries: the overall and per-store summaries come first,
+then what needs action (unreadable stores, mismatches and their fixes), then a bounded
+number of rows per store, worst first, with a link to the full list as JSON.
+
+Every peer- or PI-supplied string (subjects, SANs, reasons, error text, keys) goes through
+`exporter.core.text.visible` and then HTML escaping, so it is one line of inert text. A fix line
+(class `fix`) is only ever built by `deletecert_command` from the key of an entry whose
+verdict is `mismatch`; a key outside the listcerts grammar gets no command at all.
+"""
+
+from __future__ import annotations
+
+import html
+import time
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from urllib.parse import quote
+
+from exporter.accept.plan import accept_command, check_for
+from exporter.core.history import Change
+from exporter.core.model import EntryView, State
+from exporter.core.text import visible
+from exporter.fleet.report import Row, rows
+from exporter.fleet.snapshot import Snapshot
+from exporter.remediate.plan import Plan, PlanError, Step, deletecert_command, make_plan
+from exporter.remediate.render import pair_health
+from exporter.web.pages import daypage
+
+ROWS_PER_STORE = 100  # at most; fewer when there are many stores (PAGE_ROWS in all)
+PAGE_ROWS = 2000
+_ORDER = {State.MISMATCH.value: 0, State.UNREACHABLE.value: 1, State.UNKNOWN.value: 2,
+          State.MATCH.value: 3}
+STATES = tuple(_ORDER)
+_CSS = """
+body{font-family:system-ui,sans-serif;margin:1.5em;max-width:100%;box-sizing:border-box}
+table{border-collapse:collapse;width:100%;table-layout:fixed;margin:.5em 0}
+td,th{border:1px solid #ccc;padding:.25em .4em;text-align:left;vertical-align:top;
+overflow-wrap:anywhere;word-break:break-word}
+code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space:pre-wrap}
+.fix,.fp,.cmd{user-select:all;-webkit-user-select:all;font-family:monospace;cursor:copy}
+.fix{background:#fff8c5;display:inline-block;padding:.15em .4em}
+.match{color:#1a7f37}.mismatch{color:#cf222e;font-weight:bold}.unknown{color:#9a6700}
+.unreachable{color:#6e7781}.down{color:#cf222e;font-weight:bold}.up{color:#1a7f37}
+.state{overflow-wrap:normal;word-break:normal}
+.summary td,.summary th{text-align:right}.summary td:first-child,.summary th:first-child{text-align:left}
+.states span{display:inline-block;margin-right:1.2em;font-size:1.2em}
+.attested{color:#57606a;font-size:.9em;margin-top:.2em}
+"""
+
+
+def _t(value: object) -> str:
+    """Peer/PI text -> one escaped line of inert HTML."""
+    return html.escape(visible(str(value)), quote=True)
+
+
+def _fix(key: str) -> str:
+    try:
+        return f"<code class='fix'>{html.escape(deletecert_command(key))}</code>"
+    except PlanError:
+        return "<span>no command: the key is not a listcerts key</span>"
+
+
+def _store_status(snap: Snapshot, name: str) -> tuple[str, str, str]:  # Status
+    """(css class, status text, last successful read) for one store."""
+    st = snap.stores[name]
+    when = (time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(st.last_success.timestamp))
+            if st.last_success else "never")
+    if st.last is None:
+        return "unknown", "not read yet", when
+    if st.last.ok:
+        return "up", "up", when
+    reason = st.last.error_reason.value if st.last.error_reason else "?"
+    return "down", f"DOWN ({reason}: {st.last.error or '-'})", when
+
+
+def _accept_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
+    """For an `unknown` entry: what to check, and the `accept` command that records it (an
+    exporter command, not a fix on PI: class `cmd`, never `fix`)."""
+    command = accept_command(r.store, r.entry, *hints)
+    return (f"<div class='unknown'>Unknown because: {_t(r.reason)}.<br>"
+            f"Once {_t(check_for(snap, r))}, record it:<br>"
+            f"<code class='cmd'>{_t(command)}</code></div>")
+
+
+def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
+    fp = (f"<code class='fp'>{_t(r.live_fingerprint_sha256)}</code>" if r.live_fingerprint_sha256
+          else _t(r.probe_error or "-"))
+    if r.state == State.MISMATCH.value:
+        fix = _fix(r.entry)
+    elif r.state == State.UNKNOWN.value:
+        fix = _accept_html(snap, r, hints)
+    else:
+        fix = ""
+    return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
+            f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}"
+            f"{daypage.attestation_note(r)}</td>"
+            f"{daypage.since_cell(r)}<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
+            f"<td>{fp}</td><td>{fix}</td></tr>")
+
+
+_HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='width:9%'>"
+         "<col style='width:7%'><col style='width:16%'><col style='width:8%'>"
+         "<col style='width:13%'><col style='width:13%'><col style='width:11%'>"
+         "<col style='width:14%'></colgroup>"
+         "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th><th>since</th>"
+         "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>")
+
+
+def _step_html(s: Step) -> str:
+    what = f"{s.role} {s.peer}" if s.peer and s.role == "ha-peer" else s.role
+    return (f"<li>{_t(s.entry)} [{_t(what)}, {_t(s.endpoint)}] evidence {_t(s.evidence)}: "
+            f"{_t(s.reason)}<br>{_fix(s.entry)}</li>")
+
+
+def _counts(items: Iterable[EntryView]) -> Counter[str]:
+    return Counter(v.verdict.state.value for v in items)
+
+
+Status = tuple[str, str, str]  # css class, status text, last successful read
+
+
+def _summary(snap: Snapshot, by_store: dict[str, list[EntryView]], status: dict[str, Status],
+             order: list[str]) -> list[str]:
+    total = _counts(r for items in by_store.values() for r in items)
+    down = sum(1 for s in status.values() if s[0] == "down")
+    parts = [
+        "<h2 id='summary'>Summary</h2><p class='states' id='overall'>",
+        *(f"<span class='{s}'>{total.get(s, 0)} {s}</span>" for s in STATES),
+        f"<span class='{'down' if down else 'up'}'>{len(snap.stores) - down} of "
+        f"{len(snap.stores)} stores readable</span></p>",
+        "<table class='summary'><tr><th>store</th><th>status</th>",
+        *(f"<th>{s}</th>" for s in STATES),
+        "<th>entries</th><th>last successful read</th></tr>",
+    ]
+    for name in order:
+        cls, text, when = status[name]
+        c = _counts(by_store[name])
+        parts.append(
+            f"<tr><td><a href='#store-{quote(name)}'>{_t(name)}</a></td>"
+            f"<td class='{cls}'>{_t(text)}</td>"
+            + "".join(f"<td class='{s if c.get(s) else ''}'>{c.get(s, 0)}</td>" for s in STATES)
+            + f"<td>{len(by_store[name])}</td><td>{html.escape(when)}</td></tr>")
+    parts.append("</table>")
+    return parts
+
+
+def _fixes(plan: Plan) -> list[str]:
+    if not plan.steps:
+        return []
+    parts = [f"<h2 id='fixes'>Fixes: {len(plan.steps)} entries proven stale</h2>"
+             "<p>Delete them one server at a time, in this order, in each server's "
+             "admin CLI (<code>prime-tofu-exporter remediate</code> prints the same plan; "
+             "<code>--apply</code> runs it and writes an audit log).</p>"]
+    for sp in plan.stores:
+        if sp.steps:
+            role = f" ({_t(sp.pair_role)} of {_t(sp.pair)})" if sp.pair else ""
+            noun = "entry" if len(sp.steps) == 1 else "entries"
+            parts.append(f"<h3>{_t(sp.store)}{role}: {len(sp.steps)} stale {noun}</h3>"
+                         "<ol class='plan'>" + "".join(_step_html(s) for s in sp.steps) + "</ol>")
+    if plan.followups or plan.verify:
+        parts.append("<h3>Then</h3><ul>" + "".join(f"<li>{_t(f)}</li>" for f in plan.followups)
+                     + "".join(f"<li>{_t(v)}</li>" for v in plan.verify) + "</ul>")
+    return parts
+
+
+def _pairs(plan: Plan) -> list[str]:
+    parts = []
+    for pair in plan.pairs:
+        parts.append(f"<h2 id='pair-{quote(pair.name)}'>HA pair {_t(pair.name)}</h2><p>primary "
+                     f"{_t(pair.primary)}, secondary {_t(pair.secondary)}</p><ul>")
+        for line, link in zip(pair_health(pair), pair.links, strict=True):
+            parts.append(f"<li class='{html.escape(link.state)}'>{_t(line)}</li>")
+        parts.append("</ul>")
+    return parts
+
+
+def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store: int,
+                   hints: tuple[str | None, str | None]) -> list[str]:
+    status = _store_status(snap, name)
+    cls, text, when = status
+    # Sort the views, and make rows only for those shown: a 100,000-entry store shows 100.
+    items = sorted(items, key=lambda v: _ORDER.get(v.verdict.state.value, 9))
+    url = html.escape(f"/api/v1/entries?store={quote(name)}")
+    parts = [f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
+             f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
+             f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
+    if items:
+        parts.append(_HEAD + "".join(_row_html(snap, r, hints) for r in rows(items[:per_store]))
+                     + "</table>")
+    if len(items) > per_store:
+        parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
+                     f"<a href='{url}'>the full list as JSON</a>.</p>")
+    return parts
+
+
+def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
+                 recent: Sequence[Change] = (),
+                 hints: tuple[str | None, str | None] = (None, None)) -> bytes:
+    """`recent`: the newest recorded changes; `hints`: the config file and storage path the
+    `accept` commands for unknown entries name."""
+    by_store: dict[str, list[EntryView]] = {name: [] for name in snap.stores}
+    for v in snap.views:
+        by_store.setdefault(v.store, []).append(v)
+    status = {name: _store_status(snap, name) for name in snap.stores}
+    # Unreadable stores first, then by number of mismatches.
+    order = sorted(snap.stores, key=lambda n: (
+        status[n][0] != "down", -_counts(by_store[n]).get(State.MISMATCH.value, 0), n))
+    e = html.escape
+    parts = [
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>",
+        "<meta name='viewport' content='width=device-width,initial-scale=1'>",
+        f"<title>prime-tofu-exporter</title><style>{_CSS}</style></head><body>",
+        f"<h1>prime-tofu-exporter {e(version)}</h1>",
+        f"<p><a href='{e(telemetry_path)}'>Metrics</a> · <a href='/api/v1/entries'>Entries (JSON)</a>"
+        " · <a href='/api/v1/history'>History (JSON)</a> · <a href='/-/healthy'>Health</a> · "
+        "<a href='/-/ready'>Ready</a></p>",
+        *_summary(snap, by_store, status, order),
+    ]
+    plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
+    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent)]
+    per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
+    for name in order:
+        parts += _store_section(snap, name, by_store[name], per_store, hints)
+    parts.append("</body></html>")
+    return "\n".join(parts).encode()
