@@ -18,6 +18,9 @@ class State(StrEnum):
 class Evidence(StrEnum):
     """Strongest evidence first; the verdict names the one it used."""
 
+    # The store itself holds the exact credential (a known_hosts line holds the key): the
+    # strongest evidence there is.
+    STORED = "stored"
     FINGERPRINT = "fingerprint"
     LOG = "log"
     BASELINE = "baseline"
@@ -51,6 +54,11 @@ class StoredEntry:
     port: int
     subject_text: str  # the subject exactly as printed (stripped)
     subject: Subject  # parsed, normalised for comparison
+    # What a store that holds the exact credential holds (known_hosts: hex SHA-256 of the key
+    # blob; evidence `stored`); None where the store holds only a subject (PI).
+    stored_fingerprint: str | None = None
+    key_type: str = ""  # known_hosts: the entry's key type ("ssh-ed25519"); "" for PI
+    line: int = 0  # known_hosts: the 1-based line in the file that holds it; 0 for PI
 
 
 @dataclass(frozen=True, slots=True)
