@@ -16,6 +16,9 @@ import yaml
 
 from exporter.config.model import (
     DEFAULT_TLS_CLIENT_PROFILE,
+    KNOWN_HOSTS,
+    PI,
+    STORE_KINDS,
     TLS_CLIENT_PROFILES,
     Config,
     ConfigError,
@@ -151,6 +154,36 @@ def _tls_client_profile(value: object) -> str:
     return str(value)
 
 
+def _kind(value: object) -> str:
+    if not isinstance(value, str) or value not in STORE_KINDS:
+        raise ValueError(f"must be one of {' | '.join(STORE_KINDS)}")
+    return value
+
+
+# A resolve name as `ssh-keygen -F` takes it: a host name or address, or `[host]:port`
+# (port 22 is written bare: ssh never looks up `[host]:22`).
+_RESOLVE_NAME = re.compile(r"[^\s,\[\]]+|\[([^\s,\[\]]+)\]:([1-9][0-9]{0,4})")
+MAX_RESOLVE = 10_000
+
+
+def _resolve_names(value: object) -> tuple[str, ...]:
+    if not isinstance(value, list) or not value:
+        raise ValueError("must be a non-empty list of host names, addresses or [host]:port")
+    if len(value) > MAX_RESOLVE:
+        raise ValueError(f"must hold at most {MAX_RESOLVE:,} names")
+    names = []
+    for i, name in enumerate(value):
+        m = _RESOLVE_NAME.fullmatch(name) if isinstance(name, str) else None
+        if m is None or (m.group(2) is not None and not 1 <= int(m.group(2)) <= 65535):
+            raise ValueError(f"item {i + 1}: must be a host name, an address or [host]:port "
+                             "(port 1-65535), without spaces or commas")
+        if m.group(2) == "22":
+            raise ValueError(f"item {i + 1}: write port 22 as the bare host {m.group(1)}, as "
+                             "known_hosts does")
+        names.append(name)
+    return tuple(dict.fromkeys(names))
+
+
 def normalise_endpoint(value: object) -> str:
     """'10.0.0.3:443', '[2001:db8::1]:443', 'ise.example.com:443' -> canonical host:port."""
     return parse_endpoint(_str(value))
@@ -176,7 +209,11 @@ _STORE_KEYS: dict[str, tuple[Callable[[object], Any], Any]] = {
     "log_command": (_str, None),
     "tls_client_profile": (_tls_client_profile, DEFAULT_TLS_CLIENT_PROFILE),
 }
-_STORE_ONLY = {"name": _str, "host": _str, "port": _bounded("port"), "self_address": _str}
+_STORE_ONLY = {"name": _str, "host": _str, "port": _bounded("port"), "self_address": _str,
+               "kind": _kind, "path": _str, "resolve": _resolve_names}
+# What only a PI store reads: set on a known_hosts store, it is a mistake worth naming.
+_PI_ONLY = ("listcerts_command", "prompt", "log_command", "tls_client_profile", "cli_mode",
+            "self_address")
 _LIMITS = {"probe_concurrency": 64, "store_concurrency": 32}
 _HISTORY_KEYS = {"max_age", "max_records"}
 _PIN_KEYS = {"endpoint", "sha256"}
@@ -277,9 +314,11 @@ def _merge(c: _Collector, path: str, raw: dict[str, Any], defaults: dict[str, An
     for key, fn in _STORE_ONLY.items():
         if key in raw:
             merged[key] = c.check(f"{path}.{key}", fn, raw[key])
-    for key in ("name", "host"):
+    required = ("name", "path") if merged.get("kind") == KNOWN_HOSTS else ("name", "host")
+    for key in required:
         if key not in raw:
-            c.add(f"{path}.{key}", "is required")
+            why = " (the known_hosts file to watch)" if key == "path" else ""
+            c.add(f"{path}.{key}", f"is required{why}")
     name = merged.get("name")
     if isinstance(name, str) and not _NAME.match(name):
         c.add(f"{path}.name", "must be 1-63 characters of letters, digits, _ . : -")
@@ -334,17 +373,45 @@ def _known_hosts(c: _Collector, path: str, merged: dict[str, Any], base: Path) -
     return known_hosts
 
 
+def _kind_keys(c: _Collector, path: str, raw: dict[str, Any], merged: dict[str, Any],
+               base: Path) -> str | None:
+    """The keys that depend on the store's kind: a known_hosts store's `path` (local: readable
+    now; remote: read over SSH each cycle) and `resolve`, and no PI-only key on it."""
+    if merged.get("kind", PI) == PI:
+        for key in ("path", "resolve"):
+            if key in raw:
+                c.add(f"{path}.{key}", "applies only to kind: known_hosts")
+        return None
+    for key in _PI_ONLY:
+        if key in raw:
+            c.add(f"{path}.{key}", "applies only to kind: pi")
+    file = merged.get("path")
+    if not isinstance(file, str):
+        return None
+    if "host" in raw:
+        return file  # on the remote host, as its SSH user sees it
+    local = _resolve(file, base)
+    if local is not None and not os.access(local, os.R_OK):
+        c.add(f"{path}.path", f"cannot read {local}")
+    return local
+
+
 def _build_store(
     c: _Collector, path: str, raw: dict[str, Any], defaults: dict[str, Any], base: Path
 ) -> StoreConfig | None:
     merged = _merge(c, path, raw, defaults)
     name = merged.get("name")
-    password, key_file, passphrase = _secrets(c, path, raw, merged, base)
-    known_hosts = _known_hosts(c, path, merged, base)
+    file = _kind_keys(c, path, raw, merged, base)
+    local = merged.get("kind") == KNOWN_HOSTS and "host" not in raw
+    if local:  # a local file: no SSH session, so no credentials or host keys to check
+        password = key_file = passphrase = known_hosts = None
+    else:
+        password, key_file, passphrase = _secrets(c, path, raw, merged, base)
+        known_hosts = _known_hosts(c, path, merged, base)
 
     if any(v is None for k, v in merged.items() if k in _STORE_ONLY) or not isinstance(name, str):
         return None
-    host = merged.get("host")
+    host = "" if local else merged.get("host")
     if not isinstance(host, str):
         return None
     return StoreConfig(
@@ -368,6 +435,9 @@ def _build_store(
         max_entries=merged["max_entries"],
         log_command=merged["log_command"],
         tls_client_profile=merged["tls_client_profile"],
+        kind=merged.get("kind", PI),
+        path=file,
+        resolve=merged.get("resolve", ()),
     )
 
 
@@ -384,7 +454,8 @@ def _stores(
     for i, raw in enumerate(raw_stores):
         path = f"stores[{i}]"
         if raw is None or raw == {}:  # `- ` alone in YAML: a store nobody would read
-            c.add(path, "is empty: a store needs at least name and host")
+            c.add(path, "is empty: a store needs at least name and host (or kind: known_hosts "
+                        "and path)")
             continue
         raw = c.mapping(path, raw, set(_STORE_KEYS) | set(_STORE_ONLY))
         if not raw:

@@ -18,6 +18,10 @@ class ConfigError(Exception):
         super().__init__("\n".join(f"{source}: {p}" for p in self.problems))
 
 
+# The kinds of store (exporter.sources): a PI server's TOFU list, or an OpenSSH known_hosts file.
+STORE_KINDS = ("pi", "known_hosts")
+PI, KNOWN_HOSTS = STORE_KINDS
+
 # The Java TLS clients the probe can imitate (exporter.probes.jsse holds what each one offers).
 TLS_CLIENT_PROFILES = ("jsse8", "jsse11")
 DEFAULT_TLS_CLIENT_PROFILE = "jsse8"
@@ -48,6 +52,18 @@ class StoreConfig:
     log_command: str | None = None
     # What this PI's Java TLS client offers (exporter.probes.jsse): a dual-certificate peer chooses by it.
     tls_client_profile: str = DEFAULT_TLS_CLIENT_PROFILE
+    # What the store is (STORE_KINDS). A known_hosts store reads the file at `path`: local when
+    # `host` is "", else over SSH with this store's session settings (SFTP, or `cat`).
+    kind: str = PI
+    path: str | None = None
+    # known_hosts: names (host, address or [host]:port) that hashed lines and patterns are
+    # matched against, as `ssh-keygen -F NAME` matches them.
+    resolve: tuple[str, ...] = ()
+
+    @property
+    def remote(self) -> bool:
+        """Read over SSH: every PI store, and a known_hosts store with a host."""
+        return bool(self.host)
 
     @property
     def secrets(self) -> tuple[str, ...]:

@@ -59,3 +59,20 @@ def entry_endpoint(self_address: str, host: str, port: int) -> str:
     """Where to probe a stored entry from here. PI stores itself as 127.0.0.1_8082: that is
     the PI server's own address (`self_address`), not ours."""
     return format_endpoint((self_address if is_loopback(host) else host).lower(), port)
+
+
+# ---- SSH host-key targets (known_hosts stores) --------------------------------------------
+# A known_hosts entry is probed for one key type: its endpoint is "host:port TYPE", so each
+# (host, type) is one probe per cycle however many lines name it. A @cert-authority entry asks
+# for whichever host certificate the host offers first: variant ANY_CERTIFICATE.
+ANY_CERTIFICATE = "certificate"
+
+
+def hostkey_endpoint(host: str, port: int, variant: str) -> str:
+    return f"{format_endpoint(host.lower(), port)} {variant}"
+
+
+def split_hostkey_endpoint(endpoint: str) -> tuple[str, str] | None:
+    """("host:port", variant) of a host-key endpoint; None for a TLS endpoint."""
+    where, sep, variant = endpoint.partition(" ")
+    return (where, variant) if sep and variant else None

@@ -65,6 +65,9 @@ class StoredEntry:
 class Listing:
     entries: tuple[StoredEntry, ...]
     bad_lines: tuple[str, ...] = ()  # lines that looked like entries but did not parse
+    # Lines that parse but name nothing to probe (known_hosts: a hashed line or pattern that no
+    # name of the store's `resolve:` list matches), each shown as "line N: ... (why)".
+    unresolved: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +81,9 @@ class LiveCert:
     not_before: float  # unix seconds
     not_after: float
     key_type: str = ""  # "RSA 2048", "EC secp256r1", "Ed25519": which key a dual-cert peer chose
+    # SSH: the host key or host certificate blob as presented, whole (the known_hosts verdict
+    # reads a certificate's CA, validity and principals from it); b"" for TLS.
+    blob: bytes = b""
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +94,9 @@ class ProbeResult:
     duration_seconds: float
     timestamp: float  # unix seconds when the probe finished
     tls_version: str | None = None  # "TLSv1.2", "TLSv1.3": what the handshake that got cert spoke
+    # SSH: the host key algorithms the server named in its KEXINIT (empty when not seen): a
+    # failed probe whose type is not among them is "not offered", not "unreachable".
+    offered: tuple[str, ...] = ()
 
     @property
     def success(self) -> bool:

@@ -11,12 +11,17 @@ Every failure is a result with an error string, never an exception.
 from __future__ import annotations
 
 import asyncio
+import base64
+import math
 import time
 from dataclasses import dataclass
 from typing import cast
 
+from exporter.core.endpoint import ANY_CERTIFICATE, split_endpoint, split_hostkey_endpoint
+from exporter.core.model import LiveCert, ProbeResult
 from exporter.core.text import visible
 from exporter.probes import ssh_kex
+from exporter.probes.seam import Target
 
 READER, ASYNCSSH = "reader", "asyncssh"
 # One process-wide set of ephemeral key pairs, each reused for a while (see EphemeralKeys).
@@ -175,3 +180,66 @@ async def _with_asyncssh(host: str, port: int, key_type: str, left: float,
         banner=reader.banner if reader else None, offered=reader.offered if reader else (),
         path=ASYNCSSH, elapsed=time.perf_counter() - start, error=error,
     )
+
+
+# ---- the Prober seam ------------------------------------------------------------------------
+
+# What an ANY_CERTIFICATE target asks for, in OpenSSH 9.2's default order (KEX_DEFAULT_PK_ALG):
+# the certificate a client that accepts only certificates would get.
+CERT_TYPES = tuple(t + ssh_kex._CERT for t in (
+    "ssh-ed25519", "ecdsa-sha2-nistp256", "ecdsa-sha2-nistp384", "ecdsa-sha2-nistp521", "ssh-rsa"))
+
+
+def _offers(offered: tuple[str, ...], key_type: str) -> bool:
+    return any(a in offered for a in ssh_kex.host_key_algorithms(key_type))
+
+
+def live_key(result: HostKeyResult) -> LiveCert:
+    """The LiveCert of a fetched host key: `fingerprint_sha256` the hex SHA-256 of the plain
+    key blob (what `ssh-keygen -lf` prints in base64), `subject_text` that `SHA256:` form, the
+    blob whole. A certificate's CA signature is verified here (OpenSSH's cert_parse does so
+    before anything else): KexError when it does not verify."""
+    assert result.blob is not None and result.fingerprint is not None
+    b64 = result.fingerprint.removeprefix("SHA256:")
+    hexfp = base64.b64decode(b64 + "=" * (-len(b64) % 4)).hex()
+    issuer, serial, after, before = "", "", 0.0, math.inf
+    if result.key_type.endswith(ssh_kex._CERT):
+        cert = ssh_kex.check_certificate(result.blob, result.key_type)
+        issuer, serial = f"CA {cert.ca_fingerprint}", format(cert.serial, "x")
+        after, before = float(cert.valid_after), float(min(cert.valid_before, 2**53))
+    return LiveCert(hexfp, hexfp, (), result.fingerprint, issuer, serial, after, before,
+                    key_type=result.key_type, blob=result.blob)
+
+
+async def _fetch(host: str, port: int, variant: str, timeout: float) -> HostKeyResult:
+    if variant != ANY_CERTIFICATE:
+        return await fetch_host_key(host, port, variant, timeout)
+    start = time.perf_counter()
+    first = await fetch_host_key(host, port, CERT_TYPES[0], timeout)
+    if first.error is None or not first.offered:
+        return first
+    left = timeout - (time.perf_counter() - start)
+    other = next((t for t in CERT_TYPES[1:] if _offers(first.offered, t)), None)
+    if other is None or left <= 0:
+        return first
+    return await fetch_host_key(host, port, other, left)
+
+
+async def probe_target(target: Target) -> ProbeResult:
+    """The Prober seam for SSH host keys: `target.variant` is the key type to ask for (or
+    ANY_CERTIFICATE), `target.connect` or the endpoint's "host:port" where. Never raises."""
+    where = target.connect or (split_hostkey_endpoint(target.endpoint) or (target.endpoint, ""))[0]
+    start = time.perf_counter()
+    try:
+        host, port = split_endpoint(where)
+    except ValueError:
+        return ProbeResult(target.endpoint, None, "not a host:port target", 0.0, time.time())
+    result = await _fetch(host, port, target.variant, target.timeout)
+    cert, error = None, result.error
+    if error is None:
+        try:
+            cert = live_key(result)
+        except ssh_kex.KexError as exc:
+            error = str(exc)
+    return ProbeResult(target.endpoint, cert, error, time.perf_counter() - start, time.time(),
+                       offered=result.offered)
