@@ -27,7 +27,6 @@ from pathlib import Path
 from prometheus_client import Counter as PromCounter
 
 from exporter.config.model import Config, StoreConfig
-from exporter.core.endpoint import entry_endpoint as _entry_endpoint
 from exporter.core.history import EntryStatus, diff
 from exporter.core.model import (
     Attested,
@@ -41,13 +40,12 @@ from exporter.core.model import (
     StoreRead,
     StoreStatus,
 )
-from exporter.core.views import store_views
 from exporter.exposition.writer import render_chunks
 from exporter.fleet.pairs import pair_views
 from exporter.fleet.shard import ALL, Shard, select
 from exporter.fleet.snapshot import Snapshot
 from exporter.probes.jsse import DEFAULT as _DEFAULT_PROFILE
-from exporter.probes.tls import probe_many
+from exporter.service import kinds
 from exporter.service.state import (
     STOP_DEADLINE,
     Decided,
@@ -88,8 +86,8 @@ for _kind in BaselineKind:
 
 
 def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
-    """Where to probe an entry from here (see exporter.core.endpoint.entry_endpoint)."""
-    return _entry_endpoint(store.self_address, entry.host, entry.port)
+    """Where to probe an entry from here (by the store's kind: exporter.service.kinds)."""
+    return kinds.entry_endpoint(store, entry)
 
 
 def _no_entries(listing: Listing, text: str) -> None:
@@ -210,9 +208,27 @@ class Service:
     async def read_store(self, store: StoreConfig) -> StoreRead:
         """Read one store's list, update baselines, probe entries that just appeared."""
         state = self.stores[store.name]
-        session = state.pi_session()
+        session = state.pi_session() if store.remote else None
         async with self._read_bound.get(self.config.store_concurrency):
+            if not kinds.is_pi(store):
+                return await self._read_source(state, session)
+            assert session is not None
             return await self._read_store(state, session)
+
+    async def _read_source(self, state: StoreState, session: PiSession | None) -> StoreRead:
+        """A store of another kind than PI (exporter.service.kinds): its Source reads it; the
+        baselines, probes of appeared entries and the swap are the same as for PI."""
+        read, capped = await kinds.read(state.cfg, session)
+        if read.ok and read.listing is not None:
+            read = await self._read_ok(state, None, read.listing, capped, read.duration_seconds)
+        else:
+            reason = read.error_reason.value if read.error_reason else "unknown"
+            state.errors[reason] += 1
+            log.warning("store read failed", extra={"store": state.name, "reason": reason,
+                                                    "error": read.error})
+        state.last = read
+        self._snapshot = None
+        return read
 
     async def _read_store(self, state: StoreState, session: PiSession) -> StoreRead:
         store = state.cfg
@@ -285,7 +301,7 @@ class Service:
             state.incoming = frozenset(eps)
         return listing, eps, endpoints, appeared
 
-    async def _read_ok(self, state: StoreState, session: PiSession, listing: Listing,
+    async def _read_ok(self, state: StoreState, session: PiSession | None, listing: Listing,
                        capped: int, duration: float) -> StoreRead:
         store = state.cfg
         try:
@@ -302,7 +318,7 @@ class Service:
                                                 "entries": ",".join(sorted(appeared))})
             await self.probe_endpoints({endpoints[k] for k in appeared})
         await self.workers.run(len(listing.entries), self._swap_read, state, read, eps, capped)
-        if store.log_command:
+        if store.log_command and session is not None:
             await self._read_log(state, session)
         return read
 
@@ -390,9 +406,10 @@ class Service:
 
     async def probe_endpoints(self, endpoints: Iterable[str]) -> None:
         self.pickup()
-        results = await probe_many(
-            self._targets(endpoints), self._probe_bound.get(self.config.probe_concurrency)
-        )
+        tls, hostkey = kinds.split(endpoints)
+        timeout = max((s.probe_timeout for s in self.config.stores), default=5.0)
+        results = await kinds.probe(self._targets(tls), [(ep, timeout) for ep in hostkey],
+                                    self._probe_bound.get(self.config.probe_concurrency))
         changed = {ep for ep, r in results.items() if _outcome(r) != _outcome(self.probes.get(ep))}
         self.probes.update(results)
         if changed:
@@ -757,8 +774,9 @@ class Service:
             decided = state.decided
             if decided.version == data.version or data.listing is None:
                 return data, decided.views
-            views = store_views(state.name, data.listing.entries, data.endpoints, self.probes,
-                                data.baselines, self.config.pins, data.log.seen, data.attested)
+            views = kinds.store_views(state.cfg, data.listing, data.endpoints, self.probes,
+                                      data.baselines, self.config.pins, data.log.seen,
+                                      data.attested)
             if self._stopping:  # decided in a worker while stopping: not worth a long write
                 return data, views
             state.decided = Decided(data.version, self._record(state.name, views))

@@ -23,6 +23,8 @@ from exporter.core.model import (
 )
 from exporter.sources.known_hosts.entries import Entry, Store
 from exporter.sources.known_hosts.keys import canonical_type, is_cert_type
+from exporter.sources.known_hosts.match import line_matches
+from exporter.sources.known_hosts.parse import REVOKE_MARKER, KeyLine
 from exporter.sources.known_hosts.verdict import NO_KEX, Offer, judge
 
 _ANY_CERT_SLOT = "ssh-ed25519-cert-v01@openssh.com"  # where an unreachable CA probe is noted
@@ -72,10 +74,34 @@ def store_views(store: str, listing: Listing, endpoints: Sequence[str],
     endpoint_of = dict(zip((e.key for e in listing.entries), endpoints, strict=True))
     by_key = {e.key: e for e in known.entries}
     decided: dict[str, Verdict] = {}
+    revoked = revoked_lines(known)
     for lookup in dict.fromkeys(by_key[e.key].lookup for e in listing.entries):
-        decided.update(_judge_host(known.for_lookup(lookup), endpoint_of, probes, now))
+        host = with_revoked(known.for_lookup(lookup), revoked)
+        decided.update(_judge_host(host, endpoint_of, probes, now))
     return tuple(_view(store, e, endpoint_of[e.key], probes.get(endpoint_of[e.key]), decided[e.key])
                  for e in listing.entries)
+
+
+def revoked_lines(known: Store) -> tuple[KeyLine, ...]:
+    """Every @revoked line of the file, resolved or not: OpenSSH applies one to every host its
+    patterns match (`@revoked * KEY` revokes the key everywhere), not only to resolve names."""
+    lines = [line for e in known.entries if e.marker == REVOKE_MARKER for line in e.lines]
+    lines += [u.line for u in known.unresolved if u.line.marker == REVOKE_MARKER]
+    return tuple(dict.fromkeys(lines))
+
+
+def with_revoked(entries: Sequence[Entry], revoked: Sequence[KeyLine]) -> tuple[Entry, ...]:
+    """A host's entries plus the @revoked lines that match its lookup string but were grouped
+    under other names (a pattern resolved against the resolve list only)."""
+    if not entries or not revoked:
+        return tuple(entries)
+    first = entries[0]
+    have = {line for e in entries if e.marker == REVOKE_MARKER for line in e.lines}
+    extra = tuple(line for line in revoked if line not in have and line_matches(line, first.lookup))
+    if not extra:
+        return tuple(entries)
+    return (*entries, Entry(f"{REVOKE_MARKER} {first.key}", first.host, first.port, first.lookup,
+                            REVOKE_MARKER, "", extra))
 
 
 def _judge_host(entries: Sequence[Entry], endpoint_of: Mapping[str, str],

@@ -94,10 +94,12 @@ class KnownHostsSource:
 
     prober = PROBER
 
-    def __init__(self, cfg: StoreConfig) -> None:
+    def __init__(self, cfg: StoreConfig, session: PiSession | None = None) -> None:
+        """`session`: the store's SSH session for a remote file (made here when not given;
+        whoever gives it closes it)."""
         self.cfg = cfg
         self.capped = 0  # entries beyond max_entries at the last read
-        self._session: PiSession | None = None
+        self._session = session
 
     async def read(self) -> StoreRead:
         cfg = self.cfg
