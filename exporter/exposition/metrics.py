@@ -9,6 +9,7 @@ did not move reuses its bytes.
 from __future__ import annotations
 
 import functools
+import math
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
@@ -106,9 +107,21 @@ def _store_bad(snap: Snapshot) -> Iterator[Sample]:
         yield (name,), float(snap.bad_lines.get(name, 0))
 
 
+def _store_unresolved(snap: Snapshot) -> Iterator[Sample]:
+    for name in snap.stores:
+        yield (name,), float(snap.unresolved.get(name, 0))
+
+
+def _store_info(snap: Snapshot) -> Iterator[Sample]:
+    for name in snap.stores:
+        yield (name, snap.kinds.get(name, "pi")), 1.0
+
+
 def _entry_info(v: EntryView) -> Iterator[Sample]:
     e = v.entry
-    yield (v.store, e.key, e.host, str(e.port), subject_label(e.subject), v.endpoint), 1.0
+    # What the store holds: PI's subject, or a known_hosts line's key as `SHA256:...`.
+    held = text_label(e.subject_text) if e.stored_fingerprint is not None else subject_label(e.subject)
+    yield (v.store, e.key, e.host, str(e.port), held, v.endpoint), 1.0
 
 
 def _entry_mismatch(v: EntryView) -> Iterator[Sample]:
@@ -157,7 +170,7 @@ def _live_info(snap: Snapshot) -> Iterator[Sample]:
 
 def _live_expiry(snap: Snapshot) -> Iterator[Sample]:
     for ep, r in sorted(snap.probes.items()):
-        if r.cert is not None:
+        if r.cert is not None and r.cert.not_after != math.inf:  # a plain host key never expires
             yield (ep,), r.cert.not_after
 
 
@@ -189,7 +202,11 @@ def _pair_mismatch(snap: Snapshot) -> Iterator[Sample]:
 STORE, ENTRY, EP = ("store",), ("store", "entry"), ("endpoint",)
 
 METRICS: tuple[Metric, ...] = (
-    Metric("tofu_store_up", "gauge", "1 if the last read of this PI server's TOFU list succeeded",
+    Metric("tofu_store_info", "gauge",
+           "One series per store: its kind (pi: a PI server's TOFU list; known_hosts: an OpenSSH "
+           "known_hosts file); join on store to split any per-entry family by kind",
+           ("store", "kind"), _store_info),
+    Metric("tofu_store_up", "gauge", "1 if the last read of this store succeeded",
            STORE, _store_up),
     Metric("tofu_store_entries", "gauge", "Entries in the last successful read", STORE,
            _store_entries),
@@ -203,7 +220,12 @@ METRICS: tuple[Metric, ...] = (
            "Entries beyond max_entries, not exported (the series cap bit)", STORE, _store_capped),
     Metric("tofu_store_unparsed_lines", "gauge",
            "Lines of the last listing that looked like entries but did not parse", STORE, _store_bad),
-    Metric("tofu_entry_info", "gauge", "One series per stored TOFU entry",
+    Metric("tofu_store_unresolved_lines", "gauge",
+           "known_hosts lines that name no host to probe: hashed lines and patterns that no name "
+           "of the store's resolve list matches (always 0 for a PI store)", STORE, _store_unresolved),
+    Metric("tofu_entry_info", "gauge",
+           "One series per stored entry (PI: a TOFU certificate; known_hosts: a host and key type); "
+           "subject is what the store holds (PI's subject, or the key's SHA256: fingerprint)",
            ("store", "entry", "host", "port", "subject", "endpoint"), of_entry=_entry_info),
     Metric("tofu_certificate_mismatch", "gauge",
            "1 when evidence proves the live certificate differs from the stored one", ENTRY,
@@ -219,7 +241,8 @@ METRICS: tuple[Metric, ...] = (
            "The live certificate the entry's endpoint presented before the current one",
            ("store", "entry", "fingerprint_sha256"), of_entry=_entry_previous),
     Metric("tofu_probe_success", "gauge",
-           "1 if the last TLS handshake delivered a certificate (verified or not)", EP,
+           "1 if the last probe delivered a certificate (TLS handshake, verified or not) or a host "
+           "key (SSH key exchange, its signature verified)", EP,
            _probe_success),
     Metric("tofu_probe_duration_seconds", "gauge", "Duration of the last probe", EP,
            _probe_duration),

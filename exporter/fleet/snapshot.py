@@ -32,6 +32,10 @@ class Snapshot:
     # loop ("start", "store", "probe") -> unexpected exceptions so far (exporter.service.service)
     loop_errors: Mapping[str, int] = field(default_factory=dict)
     shard: Shard = ALL  # which stores this replica owns (exporter.fleet.shard)
+    kinds: Mapping[str, str] = field(default_factory=dict)  # store -> its kind ("pi", "known_hosts")
+    # store -> lines of its last read that name nothing to probe (known_hosts: unresolved hashed
+    # lines and patterns)
+    unresolved: Mapping[str, int] = field(default_factory=dict)
 
     def for_store(self, name: str) -> Snapshot:
         """One store's series (/probe?target=): its store and entry series, the endpoints its
@@ -43,7 +47,8 @@ class Snapshot:
             _only(self.stores, {name}), views, _only(self.probes, eps), _only(self.changed, eps),
             _only(self.capped, {name}), _only(self.bad_lines, {name}), self.config_reload_ok,
             self.ready, tuple(p for p in self.pairs if p.primary == name),
-            _only(self.versions, {name}), shard=self.shard,
+            _only(self.versions, {name}), shard=self.shard, kinds=_only(self.kinds, {name}),
+            unresolved=_only(self.unresolved, {name}),
         )
 
 

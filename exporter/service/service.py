@@ -810,6 +810,7 @@ class Service:
         stores: dict[str, StoreStatus] = {}
         bad: dict[str, int] = {}
         capped: dict[str, int] = {}
+        unresolved: dict[str, int] = {}
         versions: dict[str, int] = {}
         for name, state in self.stores.items():
             if only is not None and name not in only:
@@ -821,6 +822,8 @@ class Service:
             if data.listing is None:
                 continue
             bad[name] = len(data.listing.bad_lines)
+            if data.listing.unresolved:
+                unresolved[name] = len(data.listing.unresolved)
             views.extend(decided)
             versions[name] = data.version
         known = {v.endpoint for v in views}
@@ -829,4 +832,5 @@ class Service:
             stores, tuple(views), {k: v for k, v in self.probes.items() if k in known},
             changed, capped, bad, self.config_reload_ok, self.ready,
             pair_views(self.config, views), versions, dict(self.loop_errors), self.shard,
+            {n: s.cfg.kind for n, s in self.stores.items() if n in stores}, unresolved,
         )
