@@ -132,6 +132,18 @@ def test_check_agrees_with_openssh_on_every_entry(sshd: SshdKit, tmp_path: Path)
     print("\n" + "\n".join(f"{k:<{width}}  {s:<11} {said:<14} {'ok' if ok else 'DISAGREE'}  {why}"
                            for k, s, why, said, ok in transcript))
     assert all(t[4] for t in transcript), [t for t in transcript if not t[4]]
+    # the rows name the key as ssh-keygen -lf prints it, and the line that holds it
+    every = f"[127.0.0.1]:{sshd.running[0].port}"
+    row = rows[f"{every} ssh-ed25519"]
+    assert row["stored_subject"] == sshd.running[0].key("ssh-ed25519").fingerprint()
+    assert row["live_subject"] == row["stored_subject"] and row["key_type"] == "ssh-ed25519"
+    assert lines[row["line"] - 1].startswith(f"{every} ssh-ed25519 ")
+    assert len(row["stored_fingerprint_sha256"]) == 64
+    # lines no verdict covers are shown with their numbers: two unresolved, one unparsed
+    n = len(lines)
+    assert f"unresolved, not probed: line {n - 2}: |1|" in done.stderr
+    assert f"unresolved, not probed: line {n - 1}: *.unlisted.example ssh-ed25519" in done.stderr
+    assert f"line does not parse: line {n}: this line does not parse" in done.stderr
     states = {t[0]: t[1] for t in transcript}
     # every verdict occurs: the lab is not all one case
     assert set(states.values()) == {"match", "mismatch", "unknown", "unreachable"}

@@ -22,6 +22,7 @@ from exporter.core.model import Evidence
 from exporter.core.text import visible
 from exporter.fleet.report import exit_code, rows, table
 from exporter.fleet.shard import Shard, owns_none
+from exporter.fleet.snapshot import Snapshot
 from exporter.service.service import Service
 from exporter.store.database import StorageError, storage_problem
 from exporter.version import __version__
@@ -436,7 +437,23 @@ async def check(config: Config, storage: str, output: str, shard: Shard | None =
         for name, st in snap.stores.items():
             if st.last is not None and not st.last.ok:
                 print(f"store {name} unreadable: {visible(st.last.error or '')}", file=sys.stderr)
+    _known_hosts_lines(snap)
     return exit_code(snap)
+
+
+def _known_hosts_lines(snap: Snapshot, limit: int = 50) -> None:
+    """A known_hosts store's lines that no verdict covers, with their line numbers, on stderr:
+    those that do not parse and those that name no host to probe (unresolved)."""
+    for name, st in snap.stores.items():
+        listing = st.last_success.listing if st.last_success is not None else None
+        if snap.kinds.get(name) != "known_hosts" or listing is None:
+            continue
+        for what, lines in (("line does not parse", listing.bad_lines),
+                            ("unresolved, not probed", listing.unresolved)):
+            for text in lines[:limit]:
+                print(f"store {name}: {what}: {visible(text)}", file=sys.stderr)
+            if len(lines) > limit:
+                print(f"store {name}: {len(lines) - limit} more ({what})", file=sys.stderr)
 
 
 def run_server(

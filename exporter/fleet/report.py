@@ -37,6 +37,11 @@ class Row:
     previous_fingerprint_sha256: str | None = None  # the live fingerprint before this one
     # An attested baseline's who (`by`), when (`at`) and why (`reason`, operator-typed text).
     attestation: Attested | None = None
+    # A store that holds the exact key (known_hosts): the entry's key type, its first line in
+    # the file and the stored key's hex SHA-256 (stored_subject then holds its SHA256: form).
+    key_type: str | None = None
+    line: int | None = None
+    stored_fingerprint_sha256: str | None = None
 
 
 def row(v: EntryView) -> Row:
@@ -48,7 +53,7 @@ def row(v: EntryView) -> Row:
         state=v.verdict.state.value,
         evidence=v.verdict.evidence.value,
         reason=v.verdict.reason,
-        stored_subject=format_subject(v.entry.subject),
+        stored_subject=_stored(v),
         live_subject=cert.subject_text if cert else None,
         live_fingerprint_sha256=cert.fingerprint_sha256 if cert else None,
         live_not_after=cert.not_after if cert else None,
@@ -59,7 +64,17 @@ def row(v: EntryView) -> Row:
         state_since=v.state_since,
         previous_fingerprint_sha256=v.previous_fingerprint,
         attestation=v.attestation,
+        key_type=v.entry.key_type or None,
+        line=v.entry.line or None,
+        stored_fingerprint_sha256=v.entry.stored_fingerprint,
     )
+
+
+def _stored(v: EntryView) -> str:
+    """What the store holds: PI's subject, or a known_hosts key's `SHA256:` fingerprint."""
+    if v.entry.stored_fingerprint is not None:
+        return v.entry.subject_text
+    return format_subject(v.entry.subject)
 
 
 def _fix(v: EntryView) -> str | None:

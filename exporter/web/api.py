@@ -32,7 +32,8 @@ def entries_data(snap: Snapshot, config_file: str | None,
     out = []
     for r in rows(snap.views):
         item = asdict(r)
-        if r.state == State.UNKNOWN.value:
+        if r.state == State.UNKNOWN.value and r.stored_fingerprint_sha256 is None:
+            # accept attests a PI entry's live certificate; a known_hosts entry holds its key
             item["accept"] = {"check": check_for(snap, r),
                               "command": accept_command(r.store, r.entry, config_file, storage_path)}
         out.append(item)
