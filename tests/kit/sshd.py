@@ -200,6 +200,7 @@ def ssh_verdict(known_hosts: Path, host: str, port: int, key_type: str,
 def _config(port: int, keys: tuple[KeyFile, ...], certs: tuple[CertFile, ...],
             kex: tuple[str, ...], host_key_algorithms: tuple[str, ...], extra: tuple[str, ...]) -> str:
     lines = [
+        *extra,  # first: sshd keeps the first value of a keyword, so `extra` overrides the rest
         f"ListenAddress 127.0.0.1:{port}",
         *(f"HostKey {k.path}" for k in keys),
         *(f"HostCertificate {c.path}" for c in certs),
@@ -213,7 +214,6 @@ def _config(port: int, keys: tuple[KeyFile, ...], certs: tuple[CertFile, ...],
         "LogLevel VERBOSE",
         *([f"KexAlgorithms {','.join(kex)}"] if kex else []),
         *([f"HostKeyAlgorithms {','.join(host_key_algorithms)}"] if host_key_algorithms else []),
-        *extra,
     ]
     return "\n".join(lines) + "\n"
 
