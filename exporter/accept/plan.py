@@ -97,6 +97,9 @@ def check_for(snap: Snapshot, r: Row) -> str:
 
 def _refusal(r: Row, recent: Change | None, interval: float) -> str | None:
     """Why `r` may not be accepted now, or None."""
+    if r.stored_fingerprint_sha256 is not None:
+        return ("a known_hosts entry: the file holds the key itself, so there is nothing to "
+                "accept; a stale line is removed (remediate), never accepted")
     if r.state == State.MISMATCH.value:
         return (f"state mismatch ({r.evidence}: {visible(r.reason)}): PI holds another "
                 "certificate; fix it with `prime-tofu-exporter remediate`, do not accept it")

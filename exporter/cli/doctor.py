@@ -29,9 +29,9 @@ from typing import TextIO
 
 import asyncssh
 
-from exporter.config.model import Config, StoreConfig
+from exporter.config.model import KNOWN_HOSTS, Config, StoreConfig
 from exporter.core import exitcodes
-from exporter.core.model import EntryView, ProbeResult
+from exporter.core.model import EntryView, ProbeResult, StoreRead
 from exporter.core.subject import format_subject
 from exporter.core.text import visible
 from exporter.fleet.report import exit_code
@@ -167,10 +167,16 @@ def _header(out: _Out, config: Config, cfg: StoreConfig) -> None:
     if cfg.private_key_file:
         secret = ", passphrase configured (not shown)" if cfg.private_key_passphrase else ""
         login.append(f"private key {cfg.private_key_file}{secret}")
-    out.line(f"store {cfg.name}: {visible(cfg.username)}@{cfg.host} port {cfg.port}, cli_mode "
-             f"{cfg.cli_mode}, known_hosts {cfg.known_hosts}, {'; '.join(login)}")
-    out.line(f"command {cfg.listcerts_command!r}, connect timeout {cfg.connect_timeout:g}s, "
-             f"command timeout {cfg.command_timeout:g}s, probe timeout {cfg.probe_timeout:g}s")
+    if cfg.kind == KNOWN_HOSTS:
+        where = (f"on {visible(cfg.username)}@{cfg.host} port {cfg.port}, known_hosts "
+                 f"{cfg.known_hosts}, {'; '.join(login)}" if cfg.remote else "local")
+        out.line(f"store {cfg.name}: known_hosts file {cfg.path} ({where}), "
+                 f"{len(cfg.resolve)} resolve names, probe timeout {cfg.probe_timeout:g}s")
+    else:
+        out.line(f"store {cfg.name}: {visible(cfg.username)}@{cfg.host} port {cfg.port}, cli_mode "
+                 f"{cfg.cli_mode}, known_hosts {cfg.known_hosts}, {'; '.join(login)}")
+        out.line(f"command {cfg.listcerts_command!r}, connect timeout {cfg.connect_timeout:g}s, "
+                 f"command timeout {cfg.command_timeout:g}s, probe timeout {cfg.probe_timeout:g}s")
     for warning in config.warnings:
         out.line(f"warning: {visible(warning)}")
     out.line()
@@ -210,6 +216,10 @@ def _probe_lines(probe: ProbeResult | None) -> list[str]:
     cert = probe.cert
     if cert is None:
         return [f"probe {probe.endpoint}: failed after {ms}: {visible(probe.error or '')}"]
+    if cert.blob:  # an SSH host key (known_hosts store)
+        issuer = f", {visible(cert.issuer_text)}" if cert.issuer_text else ""
+        return [f"probe {probe.endpoint}: SSH key exchange, {ms}",
+                f"host key {cert.key_type} {cert.subject_text}{issuer}"]
     expires = time.strftime("%Y-%m-%d", time.gmtime(cert.not_after))
     return [
         f"probe {probe.endpoint}: {probe.tls_version or 'unknown TLS version'}, {ms}",
@@ -222,8 +232,10 @@ def _probe_lines(probe: ProbeResult | None) -> list[str]:
 def _entries(out: _Out, views: list[EntryView]) -> None:
     out.numbered(f"probes and verdicts ({len(views)} entries):")
     for v in views:
-        out.line(f"    entry {visible(v.entry.key)}, stored subject "
-                 f"{visible(format_subject(v.entry.subject))}")
+        stored = (f"stored key {v.entry.subject_text} (line {v.entry.line})"
+                  if v.entry.stored_fingerprint is not None
+                  else f"stored subject {visible(format_subject(v.entry.subject))}")
+        out.line(f"    entry {visible(v.entry.key)}, {stored}")
         for line in _probe_lines(v.probe):
             out.line(f"      {line}")
         out.line(f"      verdict: {v.verdict.state.value} (evidence {v.verdict.evidence.value}): "
@@ -238,6 +250,18 @@ async def _run_once(config: Config, cfg: StoreConfig, tracer: _Tracer) -> Snapsh
         return await service.run_once()
     finally:
         await service.stop()
+
+
+def _not_covered(out: _Out, read: StoreRead | None) -> None:
+    """A known_hosts file's lines that no verdict covers, with their line numbers."""
+    listing = read.listing if read is not None else None
+    if listing is None:
+        return
+    for what, lines in (("not parsed", listing.bad_lines), ("unresolved", listing.unresolved)):
+        if lines:
+            out.numbered(f"{len(lines)} line{'' if len(lines) == 1 else 's'} {what}:")
+            for text in lines:
+                out.line(f"    {visible(text)}")
 
 
 def run(config: Config, store: str, out: TextIO = sys.stdout) -> int:
@@ -256,6 +280,8 @@ def run(config: Config, store: str, out: TextIO = sys.stdout) -> int:
     if status is not None and status.last is not None and not status.last.ok and not tracer.failed:
         o.numbered(f"store read failed ({status.last.error_reason}): "
                    f"{visible(status.last.error or '')}")
+    if status is not None and cfg.kind == KNOWN_HOSTS:
+        _not_covered(o, status.last)
     views = [v for v in snap.views if v.store == cfg.name]
     if views:
         _entries(o, views)
