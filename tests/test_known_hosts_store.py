@@ -273,3 +273,37 @@ async def test_service_cycle_exports_the_kind_and_the_unresolved_lines(sshd, tmp
     entry = f"[127.0.0.1]:{server.port} ssh-ed25519"
     assert f'tofu_certificate_evidence_info{{entry="{entry}",evidence="stored",store="auto"}} 1.0' in text
     assert "tofu_live_certificate_not_after_timestamp_seconds{" not in text  # a plain key never expires
+
+
+# ---- the judge over a whole store ------------------------------------------------------------------
+
+def _live(i: int, endpoint: str) -> ProbeResult:
+    blob = base64.b64decode(pub(i).split()[1])
+    fp = hashlib.sha256(blob).hexdigest()
+    return ProbeResult(endpoint, LiveCert(fp, fp, (), "SHA256:x", "", "", 0.0, float("inf"),
+                                          key_type="ssh-ed25519", blob=blob),
+                       None, 0.01, 0.0, offered=("ssh-ed25519",))
+
+
+@pytest.mark.unit
+def test_a_revoked_pattern_applies_to_hosts_the_file_names_literally() -> None:
+    """`@revoked * KEY` revokes KEY for every host; resolved against the resolve list only, it
+    missed web1 (written literally) and check said match where ssh says REVOKED HOST KEY."""
+    text = f"web1 {pub(0)}\nweb2 {pub(1)}\n@revoked * {pub(0)}\n"
+    listing, _ = listing_of(text.encode(), ("db.example.com",), 100)
+    eps = [entry_endpoint(e) for e in listing.entries]
+    probes = {"web1:22 ssh-ed25519": _live(0, "web1:22 ssh-ed25519"),
+              "web2:22 ssh-ed25519": _live(1, "web2:22 ssh-ed25519")}
+    views = {v.entry.key: v.verdict for v in judge.store_views("s", listing, eps, probes, 0.0)}
+    assert (views["web1 ssh-ed25519"].state.value, views["web1 ssh-ed25519"].reason) == (
+        "mismatch", "the host's key is listed @revoked")
+    assert views["web2 ssh-ed25519"].state.value == "match"
+    assert {v.evidence.value for v in views.values()} == {"stored"}
+
+
+@pytest.mark.unit
+def test_an_entry_not_probed_yet_is_unreachable_with_the_reason() -> None:
+    listing, _ = listing_of(f"web1 {pub(0)}\n".encode(), (), 100)
+    (view,) = judge.store_views("s", listing, ["web1:22 ssh-ed25519"], {}, 0.0)
+    assert (view.verdict.state.value, view.verdict.reason) == (
+        "unreachable", "no key exchange: not probed yet")
