@@ -226,15 +226,17 @@ async def _fetch(host: str, port: int, variant: str, timeout: float) -> HostKeyR
 
 
 async def probe_target(target: Target) -> ProbeResult:
-    """The Prober seam for SSH host keys: `target.variant` is the key type to ask for (or
-    ANY_CERTIFICATE), `target.connect` or the endpoint's "host:port" where. Never raises."""
-    where = target.connect or (split_hostkey_endpoint(target.endpoint) or (target.endpoint, ""))[0]
+    """The Prober seam for SSH host keys: what to ask for is the endpoint's own variant
+    ("host:port TYPE", core.endpoint), else `target.variant` (a key type or ANY_CERTIFICATE);
+    where, `target.connect` or the endpoint's "host:port". Never raises."""
+    named, variant = split_hostkey_endpoint(target.endpoint) or (target.endpoint, target.variant)
+    where = target.connect or named
     start = time.perf_counter()
     try:
         host, port = split_endpoint(where)
     except ValueError:
         return ProbeResult(target.endpoint, None, "not a host:port target", 0.0, time.time())
-    result = await _fetch(host, port, target.variant, target.timeout)
+    result = await _fetch(host, port, variant, target.timeout)
     cert, error = None, result.error
     if error is None:
         try:

@@ -55,7 +55,7 @@ def entry_endpoint(store: StoreConfig, entry: StoredEntry) -> str:
 async def read(store: StoreConfig, session: PiSession | None) -> tuple[StoreRead, int]:
     """Read a store that is not PI's list (PI's read stays in the service: its log, its
     empty-listing rules): the read and how many entries max_entries left out."""
-    source = _known_hosts_source.KnownHostsSource(store, session)
+    source = _known_hosts_source.KnownHostsSource(store, session=session)
     read = await source.read()
     return read, source.capped
 

@@ -19,7 +19,9 @@ import os
 import shlex
 import stat
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import asyncssh
 
@@ -29,6 +31,9 @@ from exporter.core.model import ErrorReason, Listing, StoredEntry, StoreRead
 from exporter.sources.known_hosts.entries import Entry, Store, load
 from exporter.sources.known_hosts.parse import CA_MARKER
 from exporter.sources.prime.ssh import PiSession, StoreReadError
+
+# Offload(entries, fn, *args) -> fn(*args) in a worker when large (the service's Workers.run)
+Offload = Callable[..., Awaitable[Any]]
 
 PROBER = "ssh_hostkey"
 # A known_hosts file of 100,000 hosts is about 20 MB; one larger is not a known_hosts file.
@@ -94,11 +99,13 @@ class KnownHostsSource:
 
     prober = PROBER
 
-    def __init__(self, cfg: StoreConfig, session: PiSession | None = None) -> None:
-        """`session`: the store's SSH session for a remote file (made here when not given;
-        whoever gives it closes it)."""
+    def __init__(self, cfg: StoreConfig, offload: Offload | None = None,
+                 session: PiSession | None = None) -> None:
+        """`offload`: where the parse runs (a worker thread by default); `session`: the
+        store's SSH session for a remote file (made on first use when not given)."""
         self.cfg = cfg
         self.capped = 0  # entries beyond max_entries at the last read
+        self._offload = offload
         self._session = session
 
     async def read(self) -> StoreRead:
@@ -106,8 +113,13 @@ class KnownHostsSource:
         start = time.perf_counter()
         try:
             data = await (self._remote() if cfg.remote else self._local())
-            listing, self.capped = await asyncio.to_thread(listing_of, data, cfg.resolve,
-                                                           cfg.max_entries)
+            # about 100 bytes a line; parsing hashes every hashed line once per resolve name
+            if self._offload is not None:
+                parsed = await self._offload(len(data) // 100, listing_of, data, cfg.resolve,
+                                             cfg.max_entries)
+            else:
+                parsed = await asyncio.to_thread(listing_of, data, cfg.resolve, cfg.max_entries)
+            listing, self.capped = parsed
         except StoreReadError as e:
             return StoreRead(cfg.name, False, None, time.perf_counter() - start, time.time(),
                              e.reason, e.message)
