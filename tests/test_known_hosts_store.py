@@ -308,3 +308,29 @@ def test_an_entry_not_probed_yet_is_unreachable_with_the_reason() -> None:
     (view,) = judge.store_views("s", listing, ["web1:22 ssh-ed25519"], {}, 0.0)
     assert (view.verdict.state.value, view.verdict.reason) == (
         "unreachable", "no key exchange: not probed yet")
+
+
+@pytest.mark.integration
+@needs_ssh
+def test_doctor_shows_a_known_hosts_store_line_by_line(sshd, tmp_path: Path) -> None:
+    """doctor on a known_hosts store: the file, its unparsed and unresolved lines, each entry's
+    stored key and line and the host key probed (it died of time.gmtime(inf) on a plain key)."""
+    import io
+
+    from exporter.cli.doctor import run
+
+    server = sshd.removed_type()
+    kh = tmp_path / "known_hosts"
+    kh.write_text(f"{server.known_hosts_host} {server.key('ssh-ed25519').public}\n"
+                  f"{server.known_hosts_host} {server.stale[0].public}\n*.x {pub(0)}\nbad\n")
+    config = parse_config({"stores": [{"name": "auto", "kind": "known_hosts", "path": str(kh)}]},
+                          "t.yml", tmp_path)
+    out = io.StringIO()
+    assert run(config, "auto", out) == 3  # unknown left: the stale ecdsa line
+    text = out.getvalue()
+    assert f"store auto: known_hosts file {kh} (local)" in text
+    assert "line 4: bad (truncated before key type)" in text
+    assert "line 3: *.x ssh-ed25519 (pattern matches no name of the resolve list)" in text
+    live = server.key("ssh-ed25519").fingerprint()
+    assert f"stored key {live} (line 1)" in text and f"host key ssh-ed25519 {live}" in text
+    assert "verdict: unknown (evidence stored): this key type no longer offered" in text
