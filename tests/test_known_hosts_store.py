@@ -334,3 +334,17 @@ def test_doctor_shows_a_known_hosts_store_line_by_line(sshd, tmp_path: Path) -> 
     live = server.key("ssh-ed25519").fingerprint()
     assert f"stored key {live} (line 1)" in text and f"host key ssh-ed25519 {live}" in text
     assert "verdict: unknown (evidence stored): this key type no longer offered" in text
+
+
+@pytest.mark.unit
+def test_each_hashed_line_resolves_to_exactly_the_name_it_hashes() -> None:
+    """The resolve walk's HMAC (keyed SHA-1 states) against match.host_hash's (hmac.new), which
+    the oracle tests hold to `ssh-keygen -H`: 200 lines x 200 names, one match each."""
+    from exporter.sources.known_hosts.match import host_hash
+
+    names = [f"host{i}.example" if i % 2 else f"[10.0.0.{i}]:2222" for i in range(200)]
+    text = "".join(f"{host_hash(n.lower() if n[0] != '[' else n, os.urandom(20))} {pub(0)}\n"
+                   for n in names)
+    listing, _ = listing_of(text.encode(), tuple(reversed(names)), 1000)
+    assert [e.key for e in listing.entries] == [f"{n} ssh-ed25519" for n in names]
+    assert [e.line for e in listing.entries] == list(range(1, 201))

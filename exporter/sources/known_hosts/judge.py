@@ -75,8 +75,11 @@ def store_views(store: str, listing: Listing, endpoints: Sequence[str],
     by_key = {e.key: e for e in known.entries}
     decided: dict[str, Verdict] = {}
     revoked = revoked_lines(known)
+    hosts: dict[str, list[Entry]] = {}  # lookup -> its entries (Store.for_lookup, once for all)
+    for e in known.entries:
+        hosts.setdefault(e.lookup, []).append(e)
     for lookup in dict.fromkeys(by_key[e.key].lookup for e in listing.entries):
-        host = with_revoked(known.for_lookup(lookup), revoked)
+        host = with_revoked(hosts[lookup], revoked)
         decided.update(_judge_host(host, endpoint_of, probes, now))
     return tuple(_view(store, e, endpoint_of[e.key], probes.get(endpoint_of[e.key]), decided[e.key])
                  for e in listing.entries)

@@ -18,6 +18,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from exporter.sources.known_hosts.parse import HASH_MAGIC, KeyLine, KnownHosts
@@ -148,18 +149,56 @@ def _literals(line: KeyLine) -> list[str]:
     return out
 
 
-def _resolve_line(line: KeyLine, resolve: tuple[str, ...]) -> tuple[list[str], str]:
+# A resolve name as the lookup walks it: (name as written, its lookup string and that string's
+# bytes), or (name, None, b"") for a name ssh never looks up.
+_Candidate = tuple[str, str | None, bytes]
+
+
+def _candidates(names: Iterable[str]) -> list[_Candidate]:
+    out: list[_Candidate] = []
+    for name in names:
+        parts = split_lookup(name)
+        lookup = lookup_name(*parts) if parts is not None else None
+        out.append((name, lookup, _b(lookup) if lookup is not None else b""))
+    return out
+
+
+def _hash_matcher(line: KeyLine) -> Callable[[bytes], bool]:
+    """match_maybe_hashed for a hashed line, its hash decoded once: HMAC-SHA1(salt, lookup)
+    compared to it (1,000 hashed lines x 1,000 resolve names: one HMAC each, no base64)."""
+    assert line.salt is not None
+    salt = line.salt
+    try:
+        want = base64.b64decode(line.hosts.rsplit("|", 1)[1], validate=True)
+    except (ValueError, IndexError):
+        return lambda _: False
+    # HMAC (RFC 2104) from two SHA-1 states keyed once: OpenSSL 3's one-shot HMAC costs 2.5 us
+    # a call in set-up alone, copying a keyed hash state 0.3 us.
+    key = salt.ljust(64, b"\0")  # a 20-byte salt: shorter than SHA-1's block, padded
+    inner = hashlib.sha1(bytes(b ^ 0x36 for b in key))
+    outer = hashlib.sha1(bytes(b ^ 0x5C for b in key))
+
+    def matches(lookup: bytes) -> bool:
+        i, o = inner.copy(), outer.copy()
+        i.update(lookup)
+        o.update(i.digest())
+        return hmac.compare_digest(o.digest(), want)
+    return matches
+
+
+def _resolve_line(line: KeyLine, resolve: list[_Candidate]) -> tuple[list[str], str]:
     named: list[str] = []
     seen: set[str] = set()
     skipped = ""
-    candidates = ([] if line.hashed else _literals(line)) + list(resolve)
-    for name in candidates:
-        parts = split_lookup(name)
-        if parts is None:
+    hashed = _hash_matcher(line) if line.hashed else None
+    candidates = ([] if line.hashed else _candidates(_literals(line))) + resolve
+    for name, lookup, raw in candidates:
+        if lookup is None:
             skipped = f"{name!r} is not a name ssh looks up"
             continue
-        lookup = lookup_name(*parts)
-        if lookup in seen or not line_matches(line, lookup):
+        if lookup in seen:
+            continue
+        if not (hashed(raw) if hashed is not None else line_matches(line, lookup)):
             continue
         seen.add(lookup)
         named.append(name)  # as written: the entry's key shows the host as the file or config does
@@ -175,8 +214,9 @@ def resolve(known: KnownHosts, names: tuple[str, ...] = ()) -> Resolution:
     (host, address or `[host]:port`) that its hash or patterns match."""
     named: list[tuple[KeyLine, tuple[str, ...]]] = []
     unresolved: list[Unresolved] = []
+    candidates = _candidates(names)  # each name split and lowered once, not once per line
     for line in known.key_lines:
-        hosts, reason = _resolve_line(line, names)
+        hosts, reason = _resolve_line(line, candidates)
         if hosts:
             named.append((line, tuple(hosts)))
         else:
