@@ -253,7 +253,7 @@ def make_app(
     async def index(_: web.Request) -> web.Response:
         snap = service.snapshot()
         # The history changes with the snapshot; read here, on the loop: SQLite is per thread.
-        recent = service.db.history(limit=daypage.RECENT)
+        recent = service.evidence.history(limit=daypage.RECENT)
         body = await page.get(snap, lambda: _landing_page(
             snap, __version__, telemetry_path, recent=recent, hints=hints))
         return web.Response(body=body, content_type="text/html", charset="utf-8")
