@@ -45,6 +45,8 @@ def probe_site_rules(dst: Path) -> Path:
     doc = yaml.safe_load(rules.render(Settings(selector=f'job="{PROBE_JOB}"')))
     for group in doc["groups"]:
         for rule in group["rules"]:
+            if "alert" not in rule:  # a recording rule
+                continue
             rule["alert"] = PREFIX + rule["alert"]
             if "for" in rule:
                 rule["for"] = "1s"

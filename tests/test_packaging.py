@@ -116,7 +116,7 @@ def test_pipx_install_gives_a_working_command_versioned_from_pyproject(tmp_path:
     exe = bindir / "prime-tofu-exporter"
     shown = run([str(exe), "--version"], cwd=tmp_path, env=env).stdout.strip()
     assert shown == f"prime-tofu-exporter {version}"
-    installed = list(home.rglob("site-packages/exporter/cli.py"))
+    installed = list(home.rglob("site-packages/exporter/cli/main.py"))
     assert installed and not list(home.rglob("site-packages/tests"))
 
     # The installed command works away from the source tree: its demo serves the seed's scene.
