@@ -268,7 +268,7 @@ async def test_serve_of_a_shard_that_owns_no_store_runs_and_says_so(tmp_path: Pa
         status, body, _ = await exporter.get("/-/ready")
         assert status == 200
         assert f"shard {shard} of 3 owns none of the stores in {cfg}" in body, body
-        metrics, _ = await exporter.exposition.metrics()
+        metrics, _ = await exporter.metrics()
         assert samples(metrics, "tofu_exporter_shard_info") and not samples(metrics, "tofu_store_up")
         for _ in range(50):
             if "owns none of the 1 stores" in exporter.log():

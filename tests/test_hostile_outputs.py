@@ -161,7 +161,7 @@ async def test_metrics_with_hostile_subjects_parse_and_pass_promtool(lab: Lab) -
     exporter = Exporter(lab.config, lab.workdir)
     await exporter.start()
     try:
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         log = exporter.log()
     finally:
         await exporter.stop()

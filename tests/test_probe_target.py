@@ -27,7 +27,7 @@ async def test_probe_answers_with_one_stores_series_and_pair_series_once(tmp_pat
     exporter = Exporter(cfg, tmp_path)
     try:
         await exporter.start()
-        metrics, _ = await exporter.exposition.metrics()
+        metrics, _ = await exporter.metrics()
         stores = {dict(k)["store"] for k in samples(metrics, "tofu_store_up")}
         pairs = {dict(k)["pair"]: dict(k) for k in samples(metrics, "tofu_ha_pair_info")}
         assert {"prime-pri", "prime-sec"} <= stores and "prime-ha" in pairs

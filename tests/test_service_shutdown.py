@@ -62,7 +62,7 @@ async def test_sigterm_ends_serve_within_2s_while_a_pi_hangs(
     exporter = Exporter(config, tmp_path)
     await exporter.start()
     try:
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         assert all(value(body, "tofu_store_up", store=s) == 1 for s in lab)
         hung = lab["hung"]
         faults(hung).hang_on_command = True

@@ -329,11 +329,11 @@ SYSTEMD = ROOT / "deploy" / "systemd"
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 async def test_socket_unit_and_descriptor_limit(tmp_path: Path) -> None:
-    service = (SYSTEMD / "prime-tofu-exporter.service.service").read_text()
+    service = (SYSTEMD / "prime-tofu-exporter.service").read_text()
     socket_unit = (SYSTEMD / "prime-tofu-exporter.socket").read_text()
     binary = re.search(r"^ExecStart=(\S+)", service, re.M)
     assert binary
-    (tmp_path / "prime-tofu-exporter.service.service").write_text(
+    (tmp_path / "prime-tofu-exporter.service").write_text(
         service.replace(binary.group(1), sys.executable))
     (tmp_path / "prime-tofu-exporter.socket").write_text(socket_unit)
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "prime-tofu-exporter.socket")],
