@@ -23,7 +23,7 @@ from exporter.cli.demo import prepare
 from exporter.config.load import load_config
 from exporter.service.service import Service
 from pilab.scene import Lab
-from tests.acceptkit import EXPORTER, REASON, accept_on_terminal
+from tests.kit.processes import EXPORTER, REASON, accept_on_terminal
 
 
 @pytest.fixture

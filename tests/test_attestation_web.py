@@ -27,8 +27,8 @@ import pytest_asyncio
 from exporter.core.text import visible
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import Exporter, wait_for
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import Exporter, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from exporter.cli.demo import prepare
-from tests.exporterkit import ROOT, Exporter, wait_for
+from tests.kit.processes import ROOT, Exporter, wait_for
 
 pytestmark = pytest.mark.asyncio
 CHROMIUM = "/usr/bin/chromium"

@@ -18,7 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli.demo import prepare
 from pilab.scene import Lab
-from tests.conftest import free_port
+from tests.kit.lab import free_port
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 

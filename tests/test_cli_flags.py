@@ -25,8 +25,8 @@ import pytest
 
 from exporter.cli import main as cli
 from exporter.fleet.shard import Shard, owner
-from tests.conftest import free_port, offline_config
-from tests.exporterkit import ROOT, Exporter, samples
+from tests.kit.lab import free_port, offline_config
+from tests.kit.processes import ROOT, Exporter, samples
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 

@@ -21,7 +21,7 @@ from exporter.config.load import BOUNDS, parse_config
 from exporter.config.model import ConfigError
 from exporter.web import config as webconfig
 from exporter.web.config import parse_web_config
-from tests.conftest import offline_config
+from tests.kit.lab import offline_config
 
 HUGE = 10**30
 ABSURD: list[Any] = [HUGE, -HUGE, math.inf, math.nan]

@@ -13,7 +13,7 @@ import pytest
 from exporter.config.load import load_config
 from exporter.config.model import ConfigError
 from exporter.config.secrets import loose_permissions
-from tests.exporterkit import ROOT
+from tests.kit.processes import ROOT
 
 RUN = [sys.executable, "-m", "exporter"]
 ENV = {**os.environ, "PYTHONPATH": str(ROOT)}

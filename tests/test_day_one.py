@@ -20,9 +20,9 @@ import pytest
 
 from exporter.cli.demo import prepare
 from pilab.scene import Lab
-from tests.acceptkit import accept_on_terminal
-from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until
-from tests.mounts import fill, tmpfs
+from tests.kit.monitoring import MISSING, SKIP_REASON, Stack, running_stack, wait_until
+from tests.kit.mounts import fill, tmpfs
+from tests.kit.processes import accept_on_terminal
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 REASON = "HA page: Primary Active, secondary synced; ISE connection test passed"

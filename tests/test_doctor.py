@@ -19,7 +19,7 @@ import yaml
 from pilab.pi import Cli, CliSession, PiServer
 from pilab.pki import CertBundle, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import PASSWORD, start_pi, write_config
+from tests.kit.lab import PASSWORD, start_pi, write_config
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 BAD_LINE = "host=10.0.0.9_99999; subject=CN = port-out-of-range"

@@ -33,8 +33,8 @@ from cryptography import x509
 from exporter.store.database import BaselineDB
 from pilab.pki import CertBundle, make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import Exporter, value, wait_for
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -33,8 +33,8 @@ from exporter.core.text import visible
 from exporter.exposition.writer import LABEL_MAX
 from pilab.pki import CertBundle, make_cert
 from pilab.tls import TlsEndpoint
-from tests.conftest import refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
+from tests.kit.lab import refused_keys, start_pi, write_config
+from tests.kit.processes import Exporter, value, wait_for
 from tests.test_faults_tls import crafted
 
 pytestmark = [

@@ -31,8 +31,8 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import ROOT, Exporter
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import ROOT, Exporter
 from tests.test_hostile_input import hostile_cert
 
 pytestmark = [

@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.kit.lab import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]

@@ -13,7 +13,7 @@ from pathlib import Path
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli.demo import prepare
-from tests.exporterkit import Exporter, samples
+from tests.kit.processes import Exporter, samples
 
 PAIR_FAMILIES = ("tofu_ha_pair_info", "tofu_ha_pair_trust_state", "tofu_ha_pair_peer_mismatch")
 

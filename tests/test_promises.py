@@ -17,10 +17,9 @@ from exporter.config.model import Config
 from exporter.exposition.writer import render_text
 from exporter.service.service import Service
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import ROOT
-from tests.faultlab import faults
-from tests.labkit import store_config
+from tests.kit.faults import faults
+from tests.kit.lab import start_pi, store_config, write_config
+from tests.kit.processes import ROOT
 
 RUN = [sys.executable, "-m", "exporter"]
 

@@ -18,9 +18,9 @@ import pytest_asyncio
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, offline_config, refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.faultlab import faults
+from tests.kit.faults import faults
+from tests.kit.lab import free_port, offline_config, refused_keys, start_pi, write_config
+from tests.kit.processes import Exporter, value, wait_for
 from tests.test_storage_open import run_exporter
 
 LISTCERTS_CMD = " ".join(LISTCERTS)

@@ -20,8 +20,8 @@ from exporter.core.model import Baseline
 from exporter.store.database import BaselineDB
 from pilab.pi import CliSession
 from pilab.scene import Lab
-from tests.faultlab import FaultyCli, faults
-from tests.mounts import fill, tmpfs
+from tests.kit.faults import FaultyCli, faults
+from tests.kit.mounts import fill, tmpfs
 from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
 
 

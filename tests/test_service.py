@@ -21,8 +21,8 @@ from exporter.service.service import Service
 from exporter.service.state import with_endpoints
 from pilab.pki import make_cert
 from pilab.scene import Lab
-from tests.conftest import offline_config
-from tests.faultlab import faults
+from tests.kit.faults import faults
+from tests.kit.lab import offline_config
 
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"
 

@@ -27,7 +27,7 @@ from exporter.cli.main import main
 from exporter.config.model import Config, PairConfig, StoreConfig
 from exporter.fleet.shard import Shard, keys, owner, select
 from pilab.scene import Lab
-from tests.exporterkit import Exporter, samples, wait_for
+from tests.kit.processes import Exporter, samples, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 

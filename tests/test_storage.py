@@ -16,9 +16,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from exporter.store.database import BaselineDB, StorageError
-from tests.conftest import free_port, offline_config, start_pi, write_config
-from tests.exporterkit import ROOT, Exporter, value
-from tests.mounts import fill, remount, tmpfs
+from tests.kit.lab import free_port, offline_config, start_pi, write_config
+from tests.kit.mounts import fill, remount, tmpfs
+from tests.kit.processes import ROOT, Exporter, value
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from exporter.store.database import SCHEMA_VERSION, BaselineDB
-from tests.conftest import free_port, offline_config
-from tests.exporterkit import ROOT
-from tests.mounts import remount, tmpfs
+from tests.kit.lab import free_port, offline_config
+from tests.kit.mounts import remount, tmpfs
+from tests.kit.processes import ROOT
 
 EXPORTER = [sys.executable, "-m", "exporter"]
 

@@ -23,9 +23,9 @@ import yaml
 from pilab.pi import PiServer
 from pilab.pki import CertBundle, make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import ROOT, Exporter, value, wait_for
-from tests.webkit import WebExporter
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import ROOT, Exporter, value, wait_for
+from tests.kit.web import WebExporter
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -16,7 +16,7 @@ import yaml
 from exporter.config.model import ConfigError
 from exporter.web.config import load_web_config, parse_web_config
 from pilab.pki import make_cert
-from tests.conftest import offline_config
+from tests.kit.lab import offline_config
 
 DATA = Path(__file__).parent / "data" / "exporter-toolkit"
 GOOD = {"web_config_rate_limiter_one_second.yaml"}  # named without .good, passes upstream

@@ -1,7 +1,11 @@
-"""Run the real exporter (`python -m exporter serve`) as a subprocess against lab servers.
+"""The real exporter in its own process, exactly as deployed: what the tests check is what an
+operator would see.
 
-Shared by the TLS fault matrix, the web security and the reload tests: what they check is
-what an operator would see, so the exporter runs exactly as deployed, in its own process.
+- `cli` / `acli`: one command line (`python -m exporter ...`) run to its end, stdin /dev/null,
+  output captured: `acli` for async tests, whose lab runs on the test's own loop.
+- `Exporter`: `python -m exporter serve` on a free loopback port, with its HTTP session.
+- `accept_on_terminal`: `accept` on a real pseudo-terminal, answering its question.
+- `samples` / `value`: read an exposition body; `wait_for`: poll until true.
 """
 
 from __future__ import annotations
@@ -9,19 +13,50 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import pty
 import signal
 import ssl
+import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.conftest import free_port
+from tests.kit.lab import ROOT, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
+EXPORTER = (sys.executable, "-m", "exporter")
+# The checkout first on the path: the exporter the tests import is the one the child runs.
+ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def cli(*args: str, timeout: float = 60, cwd: Path | None = None,
+        env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`python -m exporter ARGS` to its end, without a terminal (stdin is /dev/null).
+    `env`: the child's whole environment (default: this one, the checkout on PYTHONPATH)."""
+    return subprocess.run([*EXPORTER, *args], stdin=subprocess.DEVNULL, capture_output=True,
+                          text=True, timeout=timeout, check=False, cwd=cwd,
+                          env=dict(env) if env is not None else ENV)
+
+
+async def acli(*args: str, timeout: float = 60, cwd: Path | None = None,
+               env: Mapping[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """`cli` for async tests: the lab runs on the test's loop, so the loop must keep running.
+    A child still running after `timeout` is killed and the test fails with TimeoutError."""
+    proc = await asyncio.create_subprocess_exec(
+        *EXPORTER, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, cwd=cwd, env=dict(env) if env is not None else ENV)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), timeout)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
+    return subprocess.CompletedProcess([*EXPORTER, *args], proc.returncode or 0, out.decode(),
+                                       err.decode())
 
 
 
@@ -90,10 +125,9 @@ class Exporter:
         return {}
 
     async def start(self, ready: bool = True, timeout: float = 20.0) -> None:
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
         with self.log_path.open("ab") as log:
             self.proc = await asyncio.create_subprocess_exec(
-                *self.args(), stdout=log, stderr=log, env=env, cwd=str(self.workdir),
+                *self.args(), stdout=log, stderr=log, env=ENV, cwd=str(self.workdir),
                 **self.spawn_kwargs(),
             )
         self.session = aiohttp.ClientSession(
@@ -157,3 +191,46 @@ async def wait_for(check: Any, timeout: float, step: float = 0.2) -> Any:
             return last
         await asyncio.sleep(step)
     raise AssertionError(f"condition not met in {timeout}s (last: {last!r})")
+
+
+# --- accept on a terminal ---------------------------------------------------------------------
+
+REASON = "HA page: Primary Active, secondary synced; ISE connection test passed"
+PROMPT = b"Type 'yes'"  # accept's question
+
+
+async def accept_on_terminal(cfg: Path, data: Path, answer: str, *args: str,
+                             between: Callable[[], Awaitable[None]] | None = None,
+                             env: dict[str, str] | None = None) -> tuple[int, str]:
+    """`accept` with a pty as stdin/stdout/stderr; `between` runs once the question is on
+    the terminal and before the answer is typed. Returns the exit code and everything shown."""
+    master, slave = pty.openpty()
+    proc = await asyncio.create_subprocess_exec(
+        *EXPORTER, "accept", "--config.file", str(cfg), "--storage.path", str(data),
+        "--log.level", "warn", "--reason", REASON, *args,
+        stdin=slave, stdout=slave, stderr=slave, env=env)
+    os.close(slave)
+    seen = b""
+
+    def read() -> bytes:
+        try:
+            return os.read(master, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            return b""
+
+    try:
+        while PROMPT not in seen:
+            chunk = await asyncio.wait_for(asyncio.to_thread(read), 60)
+            assert chunk, seen.decode(errors="replace")
+            seen += chunk
+        if between is not None:
+            await between()
+        os.write(master, answer.encode() + b"\n")
+        while chunk := await asyncio.wait_for(asyncio.to_thread(read), 60):
+            seen += chunk
+        return await asyncio.wait_for(proc.wait(), 30), seen.decode(errors="replace")
+    finally:
+        os.close(master)
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()

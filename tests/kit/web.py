@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.exporterkit import Exporter
+from tests.kit.processes import Exporter
 
 # Runs the exporter after setting its descriptor limit and, for socket activation, moving a
 # listening socket to fd 3 and naming this very process in LISTEN_PID (exec keeps the pid).
