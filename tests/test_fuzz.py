@@ -23,7 +23,7 @@ from exporter.config.load import load_config, parse_config
 from exporter.config.model import Config, ConfigError
 from exporter.core.model import StoredEntry
 from exporter.sources.prime.listing import parse_listing
-from tests.test_listing import entry_lines
+from tests.kit.builders import entry_lines
 
 # Inputs per run; the listing-with-garbage examples are the expensive ones (~25 ms each).
 SHORT = {"listing_garbage": 300, "listing_bytes": 3000, "config_tree": 1500, "config_text": 1000}

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -22,7 +21,7 @@ from pilab.pi import PiServer
 from tests.kit import faults as sf
 from tests.kit.faults import faults
 from tests.kit.lab import free_port, start_pi
-from tests.kit.processes import value
+from tests.kit.processes import ENV, acli, value
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Pw-Zq7kestrel-91!"
@@ -113,13 +112,8 @@ async def _serve_and_scrape(cfg: Path, tmp: Path) -> tuple[list[str], str]:
 
 
 async def _cli(*args: str) -> tuple[str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-        env={**os.environ, "PYTHONWARNINGS": "default"},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return out.decode(errors="replace"), err.decode(errors="replace")
+    done = await acli(*args, cwd=ROOT, env={**ENV, "PYTHONWARNINGS": "default"})
+    return done.stdout, done.stderr
 
 
 async def test_no_secret_in_logs_metrics_pages_or_check_output(

@@ -11,13 +11,17 @@ import threading
 from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import yaml
 
 from exporter.config.model import StoreConfig
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
+
+if TYPE_CHECKING:
+    from exporter.service.service import Service
+    from pilab.scene import Lab
 
 T = TypeVar("T")
 ROOT = Path(__file__).resolve().parents[2]
@@ -169,3 +173,35 @@ class LoopThread:
         self._thread.join(5)
         if not self._thread.is_alive():
             self.loop.close()
+
+
+# ---- the demo lab (exporter.cli.demo.prepare; the demo_lab fixture) ---------------------
+
+DELETE = "ncs certvalidation tofu-certs deletecert host"
+
+
+def keys(lab: Lab) -> dict[str, str]:
+    """The entry keys of the seed's scene, as the lab stored them."""
+    sec, ise = lab.endpoints["prime-sec"], lab.endpoints["ise"]
+    return {
+        "sec": f"{sec.host}_{sec.port}",
+        "sec_self": f"127.0.0.1_{sec.port}",
+        "ise": f"{ise.host}_{ise.port}",
+        "pri_self": f"127.0.0.1_{lab.endpoints['prime-pri'].port}",
+        "dnac2": f"{lab.endpoints['dnac-2'].host}_{lab.endpoints['dnac-2'].port}",
+    }
+
+
+def deletes(lab: Lab) -> list[tuple[str, str]]:
+    """(store, command) of every deletecert the demo lab's PI servers ran, in order."""
+    return [(n, c) for n, pi in lab.pis.items() for c in pi.commands if c.startswith(DELETE)]
+
+
+async def one_pass(cfg: Path, storage: Path) -> Service:
+    """A Service over `cfg` after one read and probe pass (the caller stops it)."""
+    from exporter.config.load import load_config
+    from exporter.service.service import Service
+
+    service = Service(load_config(cfg), storage)
+    await service.run_once()
+    return service

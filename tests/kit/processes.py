@@ -6,6 +6,7 @@ operator would see.
 - `Exporter`: `python -m exporter serve` on a free loopback port, with its HTTP session.
 - `accept_on_terminal`: `accept` on a real pseudo-terminal, answering its question.
 - `samples` / `value`: read an exposition body; `wait_for`: poll until true.
+- `run`: any command that must succeed (builds, pipx); `source_copy`: the checkout as it stands.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import asyncio
 import contextlib
 import os
 import pty
+import shutil
 import signal
 import ssl
 import subprocess
@@ -111,7 +113,7 @@ class Exporter:
 
     def args(self) -> list[str]:
         args = [
-            sys.executable, "-m", "exporter", "serve",
+            *EXPORTER, "serve",
             "--config.file", str(self.config),
             "--storage.path", str(self.workdir / "data"),
             "--web.listen-address", f"127.0.0.1:{self.port}",
@@ -234,3 +236,30 @@ async def accept_on_terminal(cfg: Path, data: Path, answer: str, *args: str,
         if proc.returncode is None:
             proc.kill()
             await proc.wait()
+
+
+# --- builds and installs ---------------------------------------------------------------------
+
+def run(cmd: list[str], timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    assert r.returncode == 0, f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
+    return r
+
+
+# What a source tree holds besides the source, when it is not a git checkout to ask.
+_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
+                                     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis")
+
+
+def source_copy(dest: Path) -> Path:
+    """The checkout as it stands: tracked and new files, nothing git ignores."""
+    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
+                            "--exclude-standard"], capture_output=True, text=True)
+    if files.returncode != 0:  # an unpacked archive, not a git checkout
+        shutil.copytree(ROOT, dest, ignore=_NOT_SOURCE, dirs_exist_ok=True)
+        return dest
+    for name in filter(None, files.stdout.split("\0")):
+        if (ROOT / name).is_file():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(ROOT / name, dest / name)
+    return dest

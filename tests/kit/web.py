@@ -1,5 +1,6 @@
 """Helpers for the web tests: the real exporter with extra flags, a start-time descriptor limit,
-or sockets passed as systemd would; raw idle connections; self-signed client certificates."""
+or sockets passed as systemd would; raw idle connections; self-signed client certificates;
+bcrypt hashes as the exporter-toolkit writes them."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import socket
 import sys
 from pathlib import Path
 from typing import Any
+
+import bcrypt
 
 from tests.kit.processes import Exporter
 
@@ -91,3 +94,7 @@ def raise_own_nofile(need: int) -> bool:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= need
 
+
+def toolkit_hash(password: str) -> str:
+    """What `htpasswd -nBC 10` writes, the exporter-toolkit's documented way: $2y$."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode().replace("$2b$", "$2y$", 1)
