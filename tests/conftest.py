@@ -63,6 +63,19 @@ def _fresh_subject_caches() -> None:
     format_subject.cache_clear()
 
 
+# ---------------------------------------------------------------- tiers
+
+TIERS = ("unit", "integration", "e2e", "browser", "image")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test is in one tier: a test marked with none is `integration` (it drives the lab
+    or a subprocess), so `-m integration` selects the middle tier. `slow` is orthogonal."""
+    for item in items:
+        if not any(item.get_closest_marker(t) for t in TIERS):
+            item.add_marker(pytest.mark.integration)
+
+
 # ---------------------------------------------------------------- skips in CI
 
 def pytest_addoption(parser: pytest.Parser) -> None:
