@@ -3,7 +3,7 @@ and the history answers "since when?" and "what changed?".
 
 Real parts: the demo lab (SSH PI servers, TLS endpoints), the exporter as a subprocess, the
 `accept` and `history` commands as subprocesses on the same --storage.path, and for the
-end-to-end test a real Prometheus and Alertmanager (tests/e2e_stack.py).
+end-to-end test a real Prometheus and Alertmanager (tests/kit/monitoring.py).
 """
 
 from __future__ import annotations
