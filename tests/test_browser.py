@@ -14,10 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import prepare
-from tests.exporterkit import ROOT, Exporter, wait_for
+from pilab.scene import Lab
+from tests.kit.processes import ROOT, Exporter, wait_for
 
-pytestmark = pytest.mark.asyncio
+pytestmark = [pytest.mark.asyncio, pytest.mark.browser]
 CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
@@ -26,11 +26,11 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None,
                     reason="Debian's chromium is missing (scripts/test installs it)")
-async def test_landing_page_in_chromium(tmp_path: Path) -> None:
+async def test_landing_page_in_chromium(demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
     playwright = pytest.importorskip("playwright.async_api")
     screenshot = ROOT / os.environ["TOFU_SCREENSHOT"] if "TOFU_SCREENSHOT" in os.environ \
         else tmp_path / "landing.png"
-    lab, config = await prepare(tmp_path, fixed_ports=False)
+    lab, config = demo_lab
     exporter = Exporter(config, tmp_path)
     try:
         await exporter.start()
@@ -82,4 +82,3 @@ async def test_landing_page_in_chromium(tmp_path: Path) -> None:
         assert screenshot.stat().st_size > 10_000
     finally:
         await exporter.stop()
-        await lab.stop()

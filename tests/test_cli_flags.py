@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,10 +24,8 @@ import pytest
 
 from exporter.cli import main as cli
 from exporter.fleet.shard import Shard, owner
-from tests.conftest import free_port, offline_config
-from tests.exporterkit import ROOT, Exporter, samples
-
-EXPORTER = [sys.executable, "-m", "exporter"]
+from tests.kit.lab import free_port, offline_config
+from tests.kit.processes import EXPORTER, ROOT, Exporter, samples
 
 # A non-default value per flag that may stand before the subcommand: argv, parsed value.
 SAMPLES: dict[str, tuple[list[str], Any]] = {

@@ -40,7 +40,7 @@ import yaml
 from exporter.cli.main import DEFAULT_LISTEN
 from exporter.config.load import load_config
 from exporter.config.model import Config
-from tests.conftest import free_port
+from tests.kit.lab import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

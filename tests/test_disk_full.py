@@ -19,9 +19,9 @@ import pytest_asyncio
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.mounts import fill, tmpfs
+from tests.kit.lab import refused_keys, start_pi, write_config
+from tests.kit.mounts import fill, tmpfs
+from tests.kit.processes import Exporter, value, wait_for
 
 NEW = 300  # entries that appear while the disk is full: more than the WAL has room for
 

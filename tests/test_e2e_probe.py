@@ -21,7 +21,7 @@ import yaml
 
 from monitoring import rules
 from monitoring.settings import PROBE_JOB, Settings
-from tests.e2e_stack import JOB, MISSING, ROOT, SKIP_REASON, running_stack, wait_until
+from tests.kit.monitoring import JOB, MISSING, ROOT, SKIP_REASON, running_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)]
 

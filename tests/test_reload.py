@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest_asyncio
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, offline_config, refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.faultlab import faults
-from tests.test_storage_open import run_exporter
+from tests.kit.faults import faults
+from tests.kit.lab import free_port, offline_config, refused_keys, start_pi, write_config
+from tests.kit.processes import Exporter, acli, value, wait_for
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -340,9 +338,9 @@ async def test_a_config_file_over_the_limit_stops_the_start(tmp_path: Path, flag
     big.write_text(valid + "# padding\n" * ((4 << 20) // 10 + 1))
     args = ["--config.file", str(config), "--web.config.file", str(tmp_path / "web.yml")]
     args[args.index(flag) + 1] = str(big)
-    code, _, err = await run_exporter(
-        [sys.executable, "-m", "exporter", "serve", *args, "--storage.path", str(tmp_path / "d"),
-         "--web.listen-address", f"127.0.0.1:{free_port()}"], tmp_path)
+    done = await acli("serve", *args, "--storage.path", str(tmp_path / "d"),
+                      "--web.listen-address", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    code, err = done.returncode, done.stderr
     assert code == 2, err
     assert f"{big}: is larger than 4 MiB, the limit for this file" in err, err
     assert "Traceback" not in err

@@ -29,9 +29,9 @@ from exporter.service.service import Service
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.faultlab import faults
+from tests.kit.faults import faults
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import Exporter, value, wait_for
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 

@@ -28,10 +28,9 @@ from exporter.web.sockets import connection_budget
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import ROOT, samples, value, wait_for
-from tests.test_web_security import toolkit_hash
-from tests.webkit import WebExporter, idle_connections, listening_socket, raise_own_nofile
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import ROOT, samples, value, wait_for
+from tests.kit.web import WebExporter, idle_connections, listening_socket, raise_own_nofile, toolkit_hash
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -17,9 +17,9 @@ import pytest_asyncio
 
 from exporter.remediate.plan import deletecert_command
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import Exporter, wait_for
-from tests.test_hostile_input import hostile_cert
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import Exporter, wait_for
+from tests.kit.tls import hostile_cert
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")]

@@ -8,18 +8,16 @@ processes, started exactly as an operator would start them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,9 +28,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli.demo import prepare
 from pilab.scene import Lab
-from tests.conftest import free_port
+from tests.kit.lab import ROOT, LoopThread, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "prime-tofu.rules.yml"
 JOB = "prime-tofu-exporter"  # the job name the shipped rules expect
 
@@ -57,31 +54,6 @@ SKIP_REASON = (
 )
 
 
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; `run` executes a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run a plain function on the loop thread (the lab's state belongs to that thread)."""
-
-        async def wrapper() -> T:
-            return fn()
-
-        return self.run(wrapper(), timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
 
 
 @dataclass
