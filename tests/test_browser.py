@@ -22,6 +22,44 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
         "--disable-background-networking", "--disable-component-update", "--disable-sync"]
 
+# The text of an element and the offsets where its rendered lines start: each character's
+# box, a new line where a box sits lower than the one before.
+LINE_STARTS = """el => {
+  const chars = [], tops = [];
+  const walk = document.createTreeWalker(el, NodeFilter.SHOW_TEXT);
+  for (let n = walk.nextNode(); n; n = walk.nextNode()) {
+    for (let i = 0; i < n.data.length; i++) {
+      const r = document.createRange(); r.setStart(n, i); r.setEnd(n, i + 1);
+      const box = r.getClientRects()[0];
+      chars.push(n.data[i]); tops.push(box ? box.top : null);
+    }
+  }
+  const starts = [];
+  for (let i = 1; i < tops.length; i++)
+    if (tops[i] !== null && tops[i - 1] !== null && tops[i] > tops[i - 1] + 2) starts.push(i);
+  return [chars.join(''), starts];
+}"""
+SEPARATORS = set("._:/=,@- ")
+
+
+async def assert_wraps_between_parts(page: object) -> None:
+    """Entry keys, endpoints and subjects wrap after a separator, fingerprints between groups
+    of 8 digits, never mid-part; and no cell's content sticks out of it."""
+    wrapped = 0
+    for selector in ("table.entries td.key", "table.entries .fp", ".fix"):
+        cells = page.locator(selector)  # type: ignore[attr-defined]
+        for i in range(await cells.count()):
+            text, starts = await cells.nth(i).evaluate(LINE_STARTS)
+            wrapped += bool(starts)
+            for at in starts:
+                ok = at % 8 == 0 if selector.endswith(".fp") else text[at - 1] in SEPARATORS
+                assert ok, f"{selector} {text!r} wraps mid-part before {text[at:]!r}"
+    assert wrapped, "nothing wrapped: the test proves nothing at this width"
+    overflowing = await page.evaluate(  # type: ignore[attr-defined]
+        "[...document.querySelectorAll('td')].filter(td => td.scrollWidth > td.clientWidth + 1)"
+        ".map(td => td.innerText)")
+    assert not overflowing, overflowing
+
 
 
 @pytest.mark.skipif(shutil.which(CHROMIUM) is None,
@@ -75,6 +113,11 @@ async def test_landing_page_in_chromium(tmp_path: Path) -> None:
                             assert selected.startswith("ncs certvalidation tofu-certs deletecert host ")
                             assert "\n" not in selected.strip()
                 await page.evaluate("window.getSelection().removeAllRanges()")
+                # Our help text quotes commands in backticks: shown as code, not as backticks.
+                then = page.locator("h3:text-is('Then') + ul")
+                assert "`" not in await then.inner_text()
+                assert "prime-tofu-exporter check" in await then.locator("code").all_inner_texts()
+                await assert_wraps_between_parts(page)
                 screenshot.parent.mkdir(parents=True, exist_ok=True)
                 await page.screenshot(path=str(screenshot), full_page=True)
             finally:
