@@ -178,12 +178,12 @@ def _pairs(plan: Plan) -> list[str]:
 
 
 def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store: int,
-                   hints: tuple[str | None, str | None]) -> list[str]:
+                   hints: tuple[str | None, str | None], base: str) -> list[str]:
     status = _store_status(snap, name)
     cls, text, when = status
     # Sort the views, and make rows only for those shown: a 100,000-entry store shows 100.
     items = sorted(items, key=lambda v: _ORDER.get(v.verdict.state.value, 9))
-    url = html.escape(f"/api/v1/entries?store={quote(name)}")
+    url = html.escape(f"{base}/api/v1/entries?store={quote(name)}")
     parts = [f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
              f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
              f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
@@ -198,9 +198,10 @@ def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store:
 
 def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
                  recent: Sequence[Change] = (),
-                 hints: tuple[str | None, str | None] = (None, None)) -> bytes:
+                 hints: tuple[str | None, str | None] = (None, None), base: str = "") -> bytes:
     """`recent`: the newest recorded changes; `hints`: the config file and storage path the
-    `accept` commands for unknown entries name."""
+    `accept` commands for unknown entries name; `base`: the path every link starts with
+    (--web.external-url's or --web.route-prefix's, "" at the root)."""
     by_store: dict[str, list[EntryView]] = {name: [] for name in snap.stores}
     for v in snap.views:
         by_store.setdefault(v.store, []).append(v)
@@ -214,15 +215,16 @@ def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>prime-tofu-exporter</title><style>{_CSS}</style></head><body>",
         f"<h1>prime-tofu-exporter {e(version)}</h1>",
-        f"<p><a href='{e(telemetry_path)}'>Metrics</a> · <a href='/api/v1/entries'>Entries (JSON)</a>"
-        " · <a href='/api/v1/history'>History (JSON)</a> · <a href='/-/healthy'>Health</a> · "
-        "<a href='/-/ready'>Ready</a></p>",
+        f"<p><a href='{e(base + telemetry_path)}'>Metrics</a> · "
+        f"<a href='{e(base)}/api/v1/entries'>Entries (JSON)</a> · "
+        f"<a href='{e(base)}/api/v1/history'>History (JSON)</a> · "
+        f"<a href='{e(base)}/-/healthy'>Health</a> · <a href='{e(base)}/-/ready'>Ready</a></p>",
         *_summary(snap, by_store, status, order),
     ]
     plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
-    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent)]
+    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent, base=base)]
     per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
     for name in order:
-        parts += _store_section(snap, name, by_store[name], per_store, hints)
+        parts += _store_section(snap, name, by_store[name], per_store, hints, base)
     parts.append("</body></html>")
     return "\n".join(parts).encode()
