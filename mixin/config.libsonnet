@@ -3,8 +3,10 @@
 {
   _config+:: {
     // PromQL label matchers (no braces) selecting the exporter's /metrics job.
+    // clusterLabel: the label telling clusters apart in a shared Prometheus (null: none).
     // %(anchor)s in runbookURLPattern is the alert's heading in docs/runbook.md.
     selector: "job=\"prime-tofu-exporter\"",
+    clusterLabel: null,
     runbookURLPattern: "https://github.com/prime-tofu-exporter/prime-tofu-exporter/blob/main/docs/runbook.md#%(anchor)s",
     dashboardUID: "prime-tofu",
     dashboardTitle: "Prime Infrastructure TOFU certificates",

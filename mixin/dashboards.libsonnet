@@ -5,7 +5,7 @@
     "prime-tofu.json": {
       "schemaVersion": 41,
       "templating": {
-        "list": [
+        "list": (if $._config.clusterLabel == null then [
           {
             "type": "datasource",
             "name": "datasource",
@@ -129,7 +129,155 @@
             "auto_min": "10s",
             "auto_count": 30,
           },
-        ],
+        ]
+         else [
+          {
+            "type": "datasource",
+            "name": "datasource",
+            "label": "Data source",
+            "skipUrlSync": false,
+            "query": "prometheus",
+            "multi": false,
+            "allowCustomValue": true,
+            "includeAll": false,
+            "auto": false,
+            "auto_min": "10s",
+            "auto_count": 30,
+          },
+          {
+            "type": "query",
+            "name": "cluster",
+            "label": "Cluster",
+            "skipUrlSync": false,
+            "query": {
+              "query": "label_values(up{" + $._config.selector + "}, " + $._config.clusterLabel + ")",
+              "refId": "cluster",
+              "qryType": 1,
+            },
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "multi": false,
+            "allowCustomValue": true,
+            "refresh": 2,
+            "sort": 1,
+            "includeAll": false,
+            "auto": false,
+            "auto_min": "10s",
+            "auto_count": 30,
+          },
+          {
+            "type": "query",
+            "name": "job",
+            "label": "Job",
+            "skipUrlSync": false,
+            "query": {
+              "query": "label_values(up{" + $._config.selector + ", " + $._config.clusterLabel + "=\"$cluster\"}, job)",
+              "refId": "job",
+              "qryType": 1,
+            },
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "current": {
+              "text": "All",
+              "value": "$__all",
+            },
+            "multi": true,
+            "allowCustomValue": true,
+            "refresh": 2,
+            "sort": 1,
+            "includeAll": true,
+            "auto": false,
+            "auto_min": "10s",
+            "auto_count": 30,
+          },
+          {
+            "type": "query",
+            "name": "instance",
+            "label": "Instance",
+            "skipUrlSync": false,
+            "query": {
+              "query": "label_values(up{" + $._config.selector + ", " + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\"}, instance)",
+              "refId": "instance",
+              "qryType": 1,
+            },
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "current": {
+              "text": "All",
+              "value": "$__all",
+            },
+            "multi": true,
+            "allowCustomValue": true,
+            "refresh": 2,
+            "sort": 1,
+            "includeAll": true,
+            "auto": false,
+            "auto_min": "10s",
+            "auto_count": 30,
+          },
+          {
+            "type": "query",
+            "name": "store",
+            "label": "PI server",
+            "skipUrlSync": false,
+            "query": {
+              "query": "label_values(tofu_store_up{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}, store)",
+              "refId": "store",
+              "qryType": 1,
+            },
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "current": {
+              "text": "All",
+              "value": "$__all",
+            },
+            "multi": true,
+            "allowCustomValue": true,
+            "refresh": 2,
+            "sort": 1,
+            "includeAll": true,
+            "allValue": ".*",
+            "auto": false,
+            "auto_min": "10s",
+            "auto_count": 30,
+          },
+          {
+            "type": "query",
+            "name": "entry",
+            "label": "Entry",
+            "skipUrlSync": false,
+            "query": {
+              "query": "label_values(tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}, entry)",
+              "refId": "entry",
+              "qryType": 1,
+            },
+            "datasource": {
+              "type": "prometheus",
+              "uid": "${datasource}",
+            },
+            "current": {
+              "text": "All",
+              "value": "$__all",
+            },
+            "multi": true,
+            "allowCustomValue": true,
+            "refresh": 2,
+            "sort": 1,
+            "includeAll": true,
+            "allValue": ".*",
+            "auto": false,
+            "auto_min": "10s",
+            "auto_count": 30,
+          },
+        ]),
       },
       "annotations": {
         "list": [
@@ -143,7 +291,8 @@
             "iconColor": "orange",
             "hide": false,
             "builtIn": 0,
-            "expr": "changes(tofu_live_certificate_changed_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"}[2m]) > 0",
+            "expr": (if $._config.clusterLabel == null then "changes(tofu_live_certificate_changed_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"}[2m]) > 0"
+             else "changes(tofu_live_certificate_changed_timestamp_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}[2m]) > 0"),
           },
         ],
       },
@@ -183,7 +332,8 @@
           "id": 2,
           "targets": [
             {
-              "expr": "sum by (store) (tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})",
+              "expr": (if $._config.clusterLabel == null then "sum by (store) (tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"
+               else "sum by (store) (tofu_certificate_mismatch{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -251,7 +401,8 @@
           "id": 3,
           "targets": [
             {
-              "expr": "count by (pair) (count by (pair, store) (tofu_ha_pair_peer_mismatch{job=~\"$job\", instance=~\"$instance\"} == 1)) or sum by (pair) (tofu_ha_pair_info{job=~\"$job\", instance=~\"$instance\"}) * 0",
+              "expr": (if $._config.clusterLabel == null then "count by (pair) (count by (pair, store) (tofu_ha_pair_peer_mismatch{job=~\"$job\", instance=~\"$instance\"} == 1)) or sum by (pair) (tofu_ha_pair_info{job=~\"$job\", instance=~\"$instance\"}) * 0"
+               else "count by (pair) (count by (pair, store) (tofu_ha_pair_peer_mismatch{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"} == 1)) or sum by (pair) (tofu_ha_pair_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}) * 0"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -322,7 +473,8 @@
           "id": 4,
           "targets": [
             {
-              "expr": "sum by (state) (tofu_certificate_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})",
+              "expr": (if $._config.clusterLabel == null then "sum by (state) (tofu_certificate_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"
+               else "sum by (state) (tofu_certificate_state{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -460,7 +612,8 @@
           "id": 5,
           "targets": [
             {
-              "expr": "sum(tofu_store_entries_dropped{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})",
+              "expr": (if $._config.clusterLabel == null then "sum(tofu_store_entries_dropped{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})"
+               else "sum(tofu_store_entries_dropped{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -471,7 +624,8 @@
               },
             },
             {
-              "expr": "sum(tofu_store_unparsed_lines{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})",
+              "expr": (if $._config.clusterLabel == null then "sum(tofu_store_unparsed_lines{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})"
+               else "sum(tofu_store_unparsed_lines{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})"),
               "refId": "B",
               "instant": true,
               "range": false,
@@ -552,7 +706,8 @@
           "id": 7,
           "targets": [
             {
-              "expr": "max by (store, entry, state) (tofu_certificate_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1)",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, state) (tofu_certificate_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1)"
+               else "max by (store, entry, state) (tofu_certificate_state{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1)"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -563,7 +718,8 @@
               },
             },
             {
-              "expr": "max by (store, entry, evidence) (tofu_certificate_evidence_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, evidence) (tofu_certificate_evidence_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"
+               else "max by (store, entry, evidence) (tofu_certificate_evidence_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"),
               "refId": "B",
               "instant": true,
               "range": false,
@@ -574,7 +730,8 @@
               },
             },
             {
-              "expr": "max by (store, entry, endpoint, stored_subject) (label_replace(tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}, \"stored_subject\", \"$1\", \"subject\", \"(.*)\"))",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, endpoint, stored_subject) (label_replace(tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}, \"stored_subject\", \"$1\", \"subject\", \"(.*)\"))"
+               else "max by (store, entry, endpoint, stored_subject) (label_replace(tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}, \"stored_subject\", \"$1\", \"subject\", \"(.*)\"))"),
               "refId": "C",
               "instant": true,
               "range": false,
@@ -585,7 +742,8 @@
               },
             },
             {
-              "expr": "max by (store, entry, live_subject, fingerprint_sha256) (tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} * on(job, instance, endpoint) group_left(live_subject, fingerprint_sha256) label_replace(tofu_live_certificate_info{job=~\"$job\", instance=~\"$instance\"}, \"live_subject\", \"$1\", \"subject\", \"(.*)\"))",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, live_subject, fingerprint_sha256) (tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} * on(job, instance, endpoint) group_left(live_subject, fingerprint_sha256) label_replace(tofu_live_certificate_info{job=~\"$job\", instance=~\"$instance\"}, \"live_subject\", \"$1\", \"subject\", \"(.*)\"))"
+               else "max by (store, entry, live_subject, fingerprint_sha256) (tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} * on(" + $._config.clusterLabel + ", job, instance, endpoint) group_left(live_subject, fingerprint_sha256) label_replace(tofu_live_certificate_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}, \"live_subject\", \"$1\", \"subject\", \"(.*)\"))"),
               "refId": "D",
               "instant": true,
               "range": false,
@@ -596,7 +754,8 @@
               },
             },
             {
-              "expr": "max by (store, entry) (tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} * on(job, instance, endpoint) group_left() ((last_over_time(tofu_live_certificate_not_after_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"}[6h]) - time()) / 86400))",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry) (tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} * on(job, instance, endpoint) group_left() ((last_over_time(tofu_live_certificate_not_after_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"}[6h]) - time()) / 86400))"
+               else "max by (store, entry) (tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} * on(" + $._config.clusterLabel + ", job, instance, endpoint) group_left() ((last_over_time(tofu_live_certificate_not_after_timestamp_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}[6h]) - time()) / 86400))"),
               "refId": "E",
               "instant": true,
               "range": false,
@@ -607,7 +766,8 @@
               },
             },
             {
-              "expr": "max by (store, entry, fix) (label_replace(tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1, \"fix\", \"ncs certvalidation tofu-certs deletecert host $1\", \"entry\", \"(.*)\"))",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, fix) (label_replace(tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1, \"fix\", \"ncs certvalidation tofu-certs deletecert host $1\", \"entry\", \"(.*)\"))"
+               else "max by (store, entry, fix) (label_replace(tofu_certificate_mismatch{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1, \"fix\", \"ncs certvalidation tofu-certs deletecert host $1\", \"entry\", \"(.*)\"))"),
               "refId": "F",
               "instant": true,
               "range": false,
@@ -618,7 +778,8 @@
               },
             },
             {
-              "expr": "max by (store, entry) (tofu_certificate_state_since_timestamp_seconds{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}) * 1000",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry) (tofu_certificate_state_since_timestamp_seconds{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}) * 1000"
+               else "max by (store, entry) (tofu_certificate_state_since_timestamp_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}) * 1000"),
               "refId": "G",
               "instant": true,
               "range": false,
@@ -832,7 +993,8 @@
           "id": 8,
           "targets": [
             {
-              "expr": "max by (pair, store, peer, state) (tofu_ha_pair_trust_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"} == 1)",
+              "expr": (if $._config.clusterLabel == null then "max by (pair, store, peer, state) (tofu_ha_pair_trust_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"} == 1)"
+               else "max by (pair, store, peer, state) (tofu_ha_pair_trust_state{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"} == 1)"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -939,7 +1101,8 @@
           "id": 9,
           "targets": [
             {
-              "expr": "min by (endpoint) (((last_over_time(tofu_live_certificate_not_after_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"}[6h]) - time()) / 86400) and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})",
+              "expr": (if $._config.clusterLabel == null then "min by (endpoint) (((last_over_time(tofu_live_certificate_not_after_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"}[6h]) - time()) / 86400) and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"
+               else "min by (endpoint) (((last_over_time(tofu_live_certificate_not_after_timestamp_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}[6h]) - time()) / 86400) and on(" + $._config.clusterLabel + ", job, instance, endpoint) tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -1032,7 +1195,8 @@
           "id": 11,
           "targets": [
             {
-              "expr": "max by (store, entry) (tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})",
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry) (tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"
+               else "max by (store, entry) (tofu_certificate_mismatch{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"})"),
               "refId": "A",
               "legendFormat": "{{store}} {{entry}}",
               "datasource": {
@@ -1116,7 +1280,8 @@
           "id": 12,
           "targets": [
             {
-              "expr": "max by (endpoint) (tofu_live_certificate_changed_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"} and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}) * 1000",
+              "expr": (if $._config.clusterLabel == null then "max by (endpoint) (tofu_live_certificate_changed_timestamp_seconds{job=~\"$job\", instance=~\"$instance\"} and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}) * 1000"
+               else "max by (endpoint) (tofu_live_certificate_changed_timestamp_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"} and on(" + $._config.clusterLabel + ", job, instance, endpoint) tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}) * 1000"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -1207,7 +1372,8 @@
           "id": 14,
           "targets": [
             {
-              "expr": "tofu_store_up{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_store_up{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"
+               else "tofu_store_up{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"),
               "refId": "A",
               "legendFormat": "{{store}}",
               "datasource": {
@@ -1263,7 +1429,8 @@
           "id": 15,
           "targets": [
             {
-              "expr": "time() - tofu_store_last_success_timestamp_seconds{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}",
+              "expr": (if $._config.clusterLabel == null then "time() - tofu_store_last_success_timestamp_seconds{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"
+               else "time() - tofu_store_last_success_timestamp_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"),
               "refId": "A",
               "legendFormat": "{{store}}",
               "datasource": {
@@ -1315,7 +1482,8 @@
           "id": 16,
           "targets": [
             {
-              "expr": "sum by (store, reason) (increase(tofu_store_read_errors_total{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}[$__rate_interval]))",
+              "expr": (if $._config.clusterLabel == null then "sum by (store, reason) (increase(tofu_store_read_errors_total{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}[$__rate_interval]))"
+               else "sum by (store, reason) (increase(tofu_store_read_errors_total{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}[$__rate_interval]))"),
               "refId": "A",
               "legendFormat": "{{store}} {{reason}}",
               "datasource": {
@@ -1350,7 +1518,8 @@
           "id": 17,
           "targets": [
             {
-              "expr": "tofu_probe_success{job=~\"$job\", instance=~\"$instance\"} and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_probe_success{job=~\"$job\", instance=~\"$instance\"} and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}"
+               else "tofu_probe_success{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"} and on(" + $._config.clusterLabel + ", job, instance, endpoint) tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}"),
               "refId": "A",
               "legendFormat": "{{endpoint}}",
               "datasource": {
@@ -1407,7 +1576,8 @@
           "id": 18,
           "targets": [
             {
-              "expr": "tofu_probe_duration_seconds{job=~\"$job\", instance=~\"$instance\"} and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_probe_duration_seconds{job=~\"$job\", instance=~\"$instance\"} and on(job, instance, endpoint) tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}"
+               else "tofu_probe_duration_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"} and on(" + $._config.clusterLabel + ", job, instance, endpoint) tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"}"),
               "refId": "A",
               "legendFormat": "{{endpoint}}",
               "datasource": {
@@ -1442,7 +1612,8 @@
           "id": 19,
           "targets": [
             {
-              "expr": "tofu_store_read_duration_seconds{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_store_read_duration_seconds{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"
+               else "tofu_store_read_duration_seconds{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"),
               "refId": "A",
               "legendFormat": "{{store}} read",
               "datasource": {
@@ -1451,7 +1622,8 @@
               },
             },
             {
-              "expr": "tofu_store_entries{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_store_entries{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"
+               else "tofu_store_entries{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"}"),
               "refId": "B",
               "legendFormat": "{{store}} entries",
               "datasource": {
@@ -1502,7 +1674,8 @@
           "id": 20,
           "targets": [
             {
-              "expr": "up{job=~\"$job\", instance=~\"$instance\"}",
+              "expr": (if $._config.clusterLabel == null then "up{job=~\"$job\", instance=~\"$instance\"}"
+               else "up{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}"),
               "refId": "A",
               "instant": true,
               "range": false,
@@ -1513,7 +1686,8 @@
               },
             },
             {
-              "expr": "tofu_exporter_config_last_reload_successful{job=~\"$job\", instance=~\"$instance\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_exporter_config_last_reload_successful{job=~\"$job\", instance=~\"$instance\"}"
+               else "tofu_exporter_config_last_reload_successful{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}"),
               "refId": "B",
               "instant": true,
               "range": false,
@@ -1524,7 +1698,8 @@
               },
             },
             {
-              "expr": "tofu_exporter_build_info{job=~\"$job\", instance=~\"$instance\"}",
+              "expr": (if $._config.clusterLabel == null then "tofu_exporter_build_info{job=~\"$job\", instance=~\"$instance\"}"
+               else "tofu_exporter_build_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}"),
               "refId": "C",
               "instant": true,
               "range": false,

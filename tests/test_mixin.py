@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,12 +35,17 @@ def test_default_mixin_is_the_committed_rules_and_dashboard() -> None:
     assert boards == {"prime-tofu.json": json.loads((ROOT / generate.DASHBOARD).read_text())}
 
 
-def test_mixin_config_gives_what_the_generator_gives_for_those_settings() -> None:
-    site = Settings(selector='job="tofu", env="prod"', dashboard_uid="tofu-prod",
-                    runbook_url_pattern="https://wiki.example.net/tofu%%20runbook#%(anchor)s",
-                    dashboard_title="TOFU (prod)")
+SITE = Settings(selector='job="tofu", env="prod"', dashboard_uid="tofu-prod",
+                runbook_url_pattern="https://wiki.example.net/tofu%%20runbook#%(anchor)s",
+                dashboard_title="TOFU (prod)")
+
+
+@pytest.mark.parametrize("cluster", [None, "cluster", "k8s_cluster"])
+def test_mixin_config_gives_what_the_generator_gives_for_those_settings(cluster: str | None) -> None:
+    site = replace(SITE, cluster_label=cluster)
     mixin = evaluate("local m = (import 'mixin.libsonnet') + { _config+:: {"
                      f" selector: {json.dumps(site.selector)},"
+                     f" clusterLabel: {json.dumps(site.cluster_label)},"
                      f" runbookURLPattern: {json.dumps(site.runbook_url_pattern)},"
                      f" dashboardUID: {json.dumps(site.dashboard_uid)},"
                      f" dashboardTitle: {json.dumps(site.dashboard_title)} }} }};"
@@ -50,6 +56,8 @@ def test_mixin_config_gives_what_the_generator_gives_for_those_settings() -> Non
     assert board["links"][0]["url"] == "https://wiki.example.net/tofu%20runbook"
     assert any('tofu_store_up{job="tofu", env="prod"}' in r["expr"]
                for r in mixin["prometheusAlerts"]["groups"][0]["rules"])
+    variables = [v["name"] for v in board["templating"]["list"]]
+    assert ("cluster" in variables) == (cluster is not None), variables
 
 
 def test_generator_check_covers_the_mixin(tmp_path: Path) -> None:
