@@ -43,6 +43,9 @@ SAMPLES: dict[str, tuple[list[str], Any]] = {
     "shard": (["--shard", "1", "--total-shards", "2"], 1),
     "total_shards": (["--total-shards", "3"], 3),
     "config_check": (["--config.check"], True),
+    "route_prefix": (["--web.route-prefix", "/tofu"], "/tofu"),
+    "external_url": (["--web.external-url", "https://proxy.example.net/tofu/"],
+                     "https://proxy.example.net/tofu/"),
 }
 # What a subcommand needs to parse at all.
 REQUIRED = {"accept": ["--store", "s", "--entry", "k", "--reason", "r"], "doctor": ["--store", "s"]}

@@ -362,7 +362,7 @@ async def test_big_store_page_is_bounded_and_health_answers_while_loaded(tmp_pat
     try:
         await exporter.start(timeout=120)
         _, page, _ = await exporter.get("/")
-        assert page.count("<tr><td>127.9.") == 100
+        assert page.count("<tr><td class='key'>127.<wbr>9.") == 100
         assert "1900 more entries" in page and "/api/v1/entries?store=big" in page
         _, body, _ = await exporter.get("/api/v1/entries?store=big")
         assert body.count('"entry"') == 2000

@@ -77,7 +77,7 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
-        if tag in ("br", "meta", "col", "img", "input"):
+        if tag in ("br", "wbr", "meta", "col", "img", "input"):
             return
         cls = dict(attrs).get("class") or ""
         self.stack.append(cls)
@@ -85,7 +85,7 @@ class Page(HTMLParser):
             self.fixes.append("")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag not in ("br", "meta", "col", "img", "input") and self.stack:
+        if tag not in ("br", "wbr", "meta", "col", "img", "input") and self.stack:
             self.stack.pop()
 
     def handle_data(self, data: str) -> None:
