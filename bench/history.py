@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Benchmark: what the history costs per store decision (exporter.core.history.diff +
-BaselineDB.record, real SQLite in WAL mode on disk).
+BaselineDB.read_statuses and .record, real SQLite in WAL mode on disk).
 
     python3 bench/history.py [--entries 5000] [--reps 20]
 
@@ -48,7 +48,9 @@ def views(n: int, changed: int | None = None) -> tuple[EntryView, ...]:
 
 def timed(db: BaselineDB, vs: tuple[EntryView, ...]) -> float:
     t0 = time.perf_counter()
-    db.record("pi", lambda old: diff("pi", vs, old, time.time()))
+    base = db.read_statuses("pi")
+    new, changes = diff("pi", vs, base.entries, time.time())
+    assert db.record("pi", base, new, changes)
     return (time.perf_counter() - t0) * 1000
 
 

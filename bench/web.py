@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from pilab.pki import make_cert  # noqa: E402
-from tests.conftest import start_pi, write_config  # noqa: E402
-from tests.exporterkit import Exporter  # noqa: E402
+from tests.kit.lab import start_pi, write_config  # noqa: E402
+from tests.kit.processes import Exporter  # noqa: E402
 
 STORES, PER_STORE, CLIENTS = 10, 2000, 20
 LOAD = """

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from monitoring import dashboard, rule_tests, rules
+from monitoring import dashboard, mixin, rule_tests, rules
 from monitoring.settings import Settings
 
 RULES = Path("deploy/prometheus/rules/prime-tofu.rules.yml")
@@ -32,4 +32,5 @@ def outputs(s: Settings) -> dict[Path, str]:
         PROMETHEUSRULE: rules.prometheusrule(text),
         DASHBOARD: board,
         DASHBOARD_CONFIGMAP: dashboard_configmap(board),
+        **mixin.outputs(s),
     }

@@ -19,18 +19,18 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import prepare
 from exporter.config.load import load_config
 from exporter.service.service import Service
 from pilab.scene import Lab
-from tests.acceptkit import EXPORTER, REASON, accept_on_terminal
+from tests.kit.processes import EXPORTER, REASON, accept_on_terminal
 
 
 @pytest.fixture
-async def lab_service(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path, Path, Service]]:
+async def lab_service(demo_lab: tuple[Lab, Path],
+                      tmp_path: Path) -> AsyncIterator[tuple[Lab, Path, Path, Service]]:
     """The demo lab with PI's health monitors stopped (the test re-stores entries itself,
     when it chooses), and a Service on the storage path `accept` uses."""
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+    lab, cfg = demo_lab
     for pi in lab.pis.values():
         await pi.stop_health_monitor()
     data = tmp_path / "data"
@@ -39,7 +39,6 @@ async def lab_service(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path, Path, Se
         yield lab, cfg, data, service
     finally:
         await service.stop()
-        await lab.stop()
 
 
 def _verdict(service: Service, store: str, key: str) -> tuple[str, str, str | None]:

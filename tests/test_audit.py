@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from exporter.store.audit import AuditError, append_audit, check_audit
-from tests.conftest import MACHINE_CANNOT
+from tests.kit.skips import MACHINE_CANNOT
 
 RECORD = {"action": "accept", "reason": "ok\u2028x\u202ey\u009bz\x1b[2J", "operator": "root"}
 

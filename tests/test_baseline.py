@@ -94,7 +94,8 @@ def test_attest_makes_the_baseline_attested_and_records_who_why_and_history(tmp_
     db = BaselineDB(tmp_path / "b.db")
     db.observe_store("pri", {"a_1": "a:1"})  # adopted
     db.fill({"a:1": "e" * 64})
-    db.record("pri", lambda old: ({"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, []))
+    db.record("pri", db.read_statuses("pri"),
+              {"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, [])
     (change,) = db.attest([_att("a_1", "e" * 64, 20.0)])
     base = db.baselines("pri")["a_1"]
     assert (base.kind, base.fingerprint_sha256, base.since) == (BaselineKind.ATTESTED, "e" * 64, 20.0)
@@ -143,7 +144,8 @@ def test_attest_verifies_inside_its_write_transaction_and_a_refusal_records_noth
     db = BaselineDB(tmp_path / "b.db")
     db.observe_store("pri", {"a_1": "a:1"})  # adopted
     db.fill({"a:1": "e" * 64})
-    db.record("pri", lambda old: ({"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, []))
+    db.record("pri", db.read_statuses("pri"),
+              {"a_1": EntryStatus(Status("unknown", "none", "e" * 64), 10.0)}, [])
     since = db.baselines("pri")["a_1"].since
     seen: list[dict[tuple[str, str], Recorded]] = []
     blocked: list[str] = []
@@ -175,7 +177,7 @@ def test_history_is_bounded_by_age_and_by_count_newest_kept(tmp_path: Path) -> N
     db = BaselineDB(tmp_path / "b.db")
     changes = [Change(float(t), "pri", f"e_{t}", None, Status("unknown", "none", None), "x")
                for t in range(100)]
-    db.record("pri", lambda old: ({}, changes))
+    db.record("pri", db.read_statuses("pri"), {}, changes)
     assert db.prune_history(max_age=1e9, max_records=30, now=100.0) == 70
     assert [c.time for c in db.history()] == [float(t) for t in range(99, 69, -1)]  # newest first
     assert db.prune_history(max_age=10.5, max_records=30, now=100.0) == 20  # older than t=89.5
@@ -206,4 +208,44 @@ def test_a_database_started_afresh_after_corruption_has_the_history_tables(tmp_p
     db.observe_store("pri", {"a_1": "a:1"})
     db.attest([_att("a_1", "e" * 64, 20.0)])
     assert [c.entry for c in db.history()] == ["a_1"]
+    db.close()
+
+
+def test_history_written_on_a_stale_base_is_refused_so_two_processes_record_a_change_once(
+        tmp_path: Path) -> None:
+    """serve and `check` on one database both saw a_1 turn mismatch. Each read the recorded
+    statuses and diffed; `check` wrote first. serve's write, computed from the old base, is
+    refused (compare and set) and nothing of it lands; diffed again on the fresh base it holds
+    no change: the history says it once."""
+    serve, check = BaselineDB(tmp_path / "b.db"), BaselineDB(tmp_path / "b.db")
+    unknown = EntryStatus(Status("unknown", "none", "e" * 64), 10.0)
+    assert serve.record("pri", serve.read_statuses("pri"), {"a_1": unknown}, [])
+    mismatch = EntryStatus(Status("mismatch", "baseline", "f" * 64), 20.0, "e" * 64)
+    change = Change(20.0, "pri", "a_1", unknown.status, mismatch.status, "fingerprint changed")
+    base_serve, base_check = serve.read_statuses("pri"), check.read_statuses("pri")
+    assert check.record("pri", base_check, {"a_1": mismatch}, [change])
+    assert not serve.record("pri", base_serve, {"a_1": mismatch}, [change])  # stale: refused
+    fresh = serve.read_statuses("pri")
+    assert fresh.entries == {"a_1": mismatch}
+    assert serve.record("pri", fresh, fresh.entries, [])  # the diff on the fresh base: no change
+    assert serve.history() == [change]
+    serve.close()
+    check.close()
+
+
+def test_history_on_a_base_this_connection_wrote_over_is_refused_too(tmp_path: Path) -> None:
+    """An `accept` through the same connection (another thread) between the read and the
+    write: the write on the old base would undo the accepted status."""
+    db = BaselineDB(tmp_path / "b.db")
+    db.observe_store("pri", {"a_1": "a:1"})
+    db.fill({"a:1": "e" * 64})
+    unknown = EntryStatus(Status("unknown", "none", "e" * 64), 10.0)
+    assert db.record("pri", db.read_statuses("pri"), {"a_1": unknown}, [])
+    base = db.read_statuses("pri")
+    db.attest([_att("a_1", "e" * 64, 20.0)])
+    assert not db.record("pri", base, {"a_1": EntryStatus(unknown.status, 30.0)}, [])
+    assert db.statuses("pri")["a_1"].status == Status("match", "attested", "e" * 64)
+    other = db.read_statuses("pri")
+    db.observe_store("sec", {"b_2": "b:2"})  # a commit that leaves pri's statuses as they were
+    assert db.record("pri", other, other.entries, [])  # compared, not refused
     db.close()

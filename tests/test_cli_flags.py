@@ -13,7 +13,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -25,10 +24,8 @@ import pytest
 
 from exporter.cli import main as cli
 from exporter.fleet.shard import Shard, owner
-from tests.conftest import free_port, offline_config
-from tests.exporterkit import ROOT, Exporter, samples
-
-EXPORTER = [sys.executable, "-m", "exporter"]
+from tests.kit.lab import free_port, offline_config
+from tests.kit.processes import EXPORTER, ROOT, Exporter, samples
 
 # A non-default value per flag that may stand before the subcommand: argv, parsed value.
 SAMPLES: dict[str, tuple[list[str], Any]] = {
@@ -46,6 +43,9 @@ SAMPLES: dict[str, tuple[list[str], Any]] = {
     "shard": (["--shard", "1", "--total-shards", "2"], 1),
     "total_shards": (["--total-shards", "3"], 3),
     "config_check": (["--config.check"], True),
+    "route_prefix": (["--web.route-prefix", "/tofu"], "/tofu"),
+    "external_url": (["--web.external-url", "https://proxy.example.net/tofu/"],
+                     "https://proxy.example.net/tofu/"),
 }
 # What a subcommand needs to parse at all.
 REQUIRED = {"accept": ["--store", "s", "--entry", "k", "--reason", "r"], "doctor": ["--store", "s"]}
@@ -268,7 +268,7 @@ async def test_serve_of_a_shard_that_owns_no_store_runs_and_says_so(tmp_path: Pa
         status, body, _ = await exporter.get("/-/ready")
         assert status == 200
         assert f"shard {shard} of 3 owns none of the stores in {cfg}" in body, body
-        metrics, _ = await exporter.exposition.metrics()
+        metrics, _ = await exporter.metrics()
         assert samples(metrics, "tofu_exporter_shard_info") and not samples(metrics, "tofu_store_up")
         for _ in range(50):
             if "owns none of the 1 stores" in exporter.log():

@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from exporter.config.load import load_config, parse_duration
 from exporter.config.model import ConfigError
+from tests.kit.processes import cli
 
 
 @pytest.fixture
@@ -131,12 +130,11 @@ def test_bad_durations(bad: object) -> None:
 
 def test_config_check_flag_exit_codes_and_message(files: Path) -> None:
     good = write(files, "stores:\n  - {name: a, host: h, password_file: pw, known_hosts: known_hosts}\n")
-    run = [sys.executable, "-m", "exporter", "--config.check", "--config.file"]
-    ok = subprocess.run([*run, str(good)], capture_output=True, text=True, timeout=30)
+    ok = cli("--config.check", "--config.file", str(good))
     assert ok.returncode == 0, ok.stderr
     bad = files / "bad.yml"
     bad.write_text("stores:\n  - {name: a, host: h, port: x, known_hosts: nope}\n")
-    res = subprocess.run([*run, str(bad)], capture_output=True, text=True, timeout=30)
+    res = cli("--config.check", "--config.file", str(bad))
     assert res.returncode == 2
     assert "stores[0].port" in res.stderr and "stores[0].known_hosts" in res.stderr
     assert "no credentials" in res.stderr

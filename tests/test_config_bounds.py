@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import copy
 import math
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +19,8 @@ from exporter.config.load import BOUNDS, parse_config
 from exporter.config.model import ConfigError
 from exporter.web import config as webconfig
 from exporter.web.config import parse_web_config
-from tests.conftest import offline_config
+from tests.kit.lab import offline_config
+from tests.kit.processes import cli
 
 HUGE = 10**30
 ABSURD: list[Any] = [HUGE, -HUGE, math.inf, math.nan]
@@ -157,8 +156,7 @@ def test_config_check_refuses_huge_numbers(tmp_path: Path, defaults: str, top: s
     cfg = offline_config(tmp_path)
     cfg.write_text("defaults: {password_file: pw, known_hosts: kh" + defaults + "}\n"
                    "stores: [{name: pri, host: 192.0.2.1}]\n" + top + "\n")
-    res = subprocess.run([sys.executable, "-m", "exporter", "--config.check",
-                          "--config.file", str(cfg)], capture_output=True, text=True, timeout=30)
+    res = cli("--config.check", "--config.file", str(cfg))
     assert res.returncode == 2, res.stderr
     assert "(1 problems)" in res.stderr, res.stderr
     assert f"{cfg}: {key}" in res.stderr and "Traceback" not in res.stderr, res.stderr

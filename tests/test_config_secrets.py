@@ -3,9 +3,6 @@ whole machine can read."""
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,10 +10,7 @@ import pytest
 from exporter.config.load import load_config
 from exporter.config.model import ConfigError
 from exporter.config.secrets import loose_permissions
-from tests.exporterkit import ROOT
-
-RUN = [sys.executable, "-m", "exporter"]
-ENV = {**os.environ, "PYTHONPATH": str(ROOT)}
+from tests.kit.processes import cli
 
 
 def _write(tmp: Path, secret: str, stores: str, passphrase: str | None = None) -> Path:
@@ -55,8 +49,7 @@ def test_password_equal_to_a_logged_name_is_refused(
     text = str(err.value)
     assert f"stores[{store}]: the password equals or appears in {field}" in text, text
     assert secret not in text.replace(str(cfg), ""), "the error must never show the secret"
-    done = subprocess.run([*RUN, "--config.check", "--config.file", str(cfg)],
-                          capture_output=True, text=True, timeout=60, env=ENV)
+    done = cli("--config.check", "--config.file", str(cfg))
     assert done.returncode == 2
     assert f"the password equals or appears in {field}" in done.stderr
     assert secret not in done.stderr.replace(str(cfg), "")
@@ -87,8 +80,7 @@ def test_secret_files_readable_by_others_are_named_in_a_warning(tmp_path: Path, 
         assert any(str(tmp_path / name) in w and f"{mode:04o}" in w for w in got), got
     assert not any(secret in w or "pp-Zk9" in w or "not really" in w for w in got)
 
-    done = subprocess.run([*RUN, "--config.check", "--config.file", str(cfg)],
-                          capture_output=True, text=True, timeout=60, env=ENV)
+    done = cli("--config.check", "--config.file", str(cfg))
     assert done.returncode == 0, done.stderr  # a warning, not an error
     warned = [ln for ln in done.stderr.splitlines() if ln.startswith("warning: ")]
     assert len(warned) == 3 and str(tmp_path / "pw") in done.stderr, done.stderr

@@ -17,7 +17,17 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from tests.e2e_stack import JOB, MISSING, ROOT, RULES, SKIP_REASON, Stack, http_get, running_stack, wait_until
+from tests.kit.monitoring import (
+    JOB,
+    MISSING,
+    ROOT,
+    RULES,
+    SKIP_REASON,
+    Stack,
+    http_get,
+    running_stack,
+    wait_until,
+)
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "prime-tofu.json"
 # Grafana's built-in variables, at values that suit a 1s scrape interval.

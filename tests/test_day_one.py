@@ -3,44 +3,22 @@ and the history answers "since when?" and "what changed?".
 
 Real parts: the demo lab (SSH PI servers, TLS endpoints), the exporter as a subprocess, the
 `accept` and `history` commands as subprocesses on the same --storage.path, and for the
-end-to-end test a real Prometheus and Alertmanager (tests/e2e_stack.py).
+end-to-end test a real Prometheus and Alertmanager (tests/kit/monitoring.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import prepare
 from pilab.scene import Lab
-from tests.acceptkit import accept_on_terminal
-from tests.e2e_stack import MISSING, SKIP_REASON, Stack, running_stack, wait_until
-from tests.mounts import fill, tmpfs
-
-EXPORTER = [sys.executable, "-m", "exporter"]
-REASON = "HA page: Primary Active, secondary synced; ISE connection test passed"
-
-
-def cli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """The real command line, without a terminal (stdin is /dev/null)."""
-    return subprocess.run([*EXPORTER, *args], stdin=subprocess.DEVNULL, capture_output=True,
-                          text=True, timeout=timeout, check=False)
-
-
-async def acli(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """`cli` for async tests: the lab runs on the test's loop, so the loop must keep running."""
-    proc = await asyncio.create_subprocess_exec(
-        *EXPORTER, *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE)
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return subprocess.CompletedProcess(list(args), proc.returncode or 0, out.decode(), err.decode())
+from tests.kit.monitoring import MISSING, SKIP_REASON, Stack, running_stack, wait_until
+from tests.kit.mounts import fill, tmpfs
+from tests.kit.processes import REASON, accept_on_terminal, acli, cli
 
 
 def verdicts(stack: Stack) -> dict[tuple[str, str], tuple[str, str]]:
@@ -136,13 +114,6 @@ def test_accept_while_serving_then_a_regeneration_is_mismatch_attested_with_hist
 # ---- refusals: each one exits 2 and records nothing ------------------------------------------
 
 
-@pytest.fixture
-async def lab_config(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path, Path]]:
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
-    yield lab, cfg, tmp_path / "data"
-    await lab.stop()
-
-
 def _recorded(data: Path) -> tuple[bool, str]:
     audit = data / "remediation-audit.jsonl"
     return audit.exists(), (audit.read_text() if audit.exists() else "")
@@ -154,8 +125,9 @@ async def _accept(cfg: Path, data: Path, *args: str) -> subprocess.CompletedProc
 
 
 async def test_refuses_mismatch_unknown_key_and_unknown_store(
-        lab_config: tuple[Lab, Path, Path]) -> None:
-    lab, cfg, data = lab_config
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    lab, cfg = demo_lab
+    data = tmp_path / "data"
     ise = lab.endpoints["ise"]
     got = await _accept(cfg, data, "--store", "prime-pri", "--entry", f"{ise.host}_{ise.port}", "--yes")
     assert got.returncode == 2
@@ -171,8 +143,9 @@ async def test_refuses_mismatch_unknown_key_and_unknown_store(
     assert _recorded(data) == (False, "")
 
 
-async def test_refuses_an_unreachable_entry(lab_config: tuple[Lab, Path, Path]) -> None:
-    lab, cfg, data = lab_config
+async def test_refuses_an_unreachable_entry(demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    lab, cfg = demo_lab
+    data = tmp_path / "data"
     dnac = lab.endpoints["dnac-2"]
     key = f"{dnac.host}_{dnac.port}"
     await dnac.stop()
@@ -183,8 +156,9 @@ async def test_refuses_an_unreachable_entry(lab_config: tuple[Lab, Path, Path]) 
 
 
 async def test_without_a_terminal_and_without_yes_it_asks_nobody_and_records_nothing(
-        lab_config: tuple[Lab, Path, Path]) -> None:
-    _, cfg, data = lab_config
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    _, cfg = demo_lab
+    data = tmp_path / "data"
     got = await _accept(cfg, data, "--store", "prime-sec", "--all-unknown")
     assert got.returncode == 2
     assert "About to record 3 attested baselines on prime-sec" in got.stdout  # shown, not asked
@@ -195,11 +169,12 @@ async def test_without_a_terminal_and_without_yes_it_asks_nobody_and_records_not
 
 
 async def test_refuses_a_certificate_that_changed_within_the_last_probe_interval(
-        lab_config: tuple[Lab, Path, Path]) -> None:
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
     """prime-sec's certificate is renewed, then the renewal is rolled back: the entry is
     `unknown` again (its adopted baseline equals the live certificate), but PI may have
     connected during the renewal, so the integration the operator checked proves nothing yet."""
-    lab, cfg, data = lab_config
+    lab, cfg = demo_lab
+    data = tmp_path / "data"
     sec = lab.endpoints["prime-sec"]
     entry = f"{sec.host}_{sec.port}"
     check = ("check", "--config.file", str(cfg), "--storage.path", str(data), "--log.level", "warn")
@@ -221,8 +196,9 @@ async def _on_a_terminal(cfg: Path, data: Path, answer: str) -> tuple[int, str]:
 
 
 async def test_on_a_terminal_it_asks_and_records_only_after_yes(
-        lab_config: tuple[Lab, Path, Path]) -> None:
-    _, cfg, data = lab_config
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    _, cfg = demo_lab
+    data = tmp_path / "data"
     rc, out = await _on_a_terminal(cfg, data, "no")
     assert rc == 1 and "not confirmed; nothing recorded" in out
     assert _recorded(data) == (False, "")
@@ -236,8 +212,9 @@ async def test_on_a_terminal_it_asks_and_records_only_after_yes(
 
 
 async def test_accept_with_an_audit_log_that_cannot_be_opened_records_nothing(
-        lab_config: tuple[Lab, Path, Path], tmp_path: Path) -> None:
-    _, cfg, data = lab_config
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    _, cfg = demo_lab
+    data = tmp_path / "data"
     (tmp_path / "not-a-dir").write_text("")
     got = await _accept(cfg, data, "--store", "prime-sec", "--all-unknown", "--yes",
                         "--audit.file", str(tmp_path / "not-a-dir" / "audit.jsonl"))
@@ -248,10 +225,11 @@ async def test_accept_with_an_audit_log_that_cannot_be_opened_records_nothing(
 
 
 async def test_accept_on_a_full_audit_disk_prints_the_records_and_exits_1(
-        lab_config: tuple[Lab, Path, Path], tmp_path: Path) -> None:
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
     """The attestations are committed to the database first; the audit log on a full (real)
     tmpfs cannot take their lines, so they go to stderr, and the exit code says so."""
-    _, cfg, data = lab_config
+    _, cfg = demo_lab
+    data = tmp_path / "data"
     with tmpfs(tmp_path / "audit", "size=64k") as mnt:
         fill(mnt / "filler")
         got = await _accept(cfg, data, "--store", "prime-sec", "--all-unknown", "--yes",

@@ -12,7 +12,6 @@ from pathlib import Path
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
-from exporter.cli.demo import prepare
 from exporter.config.load import load_config
 from exporter.core.history import Attestation
 from exporter.service.service import Service
@@ -24,8 +23,9 @@ HOSTILE_CN = "<script>alert(1)</script>\nncs tofu-certs deletecert host x_1"  # 
 
 
 @pytest.fixture
-async def served(tmp_path: Path) -> AsyncIterator[tuple[Lab, Service, TestClient, Path]]:
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+async def served(demo_lab: tuple[Lab, Path],
+                 tmp_path: Path) -> AsyncIterator[tuple[Lab, Service, TestClient, Path]]:
+    lab, cfg = demo_lab
     service = Service(load_config(cfg), tmp_path / "data")
     client = TestClient(TestServer(make_app(service)))
     await client.start_server()
@@ -43,7 +43,6 @@ async def served(tmp_path: Path) -> AsyncIterator[tuple[Lab, Service, TestClient
     finally:
         await client.close()
         await service.stop()
-        await lab.stop()
 
 
 async def test_landing_page_shows_changes_since_and_how_to_accept(

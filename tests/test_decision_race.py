@@ -30,7 +30,7 @@ from exporter.service import workers
 from exporter.service.service import Service
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
+from tests.kit.lab import start_pi, write_config
 
 
 class HeldPeer:

@@ -40,14 +40,14 @@ import yaml
 from exporter.cli.main import DEFAULT_LISTEN
 from exporter.config.load import load_config
 from exporter.config.model import Config
-from tests.conftest import free_port
+from tests.kit.lab import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
 COMPOSE = DEPLOY / "compose" / "compose.yaml"
 RULES = DEPLOY / "prometheus" / "rules" / "prime-tofu.rules.yml"
 K8S = DEPLOY / "kubernetes"
-UNIT = DEPLOY / "systemd" / "prime-tofu-exporter.service.service"
+UNIT = DEPLOY / "systemd" / "prime-tofu-exporter.service"
 TEST_USER = "tofu-deploy-test"
 EXPORTER_PORT = int(DEFAULT_LISTEN.rpartition(":")[2])
 
@@ -251,7 +251,7 @@ def test_every_shipped_command_line_parses() -> None:
     from exporter.cli.main import _parse
 
     entry = exec_form(ops(FINAL, "ENTRYPOINT")[0])
-    unit = (DEPLOY / "systemd" / "prime-tofu-exporter.service.service").read_text()
+    unit = (DEPLOY / "systemd" / "prime-tofu-exporter.service").read_text()
     exec_start = shlex.split(re.search(r"^ExecStart=((?:.*\\\n)*.*)$", unit, re.M)
                              .group(1).replace("\\\n", " "))  # type: ignore[union-attr]
     lines = {"compose demo": compose_exporter_command(),

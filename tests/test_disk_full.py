@@ -19,9 +19,9 @@ import pytest_asyncio
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.mounts import fill, tmpfs
+from tests.kit.lab import refused_keys, start_pi, write_config
+from tests.kit.mounts import fill, tmpfs
+from tests.kit.processes import Exporter, value, wait_for
 
 NEW = 300  # entries that appear while the disk is full: more than the WAL has room for
 
@@ -47,7 +47,7 @@ async def test_full_disk_fails_the_read_says_why_and_recovers(
                                  *Exporter.args(exporter)[-2:]]  # type: ignore[method-assign]
         await exporter.start()
         try:
-            body, _ = await exporter.exposition.metrics()
+            body, _ = await exporter.metrics()
             assert value(body, "tofu_store_up", store="alpha") == 1
             key = f"{peer.host}_{peer.port}"
             before = _verdicts(body, key)
@@ -58,7 +58,7 @@ async def test_full_disk_fails_the_read_says_why_and_recovers(
                 pi.add_entry(stale_key, stale)
 
             async def down() -> str | None:
-                b, _ = await exporter.exposition.metrics()
+                b, _ = await exporter.metrics()
                 return b if value(b, "tofu_store_up", store="alpha") == 0 else None
 
             body = await wait_for(down, 20)
@@ -74,7 +74,7 @@ async def test_full_disk_fails_the_read_says_why_and_recovers(
             filler.unlink()  # space is back
 
             async def up() -> str | None:
-                b, _ = await exporter.exposition.metrics()
+                b, _ = await exporter.metrics()
                 return b if value(b, "tofu_store_up", store="alpha") == 1 else None
 
             body = await wait_for(up, 20)

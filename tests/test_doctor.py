@@ -3,11 +3,9 @@ TLS peers: what it shows at each step, that it is safe to paste, and its exit co
 
 from __future__ import annotations
 
-import asyncio
 import re
 import ssl
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,9 +17,9 @@ import yaml
 from pilab.pi import Cli, CliSession, PiServer
 from pilab.pki import CertBundle, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import PASSWORD, start_pi, write_config
+from tests.kit.lab import PASSWORD, start_pi, write_config
+from tests.kit.processes import acli
 
-EXPORTER = [sys.executable, "-m", "exporter"]
 BAD_LINE = "host=10.0.0.9_99999; subject=CN = port-out-of-range"
 
 
@@ -76,12 +74,7 @@ async def lab() -> AsyncIterator[Lab]:
 
 
 async def doctor(cfg: Path, store: str = "pi") -> subprocess.CompletedProcess[str]:
-    proc = await asyncio.create_subprocess_exec(
-        *EXPORTER, "doctor", "--config.file", str(cfg), "--store", store,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=cfg.parent,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return subprocess.CompletedProcess([], proc.returncode or 0, out.decode(), err.decode())
+    return await acli("doctor", "--config.file", str(cfg), "--store", store, cwd=cfg.parent)
 
 
 def entry_block(out: str, peer: TlsEndpoint) -> str:

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from pilab.scene import Lab
-from tests.e2e_stack import MISSING, SKIP_REASON, Stack, http_get, running_stack, wait_until
+from tests.kit.monitoring import MISSING, SKIP_REASON, Stack, http_get, running_stack, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON)]
 

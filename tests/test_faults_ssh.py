@@ -30,8 +30,9 @@ from exporter.store.database import BaselineDB
 from exporter.web.routes import make_app
 from pilab.pi import PiServer
 from pilab.tls import TlsEndpoint
-from tests import sshfaults as sf
-from tests.faultlab import faults
+from tests.kit import faults as sf
+from tests.kit.faults import faults
+from tests.kit.lab import LoopThread, free_port, start_pi
 
 PASSWORD = "Matrix-Pa55-healthy"
 INTERVAL = 1.0
@@ -41,7 +42,7 @@ COMMAND_TIMEOUT = 1.5
 
 @dataclass
 class Lab:
-    thread: sf.LabThread
+    thread: LoopThread
     tls: TlsEndpoint
     healthy: PiServer
 
@@ -52,15 +53,15 @@ class Lab:
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[Lab]:
-    thread = sf.LabThread()
-    tls = thread.run_sync(sf.start_tls())
-    healthy = thread.run_sync(
-        sf.start_pi("prime-ok", PASSWORD, {f"{tls.host}_{tls.port}": tls})
+    thread = LoopThread()
+    tls = thread.run(sf.start_tls())
+    healthy = thread.run(
+        start_pi("prime-ok", PASSWORD, {f"{tls.host}_{tls.port}": tls})
     )
     yield Lab(thread, tls, healthy)
-    thread.run_sync(healthy.stop())
-    thread.run_sync(tls.stop())
-    thread.stop()
+    thread.run(healthy.stop())
+    thread.run(tls.stop())
+    thread.close()
 
 
 @dataclass
@@ -99,12 +100,12 @@ class Fault:
 def _raw(handler: sf.Handler | None) -> Callable[[Lab, Path], Awaitable[Target]]:
     async def build(lab: Lab, tmp: Path) -> Target:
         if handler is None:  # nothing listens: connection refused
-            port = sf.free_port()
+            port = free_port()
             return Target("127.0.0.1", port, sf.random_known_hosts_line("127.0.0.1", port),
                           entries={"10.9.9.9_443": "10.9.9.9:443"},
                           fingerprints={"10.9.9.9:443": "ab" * 32})
         raw = sf.RawServer(handler)
-        await lab.thread.run(raw.start())
+        await lab.thread.arun(raw.start())
         return Target(raw.host, raw.port, sf.random_known_hosts_line(raw.host, raw.port), raw=raw,
                       entries={"10.9.9.9_443": "10.9.9.9:443"},
                       fingerprints={"10.9.9.9:443": "ab" * 32})
@@ -118,7 +119,7 @@ def _pi(
     """A lab PI; `knobs` (fault switches) and `cold` (any other fault) apply from the start."""
 
     async def build(lab: Lab, tmp: Path) -> Target:
-        pi = await lab.thread.run(sf.start_pi("prime-bad", PASSWORD, lab.entries(), **kw))
+        pi = await lab.thread.arun(start_pi("prime-bad", PASSWORD, lab.entries(), **kw))
         for name, value in (knobs or {}).items():
             setattr(faults(pi), name, value)
         t = _pi_target(lab, pi)
@@ -142,7 +143,7 @@ def _key_pi(passphrase: str, configured: str) -> Callable[[Lab, Path], Awaitable
     async def build(lab: Lab, tmp: Path) -> Target:
         key = asyncssh.generate_private_key("ssh-ed25519")
         (tmp / "id_pi").write_bytes(key.export_private_key(passphrase=passphrase))
-        pi = await lab.thread.run(sf.start_pi(
+        pi = await lab.thread.arun(start_pi(
             "prime-bad", PASSWORD, lab.entries(), authorized_keys=[key.export_public_key().decode()]))
         t = _pi_target(lab, pi)
         t.store = {"private_key_file": "id_pi", "private_key_passphrase_file": "passphrase"}
@@ -167,7 +168,7 @@ def _flood(mib: int = 50) -> Callable[[Lab, Path], Awaitable[Target]]:
 
 
 def _knob(name: str, on: object, off: object) -> tuple[LabFn, LabFn]:
-    """A fault switch (tests.faultlab), or a setting of the lab PI itself (exec_enabled)."""
+    """A fault switch (tests.kit.faults), or a setting of the lab PI itself (exec_enabled)."""
 
     def owner(t: Target) -> object:
         assert t.pi is not None
@@ -193,7 +194,7 @@ async def _trust_current_key(lab: Lab, t: Target, tmp: Path) -> None:
 
 async def _reinstall(lab: Lab, t: Target, tmp: Path) -> None:
     assert t.pi is not None
-    t.pi = await lab.thread.run(sf.restart_with_new_key(t.pi, PASSWORD))
+    t.pi = await lab.thread.arun(sf.restart_with_new_key(t.pi, PASSWORD))
 
 
 async def _distrust(lab: Lab, t: Target, tmp: Path) -> None:
@@ -368,9 +369,9 @@ def _seed(db: Path, t: Target) -> None:
 
 async def _stop_target(lab: Lab, t: Target) -> None:
     if t.pi is not None:
-        await lab.thread.run(t.pi.stop())
+        await lab.thread.arun(t.pi.stop())
     if t.raw is not None:
-        await lab.thread.run(t.raw.stop())
+        await lab.thread.arun(t.raw.stop())
     if t.flood is not None:
         t.flood.stop()
 

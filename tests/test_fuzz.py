@@ -23,12 +23,12 @@ from exporter.config.load import load_config, parse_config
 from exporter.config.model import Config, ConfigError
 from exporter.core.model import StoredEntry
 from exporter.sources.prime.listing import parse_listing
-from tests.test_listing import entry_lines
+from tests.kit.builders import entry_lines
 
 # Inputs per run; the listing-with-garbage examples are the expensive ones (~25 ms each).
 SHORT = {"listing_garbage": 300, "listing_bytes": 3000, "config_tree": 1500, "config_text": 1000}
 LONG = {"listing_garbage": 20_000, "listing_bytes": 50_000, "config_tree": 25_000, "config_text": 10_000}
-# CI runs the long set trimmed to fit its budget (.ci/run: TOFU_SLOW_SCALE=0.25, docs/testing.md).
+# CI runs the long set trimmed to fit its budget (.ci/run: TOFU_SLOW_SCALE=0.25, docs/engineering/testing.md).
 LONG = {k: max(1, round(n * float(os.environ.get("TOFU_SLOW_SCALE", "1")))) for k, n in LONG.items()}
 _COMMON = {"deadline": None, "suppress_health_check": list(HealthCheck), "derandomize": False}
 

@@ -10,32 +10,26 @@ metrics`; the landing page must show the text, never run it.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
 import shutil
 import subprocess
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
 import pytest_asyncio
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.core.subject import format_subject
 from exporter.core.text import visible
 from exporter.exposition.writer import LABEL_MAX
-from pilab.pki import CertBundle, make_cert
+from pilab.pki import make_cert
 from pilab.tls import TlsEndpoint
-from tests.conftest import refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.test_faults_tls import crafted
+from tests.kit.lab import refused_keys, start_pi, write_config
+from tests.kit.processes import Exporter, value, wait_for
+from tests.kit.tls import crafted, hostile_cert
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -55,29 +49,6 @@ HOSTILE = {
 RAW_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]")
 CAP = 10
 BIG = 30
-
-
-def hostile_cert(cn: str, org: str) -> CertBundle:
-    """Self-signed, CN and O unvalidated (cryptography refuses a CN over 64 chars otherwise)."""
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, org, _validate=False),
-        x509.NameAttribute(NameOID.COMMON_NAME, cn, _validate=False),
-    ])
-    now = datetime.now(UTC)
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(days=30))
-        .sign(key, hashes.SHA256())
-    )
-    der = cert.public_bytes(serialization.Encoding.DER)
-    return CertBundle(
-        cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                          serialization.NoEncryption()),
-        der, hashlib.sha256(der).hexdigest(),
-    )
 
 
 def invalid_utf8_der() -> bytes:

@@ -15,13 +15,10 @@ the remediation plan).
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
 import re
 import shutil
 import subprocess
-import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,9 +28,9 @@ import pytest_asyncio
 from prometheus_client.parser import text_string_to_metric_families
 
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import ROOT, Exporter
-from tests.test_hostile_input import hostile_cert
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import Exporter, acli
+from tests.kit.tls import hostile_cert
 
 pytestmark = [
     pytest.mark.asyncio(loop_scope="module"),
@@ -94,15 +91,9 @@ async def lab(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Lab]:
 
 async def cli(lab: Lab, *args: str) -> tuple[int, str, str]:
     """The real CLI in a subprocess (asynchronously: the lab runs in this event loop)."""
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args, "--config.file", str(lab.config),
-        "--storage.path", str(lab.workdir / "cli-data"),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=env, cwd=lab.workdir,
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    done = await acli(*args, "--config.file", str(lab.config), "--storage.path",
+                      str(lab.workdir / "cli-data"), cwd=lab.workdir)
+    return done.returncode, done.stdout, done.stderr
 
 
 def assert_only_real_fixes(text: str, lab: Lab, what: str) -> None:
@@ -161,7 +152,7 @@ async def test_metrics_with_hostile_subjects_parse_and_pass_promtool(lab: Lab) -
     exporter = Exporter(lab.config, lab.workdir)
     await exporter.start()
     try:
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         log = exporter.log()
     finally:
         await exporter.stop()

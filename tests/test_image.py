@@ -36,8 +36,8 @@ import yaml
 
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import PASSWORD, free_port, start_pi
-from tests.exporterkit import value
+from tests.kit.lab import PASSWORD, free_port, start_pi
+from tests.kit.processes import value
 
 # The first test also builds the image (minutes on a loaded 2-core machine).
 pytestmark = [pytest.mark.image, pytest.mark.timeout(1200)]

@@ -26,7 +26,7 @@ import pytest
 from exporter.probes import jsse
 from exporter.probes.tls import probe
 from pilab.pki import make_cert
-from tests.conftest import free_port
+from tests.kit.lab import free_port
 
 JAVA_CLIENT = Path(__file__).parent / "jsse" / "LeafFingerprint.java"
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"

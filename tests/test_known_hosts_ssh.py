@@ -22,7 +22,7 @@ import pytest
 
 from exporter.sources.known_hosts import client, entries, match, verdict
 from exporter.sources.known_hosts.parse import CA_MARKER
-from tests.conftest import free_port, refused_keys
+from tests.kit.lab import free_port, refused_keys
 
 pytestmark = [
     pytest.mark.integration,

@@ -17,7 +17,7 @@ from pilab.pi import MORE, MORE_ERASE, PiServer, format_subject
 from pilab.pki import make_cert, pi_subject, subject_of
 from pilab.scene import start_demo_scene
 from pilab.tls import TlsEndpoint
-from tests.faultlab import faults
+from tests.kit.faults import faults
 
 PASSWORD = "s3cret-lab"
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"

@@ -4,6 +4,7 @@ bytes the direct writer renders, over a real HTTP server against the demo lab.""
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import gzip
 import os
@@ -15,12 +16,13 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from prometheus_client.openmetrics.parser import text_string_to_metric_families as om_parse
 
-from exporter.cli.demo import prepare
 from exporter.config.load import load_config
 from exporter.exposition import writer as collector
 from exporter.exposition.packing import Packed, crc32_combine
 from exporter.service.service import Service
 from exporter.web.routes import make_app
+from pilab.scene import Lab
+from tests.kit.builders import exposition_snapshot
 
 
 @pytest.mark.parametrize("len_a,len_b", [(0, 0), (1, 0), (0, 7), (1000, 1), (3, (1 << 20) + 5),
@@ -40,9 +42,7 @@ def test_a_packed_slice_inflates_to_its_text() -> None:
 def test_blocks_cached_plain_are_packed_when_a_larger_snapshot_asks() -> None:
     """/probe renders one store of a snapshot; the store's cached blocks must follow the
     whole snapshot's packing, and a later scrape that packs must write the same text."""
-    from tests.test_render import _snapshot
-
-    base = _snapshot()
+    base = exposition_snapshot()
     stores = sorted({v.store for v in base.views})
     snap = dataclasses.replace(base, versions={s: -1 - i for i, s in enumerate(stores)})
     collector._BLOCKS.clear()
@@ -57,10 +57,18 @@ def test_blocks_cached_plain_are_packed_when_a_larger_snapshot_asks() -> None:
 
 
 @pytest.fixture
-async def served(tmp_path: Path,
-                 monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[Service, TestClient]]:
+async def served(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                 demo_lab: tuple[Lab, Path]) -> AsyncIterator[tuple[Service, TestClient]]:
     monkeypatch.setattr(collector, "PACK_ABOVE", 1)  # every demo store counts as large
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+    async with _demo_client(demo_lab, tmp_path) as (service, client):
+        yield service, client
+
+
+@contextlib.asynccontextmanager
+async def _demo_client(demo_lab: tuple[Lab, Path],
+                       tmp_path: Path) -> AsyncIterator[tuple[Service, TestClient]]:
+    """A Service over the demo lab, read once, behind the web app's test client."""
+    _, cfg = demo_lab
     service = Service(load_config(cfg), tmp_path / "data")
     client = TestClient(TestServer(make_app(service)))
     await client.start_server()
@@ -70,7 +78,6 @@ async def served(tmp_path: Path,
     finally:
         await client.close()
         await service.stop()
-        await lab.stop()
 
 
 async def test_packed_stores_serve_the_same_bytes_plain_gzip_and_openmetrics(
@@ -117,10 +124,11 @@ async def test_packed_stores_serve_the_same_bytes_plain_gzip_and_openmetrics(
     assert len(entries) == len(snap.views) == 8
 
 
-async def test_the_blocks_are_written_before_the_service_says_ready(tmp_path: Path) -> None:
+async def test_the_blocks_are_written_before_the_service_says_ready(
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
     """So the first scrape after a start joins cached blocks (bench/run.py: 379 -> 144 ms at
     20,000 entries) instead of writing every series while Prometheus waits."""
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+    _, cfg = demo_lab
     service = Service(load_config(cfg), tmp_path / "data")
     collector._BLOCKS.clear()
     try:
@@ -131,22 +139,12 @@ async def test_the_blocks_are_written_before_the_service_says_ready(tmp_path: Pa
                                      for store, version in snap.versions.items())
     finally:
         await service.stop()
-        await lab.stop()
 
 
 @pytest.fixture
-async def demo_client(tmp_path: Path) -> AsyncIterator[TestClient]:
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
-    service = Service(load_config(cfg), tmp_path / "data")
-    client = TestClient(TestServer(make_app(service)))
-    await client.start_server()
-    try:
-        await service.run_once()
+async def demo_client(demo_lab: tuple[Lab, Path], tmp_path: Path) -> AsyncIterator[TestClient]:
+    async with _demo_client(demo_lab, tmp_path) as (_, client):
         yield client
-    finally:
-        await client.close()
-        await service.stop()
-        await lab.stop()
 
 
 async def test_a_small_body_is_gzipped_whole_as_gzip_6_would(demo_client: TestClient) -> None:

@@ -20,8 +20,8 @@ import pytest
 
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import Exporter
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import Exporter
 
 pytestmark = pytest.mark.slow
 

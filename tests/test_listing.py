@@ -8,8 +8,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.core.model import Listing, StoredEntry
-from exporter.core.subject import format_subject
 from exporter.sources.prime.listing import endpoint_of, parse_listing
+from tests.kit.builders import entry_lines
 
 # The seed's listing from docs/domain.md, verbatim (prompt line and all).
 SEED = """\
@@ -236,38 +236,6 @@ def test_endpoint_of() -> None:
 
 
 # -- properties -----------------------------------------------------------------------
-
-_IPV4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
-_IPV6 = st.ip_addresses(v=6).map(str)
-_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
-_HOSTNAME = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
-_HOSTS = st.one_of(_IPV4, _IPV6, _HOSTNAME)
-_VALUE = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9 .,/_@-]{0,15}[A-Za-z0-9]", fullmatch=True)
-_SUBJECT = st.lists(
-    st.tuples(st.sampled_from(["C", "ST", "L", "O", "OU", "CN", "emailAddress"]), _VALUE),
-    min_size=1,
-    max_size=6,
-).map(tuple)
-
-
-@st.composite
-def entry_lines(draw: st.DrawFn) -> tuple[str, StoredEntry]:
-    host = draw(_HOSTS)
-    port = draw(st.integers(1, 65535))
-    subject = draw(_SUBJECT)
-    if draw(st.booleans()):
-        subject_text = format_subject(subject)
-    else:
-        subject_text = ", ".join(
-            f'{k} = "{v}"' if "," in v else f"{k} = {v}" for k, v in subject
-        )
-    key = f"{host}_{port}"
-    sep = draw(st.sampled_from([";", "; ", ";  ", ";   "]))
-    lead = draw(st.sampled_from(["", " "]))
-    trail = draw(st.sampled_from(["", " ", "   ", "\x1b[0m"]))
-    line = f"{lead}host={key}{sep}subject={lead}{subject_text}{trail}"
-    return line, StoredEntry(key, host, port, subject_text, subject)
-
 
 # Any text at all, but nothing that could become `host` once escapes are stripped, so it
 # cannot legitimately add or claim an entry.

@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.test_packaging import run, source_copy
+from tests.kit.processes import run, source_copy
 
 PROMTOOL = shutil.which("promtool")
 pytestmark = [pytest.mark.timeout(600),

@@ -17,11 +17,11 @@ import tomllib
 import urllib.request
 import zipfile
 from pathlib import Path
-from typing import Any
 
 import pytest
 
-from tests.conftest import free_port
+from tests.kit.lab import free_port
+from tests.kit.processes import run, source_copy
 
 ROOT = Path(__file__).resolve().parent.parent
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
@@ -30,31 +30,6 @@ DIST = "prime_tofu_exporter"
 pytestmark = pytest.mark.timeout(600)
 # pilab: the simulated PI servers `prime-tofu-exporter demo` runs; monitoring: prime-tofu-monitoring
 PACKAGES = ("exporter/", "pilab/", "monitoring/")
-
-
-def run(cmd: list[str], timeout: float = 600, **kw: Any) -> subprocess.CompletedProcess[str]:
-    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
-    assert r.returncode == 0, f"{' '.join(cmd)}: exit {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-    return r
-
-
-# What a source tree holds besides the source, when it is not a git checkout to ask.
-_NOT_SOURCE = shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "__pycache__",
-                                     ".pytest_cache", ".mypy_cache", ".ruff_cache", ".hypothesis")
-
-
-def source_copy(dest: Path) -> Path:
-    """The checkout as it stands: tracked and new files, nothing git ignores."""
-    files = subprocess.run(["git", "-C", str(ROOT), "ls-files", "-z", "--cached", "--others",
-                            "--exclude-standard"], capture_output=True, text=True)
-    if files.returncode != 0:  # an unpacked archive, not a git checkout
-        shutil.copytree(ROOT, dest, ignore=_NOT_SOURCE, dirs_exist_ok=True)
-        return dest
-    for name in filter(None, files.stdout.split("\0")):
-        if (ROOT / name).is_file():
-            (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(ROOT / name, dest / name)
-    return dest
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +91,7 @@ def test_pipx_install_gives_a_working_command_versioned_from_pyproject(tmp_path:
     exe = bindir / "prime-tofu-exporter"
     shown = run([str(exe), "--version"], cwd=tmp_path, env=env).stdout.strip()
     assert shown == f"prime-tofu-exporter {version}"
-    installed = list(home.rglob("site-packages/exporter/cli.py"))
+    installed = list(home.rglob("site-packages/exporter/cli/main.py"))
     assert installed and not list(home.rglob("site-packages/tests"))
 
     # The installed command works away from the source tree: its demo serves the seed's scene.

@@ -26,7 +26,7 @@ from exporter.probes import jsse, tls12
 from exporter.probes import tls as probe
 from exporter.service.service import Service
 from pilab.pki import make_cert
-from tests.conftest import offline_config
+from tests.kit.lab import offline_config
 
 JAVA_CLIENT = Path(__file__).parent / "jsse" / "LeafFingerprint.java"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli.demo import prepare
-from tests.exporterkit import Exporter, samples
+from pilab.scene import Lab
+from tests.kit.processes import Exporter, samples
 
 PAIR_FAMILIES = ("tofu_ha_pair_info", "tofu_ha_pair_trust_state", "tofu_ha_pair_peer_mismatch")
 
@@ -22,12 +22,13 @@ def labelled(body: str) -> list[tuple[str, dict[str, str]]]:
     return [(s.name, dict(s.labels)) for f in text_string_to_metric_families(body) for s in f.samples]
 
 
-async def test_probe_answers_with_one_stores_series_and_pair_series_once(tmp_path: Path) -> None:
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+async def test_probe_answers_with_one_stores_series_and_pair_series_once(
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    _, cfg = demo_lab
     exporter = Exporter(cfg, tmp_path)
     try:
         await exporter.start()
-        metrics, _ = await exporter.exposition.metrics()
+        metrics, _ = await exporter.metrics()
         stores = {dict(k)["store"] for k in samples(metrics, "tofu_store_up")}
         pairs = {dict(k)["pair"]: dict(k) for k in samples(metrics, "tofu_ha_pair_info")}
         assert {"prime-pri", "prime-sec"} <= stores and "prime-ha" in pairs
@@ -57,4 +58,3 @@ async def test_probe_answers_with_one_stores_series_and_pair_series_once(tmp_pat
                                                           ("prime-pri", "prime-sec")}
     finally:
         await exporter.stop()
-        await lab.stop()

@@ -3,11 +3,8 @@ entries are probed, `check`'s exit codes, tofu_store_unparsed_lines, log redacti
 
 from __future__ import annotations
 
-import asyncio
 import io
 import logging
-import os
-import sys
 from pathlib import Path
 
 from prometheus_client.parser import text_string_to_metric_families
@@ -17,12 +14,9 @@ from exporter.config.model import Config
 from exporter.exposition.writer import render_text
 from exporter.service.service import Service
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import ROOT
-from tests.faultlab import faults
-from tests.labkit import store_config
-
-RUN = [sys.executable, "-m", "exporter"]
+from tests.kit.faults import faults
+from tests.kit.lab import start_pi, store_config, write_config
+from tests.kit.processes import acli
 
 
 async def test_loopback_entries_are_probed_at_self_address(tmp_path: Path) -> None:
@@ -91,13 +85,9 @@ async def test_check_exit_codes_and_mismatch_outranks_unreadable(tmp_path: Path)
         async def check(pis: dict[str, object], pin: str) -> tuple[int, str]:
             cfg = write_config(tmp_path, pis,  # type: ignore[arg-type]
                                extra={"pins": [{"endpoint": endpoint, "sha256": pin}]})
-            proc = await asyncio.create_subprocess_exec(
-                *RUN, "check", "--config.file", str(cfg), "--storage.path", str(tmp_path / "data"),
-                stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path,
-                env={**os.environ, "PYTHONPATH": str(ROOT)})
-            async with asyncio.timeout(60):
-                out, _ = await proc.communicate()
-            return proc.returncode or 0, out.decode(errors="replace")
+            done = await acli("check", "--config.file", str(cfg), "--storage.path",
+                              str(tmp_path / "data"), cwd=tmp_path)
+            return done.returncode, done.stdout + done.stderr
 
         right, wrong = tls.current.fingerprint_sha256, "0" * 64
         code, out = await check({"good": good}, right)

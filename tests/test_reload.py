@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import sys
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -18,10 +17,9 @@ import pytest_asyncio
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, offline_config, refused_keys, start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.faultlab import faults
-from tests.test_storage_open import run_exporter
+from tests.kit.faults import faults
+from tests.kit.lab import free_port, offline_config, refused_keys, start_pi, write_config
+from tests.kit.processes import Exporter, acli, value, wait_for
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -46,7 +44,7 @@ async def started(config: Path, workdir: Path) -> Exporter:
 
 
 async def reload_ok(exporter: Exporter) -> float | None:
-    body, _ = await exporter.exposition.metrics()
+    body, _ = await exporter.metrics()
     return value(body, "tofu_exporter_config_last_reload_successful")
 
 
@@ -67,11 +65,11 @@ async def test_broken_reload_keeps_old_config_http_and_sighup(
                 exporter.signal(signal.SIGHUP)
             await wait_for(lambda: _equals(reload_ok(exporter), 0.0), 5)
             # The old config keeps running: both stores stay up and keep being read.
-            body, _ = await exporter.exposition.metrics()
+            body, _ = await exporter.metrics()
             t0 = value(body, "tofu_store_last_success_timestamp_seconds", store="alpha")
 
             async def fresh(t: float | None = t0) -> bool:
-                b, _ = await exporter.exposition.metrics()
+                b, _ = await exporter.metrics()
                 now = value(b, "tofu_store_last_success_timestamp_seconds", store="alpha")
                 return bool(now and t and now > t and value(b, "tofu_store_up", store="beta") == 1)
 
@@ -112,7 +110,7 @@ async def test_reload_adds_and_removes_stores_without_touching_the_others(
         assert status == 200, text
 
         async def swapped() -> bool:
-            body, _ = await exporter.exposition.metrics()
+            body, _ = await exporter.metrics()
             return (value(body, "tofu_store_up", store="gamma") == 1.0
                     and value(body, "tofu_store_up", store="beta") is None)
 
@@ -125,7 +123,7 @@ async def test_reload_adds_and_removes_stores_without_touching_the_others(
         assert beta.commands.count(LISTCERTS_CMD) == beta_reads  # removed: not read any more
         assert alpha.commands.count(LISTCERTS_CMD) > alpha_reads  # still read...
         assert alpha.connections == alpha_conns  # ...on the very same SSH session
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         assert 'store="beta"' not in body
         assert value(body, "tofu_exporter_config_last_reload_successful") == 1.0
     finally:
@@ -154,7 +152,7 @@ async def test_thousand_concurrent_scrapes(lab: dict[str, PiServer], tmp_path: P
         assert all(status == 200 for status, _ in results)
         assert {n for _, n in results} == {201 * 4}  # every body complete
         assert took < 10, f"{took:.1f} s"  # 14 s when every scrape re-rendered the snapshot
-        body, took_one = await exporter.exposition.metrics()
+        body, took_one = await exporter.metrics()
         assert took_one < 1.0 and value(body, "tofu_store_up", store="alpha") == 1.0
     finally:
         await exporter.stop()
@@ -183,7 +181,7 @@ async def test_hanging_store_does_not_stack_reads(
         window, worst_scrape = 8.0, 0.0
         t0 = time.monotonic()
         while time.monotonic() - t0 < window:
-            _, took = await exporter.exposition.metrics()
+            _, took = await exporter.metrics()
             worst_scrape = max(worst_scrape, took)
             await asyncio.sleep(0.1)
         answers = await asyncio.gather(*probes)
@@ -200,7 +198,7 @@ async def test_hanging_store_does_not_stack_reads(
         assert conns <= reads
         assert worst_scrape < 1.0
         assert all(status == 200 for status, _, _ in answers)
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         assert value(body, "tofu_store_up", store="gamma") == 0.0
         assert value(body, "tofu_store_up", store="alpha") == 1.0
     finally:
@@ -246,7 +244,7 @@ async def test_reload_warns_about_a_secret_file_others_can_read(
         log = exporter.log()
         assert log.count("accessible by group or others") == 2, log
         assert "Reload-Pa55" not in log and "<redacted>" in log
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         assert value(body, "tofu_exporter_config_last_reload_successful") == 1.0
         assert value(body, "tofu_store_up", store="alpha") == 1.0  # logged in with the new one
     finally:
@@ -340,9 +338,9 @@ async def test_a_config_file_over_the_limit_stops_the_start(tmp_path: Path, flag
     big.write_text(valid + "# padding\n" * ((4 << 20) // 10 + 1))
     args = ["--config.file", str(config), "--web.config.file", str(tmp_path / "web.yml")]
     args[args.index(flag) + 1] = str(big)
-    code, _, err = await run_exporter(
-        [sys.executable, "-m", "exporter", "serve", *args, "--storage.path", str(tmp_path / "d"),
-         "--web.listen-address", f"127.0.0.1:{free_port()}"], tmp_path)
+    done = await acli("serve", *args, "--storage.path", str(tmp_path / "d"),
+                      "--web.listen-address", f"127.0.0.1:{free_port()}", cwd=tmp_path)
+    code, err = done.returncode, done.stderr
     assert code == 2, err
     assert f"{big}: is larger than 4 MiB, the limit for this file" in err, err
     assert "Traceback" not in err

@@ -6,14 +6,11 @@ import asyncio
 import getpass
 import json
 import subprocess
-import sys
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import prepare
 from exporter.config.load import load_config
 from exporter.remediate.apply import Applier, command_failed
 from exporter.remediate.plan import PlanError, deletecert_command, make_plan
@@ -21,52 +18,14 @@ from exporter.remediate.render import render_store
 from exporter.service.service import Service
 from exporter.web.routes import landing_page
 from pilab.scene import Lab
-
-EXPORTER = [sys.executable, "-m", "exporter"]
-DELETE = "ncs certvalidation tofu-certs deletecert host"
-
-
-async def run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    proc = await asyncio.create_subprocess_exec(
-        *args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), timeout)
-    return subprocess.CompletedProcess(args, proc.returncode or 0, out.decode(), err.decode())
-
-
-@pytest.fixture
-async def lab_config(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path]]:
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
-    yield lab, cfg
-    await lab.stop()
-
-
-def keys(lab: Lab) -> dict[str, str]:
-    """The entry keys of the seed's scene, as the lab stored them."""
-    sec, ise = lab.endpoints["prime-sec"], lab.endpoints["ise"]
-    return {
-        "sec": f"{sec.host}_{sec.port}",
-        "sec_self": f"127.0.0.1_{sec.port}",
-        "ise": f"{ise.host}_{ise.port}",
-        "pri_self": f"127.0.0.1_{lab.endpoints['prime-pri'].port}",
-        "dnac2": f"{lab.endpoints['dnac-2'].host}_{lab.endpoints['dnac-2'].port}",
-    }
-
-
-def deletes(lab: Lab) -> list[tuple[str, str]]:
-    return [(n, c) for n, pi in lab.pis.items() for c in pi.commands if c.startswith(DELETE)]
-
-
-async def one_pass(cfg: Path, storage: Path) -> Service:
-    service = Service(load_config(cfg), storage)
-    await service.run_once()
-    return service
+from tests.kit.lab import DELETE, deletes, keys, one_pass
+from tests.kit.processes import EXPORTER, acli
 
 
 async def test_demo_end_to_end_plan_apply_witnessed_match(
-    lab_config: tuple[Lab, Path], tmp_path: Path
+    demo_lab: tuple[Lab, Path], tmp_path: Path
 ) -> None:
-    lab, cfg = lab_config
+    lab, cfg = demo_lab
     k = keys(lab)
     storage = tmp_path / "data"
     audit = tmp_path / "audit.jsonl"
@@ -92,7 +51,7 @@ async def test_demo_end_to_end_plan_apply_witnessed_match(
     assert pri_text.splitlines()[0] in page and "Administration &gt; Servers &gt; ISE Servers" in page
 
     # The plan, as automation reads it: primary first, then secondary; HA re-registered once.
-    res = await run(*EXPORTER, "remediate", *common, "--output", "json")
+    res = await acli("remediate", *common, "--output", "json")
     assert res.returncode == 0, res.stderr
     got = json.loads(res.stdout)
     commands = {s["store"]: [st["command"] for st in s["steps"]] for s in got["stores"]}
@@ -111,7 +70,7 @@ async def test_demo_end_to_end_plan_apply_witnessed_match(
 
     # Apply through the real entry point; the lab prints `Deleted certificate for host ...`.
     t0 = time.monotonic()
-    res = await run(*EXPORTER, "remediate", *common, "--apply", "--yes", "--reason", "test",
+    res = await acli("remediate", *common, "--apply", "--yes", "--reason", "test",
                     "--audit.file", str(audit))
     assert res.returncode == 0, res.stdout + res.stderr
     print(f"apply took {time.monotonic() - t0:.1f}s")
@@ -133,7 +92,7 @@ async def test_demo_end_to_end_plan_apply_witnessed_match(
             assert lab.pis[s].entries()[key].der == lab.endpoints[ep].current.der
 
     # The next cycle: those entries match, by a baseline witnessed when they came back.
-    res = await run(*EXPORTER, "check", *common, "--output", "json")
+    res = await acli("check", *common, "--output", "json")
     after = {(r["store"], r["entry"]): r for r in json.loads(res.stdout)}
     for s, m in want.items():
         for key in m:
@@ -151,14 +110,14 @@ async def test_demo_end_to_end_plan_apply_witnessed_match(
 
 
 async def test_nothing_deleted_for_unknown_unreachable_or_wrong_names(
-    lab_config: tuple[Lab, Path], tmp_path: Path
+    demo_lab: tuple[Lab, Path], tmp_path: Path
 ) -> None:
-    lab, cfg = lab_config
+    lab, cfg = demo_lab
     k = keys(lab)
     await lab.endpoints["dnac-2"].stop()  # pi-system-184's second DNA Center: unreachable
 
     async def remediate(name: str, *args: str) -> subprocess.CompletedProcess[str]:
-        return await run(*EXPORTER, "remediate", "--config.file", str(cfg),
+        return await acli("remediate", "--config.file", str(cfg),
                          "--storage.path", str(tmp_path / name), "--log.level", "error",
                          "--audit.file", str(tmp_path / "audit.jsonl"), *args)
 
@@ -184,10 +143,10 @@ async def test_nothing_deleted_for_unknown_unreachable_or_wrong_names(
 
 
 async def test_failed_delete_stops_before_the_next_server(
-    lab_config: tuple[Lab, Path], tmp_path: Path
+    demo_lab: tuple[Lab, Path], tmp_path: Path
 ) -> None:
     """A `%` error (someone deleted the entry meanwhile) fails it; the secondary stays untouched."""
-    lab, cfg = lab_config
+    lab, cfg = demo_lab
     k = keys(lab)
     service = await one_pass(cfg, tmp_path / "data")
     lab.regenerate("prime-sec")
@@ -222,13 +181,13 @@ def test_only_listcerts_keys_become_commands() -> None:
 
 
 async def test_interactive_confirmation_on_a_terminal(
-    lab_config: tuple[Lab, Path], tmp_path: Path
+    demo_lab: tuple[Lab, Path], tmp_path: Path
 ) -> None:
     """On a real terminal it asks; anything but `yes` deletes nothing."""
     import os
     import pty
 
-    lab, cfg = lab_config
+    lab, cfg = demo_lab
     master, slave = pty.openpty()
     try:
         os.write(master, b"no\n")  # typed ahead; the terminal holds the line until it is read
@@ -249,13 +208,13 @@ async def test_interactive_confirmation_on_a_terminal(
 
 
 async def test_running_exporter_with_log_evidence_sees_the_fix(
-    lab_config: tuple[Lab, Path], tmp_path: Path
+    demo_lab: tuple[Lab, Path], tmp_path: Path
 ) -> None:
     """The serving exporter reads PI's log too: TOFU-failed records written before the delete,
     but first read after it, must not make the re-stored entry a mismatch again."""
     from dataclasses import replace
 
-    lab, cfg = lab_config
+    lab, cfg = demo_lab
     k = keys(lab)
     config = load_config(cfg)
     config = replace(config, stores=tuple(

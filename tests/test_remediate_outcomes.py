@@ -9,36 +9,32 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import prepare
 from exporter.core.model import Baseline
 from exporter.store.database import BaselineDB
 from pilab.pi import CliSession
 from pilab.scene import Lab
-from tests.faultlab import FaultyCli, faults
-from tests.mounts import fill, tmpfs
-from tests.test_remediate import DELETE, EXPORTER, deletes, keys, one_pass, run
+from tests.kit.faults import FaultyCli, faults
+from tests.kit.lab import DELETE, deletes, keys, one_pass
+from tests.kit.mounts import fill, tmpfs
+from tests.kit.processes import acli
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path]]:
+async def lab(demo_lab: tuple[Lab, Path], tmp_path: Path) -> tuple[Lab, Path]:
     """The seed's scene, prime-sec re-keyed after one pass adopted the baselines; the health
     monitors stopped, so only the knob under test decides what PI's store holds."""
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
-    try:
-        first = await one_pass(cfg, tmp_path / "data")
-        await first.stop()
-        lab.regenerate("prime-sec")  # same subject, new key: only the baseline can tell
-        for pi in lab.pis.values():
-            await pi.stop_health_monitor()
-        yield lab, cfg
-    finally:
-        await lab.stop()
+    lab, cfg = demo_lab
+    first = await one_pass(cfg, tmp_path / "data")
+    await first.stop()
+    lab.regenerate("prime-sec")  # same subject, new key: only the baseline can tell
+    for pi in lab.pis.values():
+        await pi.stop_health_monitor()
+    return lab, cfg
 
 
 def baselines(storage: Path, store: str) -> dict[str, Baseline]:
@@ -72,7 +68,7 @@ async def test_restored_entries_drop_the_baseline_and_are_witnessed_anew(
     assert old.fingerprint_sha256 != live[("prime-pri", k["sec"])].fingerprint_sha256
     started = time.time()
 
-    res = await run(*EXPORTER, "remediate", *common, "--apply", "--yes", "--reason", "CHG-1",
+    res = await acli("remediate", *common, "--apply", "--yes", "--reason", "CHG-1",
                     "--audit.file", str(audit))
 
     assert res.returncode == 0, res.stdout + res.stderr
@@ -96,7 +92,7 @@ async def test_restored_entries_drop_the_baseline_and_are_witnessed_anew(
     assert len(audit_lines(audit)) == 4
 
     # The next sighting: match, by the baseline witnessed at the re-store.
-    res = await run(*EXPORTER, "check", *common, "--output", "json")
+    res = await acli("check", *common, "--output", "json")
     after = {(r["store"], r["entry"]): r for r in json.loads(res.stdout)}
     for key in peer:
         assert (after[key]["state"], after[key]["evidence"], after[key]["baseline"]) == (
@@ -118,7 +114,7 @@ async def test_unconfirmed_delete_fails_keeps_the_baseline_and_exits_1(
     before = {s: baselines(storage, s) for s in ("prime-pri", "prime-sec")}
     held = {s: lab_.pis[s].entries() for s in ("prime-pri", "prime-sec")}
 
-    res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+    res = await acli("remediate", "--config.file", str(cfg), "--storage.path",
                     str(storage), "--log.level", "warn", "--apply", "--yes",
                     "--audit.file", str(audit))
 
@@ -180,7 +176,7 @@ async def test_storage_failure_after_the_deletes_is_a_failed_step_not_a_config_e
     held = sec.entries()
     pri.cli = locker = LockAfterDelete(db=storage / "baseline.db")
     try:
-        res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+        res = await acli("remediate", "--config.file", str(cfg), "--storage.path",
                         str(storage), "--log.level", "warn", "--apply", "--yes",
                         "--audit.file", str(audit))
     finally:
@@ -215,7 +211,7 @@ async def test_an_audit_log_that_cannot_be_opened_stops_remediate_before_any_del
 ) -> None:
     lab_, cfg = lab
     (tmp_path / "not-a-dir").write_text("")
-    res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+    res = await acli("remediate", "--config.file", str(cfg), "--storage.path",
                     str(tmp_path / "data"), "--log.level", "warn", "--apply", "--yes",
                     "--audit.file", str(tmp_path / "not-a-dir" / "audit.jsonl"))
     assert res.returncode == 2, res.stdout + res.stderr
@@ -236,7 +232,7 @@ async def test_a_full_disk_under_the_audit_log_loses_no_record_and_stops_later_s
     held = sec.entries()
     with tmpfs(tmp_path / "audit", "size=64k") as mnt:
         fill(mnt / "filler")
-        res = await run(*EXPORTER, "remediate", "--config.file", str(cfg), "--storage.path",
+        res = await acli("remediate", "--config.file", str(cfg), "--storage.path",
                         str(tmp_path / "data"), "--log.level", "warn", "--apply", "--yes",
                         "--audit.file", str(mnt / "audit.jsonl"))
         assert (mnt / "audit.jsonl").read_text() == ""

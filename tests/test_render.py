@@ -2,61 +2,41 @@
 
 from __future__ import annotations
 
-import pytest
-from prometheus_client import CollectorRegistry, generate_latest
-from prometheus_client.parser import text_string_to_metric_families
+from collections.abc import Iterator
 
-from exporter.core.model import (
-    Baseline,
-    BaselineKind,
-    EntryView,
-    Evidence,
-    Listing,
-    LiveCert,
-    ProbeResult,
-    State,
-    StoredEntry,
-    StoreRead,
-    StoreStatus,
-    Verdict,
-)
-from exporter.exposition.writer import SnapshotCollector, render_text
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.parser import text_string_to_metric_families
+from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
+
+from exporter.exposition.metrics import METRICS
+from exporter.exposition.writer import go_float, render_text, samples
 from exporter.fleet.snapshot import Snapshot
+from tests.kit.builders import exposition_snapshot
 
 pytestmark = pytest.mark.unit
 
-NASTY = 'a"b\\c\nd ü ' + "x" * 300  # quotes, backslash, newline, non-ASCII, over LABEL_MAX
 
+class SnapshotCollector(Collector):
+    """The reference: the same metric table written by prometheus_client's own families."""
 
-def _snapshot() -> Snapshot:
-    views = []
-    probes = {}
-    states = list(State)
-    for i in range(40):
-        ep = f"10.0.{i}.1:{8000 + i}" if i % 7 else f"[2001:db8::{i}]:443"
-        subject = (("C", "US"), ("O", NASTY if i % 5 == 0 else "Cisco"), ("CN", f"peer-{i}"))
-        entry = StoredEntry(f"{ep.replace(':', '_')}", ep.rsplit(":", 1)[0].strip("[]"),
-                            int(ep.rsplit(":", 1)[1]), "", subject)
-        cert = None if i % 9 == 0 else LiveCert(
-            f"{i:064x}", f"{i + 1:064x}", subject, NASTY if i % 4 == 0 else f"/CN=peer-{i}",
-            "/CN=issuer\\x", f"{i:x}" * (30 if i == 3 else 1), 1.7e9 + i, 1.8e9 + i / 3)
-        probe = ProbeResult(ep, cert, None if cert else "timeout", 0.001 * i + 1e-7, 1.7e9)
-        probes[ep] = probe
-        verdict = Verdict(states[i % 4], list(Evidence)[i % 6], "why")
-        views.append(EntryView(NASTY if i == 11 else f"pi-{i % 3}", entry, ep, verdict, probe,
-                               Baseline(BaselineKind.ADOPTED, None, 1.0), None,
-                               state_since=None if i % 6 == 0 else 1.7e9 + i / 7,
-                               previous_fingerprint=f"{i + 9:064x}" if i % 3 == 0 else None))
-    read = StoreRead("pi-0", True, Listing(()), 0.25, 1.7e9)
-    failed = StoreRead("pi-1", False, None, 3.5, 1.7e9)
-    stores = {"pi-0": StoreStatus("pi-0", read, read, {"timeout": 2}),
-              "pi-1": StoreStatus("pi-1", failed, None, {})}
-    changed = {ep: 1.7e9 + n for n, ep in enumerate(probes)}
-    return Snapshot(stores, tuple(views), probes, changed, {"pi-0": 3}, {"pi-0": 1}, False, True)
+    def __init__(self, snap: Snapshot) -> None:
+        self.snap = snap
 
+    def collect(self) -> Iterator[Metric]:
+        for m in METRICS:
+            cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
+            fam = cls(m.name, m.help, labels=list(m.labels))
+            for values, value in samples(m, self.snap):
+                fam.add_metric(list(values), value)
+            yield fam
 
 def test_render_text_equals_prometheus_client_output() -> None:
-    snap = _snapshot()
+    snap = exposition_snapshot()
     reg = CollectorRegistry(auto_describe=False)
     reg.register(SnapshotCollector(snap))
     expected = generate_latest(reg)
@@ -73,3 +53,9 @@ def test_render_text_of_an_empty_snapshot_has_every_family_header() -> None:
     reg = CollectorRegistry(auto_describe=False)
     reg.register(SnapshotCollector(snap))
     assert render_text(snap) == generate_latest(reg)
+
+
+@given(st.floats() | st.integers(-10**20, 10**20).map(float)
+       | st.sampled_from([0.0, -0.0, 1e6, 1e7, 123456.7, 1234567.8, 1.7e9 + 1 / 7]))
+def test_go_float_writes_what_prometheus_client_writes(d: float) -> None:
+    assert go_float(d) == floatToGoString(d)

@@ -38,8 +38,8 @@ from exporter.core.model import (
 )
 from exporter.exposition.writer import render_text
 from exporter.fleet.snapshot import Snapshot
-from tests.conftest import free_port
-from tests.e2e_stack import JOB, MISSING, PROMETHEUS, RULES, SKIP_REASON, http_get, wait_until
+from tests.kit.lab import free_port
+from tests.kit.monitoring import JOB, MISSING, PROMETHEUS, RULES, SKIP_REASON, http_get, wait_until
 
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(bool(MISSING), reason=SKIP_REASON),
               pytest.mark.timeout(180)]

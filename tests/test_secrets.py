@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import signal
 import sys
 from collections.abc import AsyncIterator
@@ -19,9 +18,10 @@ import pytest
 import yaml
 
 from pilab.pi import PiServer
-from tests import sshfaults as sf
-from tests.exporterkit import value
-from tests.faultlab import faults
+from tests.kit import faults as sf
+from tests.kit.faults import faults
+from tests.kit.lab import free_port, start_pi
+from tests.kit.processes import ENV, acli, value
 
 ROOT = Path(__file__).resolve().parent.parent
 PASSWORD = "Pw-Zq7kestrel-91!"
@@ -44,14 +44,14 @@ async def scene(tmp_path: Path) -> AsyncIterator[tuple[Path, list[PiServer]]]:
         "key-exec": {"authorized_keys": pub}, "auth-rejected": {}, "hang": {}, "garbage": {},
         "drop": {}, "no-exec": {"exec_enabled": False}, "key-wrong-passphrase": {"authorized_keys": pub},
     }
-    pis = {name: await sf.start_pi(name, PASSWORD, entries, **kw) for name, kw in specs.items()}
+    pis = {name: await start_pi(name, PASSWORD, entries, **kw) for name, kw in specs.items()}
     faults(pis["hang"]).hang_on_command = True
     faults(pis["garbage"]).garbage = b"\x00\xff binary junk \xfe\r\n"
     faults(pis["drop"]).drop_mid_output = True
     for name, secret in (("pw", PASSWORD), ("wrong-pw", WRONG_PASSWORD),
                          ("pp", PASSPHRASE), ("wrong-pp", WRONG_PASSPHRASE)):
         (tmp_path / name).write_text(secret + "\n")
-    refused = sf.free_port()
+    refused = free_port()
     (tmp_path / "known_hosts").write_text(
         "".join(pi.known_hosts_line() + "\n" for pi in pis.values())
         + sf.random_known_hosts_line("127.0.0.1", refused) + "\n")
@@ -80,7 +80,7 @@ async def scene(tmp_path: Path) -> AsyncIterator[tuple[Path, list[PiServer]]]:
 
 
 async def _serve_and_scrape(cfg: Path, tmp: Path) -> tuple[list[str], str]:
-    port = sf.free_port()
+    port = free_port()
     proc = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "exporter", "serve", "--config.file", str(cfg),
         "--storage.path", str(tmp / "data"), "--web.listen-address", f"127.0.0.1:{port}",
@@ -112,13 +112,8 @@ async def _serve_and_scrape(cfg: Path, tmp: Path) -> tuple[list[str], str]:
 
 
 async def _cli(*args: str) -> tuple[str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", *args,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=ROOT,
-        env={**os.environ, "PYTHONWARNINGS": "default"},
-    )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    return out.decode(errors="replace"), err.decode(errors="replace")
+    done = await acli(*args, cwd=ROOT, env={**ENV, "PYTHONWARNINGS": "default"})
+    return done.stdout, done.stderr
 
 
 async def test_no_secret_in_logs_metrics_pages_or_check_output(

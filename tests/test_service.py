@@ -5,13 +5,11 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import prepare
 from exporter.config.load import load_config
 from exporter.config.model import Config
 from exporter.core.model import Baseline, BaselineKind, Evidence, Listing, State, StoredEntry, StoreRead
@@ -21,17 +19,16 @@ from exporter.service.service import Service
 from exporter.service.state import with_endpoints
 from pilab.pki import make_cert
 from pilab.scene import Lab
-from tests.conftest import offline_config
-from tests.faultlab import faults
+from tests.kit.faults import faults
+from tests.kit.lab import offline_config
 
 LISTCERTS = "ncs certvalidation tofu-certs listcerts"
 
 
 @pytest.fixture
-async def scene(tmp_path: Path) -> AsyncIterator[tuple[Lab, Config]]:
-    lab, cfg_path = await prepare(tmp_path / "lab", fixed_ports=False)
-    yield lab, load_config(cfg_path)
-    await lab.stop()
+def scene(demo_lab: tuple[Lab, Path]) -> tuple[Lab, Config]:
+    lab, cfg_path = demo_lab
+    return lab, load_config(cfg_path)
 
 
 def verdicts(snap: Snapshot) -> dict[tuple[str, str], tuple[State, Evidence]]:

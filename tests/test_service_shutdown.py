@@ -29,9 +29,9 @@ from exporter.service.service import Service
 from pilab.pi import LISTCERTS, PiServer
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import Exporter, value, wait_for
-from tests.faultlab import faults
+from tests.kit.faults import faults
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import Exporter, value, wait_for
 
 LISTCERTS_CMD = " ".join(LISTCERTS)
 
@@ -62,7 +62,7 @@ async def test_sigterm_ends_serve_within_2s_while_a_pi_hangs(
     exporter = Exporter(config, tmp_path)
     await exporter.start()
     try:
-        body, _ = await exporter.exposition.metrics()
+        body, _ = await exporter.metrics()
         assert all(value(body, "tofu_store_up", store=s) == 1 for s in lab)
         hung = lab["hung"]
         faults(hung).hang_on_command = True

@@ -6,14 +6,12 @@ unsharded and as shards 0 and 1 of 2, then kills shard 1 and starts it again on 
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import shutil
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +20,12 @@ import yaml
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli.demo import demo_config, prepare
+from exporter.cli.demo import demo_config
 from exporter.cli.main import main
 from exporter.config.model import Config, PairConfig, StoreConfig
 from exporter.fleet.shard import Shard, keys, owner, select
 from pilab.scene import Lab
-from tests.exporterkit import Exporter, samples, wait_for
+from tests.kit.processes import Exporter, acli, samples, wait_for
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -120,11 +118,10 @@ def stores_of(body: str) -> set[str]:
 
 
 @pytest.fixture
-async def lab(tmp_path: Path) -> AsyncIterator[tuple[Lab, Path]]:
-    lab, cfg = await prepare(tmp_path / "lab", fixed_ports=False)
+def lab(demo_lab: tuple[Lab, Path]) -> tuple[Lab, Path]:
+    lab, cfg = demo_lab
     cfg.write_text(yaml.safe_dump(demo_config(lab, interval="1s"), sort_keys=False))
-    yield lab, cfg
-    await lab.stop()
+    return lab, cfg
 
 
 async def test_two_shards_split_the_demo_lab_and_survive_a_restart(
@@ -276,13 +273,10 @@ async def test_a_reshard_keeps_witnessed_baselines_only_where_the_databases_were
 async def check_json(cfg: Path, data: Path, *args: str) -> dict[tuple[str, str], dict[str, Any]]:
     """`prime-tofu-exporter check --output json` in a process of its own (the lab runs on
     this loop, so the loop keeps running): (store, entry) -> row."""
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "exporter", "check", "--config.file", str(cfg),
-        "--storage.path", str(data), "--output", "json", "--log.level", "warn", *args,
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=ROOT)
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
-    assert proc.returncode in (0, 1, 3), err.decode()
-    return {(r["store"], r["entry"]): r for r in json.loads(out)}
+    done = await acli("check", "--config.file", str(cfg), "--storage.path", str(data),
+                      "--output", "json", "--log.level", "warn", *args, cwd=ROOT)
+    assert done.returncode in (0, 1, 3), done.stderr
+    return {(r["store"], r["entry"]): r for r in json.loads(done.stdout)}
 
 
 async def test_a_one_shot_sharded_check_deletes_no_other_shards_evidence(

@@ -21,9 +21,8 @@ from pathlib import Path
 from exporter.sources.prime.ssh import PiSession, StoreReadError
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
-from tests.conftest import start_pi
-from tests.faultlab import faults
-from tests.labkit import store_config
+from tests.kit.faults import faults
+from tests.kit.lab import start_pi, store_config
 
 ROUND_DEADLINE = 5.0  # far above a close (ms); a hang is what fails a round
 ENTRIES = 5000  # max_entries' default: a read long enough (~0.1 s) to cut into

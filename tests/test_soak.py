@@ -33,7 +33,7 @@ from exporter.probes.tls import probe_many
 from exporter.service.service import Service
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
+from tests.kit.lab import start_pi, write_config
 
 STORES, LIVE, CHURN, CYCLES, WARM = 2, 12, 6, 500, 100
 

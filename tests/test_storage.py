@@ -7,8 +7,6 @@ import contextlib
 import logging
 import os
 import sqlite3
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -16,11 +14,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from exporter.store.database import BaselineDB, StorageError
-from tests.conftest import free_port, offline_config, start_pi, write_config
-from tests.exporterkit import ROOT, Exporter, value
-from tests.mounts import fill, remount, tmpfs
-
-EXPORTER = [sys.executable, "-m", "exporter"]
+from tests.kit.lab import free_port, offline_config, start_pi, write_config
+from tests.kit.mounts import fill, remount, tmpfs
+from tests.kit.processes import Exporter, cli, value
 
 
 def resets(reason: str) -> float:
@@ -45,11 +41,10 @@ def test_bad_storage_path_exits_2_with_one_line(
     command: str, bad_storage: tuple[Path, str], tmp_path: Path
 ) -> None:
     path, reason = bad_storage
-    args = [*EXPORTER, command, "--config.file", str(offline_config(tmp_path)), "--storage.path", str(path)]
+    args = [command, "--config.file", str(offline_config(tmp_path)), "--storage.path", str(path)]
     if command == "serve":
         args += ["--web.listen-address", f"127.0.0.1:{free_port()}"]
-    done = subprocess.run(args, capture_output=True, text=True, timeout=60, cwd=tmp_path,
-                          env={**os.environ, "PYTHONPATH": str(ROOT)})
+    done = cli(*args, cwd=tmp_path)
     assert done.returncode == 2, done.stderr  # 1 would mean "mismatch found"
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

@@ -7,7 +7,6 @@ Real files, real SQLite locks, a real read-only tmpfs; the exporter as a real pr
 from __future__ import annotations
 
 import asyncio
-import os
 import sqlite3
 import sys
 from pathlib import Path
@@ -15,11 +14,9 @@ from pathlib import Path
 import pytest
 
 from exporter.store.database import SCHEMA_VERSION, BaselineDB
-from tests.conftest import free_port, offline_config
-from tests.exporterkit import ROOT
-from tests.mounts import remount, tmpfs
-
-EXPORTER = [sys.executable, "-m", "exporter"]
+from tests.kit.lab import free_port, offline_config
+from tests.kit.mounts import remount, tmpfs
+from tests.kit.processes import acli
 
 
 def _existing_database(storage: Path) -> None:
@@ -29,7 +26,7 @@ def _existing_database(storage: Path) -> None:
 
 
 def _args(command: str, cfg: Path, storage: Path) -> list[str]:
-    args = [*EXPORTER, command, "--storage.path", str(storage)]
+    args = [command, "--storage.path", str(storage)]
     if command != "history":
         args += ["--config.file", str(cfg)]
     if command == "serve":
@@ -40,18 +37,9 @@ def _args(command: str, cfg: Path, storage: Path) -> list[str]:
 
 
 async def run_exporter(args: list[str], cwd: Path) -> tuple[int, str, str]:
-    proc = await asyncio.create_subprocess_exec(
-        *args, cwd=cwd, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.PIPE, env={**os.environ, "PYTHONPATH": str(ROOT)})
-    try:
-        async with asyncio.timeout(60):
-            out, err = await proc.communicate()
-    except TimeoutError:
-        proc.kill()  # serve started anyway: the failure this test is about
-        await proc.wait()
-        raise
-    assert proc.returncode is not None
-    return proc.returncode, out.decode(), err.decode()
+    """A `serve` still running after 60 s started anyway: the failure this test is about."""
+    done = await acli(*args, cwd=cwd)
+    return done.returncode, done.stdout, done.stderr
 
 
 def _one_line(done: tuple[int, str, str], storage: Path, reason: str) -> None:

@@ -14,9 +14,9 @@ from exporter.sources.prime.listing import parse_listing
 from exporter.sources.prime.ssh import PiSession, StoreReadError
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
-from tests.conftest import start_pi as started_pi
-from tests.faultlab import faults
-from tests.labkit import store_config
+from tests.kit.faults import faults
+from tests.kit.lab import start_pi as started_pi
+from tests.kit.lab import store_config
 
 LIST = "ncs certvalidation tofu-certs listcerts"
 

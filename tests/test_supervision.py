@@ -27,8 +27,8 @@ from exporter.web.routes import make_app
 from pilab.pi import PiServer
 from pilab.pki import pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import value, wait_for
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import value, wait_for
 
 
 @pytest_asyncio.fixture

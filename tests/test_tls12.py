@@ -123,7 +123,7 @@ def test_anything_unexpected_is_a_fallback_never_a_crash(data: bytes) -> None:
 async def test_probe_names_the_version_it_spoke(version: str) -> None:
     """What `doctor` prints per probe: TLS 1.0 and 1.2 from the fast path's ServerHello,
     1.3 from the full handshake the fast path falls back to."""
-    from tests.test_faults_tls import TunedEndpoint, tls10_only
+    from tests.kit.tls import TunedEndpoint, tls10_only
 
     def tune(ctx: ssl.SSLContext) -> None:
         if version == "TLSv1":

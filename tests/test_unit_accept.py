@@ -27,7 +27,7 @@ from exporter.core.model import Baseline, BaselineKind, EntryView, Evidence, Sta
 from exporter.fleet.pairs import pair_views
 from exporter.fleet.report import row
 from exporter.remediate.plan import Role
-from tests.unitkit import FP_A, FP_B, config, snapshot, status, subj, view
+from tests.kit.builders import FP_A, FP_B, config, snapshot, status, subj, view
 
 pytestmark = pytest.mark.unit
 

@@ -22,7 +22,7 @@ from exporter.core.history import (
     view_status,
 )
 from exporter.core.model import EntryView, Evidence, State
-from tests.unitkit import FP_A, FP_B, FP_C, view
+from tests.kit.builders import FP_A, FP_B, FP_C, view
 
 pytestmark = pytest.mark.unit
 

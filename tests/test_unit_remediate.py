@@ -26,7 +26,7 @@ from exporter.remediate.plan import (
     verify_steps,
 )
 from exporter.remediate.render import pair_health, plan_json, render_next, render_plan, render_store
-from tests.unitkit import FP_B, config, snapshot, status, subj, view
+from tests.kit.builders import FP_B, config, snapshot, status, subj, view
 
 pytestmark = pytest.mark.unit
 

@@ -8,7 +8,7 @@ import dataclasses
 import pytest
 
 from exporter.fleet.shard import ALL, Shard, keys, owner, owns_none, select
-from tests.unitkit import config
+from tests.kit.builders import config
 
 pytestmark = pytest.mark.unit
 

@@ -18,7 +18,7 @@ from exporter.core.model import Baseline, BaselineKind, Evidence, State
 from exporter.core.pi_commands import DELETECERT, KEY_RE, LISTCERTS, deletecert, is_key
 from exporter.core.text import is_plain, visible
 from exporter.core.verdict import decide
-from tests.unitkit import FP_A, FP_B, cert, entry, subj
+from tests.kit.builders import FP_A, FP_B, cert, entry, subj
 
 pytestmark = pytest.mark.unit
 

@@ -17,7 +17,7 @@ from exporter.core.model import (
 )
 from exporter.core.views import logged_failure, store_views
 from exporter.fleet.pairs import ABSENT, LINK_STATES, PairLink, pair_views
-from tests.unitkit import FP_A, FP_B, cert, config, entry, subj, view
+from tests.kit.builders import FP_A, FP_B, cert, config, entry, subj, view
 
 pytestmark = pytest.mark.unit
 

@@ -28,10 +28,9 @@ from exporter.web.sockets import connection_budget
 from pilab.pi import PiServer
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import ROOT, samples, value, wait_for
-from tests.test_web_security import toolkit_hash
-from tests.webkit import WebExporter, idle_connections, listening_socket, raise_own_nofile
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import ROOT, samples, value, wait_for
+from tests.kit.web import WebExporter, idle_connections, listening_socket, raise_own_nofile, toolkit_hash
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -329,11 +328,11 @@ SYSTEMD = ROOT / "deploy" / "systemd"
 
 @pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze missing")
 async def test_socket_unit_and_descriptor_limit(tmp_path: Path) -> None:
-    service = (SYSTEMD / "prime-tofu-exporter.service.service").read_text()
+    service = (SYSTEMD / "prime-tofu-exporter.service").read_text()
     socket_unit = (SYSTEMD / "prime-tofu-exporter.socket").read_text()
     binary = re.search(r"^ExecStart=(\S+)", service, re.M)
     assert binary
-    (tmp_path / "prime-tofu-exporter.service.service").write_text(
+    (tmp_path / "prime-tofu-exporter.service").write_text(
         service.replace(binary.group(1), sys.executable))
     (tmp_path / "prime-tofu-exporter.socket").write_text(socket_unit)
     r = subprocess.run(["systemd-analyze", "verify", str(tmp_path / "prime-tofu-exporter.socket")],
@@ -363,7 +362,7 @@ async def test_big_store_page_is_bounded_and_health_answers_while_loaded(tmp_pat
     try:
         await exporter.start(timeout=120)
         _, page, _ = await exporter.get("/")
-        assert page.count("<tr><td>127.9.") == 100
+        assert page.count("<tr><td class='key'>127.<wbr>9.") == 100
         assert "1900 more entries" in page and "/api/v1/entries?store=big" in page
         _, body, _ = await exporter.get("/api/v1/entries?store=big")
         assert body.count('"entry"') == 2000

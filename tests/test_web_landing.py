@@ -17,9 +17,9 @@ import pytest_asyncio
 
 from exporter.remediate.plan import deletecert_command
 from pilab.tls import TlsEndpoint
-from tests.conftest import start_pi, write_config
-from tests.exporterkit import Exporter, wait_for
-from tests.test_hostile_input import hostile_cert
+from tests.kit.lab import start_pi, write_config
+from tests.kit.processes import Exporter, wait_for
+from tests.kit.tls import hostile_cert
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"),
               pytest.mark.filterwarnings("ignore:Attribute's length must be:UserWarning")]
@@ -77,7 +77,7 @@ class Page(HTMLParser):
 
     def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
         self.tags.add(tag)
-        if tag in ("br", "meta", "col", "img", "input"):
+        if tag in ("br", "wbr", "meta", "col", "img", "input"):
             return
         cls = dict(attrs).get("class") or ""
         self.stack.append(cls)
@@ -85,7 +85,7 @@ class Page(HTMLParser):
             self.fixes.append("")
 
     def handle_endtag(self, tag: str) -> None:
-        if tag not in ("br", "meta", "col", "img", "input") and self.stack:
+        if tag not in ("br", "wbr", "meta", "col", "img", "input") and self.stack:
             self.stack.pop()
 
     def handle_data(self, data: str) -> None:

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from exporter.web.routes import accepts_gzip, wants_openmetrics
-from tests.conftest import offline_config
-from tests.exporterkit import Exporter
+from tests.kit.lab import offline_config
+from tests.kit.processes import Exporter
 
 
 def raw(port: int, request: str) -> tuple[str, dict[str, str], bytes]:

@@ -23,9 +23,9 @@ import yaml
 from pilab.pi import PiServer
 from pilab.pki import CertBundle, make_cert, pi_subject
 from pilab.tls import TlsEndpoint
-from tests.conftest import free_port, start_pi, write_config
-from tests.exporterkit import ROOT, Exporter, value, wait_for
-from tests.webkit import WebExporter
+from tests.kit.lab import free_port, start_pi, write_config
+from tests.kit.processes import ROOT, Exporter, acli, value, wait_for
+from tests.kit.web import WebExporter, toolkit_hash
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 
@@ -44,11 +44,6 @@ PROTECTED = [
 
 def basic(user: str, password: str) -> dict[str, str]:
     return {"Authorization": "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()}
-
-
-def toolkit_hash(password: str) -> str:
-    """What `htpasswd -nBC 10` writes, the exporter-toolkit's documented way: $2y$."""
-    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode().replace("$2b$", "$2y$", 1)
 
 
 @dataclass
@@ -298,20 +293,17 @@ async def test_config_check_refuses_a_malformed_hash_and_warns(good_config: Path
     web.write_text(yaml.safe_dump({
         "tls_server_config": {"cert_file": "web.crt", "key_file": "web.key"},
         "basic_auth_users": {"cheap": cheap}}))
-    args = [sys.executable, "-m", "exporter", "--config.file", str(good_config),
-            "--web.config.file", str(web), "--config.check"]
-    proc = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
-    _, err = await proc.communicate()
-    text = err.decode()
-    assert proc.returncode == 0, text
+    args = ["--config.file", str(good_config), "--web.config.file", str(web), "--config.check"]
+    done = await acli(*args, cwd=ROOT)
+    text = done.stderr
+    assert done.returncode == 0, text
     assert "bcrypt cost 4 is below 10" in text
     assert (f"tls_server_config.key_file {str(tmp_path / 'web.key')!r} is accessible by group or "
             "others (mode 0644)") in text
     assert "PRIVATE KEY" not in text and cheap not in text
     web.write_text(yaml.safe_dump({"basic_auth_users": {"u": cheap[:-5]}}))
-    proc = await asyncio.create_subprocess_exec(*args, stderr=asyncio.subprocess.PIPE, cwd=str(ROOT))
-    _, err = await proc.communicate()
-    assert proc.returncode == 2 and b"basic_auth_users.u: must be a bcrypt hash" in err, err
+    done = await acli(*args, cwd=ROOT)
+    assert done.returncode == 2 and "basic_auth_users.u: must be a bcrypt hash" in done.stderr, done.stderr
 
 
 # ---- mutual TLS, SANs, headers, rate limit, certificate renewal --------------------------

@@ -6,8 +6,6 @@ ignored it, and accepted the bad header, cipher, curve and SAN examples."""
 from __future__ import annotations
 
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,8 @@ import yaml
 from exporter.config.model import ConfigError
 from exporter.web.config import load_web_config, parse_web_config
 from pilab.pki import make_cert
-from tests.conftest import offline_config
+from tests.kit.lab import offline_config
+from tests.kit.processes import cli
 
 DATA = Path(__file__).parent / "data" / "exporter-toolkit"
 GOOD = {"web_config_rate_limiter_one_second.yaml"}  # named without .good, passes upstream
@@ -147,9 +146,8 @@ def test_config_check_refuses_a_header_value_with_a_line_break(tmp_path: Path) -
     web = tmp_path / "web.yml"
     web.write_text('http_server_config:\n  headers:\n'
                    '    Content-Security-Policy: "default-src \'self\'\\r\\nX-Injected: 1"\n')
-    res = subprocess.run([sys.executable, "-m", "exporter", "--config.check", "--config.file",
-                          str(offline_config(tmp_path)), "--web.config.file", str(web)],
-                         capture_output=True, text=True, timeout=30)
+    res = cli("--config.check", "--config.file", str(offline_config(tmp_path)),
+              "--web.config.file", str(web))
     assert res.returncode == 2, res.stderr
     assert f"{web}: http_server_config.headers.Content-Security-Policy: invalid value" in res.stderr
     assert "Traceback" not in res.stderr

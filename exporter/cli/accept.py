@@ -125,7 +125,7 @@ def _record(service: Service, plan: AcceptPlan, args: Options, operator: Operato
     now = time.time()
     items = [Attestation(c.store, c.entry, c.endpoint, c.fingerprint_sha256, c.spki_sha256,
                          operator.name, args.reason, now) for c in plan.candidates]
-    changes = service.db.attest(items, _verifier(plan, probes))
+    changes = service.attester.attest(items, _verifier(plan, probes))
     subjects = [c.live_subject for c in plan.candidates]
     append_audit(audit, (_audit_record(a, ch, subj, operator)
                          for a, ch, subj in zip(items, changes, subjects, strict=True)))
@@ -153,7 +153,7 @@ async def accept(config: Config, args: Options) -> int:
     try:
         snap = await service.run_once([args.store])
         interval = store_cfg.probe_interval
-        recent = service.db.history(store=args.store, since=time.time() - interval)
+        recent = service.evidence.history(store=args.store, since=time.time() - interval)
         try:
             plan = make_accept_plan(snap, args.store, args.entries, args.all_unknown, recent, interval)
         except AcceptError as e:

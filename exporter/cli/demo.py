@@ -85,7 +85,7 @@ async def _run(opts: DemoOptions, workdir: Path) -> None:
     if web.systemd_socket:
         print("exporter: on the sockets systemd passed", flush=True)
     for host, port in web.listen if not web.systemd_socket else ():
-        shown = f"{scheme}://{host or '127.0.0.1'}:{port}/"
+        shown = f"{scheme}://{host or '127.0.0.1'}:{port}{web.route_prefix}/"
         print(f"exporter: {shown} (metrics at {shown}{web.telemetry_path.lstrip('/')})", flush=True)
     if web.health_listen:
         print(f"health: {web.health_listen} (/-/healthy, /-/ready)", flush=True)

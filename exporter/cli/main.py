@@ -26,6 +26,7 @@ from exporter.fleet.snapshot import Snapshot
 from exporter.service.service import Service
 from exporter.store.database import StorageError, storage_problem
 from exporter.version import __version__
+from exporter.web.options import web_paths
 
 if TYPE_CHECKING:
     from exporter.web.config import WebConfig
@@ -59,6 +60,7 @@ DEFAULTS: dict[str, Any] = {
     "log_format": "logfmt", "listen": None, "systemd_socket": False, "web_config": None,
     "telemetry_path": "/metrics", "health_listen": None, "max_connections": 512,
     "idle_timeout": 15.0, "shard": 0, "total_shards": 1, "config_check": False,
+    "route_prefix": None, "external_url": None,
 }
 COMMAND_DEFAULTS: dict[str, dict[str, Any]] = {
     "demo": {"storage_path": None},  # None: the demo keeps its baselines in its --demo.dir
@@ -110,6 +112,13 @@ def _web_flags(add: _Add) -> None:
              "makes room (default: %(default)s, lowered to fit RLIMIT_NOFILE)")
     add("--web.idle-timeout", dest="idle_timeout", type=float,
         help="seconds a connection may stay idle or half-sent (default: %(default)s)")
+    add("--web.external-url", dest="external_url",
+        help="the URL users reach the exporter at, e.g. behind a reverse proxy "
+             "(https://proxy.example.net/tofu/): the landing page's links start with its path "
+             "(default: none)")
+    add("--web.route-prefix", dest="route_prefix",
+        help="path prefix of every route, /metrics, /probe, /-/healthy, /api/v1/... and the "
+             "page (default: the path of --web.external-url, else /)")
 
 
 def _shard_flags(add: _Add) -> None:
@@ -399,7 +408,9 @@ def _web_options(args: argparse.Namespace) -> WebOptions:
     path = getattr(args, "telemetry_path", "/metrics")
     if not path.startswith("/"):
         raise ValueError(f"--web.telemetry-path {path!r}: must start with /")
+    prefix, base = web_paths(getattr(args, "route_prefix", None), getattr(args, "external_url", None))
     return WebOptions(
+        route_prefix=prefix, link_base=base,
         listen=listen, systemd_socket=getattr(args, "systemd_socket", False),
         telemetry_path=path, health_listen=health,
         max_connections=getattr(args, "max_connections", 512),

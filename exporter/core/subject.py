@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import functools
 import re
-
-from cryptography import x509
+from typing import TYPE_CHECKING
 
 from exporter.core.model import Subject
+
+if TYPE_CHECKING:  # cryptography.x509 loads `socket` (through email.utils): a probe's import
+    from cryptography import x509
 
 
 class SubjectError(ValueError):

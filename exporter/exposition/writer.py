@@ -1,30 +1,28 @@
 """Snapshot -> the Prometheus text exposition, generated from the metric table
-(exporter.exposition.metrics). Pure.
+(exporter.exposition.metrics). Pure: no prometheus_client here (importing any part of it
+starts its HTTP server module, and with it `ssl` and `socket`).
 
-Two writers of the same table: `families` builds prometheus_client metric families (the
-library's own formatting, for SnapshotCollector and as the reference the tests compare to),
-`render_chunks` writes the same bytes directly, without a Sample object per series, and
-reuses the per-entry lines of a store while its version (exporter.service.state) stays the same.
+`render_chunks` writes, byte for byte, what prometheus_client's generate_latest writes for the
+same table (tests/test_render.py builds the library's families as the reference), without a
+Sample object per series, and reuses the per-entry lines of a store while its version
+(exporter.service.state) stays the same.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Iterator
-
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
-from prometheus_client.core import Metric as _Family
-from prometheus_client.registry import Collector
-from prometheus_client.utils import floatToGoString
 
 from exporter.core.model import EntryView, State
 from exporter.exposition.metrics import LABEL_MAX, METRICS, Metric, Sample, bound, subject_label
 from exporter.exposition.packing import Chunk, Packed, plain
 from exporter.fleet.snapshot import Snapshot
 
-__all__ = ["LABEL_MAX", "SnapshotCollector", "bound", "families", "render_chunks", "render_text"]
+__all__ = ["LABEL_MAX", "bound", "go_float", "render_chunks", "render_text", "samples"]
 
 
-def _samples(m: Metric, snap: Snapshot) -> Iterator[Sample]:
+def samples(m: Metric, snap: Snapshot) -> Iterator[Sample]:
+    """The samples of one table entry for `snap`, in exposition order."""
     if m.of_snapshot is not None:
         yield from m.of_snapshot(snap)
     elif m.of_entry is not None:
@@ -32,21 +30,20 @@ def _samples(m: Metric, snap: Snapshot) -> Iterator[Sample]:
             yield from m.of_entry(v)
 
 
-def families(snap: Snapshot) -> Iterator[_Family]:
-    for m in METRICS:
-        cls = CounterMetricFamily if m.type == "counter" else GaugeMetricFamily
-        fam = cls(m.name, m.help, labels=list(m.labels))
-        for values, value in _samples(m, snap):
-            fam.add_metric(list(values), value)
-        yield fam
-
-
-class SnapshotCollector(Collector):
-    def __init__(self, snap: Snapshot) -> None:
-        self.snap = snap
-
-    def collect(self) -> Iterator[_Family]:
-        return families(self.snap)
+def go_float(d: float) -> str:
+    """A sample value as prometheus_client's floatToGoString writes it (Go's formatting)."""
+    d = float(d)
+    if math.isinf(d):
+        return "+Inf" if d > 0 else "-Inf"
+    if math.isnan(d):
+        return "NaN"
+    s = repr(d)
+    dot = s.find(".")
+    # Go switches to exponents sooner than Python (only positive values, as the library).
+    if d > 0 and dot > 6:
+        mantissa = f"{s[0]}.{s[1:dot]}{s[dot + 1:]}".rstrip("0.")
+        return f"{mantissa}e+{dot - 1:02d}"
+    return s
 
 
 # ---- the direct writer -------------------------------------------------------------------
@@ -80,7 +77,7 @@ class _Writer:
             joined = "".join(values)  # one test for the whole line: escaping is rare
             if "\\" in joined or "\n" in joined or '"' in joined:
                 values = tuple(map(_esc, values))
-            out.append(fmt(*values, _VALUES.get(value) or floatToGoString(value)))
+            out.append(fmt(*values, _VALUES.get(value) or go_float(value)))
         return "".join(out)
 
 
@@ -147,7 +144,7 @@ def _fields(v: EntryView) -> tuple[str | None, ...]:
     return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(subject_label(e.subject)),
             _esc(v.endpoint), v.verdict.evidence.value,
             "1.0" if v.verdict.state is State.MISMATCH else "0.0",
-            None if v.state_since is None else floatToGoString(v.state_since),
+            None if v.state_since is None else go_float(v.state_since),
             None if v.previous_fingerprint is None else _esc(v.previous_fingerprint))
 
 

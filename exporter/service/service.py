@@ -60,6 +60,7 @@ from exporter.sources.prime.listing import cli_error, parse_capped
 from exporter.sources.prime.ssh import PiSession, StoreReadError
 from exporter.sources.prime.tofu_log import tofu_failures
 from exporter.store.database import BaselineDB, StorageError
+from exporter.store.reader import Attester, EvidenceReader
 
 log = logging.getLogger("exporter.service")
 
@@ -67,6 +68,7 @@ log = logging.getLogger("exporter.service")
 # read-only file system). Reads (baselines, changed_times) are not caught: a database that
 # cannot even be read fails the loop, which the supervisor retries and counts.
 STORAGE_ERRORS: tuple[type[Exception], ...] = (StorageError,)
+RECORD_TRIES = 3  # history writes raced by another process (serve and `check`) in a row
 BACKOFF_BASE = 0.2  # seconds before the first retry after an unexpected exception
 BACKOFF_MAX = 60.0
 # Consecutive failures of the first pass or the probe loop (or of every store loop) after
@@ -167,6 +169,16 @@ class Service:
         self.storage_failures: dict[str, str] = {}
         self.backoff_base, self.backoff_max, self.failure_bound = BACKOFF_BASE, BACKOFF_MAX, FAILURE_BOUND
         self.stop_deadline = STOP_DEADLINE
+
+    @property
+    def evidence(self) -> EvidenceReader:
+        """History, baselines and attestations, as the pages, the api and the commands read them."""
+        return self.db
+
+    @property
+    def attester(self) -> Attester:
+        """Where `accept` records an operator's acceptance (all or none)."""
+        return self.db
 
     def _own(self, config: Config) -> Config:
         """This replica's part of a config. A long-running replica (`drop_others`: `serve`)
@@ -787,7 +799,16 @@ class Service:
         database that cannot be written loses history, never the verdicts."""
         now = time.time()
         try:
-            statuses = self.db.record(store, lambda old: diff(store, views, old, now))
+            # The diff runs here; the database compares and sets (History.record): written
+            # over since it was read (another process, `check`), it is read and diffed again.
+            for _ in range(RECORD_TRIES):
+                base = self.db.read_statuses(store)
+                statuses, changes = diff(store, views, base.entries, now)
+                if self.db.record(store, base, statuses, changes):
+                    break
+            else:
+                raise StorageError(f"history of {store}: recorded elsewhere at each of "
+                                   f"{RECORD_TRIES} tries")
             if now - self._history_pruned > 60:
                 self._history_pruned = now
                 self.db.prune_history(self.config.history.max_age, self.config.history.max_records)

@@ -60,7 +60,7 @@ def history(service: Service, request: web.Request) -> web.Response:
         return _bad("limit: not a number")
     if not 0 < limit <= HISTORY_MAX:
         return _bad(f"limit: 1 to {HISTORY_MAX}")
-    changes = service.db.history(q.get("store"), q.get("entry"), since, limit)
+    changes = service.evidence.history(q.get("store"), q.get("entry"), since, limit)
     return web.json_response({"status": "success", "data": [change_json(c) for c in changes]})
 
 

@@ -96,8 +96,9 @@ class NewestFirst:
 class Guard:
     """The web config in force; `swap` takes a reloaded one (users, headers, limits, TLS)."""
 
-    def __init__(self, cfg: WebConfig) -> None:
+    def __init__(self, cfg: WebConfig, route_prefix: str = "") -> None:
         self.cfg = cfg
+        self.prefix = route_prefix  # OPEN_PATHS and auth_excluded_paths are read below it
         self.slots = NewestFirst(SLOTS, QUEUE)
         self._verified: set[bytes] = set()  # digests of credentials bcrypt already accepted
         self._dummy = dummy_hash(cfg.dummy_cost)
@@ -187,6 +188,12 @@ class Guard:
         for name, value in self.cfg.headers:
             resp.headers[name] = value
 
+    def _route(self, path: str) -> str | None:
+        """The path below --web.route-prefix; None outside it (never an open path)."""
+        if not self.prefix:
+            return path
+        return path[len(self.prefix):] if path.startswith(self.prefix + "/") else None
+
     def middlewares(self) -> list[Middleware]:
         @web.middleware
         async def guard(request: web.Request, handler: Handler) -> web.StreamResponse:
@@ -195,7 +202,7 @@ class Guard:
                 return web.Response(status=429, text="Too Many Requests\n")
             if not self._sans_ok(request):
                 return web.Response(status=403, text="Forbidden: client certificate SAN not allowed\n")
-            if cfg.users and request.path not in OPEN_PATHS | cfg.excluded_paths \
+            if cfg.users and self._route(request.path) not in OPEN_PATHS | cfg.excluded_paths \
                     and not await self.authorised(request.headers.get("Authorization", "")):
                 # Never the user name: people type passwords into it.
                 log.debug("web auth denied", extra={"path": request.path, "remote": request.remote})

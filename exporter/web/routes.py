@@ -210,7 +210,12 @@ def make_app(
     middlewares: list[Middleware] | None = None,
     telemetry_path: str = "/metrics",
     on_prepare: Callable[[web.Request, web.StreamResponse], Awaitable[None]] | None = None,
+    route_prefix: str = "",
+    link_base: str | None = None,
 ) -> web.Application:
+    """Every route under `route_prefix` ("" or "/x"); the page's links start with `link_base`
+    (--web.external-url's path; default: the prefix)."""
+    base = route_prefix if link_base is None else link_base
     app = web.Application(middlewares=middlewares or [])
     if on_prepare is not None:
         app.on_response_prepare.append(on_prepare)
@@ -253,9 +258,9 @@ def make_app(
     async def index(_: web.Request) -> web.Response:
         snap = service.snapshot()
         # The history changes with the snapshot; read here, on the loop: SQLite is per thread.
-        recent = service.db.history(limit=daypage.RECENT)
+        recent = service.evidence.history(limit=daypage.RECENT)
         body = await page.get(snap, lambda: _landing_page(
-            snap, __version__, telemetry_path, recent=recent, hints=hints))
+            snap, __version__, telemetry_path, recent=recent, hints=hints, base=base))
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def api_entries(request: web.Request) -> web.Response:
@@ -303,15 +308,21 @@ def make_app(
         chunks = [c for c in render_chunks(snap.for_store(target), packs(snap)) if not _own(c)]
         return await _stream(request, chunks, {"Content-Type": CONTENT_TYPE_LATEST})
 
-    app.router.add_get(telemetry_path, metrics)
-    app.router.add_get("/", index)
-    app.router.add_get("/api/v1/entries", api_entries)
-    app.router.add_get("/api/v1/history", api_history)
-    app.router.add_get("/-/healthy", healthy)
-    app.router.add_get("/-/ready", ready)
-    app.router.add_post("/-/reload", do_reload)
-    app.router.add_put("/-/reload", do_reload)
-    app.router.add_get("/probe", probe)
+    at = route_prefix
+    app.router.add_get(at + telemetry_path, metrics)
+    app.router.add_get(at + "/", index)
+    app.router.add_get(at + "/api/v1/entries", api_entries)
+    app.router.add_get(at + "/api/v1/history", api_history)
+    app.router.add_get(at + "/-/healthy", healthy)
+    app.router.add_get(at + "/-/ready", ready)
+    app.router.add_post(at + "/-/reload", do_reload)
+    app.router.add_put(at + "/-/reload", do_reload)
+    app.router.add_get(at + "/probe", probe)
+    if at:  # as Prometheus: the bare root and the prefix without its slash lead to the page
+        async def to_page(_: web.Request) -> web.Response:
+            raise web.HTTPFound((base or at) + "/")
+        app.router.add_get("/", to_page)
+        app.router.add_get(at, to_page)
     return app
 
 

@@ -47,7 +47,7 @@ class WebServer:
         self.web_config_path = opts.config_file
         if self.web_config_path and web_cfg is None:
             web_cfg = load_web_config(self.web_config_path)
-        self.guard = Guard(web_cfg or WebConfig())
+        self.guard = Guard(web_cfg or WebConfig(), opts.route_prefix)
         self.runners: list[web.AppRunner] = []
         self.conns: ConnectionGuard | None = None
 
@@ -78,7 +78,7 @@ class WebServer:
         self.conns = ConnectionGuard(limit, idle, hard=room)
         app = make_app(self.service, reload,
                        [self.conns.middleware(), *self.guard.middlewares()],
-                       opts.telemetry_path, self.guard.add_headers)
+                       opts.telemetry_path, self.guard.add_headers, opts.route_prefix, opts.link_base)
         # In-flight requests (a /probe read of a hanging PI) get 0.5 s to finish and 0.5 s
         # more once cancelled (aiohttp waits twice), in parallel with Service.stop (1 s).
         runner = web.AppRunner(app, access_log=None, keepalive_timeout=idle, shutdown_timeout=0.5)

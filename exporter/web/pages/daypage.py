@@ -38,13 +38,14 @@ def attestation_note(r: Row) -> str:
             f"{_e(a.reason)}</div>")
 
 
-def recent_changes(changes: Sequence[Change], total_hint: str = "") -> str:
+def recent_changes(changes: Sequence[Change], total_hint: str = "", base: str = "") -> str:
     """The newest changes first, as a table (or a sentence when there are none)."""
     if not changes:
         return "<h2 id='changes'>Recent changes</h2><p>No changes recorded yet.</p>"
     out = ["<h2 id='changes'>Recent changes</h2>",
            f"<p>Newest first{html.escape(total_hint)}; all of them: "
-           "<code>prime-tofu-exporter history</code> or <a href='/api/v1/history'>/api/v1/history</a>.</p>",
+           "<code>prime-tofu-exporter history</code> or "
+           f"<a href='{html.escape(base)}/api/v1/history'>{html.escape(base)}/api/v1/history</a>.</p>",
            "<table><tr><th>time</th><th>store</th><th>entry</th><th>before</th><th>after</th>"
            "<th>why</th></tr>"]
     for c in changes:

@@ -21,12 +21,12 @@ from urllib.parse import quote
 from exporter.accept.plan import accept_command, check_for
 from exporter.core.history import Change
 from exporter.core.model import EntryView, State
-from exporter.core.text import visible
 from exporter.fleet.report import Row, rows
 from exporter.fleet.snapshot import Snapshot
 from exporter.remediate.plan import Plan, PlanError, Step, deletecert_command, make_plan
 from exporter.remediate.render import pair_health
 from exporter.web.pages import daypage
+from exporter.web.pages.markup import breakable, hex_groups, inert, with_code
 
 ROWS_PER_STORE = 100  # at most; fewer when there are many stores (PAGE_ROWS in all)
 PAGE_ROWS = 2000
@@ -37,7 +37,7 @@ _CSS = """
 body{font-family:system-ui,sans-serif;margin:1.5em;max-width:100%;box-sizing:border-box}
 table{border-collapse:collapse;width:100%;table-layout:fixed;margin:.5em 0}
 td,th{border:1px solid #ccc;padding:.25em .4em;text-align:left;vertical-align:top;
-overflow-wrap:anywhere;word-break:break-word}
+overflow-wrap:anywhere}
 code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space:pre-wrap}
 .fix,.fp,.cmd{user-select:all;-webkit-user-select:all;font-family:monospace;cursor:copy}
 .fix{background:#fff8c5;display:inline-block;padding:.15em .4em}
@@ -50,14 +50,12 @@ code,pre{background:#f6f8fa;padding:.1em .3em;overflow-wrap:anywhere;white-space
 """
 
 
-def _t(value: object) -> str:
-    """Peer/PI text -> one escaped line of inert HTML."""
-    return html.escape(visible(str(value)), quote=True)
+_t = inert
 
 
 def _fix(key: str) -> str:
     try:
-        return f"<code class='fix'>{html.escape(deletecert_command(key))}</code>"
+        return f"<code class='fix'>{breakable(deletecert_command(key))}</code>"
     except PlanError:
         return "<span>no command: the key is not a listcerts key</span>"
 
@@ -85,7 +83,7 @@ def _accept_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -
 
 
 def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
-    fp = (f"<code class='fp'>{_t(r.live_fingerprint_sha256)}</code>" if r.live_fingerprint_sha256
+    fp = (f"<code class='fp'>{hex_groups(r.live_fingerprint_sha256)}</code>" if r.live_fingerprint_sha256
           else _t(r.probe_error or "-"))
     if r.state == State.MISMATCH.value:
         fix = _fix(r.entry)
@@ -93,16 +91,18 @@ def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> s
         fix = _accept_html(snap, r, hints)
     else:
         fix = ""
-    return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
+    return (f"<tr><td class='key'>{breakable(r.entry)}</td><td>{breakable(r.endpoint)}</td>"
             f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}"
             f"{daypage.attestation_note(r)}</td>"
-            f"{daypage.since_cell(r)}<td>{_t(r.stored_subject)}</td><td>{_t(r.live_subject or '-')}</td>"
+            f"{daypage.since_cell(r)}<td>{breakable(r.stored_subject)}</td>"
+            f"<td>{breakable(r.live_subject or '-')}</td>"
             f"<td>{fp}</td><td>{fix}</td></tr>")
 
 
+# The state column fits "unreachable" and a bold "mismatch" at 1280 px (they never wrap).
 _HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='width:9%'>"
-         "<col style='width:7%'><col style='width:16%'><col style='width:8%'>"
-         "<col style='width:13%'><col style='width:13%'><col style='width:11%'>"
+         "<col style='width:9%'><col style='width:15%'><col style='width:8%'>"
+         "<col style='width:13%'><col style='width:12%'><col style='width:11%'>"
          "<col style='width:14%'></colgroup>"
          "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th><th>since</th>"
          "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>")
@@ -110,7 +110,7 @@ _HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='wid
 
 def _step_html(s: Step) -> str:
     what = f"{s.role} {s.peer}" if s.peer and s.role == "ha-peer" else s.role
-    return (f"<li>{_t(s.entry)} [{_t(what)}, {_t(s.endpoint)}] evidence {_t(s.evidence)}: "
+    return (f"<li>{breakable(s.entry)} [{_t(what)}, {breakable(s.endpoint)}] evidence {_t(s.evidence)}: "
             f"{_t(s.reason)}<br>{_fix(s.entry)}</li>")
 
 
@@ -160,8 +160,9 @@ def _fixes(plan: Plan) -> list[str]:
             parts.append(f"<h3>{_t(sp.store)}{role}: {len(sp.steps)} stale {noun}</h3>"
                          "<ol class='plan'>" + "".join(_step_html(s) for s in sp.steps) + "</ol>")
     if plan.followups or plan.verify:
-        parts.append("<h3>Then</h3><ul>" + "".join(f"<li>{_t(f)}</li>" for f in plan.followups)
-                     + "".join(f"<li>{_t(v)}</li>" for v in plan.verify) + "</ul>")
+        parts.append("<h3>Then</h3><ul class='then'>"
+                     + "".join(f"<li>{with_code(f)}</li>" for f in plan.followups)
+                     + "".join(f"<li>{with_code(v)}</li>" for v in plan.verify) + "</ul>")
     return parts
 
 
@@ -171,18 +172,18 @@ def _pairs(plan: Plan) -> list[str]:
         parts.append(f"<h2 id='pair-{quote(pair.name)}'>HA pair {_t(pair.name)}</h2><p>primary "
                      f"{_t(pair.primary)}, secondary {_t(pair.secondary)}</p><ul>")
         for line, link in zip(pair_health(pair), pair.links, strict=True):
-            parts.append(f"<li class='{html.escape(link.state)}'>{_t(line)}</li>")
+            parts.append(f"<li class='{html.escape(link.state)}'>{with_code(line)}</li>")
         parts.append("</ul>")
     return parts
 
 
 def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store: int,
-                   hints: tuple[str | None, str | None]) -> list[str]:
+                   hints: tuple[str | None, str | None], base: str) -> list[str]:
     status = _store_status(snap, name)
     cls, text, when = status
     # Sort the views, and make rows only for those shown: a 100,000-entry store shows 100.
     items = sorted(items, key=lambda v: _ORDER.get(v.verdict.state.value, 9))
-    url = html.escape(f"/api/v1/entries?store={quote(name)}")
+    url = html.escape(f"{base}/api/v1/entries?store={quote(name)}")
     parts = [f"<h2 id='store-{quote(name)}'>{_t(name)}</h2>"
              f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
              f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
@@ -197,9 +198,10 @@ def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store:
 
 def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
                  recent: Sequence[Change] = (),
-                 hints: tuple[str | None, str | None] = (None, None)) -> bytes:
+                 hints: tuple[str | None, str | None] = (None, None), base: str = "") -> bytes:
     """`recent`: the newest recorded changes; `hints`: the config file and storage path the
-    `accept` commands for unknown entries name."""
+    `accept` commands for unknown entries name; `base`: the path every link starts with
+    (--web.external-url's or --web.route-prefix's, "" at the root)."""
     by_store: dict[str, list[EntryView]] = {name: [] for name in snap.stores}
     for v in snap.views:
         by_store.setdefault(v.store, []).append(v)
@@ -213,15 +215,16 @@ def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
         "<meta name='viewport' content='width=device-width,initial-scale=1'>",
         f"<title>prime-tofu-exporter</title><style>{_CSS}</style></head><body>",
         f"<h1>prime-tofu-exporter {e(version)}</h1>",
-        f"<p><a href='{e(telemetry_path)}'>Metrics</a> · <a href='/api/v1/entries'>Entries (JSON)</a>"
-        " · <a href='/api/v1/history'>History (JSON)</a> · <a href='/-/healthy'>Health</a> · "
-        "<a href='/-/ready'>Ready</a></p>",
+        f"<p><a href='{e(base + telemetry_path)}'>Metrics</a> · "
+        f"<a href='{e(base)}/api/v1/entries'>Entries (JSON)</a> · "
+        f"<a href='{e(base)}/api/v1/history'>History (JSON)</a> · "
+        f"<a href='{e(base)}/-/healthy'>Health</a> · <a href='{e(base)}/-/ready'>Ready</a></p>",
         *_summary(snap, by_store, status, order),
     ]
     plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
-    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent)]
+    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent, base=base)]
     per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
     for name in order:
-        parts += _store_section(snap, name, by_store[name], per_store, hints)
+        parts += _store_section(snap, name, by_store[name], per_store, hints, base)
     parts.append("</body></html>")
     return "\n".join(parts).encode()

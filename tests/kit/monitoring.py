@@ -8,18 +8,16 @@ processes, started exactly as an operator would start them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import os
 import shutil
 import subprocess
 import sys
-import threading
 import time
 import urllib.parse
 import urllib.request
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -30,10 +28,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from exporter.cli.demo import prepare
 from pilab.scene import Lab
-from tests.conftest import free_port
+from tests.kit.lab import ROOT, LoopThread, free_port
 
-ROOT = Path(__file__).resolve().parent.parent
 RULES = ROOT / "deploy" / "prometheus" / "rules" / "prime-tofu.rules.yml"
+SHIPPED_PROMETHEUS = ROOT / "deploy" / "prometheus" / "prometheus.yml"
+SHIPPED_ALERTMANAGER = ROOT / "deploy" / "alertmanager" / "alertmanager.yml"
 JOB = "prime-tofu-exporter"  # the job name the shipped rules expect
 
 T = TypeVar("T")
@@ -57,31 +56,6 @@ SKIP_REASON = (
 )
 
 
-
-
-class LoopThread:
-    """An asyncio loop in a daemon thread; `run` executes a coroutine there and waits."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self._thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 30.0) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def call(self, fn: Callable[[], T], timeout: float = 10.0) -> T:
-        """Run a plain function on the loop thread (the lab's state belongs to that thread)."""
-
-        async def wrapper() -> T:
-            return fn()
-
-        return self.run(wrapper(), timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(5)
-        self.loop.close()
 
 
 @dataclass
@@ -186,6 +160,15 @@ class Stack:
         )
 
 
+def shipped_alertmanager(hook_url: str) -> dict[str, Any]:
+    """deploy/alertmanager/alertmanager.yml as shipped (routes, group_wait, inhibitions), every
+    receiver's webhook pointed at the test's receiver."""
+    doc: dict[str, Any] = yaml.safe_load(SHIPPED_ALERTMANAGER.read_text())
+    for receiver in doc["receivers"]:
+        receiver["webhook_configs"] = [{"url": hook_url, "send_resolved": True}]
+    return doc
+
+
 def _spawn(name: str, argv: list[str], logs: Path) -> subprocess.Popen[bytes]:
     log = (logs / f"{name}.log").open("wb")
     return subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, cwd=logs,
@@ -210,11 +193,13 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 @contextlib.contextmanager
 def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
                   more_jobs: Callable[[str], list[dict[str, Any]]] | None = None,
-                  more_rules: tuple[Path, ...] = ()) -> Iterator[Stack]:
+                  more_rules: tuple[Path, ...] = (), shipped: bool = False) -> Iterator[Stack]:
     """Lab + exporter + Prometheus (shipped rules, `for:` shortened) + Alertmanager + webhook.
 
     `more_jobs(exporter host:port)` gives scrape jobs beside the /metrics job; `more_rules`
-    are rule files loaded as they are, beside the shipped ones."""
+    are rule files loaded as they are, beside the shipped ones. `shipped`: every interval as
+    shipped instead (the config's default store and probe intervals, the rules' `for:`, the
+    example Prometheus' scrape and evaluation intervals, the example Alertmanager's routes)."""
     assert PROMETHEUS and ALERTMANAGER, SKIP_REASON
     logs = tmp / "logs"
     logs.mkdir(parents=True)
@@ -226,7 +211,10 @@ def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
         lab, cfg = loop.run(prepare(tmp / "lab", fixed_ports=False))
         # The demo config's defaults, made fast for a test.
         doc = yaml.safe_load(cfg.read_text())
-        doc["defaults"].update(store_interval=interval, probe_interval=interval)
+        if shipped:
+            del doc["defaults"]["store_interval"], doc["defaults"]["probe_interval"]
+        else:
+            doc["defaults"].update(store_interval=interval, probe_interval=interval)
         cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
 
         webhook = Webhook()
@@ -251,7 +239,7 @@ def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
         ], logs)
 
         am_cfg = tmp / "alertmanager.yml"
-        am_cfg.write_text(yaml.safe_dump({
+        am_cfg.write_text(yaml.safe_dump(shipped_alertmanager(webhook.url) if shipped else {
             "route": {
                 "receiver": "hook",
                 "group_by": ["alertname", "store", "entry", "pair", "peer"],
@@ -267,10 +255,11 @@ def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
             f"--web.listen-address=127.0.0.1:{am_port}", "--cluster.listen-address=",
         ], logs)
 
-        rules = shortened_rules(RULES, tmp / "prime-tofu.rules.yml", for_)
+        rules = RULES if shipped else shortened_rules(RULES, tmp / "prime-tofu.rules.yml", for_)
+        fast = {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"}
         prom_cfg = tmp / "prometheus.yml"
         prom_cfg.write_text(yaml.safe_dump({
-            "global": {"scrape_interval": "1s", "scrape_timeout": "1s", "evaluation_interval": "1s"},
+            "global": yaml.safe_load(SHIPPED_PROMETHEUS.read_text())["global"] if shipped else fast,
             "rule_files": [str(rules), *map(str, more_rules)],
             "alerting": {"alertmanagers": [
                 {"static_configs": [{"targets": [f"127.0.0.1:{am_port}"]}]}]},

@@ -1,5 +1,6 @@
 """Helpers for the web tests: the real exporter with extra flags, a start-time descriptor limit,
-or sockets passed as systemd would; raw idle connections; self-signed client certificates."""
+or sockets passed as systemd would; raw idle connections; self-signed client certificates;
+bcrypt hashes as the exporter-toolkit writes them."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from tests.exporterkit import Exporter
+import bcrypt
+
+from tests.kit.processes import Exporter
 
 # Runs the exporter after setting its descriptor limit and, for socket activation, moving a
 # listening socket to fd 3 and naming this very process in LISTEN_PID (exec keeps the pid).
@@ -91,3 +94,7 @@ def raise_own_nofile(need: int) -> bool:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     return resource.getrlimit(resource.RLIMIT_NOFILE)[0] >= need
 
+
+def toolkit_hash(password: str) -> str:
+    """What `htpasswd -nBC 10` writes, the exporter-toolkit's documented way: $2y$."""
+    return bcrypt.hashpw(password.encode(), bcrypt.gensalt(10)).decode().replace("$2b$", "$2y$", 1)

@@ -1,16 +1,21 @@
 """Builders for the `unit` tests: the exporter's data (entries, probes, views, snapshots) made
-in memory, the way exporter.service.service makes them, for the pure modules' decisions. No I/O."""
+in memory, the way exporter.service.service makes them, for the pure modules' decisions; and
+hypothesis strategies for the text PI prints (`entry_lines`). No I/O."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from hypothesis import strategies as st
+
 from exporter.config.model import Config, PairConfig, StoreConfig
 from exporter.core.model import (
     Attested,
     Baseline,
+    BaselineKind,
     EntryView,
     Evidence,
+    Listing,
     LiveCert,
     ProbeResult,
     State,
@@ -90,3 +95,68 @@ def config(stores: Mapping[str, str] | Iterable[str],
     named = dict(stores) if isinstance(stores, Mapping) else dict.fromkeys(stores, "192.0.2.1")
     return Config(tuple(store_config(n, a) for n, a in named.items()), {}, {},
                   tuple(PairConfig(*p) for p in pairs))
+
+
+NASTY = 'a"b\\c\nd ü ' + "x" * 300  # quotes, backslash, newline, non-ASCII, over LABEL_MAX
+
+
+def exposition_snapshot() -> Snapshot:
+    """40 entries over every state, evidence and label hazard (NASTY), for the writers."""
+    views = []
+    probes = {}
+    states = list(State)
+    for i in range(40):
+        ep = f"10.0.{i}.1:{8000 + i}" if i % 7 else f"[2001:db8::{i}]:443"
+        subject = (("C", "US"), ("O", NASTY if i % 5 == 0 else "Cisco"), ("CN", f"peer-{i}"))
+        entry = StoredEntry(f"{ep.replace(':', '_')}", ep.rsplit(":", 1)[0].strip("[]"),
+                            int(ep.rsplit(":", 1)[1]), "", subject)
+        cert = None if i % 9 == 0 else LiveCert(
+            f"{i:064x}", f"{i + 1:064x}", subject, NASTY if i % 4 == 0 else f"/CN=peer-{i}",
+            "/CN=issuer\\x", f"{i:x}" * (30 if i == 3 else 1), 1.7e9 + i, 1.8e9 + i / 3)
+        probe = ProbeResult(ep, cert, None if cert else "timeout", 0.001 * i + 1e-7, 1.7e9)
+        probes[ep] = probe
+        verdict = Verdict(states[i % 4], list(Evidence)[i % 6], "why")
+        views.append(EntryView(NASTY if i == 11 else f"pi-{i % 3}", entry, ep, verdict, probe,
+                               Baseline(BaselineKind.ADOPTED, None, 1.0), None,
+                               state_since=None if i % 6 == 0 else 1.7e9 + i / 7,
+                               previous_fingerprint=f"{i + 9:064x}" if i % 3 == 0 else None))
+    read = StoreRead("pi-0", True, Listing(()), 0.25, 1.7e9)
+    failed = StoreRead("pi-1", False, None, 3.5, 1.7e9)
+    stores = {"pi-0": StoreStatus("pi-0", read, read, {"timeout": 2}),
+              "pi-1": StoreStatus("pi-1", failed, None, {})}
+    changed = {ep: 1.7e9 + n for n, ep in enumerate(probes)}
+    return Snapshot(stores, tuple(views), probes, changed, {"pi-0": 3}, {"pi-0": 1}, False, True)
+
+
+# ---- hypothesis strategies ------------------------------------------------------------
+
+_IPV4 = st.tuples(*[st.integers(0, 255)] * 4).map(lambda t: ".".join(map(str, t)))
+_IPV6 = st.ip_addresses(v=6).map(str)
+_LABEL = st.from_regex(r"[a-z0-9]([a-z0-9_-]{0,10}[a-z0-9])?", fullmatch=True)
+_HOSTNAME = st.lists(_LABEL, min_size=1, max_size=4).map(".".join)
+_HOSTS = st.one_of(_IPV4, _IPV6, _HOSTNAME)
+_VALUE = st.from_regex(r"[A-Za-z0-9][A-Za-z0-9 .,/_@-]{0,15}[A-Za-z0-9]", fullmatch=True)
+_SUBJECT = st.lists(
+    st.tuples(st.sampled_from(["C", "ST", "L", "O", "OU", "CN", "emailAddress"]), _VALUE),
+    min_size=1,
+    max_size=6,
+).map(tuple)
+
+
+@st.composite
+def entry_lines(draw: st.DrawFn) -> tuple[str, StoredEntry]:
+    host = draw(_HOSTS)
+    port = draw(st.integers(1, 65535))
+    subject = draw(_SUBJECT)
+    if draw(st.booleans()):
+        subject_text = format_subject(subject)
+    else:
+        subject_text = ", ".join(
+            f'{k} = "{v}"' if "," in v else f"{k} = {v}" for k, v in subject
+        )
+    key = f"{host}_{port}"
+    sep = draw(st.sampled_from([";", "; ", ";  ", ";   "]))
+    lead = draw(st.sampled_from(["", " "]))
+    trail = draw(st.sampled_from(["", " ", "   ", "\x1b[0m"]))
+    line = f"{lead}host={key}{sep}subject={lead}{subject_text}{trail}"
+    return line, StoredEntry(key, host, port, subject_text, subject)
