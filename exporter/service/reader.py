@@ -52,7 +52,7 @@ class Reader:
 
     def _failed(self, state: StoreState, read: StoreRead) -> StoreRead:
         reason = read.error_reason or ErrorReason.COMMAND
-        state.errors[reason.value] += 1
+        state.count_error(reason.value)
         log.warning("store read failed", extra={"store": state.name, "reason": reason.value,
                                                 "error": read.error})
         return read
@@ -60,7 +60,7 @@ class Reader:
     def _note_listing(self, state: StoreState, listing: Listing, capped: int) -> None:
         store = state.cfg
         if listing.bad_lines:
-            state.errors[ErrorReason.PARSE.value] += 1
+            state.count_error(ErrorReason.PARSE.value)
             log.warning("unparseable lines in listing", extra={
                 "store": store.name, "count": len(listing.bad_lines),
                 "first": listing.bad_lines[0][:200]})
@@ -72,7 +72,7 @@ class Reader:
     def _storage_failed(self, state: StoreState, duration: float, e: Exception) -> StoreRead:
         """The list was read but its baselines could not be recorded: not a success."""
         error = self.ctx.storage.failed(f"store:{state.name}", e)
-        state.errors[ErrorReason.STORAGE.value] += 1
+        state.count_error(ErrorReason.STORAGE.value)
         log.error("store read not recorded: baseline database not writable", extra={
             "store": state.name, "reason": ErrorReason.STORAGE.value, "error": str(e)})
         return StoreRead(state.name, False, None, duration, time.time(), ErrorReason.STORAGE, error)

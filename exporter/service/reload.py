@@ -64,12 +64,15 @@ class Reload:
         stores: dict[str, StoreState] = {}
         for cfg in new.stores:
             state = stores[cfg.name] = old.get(cfg.name) or StoreState(cfg, ctx.workers.run)
-            if state.cfg == cfg and cfg.name in old:
-                loops.snapshots.invalidate(state)  # pins, endpoint settings may have moved
-                continue
-            if state.cfg != cfg:
-                self._retire(state)
-                await state.reconfigure(cfg, loops.stop_deadline)
+            if cfg.name in old:
+                changed = state.cfg != cfg
+                if changed:
+                    self._retire(state)
+                    await state.reconfigure(cfg, loops.stop_deadline)
+                # Decided again either way: pins and endpoint settings may have moved.
+                loops.snapshots.invalidate(state)
+                if not changed:
+                    continue  # its loop and session go on
                 loops.reader.move_endpoints(state)  # self_address may have moved
             if loops.snapshots.ready:
                 loops.start_loop(state, first_delay=False)

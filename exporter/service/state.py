@@ -25,7 +25,6 @@ import dataclasses
 import itertools
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypedDict
@@ -138,7 +137,7 @@ class StoreState:
     source: Source | None = None  # opened on first use, dropped by close()
     task: asyncio.Task[None] | None = None  # the store's refresh loop
     last: StoreRead | None = None  # latest attempt
-    errors: Counter[str] = field(default_factory=Counter)  # failed reads by reason
+    errors: Mapping[str, int] = field(default_factory=dict)  # failed reads by reason (count_error)
     decided: Decided = Decided()  # the views of the latest data decided, a cache
     # The listing the baseline database was last told of (BaselineDB.observe_store). While a
     # read probes the entries that appeared, the database is ahead of `data`: its baselines
@@ -180,6 +179,12 @@ class StoreState:
     def bump(self) -> None:
         self.update()
 
+    def count_error(self, reason: str) -> None:
+        """One more failed read for `reason`: the counts replaced whole (a large store's
+        parse errors are counted in a worker thread while a scrape copies them)."""
+        with self._swap_lock:
+            self.errors = {**self.errors, reason: self.errors.get(reason, 0) + 1}
+
     def open_source(self) -> Source:
         """The store's Source (exporter.service.wiring picks it by the store's kind)."""
         if self.source is None:
@@ -192,10 +197,10 @@ class StoreState:
 
     async def reconfigure(self, cfg: StoreConfig, deadline: float = STOP_DEADLINE) -> None:
         """A reload changed this store: its loop and session go (they used the old settings);
-        what it read stays until the next read replaces it."""
+        what it read stays until the next read replaces it (decided again: the caller
+        invalidates it)."""
         await self.close(deadline)
         self.cfg = cfg
-        self.bump()
 
     async def close(self, deadline: float = STOP_DEADLINE) -> None:
         """Stop the loop (awaited, but never longer than `deadline`: a read stuck in its
