@@ -23,8 +23,6 @@ from hypothesis import strategies as st
 from exporter.sources.known_hosts import client, keys, match, parse, rewrite, verdict
 from exporter.sources.known_hosts import entries as kh_entries
 
-pytestmark = pytest.mark.unit
-
 NOW = int(time.time())
 
 

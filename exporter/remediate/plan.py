@@ -163,8 +163,8 @@ def make_plan(
             error = _read_error(snap.stores[name])
             # An unreadable store's entries are as last read: what it holds now is unknown, so
             # nothing is planned there (its StorePlan says why) until it reads again.
-            steps = () if error else tuple(by_store.get(name, ()))
-            plans.append(StorePlan(name, steps, pair, pair_role, error))
+            held = () if error else tuple(by_store.get(name, ()))
+            plans.append(StorePlan(name, held, pair, pair_role, error))
     pairs = tuple(p for p in snap.pairs if store is None or store in (p.primary, p.secondary))
     steps = [s for sp in plans for s in sp.steps]
     return Plan(tuple(plans), pairs, followups(steps, pairs), verify_steps(steps), tuple(skipped))
