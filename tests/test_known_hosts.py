@@ -20,6 +20,7 @@ from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.core import sshwire
 from exporter.sources.known_hosts import client, keys, match, parse, rewrite, verdict
 from exporter.sources.known_hosts import entries as kh_entries
 
@@ -111,7 +112,7 @@ def test_certificate_lines_parse_with_their_fields_and_signature_parts():
     signed, sig, ca = keys.signature_parts(line.key)
     # the signed data verifies under the CA key: the caller's check, done here with cryptography
     ca_pub = serialization.load_ssh_public_key(f"ssh-ed25519 {b64(ca)}".encode())
-    raw_sig = keys._Reader(sig)
+    raw_sig = sshwire.Reader(sig)
     raw_sig.string()
     ca_pub.verify(raw_sig.string(), signed)
     # a certificate's fingerprint is its certified key's, as ssh-keygen -lf prints it
