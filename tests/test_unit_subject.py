@@ -22,7 +22,19 @@ from exporter.core.subject import (
 pytestmark = pytest.mark.unit
 
 
-@pytest.mark.parametrize(("text", "want"), [
+SEED = (("C", "US"), ("ST", "CA"), ("L", "SJ"), ("O", "Cisco Systems"), ("OU", "Prime Infra"),
+        ("CN", "prime-pri"))
+# Subjects as PI and OpenSSL print them -> what they parse to. test_subject.py round-trips each
+# through both print styles.
+PRINTS = [
+    # the seed's subject in every spelling PI 3.5 and 3.9 print it
+    (" /C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri", SEED),
+    ("/C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri  ", SEED),
+    ("C = US, ST = CA, L = SJ, O = Cisco Systems, OU = Prime Infra, CN = prime-pri", SEED),
+    ("C=US,ST=CA,L=SJ,O=Cisco Systems,OU=Prime Infra,CN=prime-pri", SEED),
+    ("countryName = US, stateOrProvinceName = CA, localityName = SJ, organizationName = Cisco Systems, "
+     "organizationalUnitName = Prime Infra, commonName = prime-pri", SEED),
+    ("/c=US/st=CA/l=SJ/o=Cisco Systems/ou=Prime Infra/cn=prime-pri", SEED),
     # PI 3.5 style
     ("/C=US/ST=CA/O=Cisco Systems/CN=prime-pri",
      (("C", "US"), ("ST", "CA"), ("O", "Cisco Systems"), ("CN", "prime-pri"))),
@@ -42,12 +54,35 @@ pytestmark = pytest.mark.unit
     ('CN = a"b', (("CN", 'a"b'),)),  # a quote inside an unquoted value is a character
     ("/O=A/B Corp/CN=x", (("O", "A/B Corp"), ("CN", "x"))),  # `/` not before `name=`
     ("O = Cisco, Inc, CN = x", (("O", "Cisco, Inc"), ("CN", "x"))),
+    ("O = Cisco, Inc., CN = x", (("O", "Cisco, Inc."), ("CN", "x"))),
     ("/CN=a=b", (("CN", "a=b"),)),
     ("/CN=", (("CN", ""),)),
     ("/CN=x/", (("CN", "x/"),)),  # a trailing separator starts nothing: part of the value
     ("CN = x,", (("CN", "x,"),)),
     ("/CN=x+", (("CN", "x+"),)),
-])
+    (r'O = "A \"B\" + C, D", CN = x', (("O", 'A "B" + C, D'), ("CN", "x"))),
+    (r"O = Cisco\, Inc., OU = a\+b, CN = x", (("O", "Cisco, Inc."), ("OU", "a+b"), ("CN", "x"))),
+    (r"/O=Cisco\/Prime/CN=x", (("O", "Cisco/Prime"), ("CN", "x"))),
+    ("/CN=a+b", (("CN", "a+b"),)),
+    ("O = x, CN = a + OU = b", (("O", "x"), ("CN", "a"), ("OU", "b"))),
+    ("/O=x/CN=a+OU=b", (("O", "x"), ("CN", "a"), ("OU", "b"))),
+    ("CN = café", (("CN", "café"),)),
+    ("CN =   spaced   , O = x ", (("CN", "spaced"), ("O", "x"))),
+    ("/CN= a /O=b ", (("CN", "a"), ("O", "b"))),
+    ("emailAddress = a@b, E = c@d, DC = com, domainComponent = example, serialNumber = 42, "
+     "title = boss, givenName = Ann, GN = Bo, surname = Li, SN = Ma, UID = u1, userId = u2, "
+     "2.5.4.3 = oid-cn, OID.2.5.4.10 = oid-o, 1.2.3.4 = private, fooBar = baz",
+     (("emailAddress", "a@b"), ("emailAddress", "c@d"), ("DC", "com"), ("DC", "example"),
+      ("serialNumber", "42"), ("title", "boss"), ("GN", "Ann"), ("GN", "Bo"), ("SN", "Li"),
+      ("SN", "Ma"), ("UID", "u1"), ("UID", "u2"), ("CN", "oid-cn"), ("O", "oid-o"),
+      ("1.2.3.4", "private"), ("FOOBAR", "baz"))),
+]
+# Text that is no subject: SubjectError (a ValueError), never another exception.
+NOT_SUBJECTS = ["", "   ", "kong", "/", "/kong", "= x", "CN", 'CN = "open', "CN = x\\", "/=x", "C N=x",
+                "1CN=x", "é=x"]
+
+
+@pytest.mark.parametrize(("text", "want"), PRINTS)
 def test_both_print_styles(text: str, want: tuple[tuple[str, str], ...]) -> None:
     assert parse_subject(text) == want
 
@@ -83,7 +118,7 @@ def test_escapes(text: str, value: str) -> None:
     assert parse_subject(text) == (("CN", value),)
 
 
-@pytest.mark.parametrize("text", ["", "   ", "/", "CN", "/=x", "CN = x\\", 'CN = "open', "1CN=x", "é=x"])
+@pytest.mark.parametrize("text", NOT_SUBJECTS)
 def test_not_a_subject(text: str) -> None:
     with pytest.raises(SubjectError):
         parse_subject(text)
@@ -141,6 +176,7 @@ def test_the_two_styles_of_one_subject_compare_equal() -> None:
     ((("CN", "x"), ("O", "o")), (("CN", "x"),), False),
     ((("O", "x"),), (("OU", "x"),), False),
     ((), (), True),
+    ((("cn", " x "),), (("commonName", "x"),), True),
 ])
 def test_subjects_equal(a: tuple[tuple[str, str], ...], b: tuple[tuple[str, str], ...],
                         equal: bool) -> None:
@@ -153,6 +189,7 @@ def test_common_name_is_the_last_cn() -> None:
     assert common_name((("O", "o"),)) is None
     assert common_name(()) is None
     assert common_name((("cn", "low"),)) == "low"
+    assert common_name(SEED) == "prime-pri"
 
 
 @pytest.mark.parametrize(("subject", "text"), [
@@ -163,6 +200,8 @@ def test_common_name_is_the_last_cn() -> None:
     ((("CN", "a+OU=b"),), "/CN=a\\+OU=b"),
     ((("CN", "a+ OU =b"),), "/CN=a\\+ OU =b"),
     ((("O", "x"), ("CN", "a+b+c=d")), "/O=x/CN=a+b\\+c=d"),
+    (SEED, "/C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri"),
+    ((("O", "a/b"), ("CN", "x")), "/O=a\\/b/CN=x"),
 ])
 def test_format_subject_escapes_only_what_is_ambiguous(subject: tuple[tuple[str, str], ...],
                                                        text: str) -> None:
