@@ -38,6 +38,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from exporter.core.sshwire import fingerprint  # noqa: E402
 from exporter.probes import ssh_kex  # noqa: E402
 from exporter.probes.ssh_hostkey import fetch_host_key  # noqa: E402
 from tests.kit.sshd import KEY_TYPES, KeyStore, Sshd, SshdKit  # noqa: E402
@@ -55,7 +56,7 @@ async def via_asyncssh(server: Sshd, key_type: str) -> str | None:
     key = await asyncssh.get_server_host_key(
         server.host, server.port, server_host_key_algs=list(ssh_kex.host_key_algorithms(key_type)),
         config=None)
-    return ssh_kex.fingerprint(key.public_data) if key is not None else None
+    return fingerprint(key.public_data) if key is not None else None
 
 
 async def via_keyscan(server: Sshd, key_type: str) -> str | None:
@@ -67,7 +68,7 @@ async def via_keyscan(server: Sshd, key_type: str) -> str | None:
     for line in out.decode().splitlines():
         words = line.split()
         if len(words) == 3 and words[1] == key_type:
-            return ssh_kex.fingerprint(base64.b64decode(words[2]))
+            return fingerprint(base64.b64decode(words[2]))
     return None
 
 

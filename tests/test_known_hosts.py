@@ -8,88 +8,32 @@ cases in test_known_hosts_oracle.py.
 
 from __future__ import annotations
 
-import base64
-import struct
 import subprocess
 import sys
-import time
 
 import pytest
 from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import dsa, ec, ed25519, rsa
+from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
 
+from exporter.core import sshwire
 from exporter.sources.known_hosts import client, keys, match, parse, rewrite, verdict
 from exporter.sources.known_hosts import entries as kh_entries
-
-pytestmark = pytest.mark.unit
-
-NOW = int(time.time())
-
-
-def _ssh(s: bytes) -> bytes:
-    return struct.pack(">I", len(s)) + s
-
-
-def openssh_line(private) -> str:
-    return private.public_key().public_bytes(
-        serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode()
-
-
-def blob_of(line: str) -> bytes:
-    return base64.b64decode(line.split()[1])
-
-
-def b64(blob: bytes) -> str:
-    return base64.b64encode(blob).decode()
-
-
-ED = [ed25519.Ed25519PrivateKey.generate() for _ in range(4)]
-P256 = ec.generate_private_key(ec.SECP256R1())
-P384 = ec.generate_private_key(ec.SECP384R1())
-P521 = ec.generate_private_key(ec.SECP521R1())
-RSA = rsa.generate_private_key(65537, 2048)
-DSA = dsa.generate_private_key(1024)
-
-
-def sk_ed25519_blob() -> bytes:
-    raw = ED[3].public_key().public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
-    return _ssh(b"sk-ssh-ed25519@openssh.com") + _ssh(raw) + _ssh(b"ssh:")
-
-
-def sk_ecdsa_blob() -> bytes:
-    point = P256.public_key().public_bytes(serialization.Encoding.X962,
-                                           serialization.PublicFormat.UncompressedPoint)
-    return _ssh(b"sk-ecdsa-sha2-nistp256@openssh.com") + _ssh(b"nistp256") + _ssh(point) + _ssh(b"ssh:")
-
-
-def host_cert(key, ca, principals=("web1.example.com",), after=None, before=None,
-              cert_type=serialization.SSHCertificateType.HOST, critical=()) -> bytes:
-    b = (serialization.SSHCertificateBuilder().public_key(key.public_key()).serial(7)
-         .type(cert_type).key_id(b"id").valid_after(NOW - 3600 if after is None else after)
-         .valid_before(NOW + 3600 if before is None else before))
-    b = b.valid_principals([p.encode() for p in principals]) if principals else b.valid_for_all_principals()
-    for name, value in critical:
-        b = b.add_critical_option(name, value)
-    cert = b.sign(ca)
-    return blob_of(cert.public_bytes().decode())
-
-
-ED_LINE = openssh_line(ED[0])
-ED2_LINE = openssh_line(ED[1])
-CA_LINE = openssh_line(ED[2])
-KEYS = {
-    "ssh-ed25519": ED_LINE,
-    "ecdsa-sha2-nistp256": openssh_line(P256),
-    "ecdsa-sha2-nistp384": openssh_line(P384),
-    "ecdsa-sha2-nistp521": openssh_line(P521),
-    "ssh-rsa": openssh_line(RSA),
-    "ssh-dss": openssh_line(DSA),
-    "sk-ssh-ed25519@openssh.com": "sk-ssh-ed25519@openssh.com " + b64(sk_ed25519_blob()),
-    "sk-ecdsa-sha2-nistp256@openssh.com": "sk-ecdsa-sha2-nistp256@openssh.com " + b64(sk_ecdsa_blob()),
-}
-
+from tests.kit.sshkeys import (
+    CA_LINE,
+    ED,
+    ED2_LINE,
+    ED_LINE,
+    KEYS,
+    NOW,
+    P256,
+    _ssh,
+    b64,
+    blob_of,
+    host_cert,
+    openssh_line,
+)
 
 # --- parse -------------------------------------------------------------------------------------
 
@@ -113,7 +57,7 @@ def test_certificate_lines_parse_with_their_fields_and_signature_parts():
     signed, sig, ca = keys.signature_parts(line.key)
     # the signed data verifies under the CA key: the caller's check, done here with cryptography
     ca_pub = serialization.load_ssh_public_key(f"ssh-ed25519 {b64(ca)}".encode())
-    raw_sig = keys._Reader(sig)
+    raw_sig = sshwire.Reader(sig)
     raw_sig.string()
     ca_pub.verify(raw_sig.string(), signed)
     # a certificate's fingerprint is its certified key's, as ssh-keygen -lf prints it

@@ -1,8 +1,9 @@
 """Debian's `ssh` against a real `sshd` as the oracle for the known_hosts verdicts.
 
-One sshd on loopback holds an Ed25519 key with a host certificate from a test CA and an ECDSA key
-(no RSA key: a type it does not offer). For each known_hosts file below, `ssh` (batch mode, strict
-checking, this file only, HostKeyAlias=web1.example.com) is run pinned to each entry's type and
+One sshd on loopback (tests/kit/sshd.py) holds an Ed25519 key with a host certificate from a test
+CA and an ECDSA key (no RSA key: a type it does not offer). For each known_hosts file below,
+`ssh` (batch mode, strict checking, this file only, HostKeyAlias=web1.example.com) is run pinned
+to each entry's type and
 once with the default algorithms; `verdict.judge` and `client.default_client`, given what the
 sshd offers, must say the same. sshd accepts no authentication: ssh stops at "Permission denied"
 once the host key is accepted, and `-v` says which line accepted it.
@@ -13,7 +14,6 @@ from __future__ import annotations
 import base64
 import re
 import shutil
-import socket
 import subprocess
 import time
 from pathlib import Path
@@ -22,11 +22,11 @@ import pytest
 
 from exporter.sources.known_hosts import client, entries, match, verdict
 from exporter.sources.known_hosts.parse import CA_MARKER
-from tests.kit.lab import free_port, refused_keys
+from tests.kit.sshd import SSHD, KeyStore, SshdKit
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not (shutil.which("ssh") and Path("/usr/sbin/sshd").exists()),
+    pytest.mark.skipif(not (shutil.which("ssh") and SSHD.exists()),
                        reason="needs openssh-client and openssh-server"),
 ]
 
@@ -36,44 +36,23 @@ PINNED = {"ssh-ed25519": "ssh-ed25519", "ecdsa-sha2-nistp256": "ecdsa-sha2-nistp
           "ssh-rsa": "rsa-sha2-512"}
 
 
-def keygen(*args: str) -> None:
-    subprocess.run(["ssh-keygen", "-q", *args], check=True, capture_output=True, timeout=30)
-
-
-def _wait_listening(port: int) -> None:
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError("sshd did not start")
-
-
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory):
-    d = tmp_path_factory.mktemp("sshd")
-    for name, args in {"h_ed": ["-t", "ed25519"], "h_ec": ["-t", "ecdsa"], "ca": ["-t", "ed25519"],
-                       "other_ed": ["-t", "ed25519"], "other_ca": ["-t", "ed25519"],
-                       "rsa": ["-t", "rsa", "-b", "2048"]}.items():
-        keygen("-N", "", "-C", name, "-f", str(d / name), *args)
-    keygen("-s", str(d / "ca"), "-I", "web1", "-h", "-n", HOST, str(d / "h_ed.pub"))
-    port = free_port()
-    (d / "sshd_config").write_text(
-        f"Port {port}\nListenAddress 127.0.0.1\nHostKey {d}/h_ed\nHostKey {d}/h_ec\n"
-        f"HostCertificate {d}/h_ed-cert.pub\nPidFile {d}/sshd.pid\nUsePAM no\nAuthorizedKeysFile none\n"
-        "PasswordAuthentication no\nKbdInteractiveAuthentication no\n")
-    sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(d / "sshd_config")],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    """(kit, port, `TYPE BASE64` by name): one sshd (tests/kit/sshd.py) with an Ed25519 key, its
+    certificate from a CA for HOST, and an ECDSA key; the other keys it never presents."""
+    store = KeyStore(tmp_path_factory.getbasetemp() / "sshd-keys")
+    kit = SshdKit(store, tmp_path_factory.mktemp("sshd"))
+    h_ed = store.key("ssh-ed25519", "web1")
+    cert = store.certify(h_ed, "web1", principals=(HOST,))
+    server = kit.start(("ssh-ed25519", "ecdsa-sha2-nistp256"), name="web1", certs=(cert,))
     try:
-        _wait_listening(port)
-        pubs = {name: (d / f"{name}.pub").read_text().split()[:2] for name in
-                ("h_ed", "h_ec", "ca", "other_ed", "other_ca", "rsa", "h_ed-cert")}
-        yield d, port, {name: " ".join(parts) for name, parts in pubs.items()}
+        pubs = {"h_ed": h_ed.public, "h_ec": server.key("ecdsa-sha2-nistp256").public,
+                "ca": store.ca("web1").public, "other_ed": store.key("ssh-ed25519", "web1-other").public,
+                "other_ca": store.ca("web1-other").public, "rsa": store.key("ssh-rsa", "web1-absent").public,
+                "h_ed-cert": " ".join(cert.path.read_text().split()[:2])}
+        yield kit, server.port, pubs
     finally:
-        sshd.terminate()
-        sshd.wait(timeout=10)
+        kit.stop_all()
 
 
 def ssh(known: Path, port: int, algorithms: str | None = None) -> str:
@@ -157,8 +136,8 @@ def test_ssh_agrees_with_the_verdict_of_every_entry_and_the_default_client(lab, 
 
 
 def test_no_key_exchange_is_unreachable_to_both(lab, tmp_path):
-    _, _, pubs = lab
-    port = int(refused_keys(1)[0].rsplit("_", 1)[1])
+    kit, _, pubs = lab
+    port = kit.unreachable()
     known = tmp_path / "known_hosts"
     known.write_text(f"web1.example.com {pubs['h_ed']}\n")
     assert "Connection refused" in ssh(known, port, "ssh-ed25519")

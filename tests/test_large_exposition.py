@@ -45,15 +45,14 @@ def test_blocks_cached_plain_are_packed_when_a_larger_snapshot_asks() -> None:
     base = exposition_snapshot()
     stores = sorted({v.store for v in base.views})
     snap = dataclasses.replace(base, versions={s: -1 - i for i, s in enumerate(stores)})
-    collector._BLOCKS.clear()
-    plain = collector.render_chunks(snap, pack=False)
-    packed = collector.render_chunks(snap, pack=True)
+    cache = collector.BlockCache()
+    plain = collector.render_chunks(snap, pack=False, cache=cache)
+    packed = collector.render_chunks(snap, pack=True, cache=cache)
     assert not any(isinstance(c, Packed) for c in plain)
     assert sum(isinstance(c, Packed) for c in packed) >= 3 * 4
     assert b"".join(map(collector.plain, packed)) == b"".join(plain)
-    again = collector.render_chunks(snap, pack=True)  # reused, not packed again
+    again = collector.render_chunks(snap, pack=True, cache=cache)  # reused, not packed again
     assert all(a is b for a, b in zip(again, packed, strict=True) if isinstance(a, Packed))
-    collector._BLOCKS.clear()
 
 
 @pytest.fixture
@@ -87,7 +86,7 @@ async def test_packed_stores_serve_the_same_bytes_plain_gzip_and_openmetrics(
     chunks = collector.render_chunks(snap)
     assert sum(isinstance(c, Packed) for c in chunks) >= 3 * 4  # 3 stores x non-empty families
     monkeypatch.setattr(collector, "PACK_ABOVE", 10**9)
-    collector._BLOCKS.clear()
+    service.blocks.clear()
     expected = collector.render_text(snap)  # the same snapshot rendered without packing
     assert b"tofu_entry_info{" in expected
 
@@ -130,15 +129,39 @@ async def test_the_blocks_are_written_before_the_service_says_ready(
     20,000 entries) instead of writing every series while Prometheus waits."""
     _, cfg = demo_lab
     service = Service(load_config(cfg), tmp_path / "data")
-    collector._BLOCKS.clear()
     try:
         await service.start()
         assert service.ready
         snap = service.snapshot()
-        assert snap.versions and all(collector._BLOCKS[store][0] == version
+        assert snap.versions and all(service.blocks.version(store) == version
                                      for store, version in snap.versions.items())
     finally:
         await service.stop()
+
+
+async def test_a_store_a_reload_removed_leaves_no_rendered_blocks(
+        demo_lab: tuple[Lab, Path], tmp_path: Path) -> None:
+    """The rendered exposition of a store is kept for repeat scrapes; once a reload removed
+    the store, its blocks (up to megabytes for a large one) must go with it."""
+    _, cfg = demo_lab
+    config = load_config(cfg)
+    service = Service(config, tmp_path / "data")
+    try:
+        await service.start()
+        gone = config.stores[0].name
+        assert gone in service.blocks
+        await service.apply_config(dataclasses.replace(
+            config, stores=config.stores[1:], pairs=()))
+        body = render_text_of(service)
+        assert f'store="{gone}"'.encode() not in body and gone not in service.blocks
+        assert all(s.name in service.blocks for s in config.stores[1:])
+    finally:
+        await service.stop()
+
+
+def render_text_of(service: Service) -> bytes:
+    snap = service.snapshot()
+    return b"".join(map(collector.plain, collector.render_chunks(snap, cache=service.blocks)))
 
 
 @pytest.fixture

@@ -10,6 +10,7 @@ from hypothesis import strategies as st
 from exporter.core.model import Listing, StoredEntry
 from exporter.sources.prime.listing import endpoint_of, parse_listing
 from tests.kit.builders import entry_lines
+from tests.kit.tables import BAD_ENTRY_LINES, KEY_FORMS
 
 # The seed's listing from docs/domain.md, verbatim (prompt line and all).
 SEED = """\
@@ -127,53 +128,17 @@ def test_ansi_escapes_and_pager_remnants() -> None:
 
 
 @pytest.mark.unit
-@pytest.mark.parametrize(
-    ("key", "host", "port"),
-    [
-        ("fe80::1_8082", "fe80::1", 8082),
-        ("2001:db8::5_443", "2001:db8::5", 443),
-        ("[2001:db8::1]_443", "2001:db8::1", 443),
-        ("::1_1", "::1", 1),
-        ("fe80::1%eth0_8443", "fe80::1%eth0", 8443),
-        ("prime-sec.example.com_8082", "prime-sec.example.com", 8082),
-        ("ise_node_01.lab_443", "ise_node_01.lab", 443),
-        ("a__65535", "a_", 65535),
-    ],
-)
-def test_key_forms(key: str, host: str, port: int) -> None:
-    listing = parse_listing(f"host={key};  subject= /CN=x")
-    assert listing.bad_lines == ()
-    (entry,) = listing.entries
-    assert (entry.key, entry.host, entry.port) == (key, host, port)
-
-
-@pytest.mark.unit
-@pytest.mark.parametrize(
-    "line",
-    [
-        "host=10.0.0.1_0; subject=CN = x",  # port 0
-        "host=10.0.0.1_65536; subject=CN = x",  # port too large
-        "host=10.0.0.1_80a; subject=CN = x",
-        "host=10.0.0.1_; subject=CN = x",
-        "host=10.0.0.1; subject=CN = x",  # no port
-        "host=_443; subject=CN = x",  # no host
-        "host=10.0.0.1_443;",  # no subject
-        "host=10.0.0.1_443",
-        "host=10.0.0.1_443; subject=",
-        "host=10.0.0.1_443; subject=   ",
-        "host=10.0.0.1_443; subject=kong",  # unparseable subject
-        'host=10.0.0.1_443; subject=O = "open',
-        "host=10.0.0.1_443; issuer=CN = x",
-        "host=10.0.0.1 x_443; subject=CN = x",
-        "host=[2001:db8::1_443; subject=CN = x",
-        "host=10.0.0.1_\u0664\u0664\u0663; subject=CN = x",  # Arabic-Indic digits
-    ],
-)
-def test_bad_entry_lines_are_kept(line: str) -> None:
-    text = f"host=10.0.0.9_443; subject=CN = good\n{line}   \r\n"
+def test_every_key_form_and_bad_line_in_one_pty_listing() -> None:
+    # The shared tables, interleaved as PI prints them: CRLF, trailing blanks, a banner, the prompt.
+    lines = [f"host={key};  subject= /CN=x" for key, _, _ in KEY_FORMS]
+    bad = [f"{line}   " for line in BAD_ENTRY_LINES]
+    mixed = [x for pair in zip(lines, bad, strict=False) for x in pair]
+    mixed += lines[len(bad):] + bad[len(lines):]
+    text = "\r\n".join(["prime-pri/admin# ncs certvalidation tofu-certs listcerts", "", *mixed,
+                         "prime-pri/admin#"]) + "\r\n"
     listing = parse_listing(text)
-    assert [e.key for e in listing.entries] == ["10.0.0.9_443"]
-    assert listing.bad_lines == (line.strip(),)
+    assert [(e.key, e.host, e.port) for e in listing.entries] == KEY_FORMS
+    assert listing.bad_lines == tuple(line.strip() for line in BAD_ENTRY_LINES)
 
 
 @pytest.mark.unit

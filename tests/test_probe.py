@@ -7,6 +7,7 @@ import datetime as dt
 import hashlib
 import socket
 
+from exporter.probes.seam import Target
 from exporter.probes.tls import probe, probe_many
 from pilab.pki import make_cert, pi_subject
 from pilab.tls import TlsEndpoint
@@ -83,7 +84,7 @@ async def test_probe_many_probes_each_endpoint_once_and_isolates_failures() -> N
         await ep.start()
     try:
         dead = f"127.0.0.1:{_free_port()}"
-        targets = [(ep, 2.0, None, None, "jsse8") for ep in [*(ep.endpoint for ep in eps)] * 3 + [dead]]
+        targets = [Target(ep, 2.0, "jsse8") for ep in [*(ep.endpoint for ep in eps)] * 3 + [dead]]
         results = await probe_many(targets, concurrency=2)
         assert set(results) == {ep.endpoint for ep in eps} | {dead}
         assert all(results[ep.endpoint].success for ep in eps)

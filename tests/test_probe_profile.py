@@ -196,7 +196,9 @@ def test_an_endpoint_is_probed_with_its_stores_profile(tmp_path: Path) -> None:
     try:
         service.stores["old"].update(endpoint_set=frozenset({"10.0.0.1:443", "10.0.0.9:443"}))
         service.stores["new"].update(endpoint_set=frozenset({"10.0.0.2:443", "10.0.0.9:443"}))
-        targets = {t[0]: t[4] for t in service._targets(["10.0.0.1:443", "10.0.0.2:443", "10.0.0.9:443"])}
+        groups = service.prober.targets(["10.0.0.1:443", "10.0.0.2:443", "10.0.0.9:443"])
+        assert list(groups) == ["tls"]  # both are PI stores: one prober
+        targets = {t.endpoint: t.variant for t in groups["tls"]}
         # An endpoint both list goes with the first store in the config (one probe each).
         assert targets == {"10.0.0.1:443": "jsse8", "10.0.0.2:443": "jsse11", "10.0.0.9:443": "jsse8"}
     finally:

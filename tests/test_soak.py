@@ -29,6 +29,7 @@ from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 from exporter.config.load import load_config
+from exporter.probes.seam import Target
 from exporter.probes.tls import probe_many
 from exporter.service.service import Service
 from pilab.pki import pi_subject
@@ -57,7 +58,7 @@ async def retained_bytes_per_probe(port: int) -> int:
     gc.collect()
     tracemalloc.start()
     before = tracemalloc.get_traced_memory()[0]
-    results = await probe_many([(f"127.0.9.{i + 1}:{port}", 2.0, None, None, "jsse8") for i in range(50)],
+    results = await probe_many([Target(f"127.0.9.{i + 1}:{port}", 2.0, "jsse8") for i in range(50)],
                                asyncio.Semaphore(16))
     gc.collect()
     used = tracemalloc.get_traced_memory()[0] - before

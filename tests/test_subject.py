@@ -12,144 +12,25 @@ from cryptography.x509.oid import NameOID
 from hypothesis import given
 from hypothesis import strategies as st
 
-from exporter.core.subject import (
-    SubjectError,
-    canonical_name,
-    common_name,
-    format_subject,
-    parse_subject,
-    subject_from_name,
-    subjects_equal,
-)
+from exporter.core.subject import SubjectError, format_subject, parse_subject, subject_from_name
+from tests.kit.tables import NOT_SUBJECTS, PRINTS
 
 # unit: the openssl binary below only prints the expected text; the parsing runs in-process
 pytestmark = pytest.mark.unit
 
-SEED = (
-    ("C", "US"),
-    ("ST", "CA"),
-    ("L", "SJ"),
-    ("O", "Cisco Systems"),
-    ("OU", "Prime Infra"),
-    ("CN", "prime-pri"),
-)
+def test_the_subjects_pi_prints_survive_both_print_styles() -> None:
+    # Each subject of the shared table, printed the 1.0 way (format_subject) and the 1.1 way
+    # (oneline, escaped and quoted), parses back to itself.
+    for _, want in PRINTS:
+        assert parse_subject(format_subject(want)) == want
+        assert parse_subject(render_oneline(want, quote=False)) == want
+        assert parse_subject(render_oneline(want, quote=True)) == want
 
 
-@pytest.mark.parametrize(
-    "text",
-    [
-        " /C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri",
-        "/C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri  ",
-        "C = US, ST = CA, L = SJ, O = Cisco Systems, OU = Prime Infra, CN = prime-pri",
-        "C=US,ST=CA,L=SJ,O=Cisco Systems,OU=Prime Infra,CN=prime-pri",
-        "countryName = US, stateOrProvinceName = CA, localityName = SJ, "
-        "organizationName = Cisco Systems, organizationalUnitName = Prime Infra, "
-        "commonName = prime-pri",
-        "/c=US/st=CA/l=SJ/o=Cisco Systems/ou=Prime Infra/cn=prime-pri",
-    ],
-)
-def test_both_styles_same_subject(text: str) -> None:
-    assert parse_subject(text) == SEED
-
-
-def test_pi39_single_rdn() -> None:
-    assert parse_subject("CN = kong") == (("CN", "kong"),)
-    assert parse_subject("CN=kong") == (("CN", "kong"),)
-
-
-def test_quoted_value_with_comma() -> None:
-    got = parse_subject('C = US, O = "Cisco, Inc.", CN = prime-pri')
-    assert got == (("C", "US"), ("O", "Cisco, Inc."), ("CN", "prime-pri"))
-
-
-def test_quoted_value_with_escaped_quote_and_plus() -> None:
-    got = parse_subject(r'O = "A \"B\" + C, D", CN = x')
-    assert got == (("O", 'A "B" + C, D'), ("CN", "x"))
-
-
-def test_escaped_comma_and_plus() -> None:
-    got = parse_subject(r"O = Cisco\, Inc., OU = a\+b, CN = x")
-    assert got == (("O", "Cisco, Inc."), ("OU", "a+b"), ("CN", "x"))
-
-
-def test_escaped_slash() -> None:
-    got = parse_subject(r"/O=Cisco\/Prime/CN=x")
-    assert got == (("O", "Cisco/Prime"), ("CN", "x"))
-
-
-def test_unescaped_separators_that_start_no_attribute_stay_in_the_value() -> None:
-    # OpenSSL 1.0 does not escape `/`; older tools do not quote commas.
-    assert parse_subject("/O=A/B Corp/CN=x") == (("O", "A/B Corp"), ("CN", "x"))
-    assert parse_subject("O = Cisco, Inc., CN = x") == (("O", "Cisco, Inc."), ("CN", "x"))
-    assert parse_subject("/CN=a+b") == (("CN", "a+b"),)
-
-
-def test_multi_valued_rdn_flattened_in_order() -> None:
-    expected = (("O", "x"), ("CN", "a"), ("OU", "b"))
-    assert parse_subject("O = x, CN = a + OU = b") == expected
-    assert parse_subject("/O=x/CN=a+OU=b") == expected
-
-
-def test_hex_escapes_are_utf8() -> None:
-    assert parse_subject(r"CN = caf\C3\A9") == (("CN", "café"),)
-    assert parse_subject(r"/CN=caf\xC3\xA9") == (("CN", "café"),)
-    assert parse_subject("CN = café") == (("CN", "café"),)
-
-
-def test_attribute_names_normalised() -> None:
-    got = parse_subject(
-        "emailAddress = a@b, E = c@d, DC = com, domainComponent = example, "
-        "serialNumber = 42, title = boss, givenName = Ann, GN = Bo, surname = Li, "
-        "SN = Ma, UID = u1, userId = u2, 2.5.4.3 = oid-cn, OID.2.5.4.10 = oid-o, "
-        "1.2.3.4 = private, fooBar = baz"
-    )
-    assert [k for k, _ in got] == [
-        "emailAddress", "emailAddress", "DC", "DC", "serialNumber", "title", "GN", "GN",
-        "SN", "SN", "UID", "UID", "CN", "O", "1.2.3.4", "FOOBAR",
-    ]  # fmt: skip
-    assert canonical_name("EMAILADDRESS") == "emailAddress"
-    assert canonical_name("commonname") == "CN"
-
-
-def test_values_stripped() -> None:
-    assert parse_subject("CN =   spaced   , O = x ") == (("CN", "spaced"), ("O", "x"))
-    assert parse_subject("/CN= a /O=b ") == (("CN", "a"), ("O", "b"))
-
-
-@pytest.mark.parametrize(
-    "text",
-    ["", "   ", "kong", "/", "/kong", "= x", "CN", 'CN = "open', "CN = x\\", "/=x", "C N=x"],
-)
-def test_unparseable(text: str) -> None:
-    with pytest.raises(SubjectError):
-        parse_subject(text)
-
-
-def test_subject_error_is_value_error() -> None:
-    assert issubclass(SubjectError, ValueError)
-
-
-def test_format_subject() -> None:
-    assert format_subject(SEED) == "/C=US/ST=CA/L=SJ/O=Cisco Systems/OU=Prime Infra/CN=prime-pri"
-    assert format_subject((("O", "a/b"), ("CN", "x"))) == r"/O=a\/b/CN=x"
-    assert format_subject((("CN", "a+OU=b"),)) == r"/CN=a\+OU=b"
-    assert format_subject((("CN", "a+b"),)) == "/CN=a+b"
-
-
-def test_subjects_equal() -> None:
-    assert subjects_equal(SEED, parse_subject("C = US, ST = CA, L = SJ, O = Cisco Systems, "
-                                              "OU = Prime Infra, CN = prime-pri"))  # fmt: skip
-    assert subjects_equal((("cn", " x "),), (("commonName", "x"),))
-    assert not subjects_equal((("CN", "x"),), (("CN", "X"),))
-    assert not subjects_equal((("CN", "x"), ("O", "y")), (("O", "y"), ("CN", "x")))
-    assert not subjects_equal((("CN", "x"),), (("CN", "x"), ("O", "y")))
-
-
-def test_common_name() -> None:
-    assert common_name(SEED) == "prime-pri"
-    assert common_name((("O", "x"),)) is None
-    assert common_name((("CN", "a"), ("CN", "b"))) == "b"
-    assert common_name(()) is None
+def test_no_subject_raises_a_value_error() -> None:
+    for text in NOT_SUBJECTS:
+        with pytest.raises(ValueError):
+            parse_subject(text)
 
 
 # -- against a real certificate ------------------------------------------------------

@@ -14,6 +14,7 @@ from exporter.sources.prime.listing import (
     parse_listing,
     parse_numbered,
 )
+from tests.kit.tables import BAD_ENTRY_LINES, KEY_FORMS
 
 pytestmark = pytest.mark.unit
 
@@ -83,30 +84,18 @@ def test_the_key_length_cap_is_exactly_max_key() -> None:
     assert got.bad_lines == (f"host={over}; subject=CN=y",)
 
 
-@pytest.mark.parametrize(("key", "host", "port"), [
-    ("10.0.0.1_1", "10.0.0.1", 1),
-    ("10.0.0.1_65535", "10.0.0.1", 65535),
-    ("ise_node_01.lab_443", "ise_node_01.lab", 443),  # the port follows the last `_`
-    ("fe80::1%eth0_443", "fe80::1%eth0", 443),
-    ("[2001:db8::5]_443", "2001:db8::5", 443),
-    ("[fe80::1%eth0]_8443", "fe80::1%eth0", 8443),
-    ("Host-A.Example.COM_8082", "Host-A.Example.COM", 8082),
-    ("10.0.0.1_00443", "10.0.0.1", 443),
-])
+
+
+@pytest.mark.parametrize(("key", "host", "port"), KEY_FORMS)
 def test_keys_that_parse(key: str, host: str, port: int) -> None:
     (e,) = parse_listing(f"host={key}; subject=CN=x").entries
     assert (e.key, e.host, e.port) == (key, host, port)
 
 
-@pytest.mark.parametrize("key", [
-    "10.0.0.1_0", "10.0.0.1_65536", "10.0.0.1_123456", "10.0.0.1_", "10.0.0.1", "_443",
-    "10.0.0.1_44a", "a/b_443", "a*b_443", "[2001:db8::5]_0", "[2001:db8::5]_", "[]_443",
-    "[a b]_443", "a\u00e9_443", "10.0.0.1_\u0664\u0664\u0663",  # non-ASCII letter, Arabic digits
-])
-def test_keys_that_do_not(key: str) -> None:
-    line = f"host={key}; subject=CN=x"
+@pytest.mark.parametrize("line", BAD_ENTRY_LINES)
+def test_entry_lines_that_do_not_parse_are_bad_lines(line: str) -> None:
     got = parse_listing(line)
-    assert got.entries == () and got.bad_lines == (line,)
+    assert got.entries == () and got.bad_lines == (line.strip(),)
 
 
 @pytest.mark.parametrize("line", [
@@ -117,15 +106,6 @@ def test_keys_that_do_not(key: str) -> None:
 ])
 def test_separators(line: str) -> None:
     assert keys(line) == ["10.0.0.1_443"]
-
-
-@pytest.mark.parametrize("line", [
-    "host=; subject=CN=x", "host=10.0.0.1_443subject=CN=x", "host=10.0.0.1_443;", "host=10.0.0.1_443",
-    "host=10.0.0.1_443; subject=", "host=10.0.0.1_443; subject=junk", "host=10.0.0.1_443; x; subject=CN=a",
-])
-def test_entry_lines_that_do_not_parse_are_bad_lines(line: str) -> None:
-    got = parse_listing(line)
-    assert got.entries == () and got.bad_lines == (line.strip(),)
 
 
 def test_a_repeated_key_keeps_the_first_and_counts_the_rest() -> None:

@@ -26,6 +26,7 @@ from exporter.remediate.plan import (
     verify_steps,
 )
 from exporter.remediate.render import pair_health, plan_json, render_next, render_plan, render_store
+from exporter.web.pages.landing import landing_page
 from tests.kit.builders import FP_B, config, snapshot, status, subj, view
 
 pytestmark = pytest.mark.unit
@@ -115,6 +116,22 @@ def test_an_unreachable_live_side_is_ise_by_the_stored_subject_alone() -> None:
 def test_an_unreadable_store_is_flagged_not_planned_as_clean(st: object, error: str | None) -> None:
     plan = make_plan(seed_snapshot(prime_pri=st))
     assert [sp.error for sp in plan.stores] == [error, None, None]
+
+
+def test_an_unreadable_store_gets_no_steps_and_every_count_agrees_with_its_commands() -> None:
+    # prime-sec's two mismatches are as last read: its listing now is unknown, so no delete is
+    # planned there (`--apply` must not run commands the printed plan never showed).
+    snap = seed_snapshot(prime_sec=status(SEC, ok=False, error="auth failed"))
+    plan = make_plan(snap)
+    assert [(sp.store, sp.error, len(sp.steps)) for sp in plan.stores] == [
+        (PRI, None, 1), (SEC, "auth failed", 0), (LONE, None, 2)]
+    text = render_plan(plan)
+    assert "Delete 3 stale entries" in text and text.count(DEL) == 3
+    assert f"On {PRI}, {LONE}: `" in text  # verify where something was deleted
+    page = landing_page(snap, "1").decode()
+    fixes = page[page.index("<h2 id='fixes'>"):page.index("<h2", page.index("<h2 id='fixes'>") + 1)]
+    assert "Fixes: 3 entries proven stale" in fixes and fixes.count("class='fix'") == 3
+    assert f"{SEC} (secondary of prime-ha): unreadable (auth failed); no plan for this server" in fixes
 
 
 def test_a_store_in_two_pairs_is_planned_once_at_its_first_place() -> None:

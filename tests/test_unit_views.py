@@ -86,6 +86,33 @@ def test_the_log_counts_only_after_the_baseline_and_for_a_unique_cn() -> None:
     assert logged({"prime-sec": 99.0}, others=("prime-pri",))
 
 
+def log_states(seen: dict[str, float], stored: list[str], live: list[str | None]) -> list[bool]:
+    """Per entry of one store (stored CN, live CN or None when down): is it a mismatch by log?"""
+    entries = [entry(f"10.0.0.{i}_443", subj(cn)) for i, cn in enumerate(stored)]
+    eps = [f"10.0.0.{i}:443" for i in range(len(stored))]
+    probes = {ep: probe(ep, FP_A, subj(cn)) for ep, cn in zip(eps, live, strict=True) if cn}
+    return [(v.verdict.state, v.verdict.evidence) == (State.MISMATCH, Evidence.LOG)
+            for v in store_views("pi", entries, eps, probes, {}, {}, seen)]
+
+
+def test_the_log_names_a_renewed_cn_no_entry_stores() -> None:
+    # prime-sec came back with a certificate for a new name; PI logs TOFU failed for that name.
+    # Only this entry's endpoint presents it: the log is about this entry.
+    assert log_states({"prime-sec-2026": 9.0}, ["prime-sec", "ise"], ["prime-sec-2026", "ise"]) == [
+        True, False]
+
+
+def test_a_logged_cn_two_entries_claim_counts_for_neither() -> None:
+    # Two endpoints present the same new name: the log cannot say which one failed.
+    assert log_states({"lb": 9.0}, ["a", "b", "c"], ["lb", "lb", "c"]) == [False, False, False]
+    # One entry presents the name another entry stores (down or not): either may be the one
+    # PI logged.
+    assert log_states({"ise": 9.0}, ["prime-sec", "ise"], ["ise", None]) == [False, False]
+    assert log_states({"ise": 9.0}, ["prime-sec", "ise"], ["ise", "ise"]) == [False, False]
+    # The same entry stores and presents it: still one entry, the log is about it.
+    assert log_states({"ise": 9.0}, ["prime-sec", "ise"], ["prime-sec", "ise"]) == [False, True]
+
+
 def test_logged_failure_needs_a_name() -> None:
     e = entry("10.0.0.1_443", (("O", "no cn"),))
     assert not logged_failure({"": 9.0}, e, {""}, None, None)

@@ -14,7 +14,6 @@ what changed, exit 2.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import json
 import sys
@@ -35,6 +34,7 @@ from exporter.accept.plan import (
     what_changed,
 )
 from exporter.cli.confirm import confirm
+from exporter.cli.loop import run_async
 from exporter.config.model import Config
 from exporter.core import exitcodes
 from exporter.core.history import Attestation, Change
@@ -217,7 +217,7 @@ async def _decide_and_record(service: Service, plan: AcceptPlan, args: Options,
 
 def run(config: Config, args: Options) -> int:
     try:
-        return asyncio.run(accept(config, args))
+        return run_async(accept(config, args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_FAILED

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import yaml
 
 from exporter.cli.logsetup import setup
+from exporter.cli.loop import run_async
 from exporter.cli.serve import serve
 from exporter.config.load import load_config
 from exporter.web.options import WebOptions
@@ -126,7 +127,7 @@ def run_demo(**options: Any) -> int:
         else:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="tofu-demo-")))
         try:
-            asyncio.run(_run(opts, workdir))
+            run_async(_run(opts, workdir))
         except KeyboardInterrupt:
             pass
         except OSError as e:

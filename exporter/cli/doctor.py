@@ -18,7 +18,6 @@ those of a first read (every entry adopted), whatever --storage.path holds.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import platform
 import ssl
@@ -29,6 +28,7 @@ from typing import TextIO
 
 import asyncssh
 
+from exporter.cli.loop import run_async
 from exporter.config.model import KNOWN_HOSTS, Config, StoreConfig
 from exporter.core import exitcodes
 from exporter.core.model import EntryView, ProbeResult, StoreRead
@@ -37,7 +37,9 @@ from exporter.core.text import visible
 from exporter.fleet.report import exit_code
 from exporter.fleet.snapshot import Snapshot
 from exporter.service.service import Service
+from exporter.sources.known_hosts.source import KnownHostsSource
 from exporter.sources.prime.listing import cli_error, numbered, parse_numbered
+from exporter.sources.prime.source import PiSource
 from exporter.sources.prime.ssh import PiSession
 from exporter.version import __version__
 
@@ -245,7 +247,10 @@ def _entries(out: _Out, views: list[EntryView]) -> None:
 async def _run_once(config: Config, cfg: StoreConfig, tracer: _Tracer) -> Snapshot:
     # This store only (HA pairs need both of theirs), baselines in memory: nothing written.
     service = Service(dataclasses.replace(config, stores=(cfg,), pairs=()), ":memory:")
-    service.state(cfg.name).session = PiSession(cfg, trace=tracer)
+    session = PiSession(cfg, trace=tracer)
+    service.state(cfg.name).source = (
+        KnownHostsSource(cfg, service.workers.run, session) if cfg.kind == KNOWN_HOSTS
+        else PiSource(cfg, service.workers.run, session))
     try:
         return await service.run_once()
     finally:
@@ -274,7 +279,7 @@ def run(config: Config, store: str, out: TextIO = sys.stdout) -> int:
     o = _Out(out, config.secrets)
     _header(o, config, cfg)
     tracer = _Tracer(o, cfg)
-    snap = asyncio.run(_run_once(config, cfg, tracer))
+    snap = run_async(_run_once(config, cfg, tracer))
     _listing(o, cfg, tracer)
     status = snap.stores.get(cfg.name)
     if status is not None and status.last is not None and not status.last.ok and not tracer.failed:

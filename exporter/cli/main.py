@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import logging
 import os
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 from exporter.cli.logsetup import RedactingHandler, setup
+from exporter.cli.loop import run_async
 from exporter.cli.serve import WebOptions, parse_listen, serve
 from exporter.config.load import load_config
 from exporter.config.model import Config, ConfigError
@@ -37,19 +37,6 @@ DEFAULT_LISTEN = ":9877"
 
 EXIT_OK, EXIT_MISMATCH, EXIT_ERROR = exitcodes.OK, exitcodes.MISMATCH, exitcodes.ERROR
 EXIT_UNKNOWN = exitcodes.UNKNOWN
-
-_T = TypeVar("_T")
-
-
-def run_async(main: Coroutine[Any, Any, _T]) -> _T:
-    """asyncio.run, on uvloop when installed (the `fast` extra): its TLS transport costs
-    about a fifth less CPU per probe than asyncio's (bench/run.py)."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
-
 
 # The flags that may stand before or after the subcommand, with their defaults. argparse
 # would let a subcommand's defaults overwrite what the top level read (`--storage.path X

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from dataclasses import dataclass
 from typing import TextIO
 
 from exporter.cli.confirm import confirm
+from exporter.cli.loop import run_async
 from exporter.config.model import Config
 from exporter.core import exitcodes
 from exporter.core.text import visible
@@ -128,7 +128,7 @@ async def remediate(config: Config, args: Options) -> int:
 
 def run(config: Config, args: Options) -> int:
     try:
-        return asyncio.run(remediate(config, args))
+        return run_async(remediate(config, args))
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return EXIT_FAILED

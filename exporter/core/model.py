@@ -135,7 +135,7 @@ class Verdict:
 
 @dataclass(frozen=True, slots=True)
 class StoreRead:
-    """The outcome of one read of one PI server's TOFU list."""
+    """The outcome of one read of one store (exporter.sources.seam.Source.read)."""
 
     store: str
     ok: bool
@@ -144,6 +144,7 @@ class StoreRead:
     timestamp: float
     error_reason: ErrorReason | None = None
     error: str | None = None  # secret-free message
+    beyond: int = 0  # entries past the store's max_entries: counted, never held
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,17 +10,24 @@ from exporter.core.subject import common_name
 from exporter.core.verdict import decide
 
 
+def entry_names(entry: StoredEntry, probe: ProbeResult | None) -> set[str]:
+    """The CNs PI's log could name for this entry: the stored certificate's and the live one's
+    (a renewed certificate may carry a new name no entry stores)."""
+    names = [common_name(entry.subject)]
+    if probe is not None and probe.cert is not None:
+        names.append(common_name(probe.cert.subject))
+    return {n for n in names if n}
+
+
 def logged_failure(seen: Mapping[str, float], entry: StoredEntry, unique_cns: set[str],
                    base: Baseline | None, probe: ProbeResult | None) -> bool:
-    """Did PI log a TOFU failure for this entry after its baseline was taken?"""
+    """Did PI log a TOFU failure for this entry after its baseline was taken? `unique_cns`:
+    the names exactly one entry of the store claims (`entry_names`)."""
     if not seen:
         return False
     since = base.since if base is not None else 0.0
-    names = {common_name(entry.subject)}
-    if probe is not None and probe.cert is not None:
-        names.add(common_name(probe.cert.subject))
-    # The log names a CN, not a host: only trust it where that CN is unique in the store.
-    return any(n in unique_cns and seen.get(n, 0.0) > since for n in names if n)
+    # The log names a CN, not a host: only trust it where one entry alone claims that CN.
+    return any(n in unique_cns and seen.get(n, 0.0) > since for n in entry_names(entry, probe))
 
 
 def store_views(
@@ -35,9 +42,10 @@ def store_views(
 ) -> tuple[EntryView, ...]:
     """`attested`: entry key -> who attested it, when, why (only attested entries)."""
     unique: set[str] = set()
-    if log_seen:  # only log evidence needs the CN census
-        cns = Counter(common_name(e.subject) for e in entries)
-        unique = {cn for cn, n in cns.items() if n == 1 and cn}
+    if log_seen:  # only log evidence needs the CN census: each entry's stored and live names
+        cns = Counter(n for e, ep in zip(entries, endpoints, strict=True)
+                      for n in entry_names(e, probes.get(ep)))
+        unique = {cn for cn, n in cns.items() if n == 1}
     views = []
     for entry, ep in zip(entries, endpoints, strict=True):
         pin = pins.get(ep)

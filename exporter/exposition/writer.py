@@ -11,7 +11,7 @@ Sample object per series, and reuses the per-entry lines of a store while its ve
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator
 
 from exporter.core.model import EntryView, State
 from exporter.exposition.metrics import LABEL_MAX, METRICS, Metric, Sample, bound, subject_label
@@ -84,11 +84,6 @@ class _Writer:
 _WRITERS = [(m, _Writer(m)) for m in METRICS]
 _ENTRY = [(m, w) for m, w in _WRITERS if m.of_entry is not None]
 
-# Per store: the version its per-entry lines were written at (versions are unique in the
-# process) and those lines, one block per per-entry family. A steady-state scrape reuses the
-# bytes, and the body shares them instead of copying.
-_BLOCKS: dict[str, tuple[int, tuple[tuple[Chunk, ...], ...]]] = {}  # see Blocks
-_BLOCKS_MAX = 100_000
 _SLICE = 4096  # entries per bytes slice of a store's block
 # Above this many entries in the snapshot, the stores keep their slices only deflated
 # (exporter.exposition.packing.Packed): at about 1 kB of exposition per entry, 100,000 entries would
@@ -180,38 +175,62 @@ def _rendered(run: tuple[EntryView, ...], pack: bool) -> Blocks:
     return tuple(tuple(s) for s in slices)
 
 
-def _store_blocks(run: tuple[EntryView, ...], version: int | None, pack: bool) -> Blocks:
-    """The store's blocks, reused while its version stays; packed or not, both write the
-    same text, and blocks cached plain by a one-store snapshot (/probe's) are packed when a
-    snapshot that packs asks."""
-    store = run[0].store
-    hit = _BLOCKS.get(store)
-    if version is not None and hit is not None and hit[0] == version:
-        blocks = _packed(hit[1]) if pack else hit[1]
-    else:
-        blocks = _rendered(run, pack)
-    if version is not None:
-        if len(_BLOCKS) > _BLOCKS_MAX:
-            _BLOCKS.clear()
-        _BLOCKS[store] = (version, blocks)
-    return blocks
+class BlockCache:
+    """Per store: the version its per-entry lines were written at (versions are unique in the
+    process) and those lines, one block per per-entry family. A steady-state scrape reuses the
+    bytes, and the body shares them instead of copying. Owned by whoever builds the snapshots
+    (exporter.service.snapshot), which drops the stores it no longer has (`retain`)."""
+
+    def __init__(self) -> None:
+        self._blocks: dict[str, tuple[int, Blocks]] = {}
+
+    def __contains__(self, store: str) -> bool:
+        return store in self._blocks
+
+    def version(self, store: str) -> int | None:
+        hit = self._blocks.get(store)
+        return None if hit is None else hit[0]
+
+    def retain(self, stores: Collection[str]) -> None:
+        """Forget the blocks of every store not in `stores` (a store a reload removed)."""
+        for gone in [s for s in self._blocks if s not in stores]:
+            del self._blocks[gone]
+
+    def clear(self) -> None:
+        self._blocks.clear()
+
+    def blocks(self, run: tuple[EntryView, ...], version: int | None, pack: bool) -> Blocks:
+        """The store's blocks, reused while its version stays; packed or not, both write the
+        same text, and blocks cached plain by a one-store snapshot (/probe's) are packed when a
+        snapshot that packs asks."""
+        store = run[0].store
+        hit = self._blocks.get(store)
+        if version is not None and hit is not None and hit[0] == version:
+            blocks = _packed(hit[1]) if pack else hit[1]
+        else:
+            blocks = _rendered(run, pack)
+        if version is not None:
+            self._blocks[store] = (version, blocks)
+        return blocks
 
 
 def packs(snap: Snapshot) -> bool:
     return len(snap.views) > PACK_ABOVE
 
 
-def render_chunks(snap: Snapshot, pack: bool | None = None) -> list[Chunk]:
+def render_chunks(snap: Snapshot, pack: bool | None = None,
+                  cache: BlockCache | None = None) -> list[Chunk]:
     """The text exposition of the table, byte for byte what generate_latest writes for
     `families(snap)`, in chunks (per family, and per store for the per-entry families), so an
     18 MB body is never joined, copied or encoded whole. Family headers and the snapshot-wide
     families are always plain bytes; the stores' slices are Packed if `pack` (by default: if
     the snapshot holds more than PACK_ABOVE entries; a one-store view of a large snapshot
-    passes the whole snapshot's answer)."""
+    passes the whole snapshot's answer). With a `cache`, a store's blocks are reused while
+    its version stays (exporter.service.snapshot owns the service's)."""
     if pack is None:
         pack = packs(snap)
-    per_store = [_store_blocks(run, snap.versions.get(run[0].store), pack)
-                 for run in _store_runs(snap.views)]
+    per_store = [cache.blocks(run, snap.versions.get(run[0].store), pack) if cache is not None
+                 else _rendered(run, pack) for run in _store_runs(snap.views)]
     out: list[Chunk] = []
     entry_index = 0
     for m, w in _WRITERS:

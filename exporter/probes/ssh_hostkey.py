@@ -19,6 +19,7 @@ from typing import cast
 
 from exporter.core.endpoint import ANY_CERTIFICATE, split_endpoint, split_hostkey_endpoint
 from exporter.core.model import LiveCert, ProbeResult
+from exporter.core.sshwire import fingerprint
 from exporter.core.text import visible
 from exporter.probes import ssh_kex
 from exporter.probes.seam import Target
@@ -168,7 +169,7 @@ async def _with_asyncssh(host: str, port: int, key_type: str, left: float,
             raise ssh_kex.KexError("no host key in the key exchange")
         blob = key.public_data
         plain = key.key.public_data if isinstance(key, asyncssh.SSHCertificate) else blob
-        fp = ssh_kex.fingerprint(plain)
+        fp = fingerprint(plain)
     except asyncio.CancelledError:
         raise
     except asyncssh.Error as exc:

@@ -16,7 +16,6 @@ ssh-rsa signatures) and their -cert-v01@openssh.com certificates. Anything else 
 
 from __future__ import annotations
 
-import base64
 import functools
 import hashlib
 import os
@@ -30,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric import dh, ec, ed25519, padding, 
 from cryptography.hazmat.primitives.asymmetric.utils import encode_dss_signature
 from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
+from exporter.core.sshwire import Reader, fingerprint, mpint, plain_blob, string
 from exporter.core.text import visible
 
 CLIENT_VERSION = b"SSH-2.0-prime_tofu_exporter"
@@ -101,26 +101,10 @@ def speaks(algorithm: str) -> bool:
     return algorithm.removesuffix(_CERT) in _PLAIN
 
 
-def fingerprint(plain_blob: bytes) -> str:
-    """`SHA256:...` exactly as `ssh-keygen -lf` prints it (unpadded base64)."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(plain_blob).digest()).decode().rstrip("=")
-
-
 # ---- wire encoding ----------------------------------------------------------------------
 
-def _string(b: bytes) -> bytes:
-    return struct.pack("!I", len(b)) + b
-
-
-def _mpint(n: int) -> bytes:
-    if n == 0:
-        return _string(b"")
-    raw = n.to_bytes((n.bit_length() + 8) // 8, "big")  # a leading 0 when the top bit is set
-    return _string(raw)
-
-
 def _namelist(names: str | tuple[str, ...]) -> bytes:
-    return _string((names if isinstance(names, str) else ",".join(names)).encode())
+    return string((names if isinstance(names, str) else ",".join(names)).encode())
 
 
 def packet(payload: bytes) -> bytes:
@@ -132,41 +116,12 @@ def packet(payload: bytes) -> bytes:
 
 def disconnect(reason: str = "host key read") -> bytes:
     """SSH_MSG_DISCONNECT, by application (11): the server logs a clean preauth disconnect."""
-    return packet(bytes([MSG_DISCONNECT]) + struct.pack("!I", 11) + _string(reason.encode()) + _string(b""))
+    return packet(bytes([MSG_DISCONNECT]) + struct.pack("!I", 11) + string(reason.encode()) + string(b""))
 
 
-class _Buf:
+def _buf(data: bytes, pos: int = 0) -> Reader:
     """Reads SSH wire types from one message; running short is the peer's error."""
-
-    def __init__(self, data: bytes, pos: int = 0) -> None:
-        self.data, self.pos = data, pos
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise KexError("truncated message from the server")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u32(self) -> int:
-        return int(struct.unpack("!I", self.take(4))[0])
-
-    def string(self) -> bytes:
-        return self.take(self.u32())
-
-    def mpint(self) -> int:
-        """A non-negative mpint: every one we read (e, n, f, r, s) is; a negative one is junk."""
-        n = int.from_bytes(self.string(), "big", signed=True)
-        if n < 0:
-            raise KexError("negative integer from the server")
-        return n
-
-    def text(self) -> str:
-        return self.string().decode("utf-8", "replace")
-
-    def names(self) -> tuple[str, ...]:
-        raw = self.text()
-        return tuple(raw.split(",")) if raw else ()
+    return Reader(data, pos, what="message from the server", error=KexError)
 
 
 # ---- host keys --------------------------------------------------------------------------
@@ -184,7 +139,7 @@ class HostKey:
 
 def parse_host_key(blob: bytes, blob_type: str) -> HostKey:
     """A key or certificate blob of `blob_type` -> its plain key. KexError when it is not one."""
-    buf = _Buf(blob)
+    buf = _buf(blob)
     sent = buf.text()
     if sent != blob_type:
         raise KexError(f"server sent a {visible(sent)[:60]} key for {blob_type}")
@@ -193,10 +148,10 @@ def parse_host_key(blob: bytes, blob_type: str) -> HostKey:
         buf.string()  # certificate nonce; the CA's part is the caller's to check
     start = buf.pos
     key = _public_key(base, buf)
-    return HostKey(blob, _string(base.encode()) + blob[start : buf.pos], key)
+    return HostKey(blob, plain_blob(base, blob[start : buf.pos]), key)
 
 
-def _public_key(base: str, buf: _Buf) -> PublicKey:
+def _public_key(base: str, buf: Reader) -> PublicKey:
     try:
         if base == "ssh-ed25519":
             return ed25519.Ed25519PublicKey.from_public_bytes(buf.string())
@@ -217,7 +172,7 @@ def _public_key(base: str, buf: _Buf) -> PublicKey:
 def verify_signature(host_key: HostKey, algorithm: str, signature: bytes, exchange_hash: bytes) -> None:
     """The host key's signature over the exchange hash, as `algorithm` makes it, or KexError."""
     _, sig_name, hash_cls = _PLAIN[algorithm.removesuffix(_CERT)]
-    buf = _Buf(signature)
+    buf = _buf(signature)
     if buf.text() != sig_name:
         raise KexError(f"server signed with another algorithm than {sig_name}")
     sig = buf.string()
@@ -231,7 +186,7 @@ def verify_signature(host_key: HostKey, algorithm: str, signature: bytes, exchan
             key.verify(sig.rjust(size, b"\0"), exchange_hash, padding.PKCS1v15(), hash_cls())
         else:
             assert hash_cls is not None
-            rs = _Buf(sig)
+            rs = _buf(sig)
             r = rs.mpint()
             key.verify(encode_dss_signature(r, rs.mpint()), exchange_hash, ec.ECDSA(hash_cls()))
     except InvalidSignature as exc:
@@ -255,16 +210,16 @@ def check_certificate(blob: bytes, cert_type: str) -> HostCertificate:
     """A `-cert-v01@openssh.com` blob's fields, its CA signature verified over everything before
     it as OpenSSH's cert_parse does. KexError when it does not parse or verify, or its CA key or
     signature is of a type this reader does not speak."""
-    buf = _Buf(blob)
+    buf = Reader(blob, what="host certificate", error=KexError)
     if buf.text() != cert_type or not cert_type.endswith(_CERT):
         raise KexError("not a host certificate of the type asked for")
     buf.string()  # nonce
     _public_key(cert_type.removesuffix(_CERT), buf)
-    serial = int.from_bytes(buf.take(8), "big")
+    serial = buf.u64()
     buf.u32()  # certificate type: the known_hosts verdict checks it (host, not user)
     key_id = buf.text()
     buf.string()  # principals: the known_hosts verdict checks them against the host
-    valid_after, valid_before = int.from_bytes(buf.take(8), "big"), int.from_bytes(buf.take(8), "big")
+    valid_after, valid_before = buf.u64(), buf.u64()
     for _ in range(3):  # critical options, extensions, reserved: the verdict's part too
         buf.string()
     ca_blob = buf.string()
@@ -272,11 +227,11 @@ def check_certificate(blob: bytes, cert_type: str) -> HostCertificate:
     signature = buf.string()
     if buf.pos != len(blob):
         raise KexError("trailing bytes after the certificate's signature")
-    ca_type = _Buf(ca_blob).text()
+    ca_type = _buf(ca_blob).text()
     if ca_type not in _PLAIN or _PLAIN[ca_type][0] != ca_type:
         raise KexError(f"certificate signed by a {visible(ca_type)[:60]} CA key, not read here")
     ca = parse_host_key(ca_blob, ca_type)
-    algorithm = _Buf(signature).text()
+    algorithm = _buf(signature).text()
     if algorithm not in _PLAIN or _PLAIN[algorithm][0] != ca_type:
         raise KexError(f"certificate signature {visible(algorithm)[:60]} does not fit its CA key")
     try:
@@ -327,12 +282,12 @@ class EphemeralKeys:
         if family == "dh14":
             # OpenSSL picks a 224-bit exponent for this 2048-bit group (NIST SP 800-56A)
             dk = _group14().parameters().generate_private_key()
-            return dk, _mpint(dk.public_key().public_numbers().y)
+            return dk, mpint(dk.public_key().public_numbers().y)
         if family == "x25519":
             xk = x25519.X25519PrivateKey.generate()
-            return xk, _string(xk.public_key().public_bytes_raw())
+            return xk, string(xk.public_key().public_bytes_raw())
         ek = ec.generate_private_key(ec.SECP256R1())
-        return ek, _string(ek.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint))
+        return ek, string(ek.public_key().public_bytes(Encoding.X962, PublicFormat.UncompressedPoint))
 
 
 class _Ephemeral:
@@ -342,7 +297,7 @@ class _Ephemeral:
         self.hash = hashlib.sha1 if method.endswith("sha1") else hashlib.sha256
         self._x, self.ours = keys.get(_FAMILIES[method])
 
-    def read_theirs(self, buf: _Buf) -> tuple[bytes, int]:
+    def read_theirs(self, buf: Reader) -> tuple[bytes, int]:
         """The server's value from the reply (as hashed) and the shared secret K."""
         try:
             if isinstance(self._x, dh.DHPrivateKey):
@@ -350,7 +305,7 @@ class _Ephemeral:
                 if not 1 < f < _GROUP14 - 1:
                     raise KexError("server's DH value is out of range")
                 secret = self._x.exchange(dh.DHPublicNumbers(f, _group14()).public_key())
-                return _mpint(f), int.from_bytes(secret, "big")
+                return mpint(f), int.from_bytes(secret, "big")
             q = buf.string()
             if isinstance(self._x, x25519.X25519PrivateKey):
                 secret = self._x.exchange(x25519.X25519PublicKey.from_public_bytes(q))
@@ -359,7 +314,7 @@ class _Ephemeral:
                 secret = self._x.exchange(ec.ECDH(), peer)
         except ValueError as exc:  # off the curve, wrong length, all-zero secret
             raise KexError("server's ephemeral key is invalid") from exc
-        return _string(q), int.from_bytes(secret, "big")
+        return string(q), int.from_bytes(secret, "big")
 
 
 # ---- the exchange -----------------------------------------------------------------------
@@ -466,7 +421,7 @@ class HostKeyExchange:
     def _message(self, payload: bytes) -> bytes:
         kind = payload[0]
         if kind == MSG_DISCONNECT:
-            buf = _Buf(payload, 1)
+            buf = _buf(payload, 1)
             code = buf.u32()
             raise KexError(f"server disconnected ({code}): {visible(buf.text())[:200]}")
         if kind in (MSG_IGNORE, MSG_UNIMPLEMENTED, MSG_DEBUG):
@@ -479,7 +434,7 @@ class HostKeyExchange:
         raise KexError(f"unexpected SSH message {kind} while waiting for {self.waiting_for}")
 
     def _on_kexinit(self, payload: bytes) -> bytes:
-        buf = _Buf(payload, 17)  # type byte, 16-byte cookie
+        buf = _buf(payload, 17)  # type byte, 16-byte cookie
         kex_methods, self.offered = buf.names(), buf.names()
         for _ in range(8):  # ciphers, MACs, compression, languages: both ways
             buf.string()
@@ -500,15 +455,15 @@ class HostKeyExchange:
 
     def _on_reply(self, payload: bytes) -> None:
         assert self._ephemeral is not None and self.algorithm is not None and self.kex is not None
-        buf = _Buf(payload, 1)
+        buf = _buf(payload, 1)
         blob = buf.string()
         host_key = parse_host_key(blob, _PLAIN[self.algorithm.removesuffix(_CERT)][0]
                                   + (_CERT if self.algorithm.endswith(_CERT) else ""))
         theirs, k = self._ephemeral.read_theirs(buf)
         signature = buf.string()
         h = self._ephemeral.hash(
-            _string(CLIENT_VERSION) + _string(self._server_version) + _string(self._kexinit)
-            + _string(self._server_kexinit) + _string(blob) + self._ephemeral.ours + theirs + _mpint(k)
+            string(CLIENT_VERSION) + string(self._server_version) + string(self._kexinit)
+            + string(self._server_kexinit) + string(blob) + self._ephemeral.ours + theirs + mpint(k)
         ).digest()
         verify_signature(host_key, self.algorithm, signature, h)
         self.outcome = Outcome(self.algorithm, self.kex, host_key)

@@ -29,6 +29,7 @@ from exporter.core.endpoint import split_endpoint
 from exporter.core.model import LiveCert, ProbeResult
 from exporter.core.subject import format_subject, subject_from_name
 from exporter.probes import jsse, tls12
+from exporter.probes.seam import Prober, Target
 
 
 def _client_context() -> ssl.SSLContext:
@@ -335,11 +336,19 @@ def _version_name(version: int) -> str:
         return "unknown"
 
 
+async def probe_target(target: Target) -> ProbeResult:
+    """The TLS leaf as a Prober (exporter.probes.seam): the target's variant is the JSSE
+    profile of the client whose view is wanted."""
+    return await probe(target.endpoint, target.timeout, target.sni, target.connect,
+                       profile=target.variant)
+
+
 async def probe_many(
-    targets: Iterable[tuple[str, float, str | None, str | None, str]],
+    targets: Iterable[Target],
     concurrency: int | asyncio.Semaphore,
+    prober: Prober = probe_target,
 ) -> Mapping[str, ProbeResult]:
-    """Probe (endpoint, timeout, sni, connect, profile) tuples, each endpoint once, bounded.
+    """Probe targets with `prober`, each endpoint once, bounded.
 
     Pass a shared Semaphore to bound concurrent calls together (each handshake in flight
     holds a 256 KiB TLS buffer). A slot is taken before a probe's task exists, so 5,000
@@ -347,9 +356,9 @@ async def probe_many(
     once, its result kept (200 concurrent /probe requests: 20,000 done tasks otherwise)."""
     sem = concurrency if isinstance(concurrency, asyncio.Semaphore) else asyncio.Semaphore(concurrency)
     results: dict[str, ProbeResult] = {}
-    running: set[asyncio.Task[ProbeResult]] = set()
+    running: set[asyncio.Future[ProbeResult]] = set()
 
-    def done(task: asyncio.Task[ProbeResult]) -> None:
+    def done(task: asyncio.Future[ProbeResult]) -> None:
         sem.release()
         running.discard(task)
         if not task.cancelled() and task.exception() is None:
@@ -357,16 +366,16 @@ async def probe_many(
             results[r.endpoint] = r
 
     try:
-        for t in {t[0]: t for t in targets}.values():
+        for t in {t.endpoint: t for t in targets}.values():
             await sem.acquire()
-            task = asyncio.ensure_future(probe(t[0], t[1], t[2], t[3], profile=t[4]))
+            task = asyncio.ensure_future(prober(t))
             task.add_done_callback(done)
             running.add(task)
         while running:
-            # probe() turns every failure into a result: only cancellation ends one early
+            # a Prober turns every failure into a result: only cancellation ends one early
             await asyncio.gather(*running)
     except BaseException:
-        for task in running:
-            task.cancel()
+        for job in running:
+            job.cancel()
         raise
     return results

@@ -157,11 +157,14 @@ def make_plan(
             skipped.append(got)
         elif got is not None:
             by_store.setdefault(r.store, []).append(got)
-    plans = [
-        StorePlan(name, tuple(by_store.get(name, ())), pair, pair_role,
-                  _read_error(snap.stores[name]))
-        for name, pair, pair_role in _store_order(snap) if store is None or name == store
-    ]
+    plans = []
+    for name, pair, pair_role in _store_order(snap):
+        if store is None or name == store:
+            error = _read_error(snap.stores[name])
+            # An unreadable store's entries are as last read: what it holds now is unknown, so
+            # nothing is planned there (its StorePlan says why) until it reads again.
+            held = () if error else tuple(by_store.get(name, ()))
+            plans.append(StorePlan(name, held, pair, pair_role, error))
     pairs = tuple(p for p in snap.pairs if store is None or store in (p.primary, p.secondary))
     steps = [s for sp in plans for s in sp.steps]
     return Plan(tuple(plans), pairs, followups(steps, pairs), verify_steps(steps), tuple(skipped))

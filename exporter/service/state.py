@@ -14,7 +14,8 @@ derive from changes (the listing, baselines, log evidence, the probe outcomes of
 endpoints, the config); the views and the rendered blocks of the store are cached under
 (store, version). Versions come from one process-wide counter, so no two values ever share
 one unless nothing a view reads differs. The runtime bits (the loop's task, the SSH
-session, the error counters, the latest attempt) stay on StoreState, outside that value.
+source with its session, the error counters, the latest attempt) stay on StoreState,
+outside that value.
 """
 
 from __future__ import annotations
@@ -24,14 +25,14 @@ import dataclasses
 import itertools
 import logging
 import threading
-from collections import Counter
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import TypedDict
 
 from exporter.config.model import StoreConfig
 from exporter.core.model import Attested, Baseline, EntryView, Listing, StoreRead
-from exporter.sources.prime.ssh import PiSession
+from exporter.service.wiring import open_source
+from exporter.sources.seam import Offload, Source
 
 _VERSIONS = itertools.count(1)
 # How long a stopped task may take to finish: a read stuck in an SSH timeout must not hold
@@ -131,18 +132,19 @@ class Decided:
 @dataclass(eq=False)
 class StoreState:
     cfg: StoreConfig
+    offload: Offload  # where the source's CPU work runs (exporter.service.workers)
     data: StoreData = field(default_factory=StoreData)
-    session: PiSession | None = None
+    source: Source | None = None  # opened on first use, dropped by close()
     task: asyncio.Task[None] | None = None  # the store's refresh loop
     last: StoreRead | None = None  # latest attempt
-    errors: Counter[str] = field(default_factory=Counter)  # failed reads by reason
+    errors: Mapping[str, int] = field(default_factory=dict)  # failed reads by reason (count_error)
     decided: Decided = Decided()  # the views of the latest data decided, a cache
     # The listing the baseline database was last told of (BaselineDB.observe_store). While a
     # read probes the entries that appeared, the database is ahead of `data`: its baselines
-    # belong to the new listing and are not kept for the old one (Service._set_baselines).
+    # belong to the new listing and are not kept for the old one (service.baselines.refresh).
     observed: Listing | None = None
     # The endpoints of a read that observed its listing but has not swapped it in yet: their
-    # probes are in use (Service.prune keeps them).
+    # probes are in use (ProbeScheduler.prune keeps them).
     incoming: frozenset[str] = frozenset()
     # `evidence_lock` orders this store's baseline rows with the data made from them (the
     # loop and worker threads both read and swap); `decide_lock` makes deciding and recording
@@ -177,33 +179,44 @@ class StoreState:
     def bump(self) -> None:
         self.update()
 
-    def pi_session(self) -> PiSession:
-        if self.session is None:
-            self.session = PiSession(self.cfg)
-        return self.session
+    def count_error(self, reason: str) -> None:
+        """One more failed read for `reason`: the counts replaced whole (a large store's
+        parse errors are counted in a worker thread while a scrape copies them)."""
+        with self._swap_lock:
+            self.errors = {**self.errors, reason: self.errors.get(reason, 0) + 1}
+
+    def open_source(self) -> Source:
+        """The store's Source (exporter.service.wiring picks it by the store's kind)."""
+        if self.source is None:
+            self.source = open_source(self.cfg, self.offload)
+        return self.source
+
+    @property
+    def prober(self) -> str:
+        return self.open_source().prober
 
     async def reconfigure(self, cfg: StoreConfig, deadline: float = STOP_DEADLINE) -> None:
         """A reload changed this store: its loop and session go (they used the old settings);
-        what it read stays until the next read replaces it."""
+        what it read stays until the next read replaces it (decided again: the caller
+        invalidates it)."""
         await self.close(deadline)
         self.cfg = cfg
-        self.bump()
 
     async def close(self, deadline: float = STOP_DEADLINE) -> None:
         """Stop the loop (awaited, but never longer than `deadline`: a read stuck in its
-        timeout must not hold up a reload) and close the SSH session."""
+        timeout must not hold up a reload) and close the source (its SSH session)."""
         task, self.task = self.task, None
-        session, self.session = self.session, None
+        source, self.source = self.source, None
         # Together: closing the session also ends a read stuck on it.
         await asyncio.gather(stop_tasks([task] if task else [], deadline),
-                             self._close_session(session, deadline))
+                             self._close_source(source, deadline))
 
-    async def _close_session(self, session: PiSession | None, deadline: float) -> None:
-        if session is None:
+    async def _close_source(self, source: Source | None, deadline: float) -> None:
+        if source is None:
             return
         try:
             async with asyncio.timeout(deadline):
-                await session.close()
+                await source.close()
         except TimeoutError:
             log.error("SSH session did not close within its deadline",
                       extra={"store": self.name, "deadline_seconds": deadline})

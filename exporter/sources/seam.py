@@ -13,9 +13,14 @@ sources and probes never import each other. Pure: typing only.
 
 from __future__ import annotations
 
-from typing import Protocol
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
 
 from exporter.core.model import StoreRead
+
+# Offload(entries, fn, *args) -> fn(*args): CPU work sized by `entries` (a large listing's
+# parse), run in a worker thread when it would hold the event loop (the service's Workers.run).
+Offload = Callable[..., Awaitable[Any]]
 
 
 class Source(Protocol):

@@ -238,7 +238,7 @@ def make_app(
 
     async def metrics(request: web.Request) -> web.StreamResponse:
         snap = service.snapshot()
-        chunks: list[Chunk] = await text.get(snap, lambda: render_chunks(snap))
+        chunks: list[Chunk] = await text.get(snap, lambda: render_chunks(snap, None, service.blocks))
         openmetrics = wants_openmetrics(request.headers.get("Accept", ""))
         headers = {"Content-Type": CONTENT_TYPE_LATEST, "Vary": "Accept, Accept-Encoding"}
         body: list[Chunk]
@@ -305,7 +305,8 @@ def make_app(
         # Streamed from the store's cached blocks (exporter.exposition.writer): 200 concurrent
         # /probe requests must not each hold a joined copy of their body.
         # Packed or not as /metrics would have it: the two share the store's cached blocks.
-        chunks = [c for c in render_chunks(snap.for_store(target), packs(snap)) if not _own(c)]
+        chunks = [c for c in render_chunks(snap.for_store(target), packs(snap), service.blocks)
+                  if not _own(c)]
         return await _stream(request, chunks, {"Content-Type": CONTENT_TYPE_LATEST})
 
     at = route_prefix

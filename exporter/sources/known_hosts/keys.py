@@ -1,6 +1,6 @@
 """SSH public keys and certificates read from their wire format, as OpenSSH's sshkey.c reads them.
 
-Pure: a small reader of the RFC 4251 encoding (no `cryptography`, whose import pulls in `socket`).
+Pure: the RFC 4251 reader of exporter.core.sshwire (no `cryptography`, whose import pulls in `socket`).
 What OpenSSH checks while parsing a blob is checked here too (sshkey_from_blob_internal and each
 key type's deserialize_public): the type name is one OpenSSH knows, every field is present, no
 bytes trail, an Ed25519 key is 32 bytes, an RSA modulus has at least 1024 bits, an ECDSA point is
@@ -10,10 +10,9 @@ certificate's CA signature (cert_parse verifies it): `signature_parts` hands ove
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import struct
 from dataclasses import dataclass
+
+from exporter.core.sshwire import MAX_BIGNUM, Reader, WireError, fingerprint, plain_blob
 
 # Key type names as sshkey.c's keyimpls table spells them (Debian's build: OpenSSL, ECC, NIST P-521
 # and security keys; no XMSS). The value is the plain type a certificate type certifies.
@@ -54,7 +53,6 @@ ALLOWED_CA_SIGALGS = frozenset({
 })
 CERT_TYPE_USER, CERT_TYPE_HOST = 1, 2
 _MAX_PRINCIPALS = 256  # SSHKEY_CERT_MAX_PRINCIPALS
-_MAX_BIGNUM = 16384 // 8  # SSHBUF_MAX_BIGNUM
 _RSA_MIN_BITS = 1024  # SSH_RSA_MINIMUM_MODULUS_SIZE
 
 # NIST prime curves (a = -3): field prime, b, group order.
@@ -77,7 +75,7 @@ _CURVES = {
 }
 
 
-class BadKey(ValueError):
+class BadKey(WireError):
     """A blob OpenSSH would refuse; the message says why (plain text, no peer bytes)."""
 
 
@@ -129,56 +127,14 @@ class Key:
         return plain_type(self.key_type)
 
 
-def fingerprint(blob: bytes) -> str:
-    """`SHA256:` + unpadded base64 of SHA-256 of the blob (SSH_FP_DEFAULT, SSH_DIGEST_SHA256)."""
-    return "SHA256:" + base64.b64encode(hashlib.sha256(blob).digest()).decode().rstrip("=")
-
-
 def key_fingerprint(key: Key) -> str:
     """sshkey_fingerprint as `ssh-keygen -lf` prints it: of the plain key, also for a certificate
     (sshkey_fingerprint_raw serialises with force_plain)."""
     return fingerprint(key.public)
 
 
-class _Reader:
-    def __init__(self, data: bytes) -> None:
-        self.data = data
-        self.pos = 0
-
-    def take(self, n: int) -> bytes:
-        if n < 0 or self.pos + n > len(self.data):
-            raise BadKey("truncated blob")
-        out = self.data[self.pos : self.pos + n]
-        self.pos += n
-        return out
-
-    def u32(self) -> int:
-        return int(struct.unpack(">I", self.take(4))[0])
-
-    def u64(self) -> int:
-        return int(struct.unpack(">Q", self.take(8))[0])
-
-    def string(self) -> bytes:
-        return self.take(self.u32())
-
-    def cstring(self) -> str:
-        raw = self.string()
-        if b"\x00" in raw:  # sshbuf_get_cstring refuses an embedded NUL
-            raise BadKey("NUL inside a string")
-        return raw.decode("utf-8", "surrogateescape")
-
-    def mpint(self) -> int:
-        """sshbuf_get_bignum2: non-negative, at most SSHBUF_MAX_BIGNUM bytes after a sign byte."""
-        raw = self.string()
-        if raw and raw[0] & 0x80:
-            raise BadKey("negative number")
-        if len(raw) > _MAX_BIGNUM + 1 or (len(raw) == _MAX_BIGNUM + 1 and raw[0] != 0):
-            raise BadKey("number too large")
-        return int.from_bytes(raw, "big")
-
-    @property
-    def left(self) -> int:
-        return len(self.data) - self.pos
+def _reader(data: bytes) -> Reader:
+    return Reader(data, what="blob", error=BadKey)
 
 
 def _ec_point(curve: str, point: bytes) -> None:
@@ -198,19 +154,19 @@ def _ec_point(curve: str, point: bytes) -> None:
         raise BadKey("ECDSA point refused (sshkey_ec_validate_public)")
 
 
-def _public_fields(plain: str, r: _Reader) -> bytes:
+def _public_fields(plain: str, r: Reader) -> bytes:
     """Read one plain key's public fields (each type's deserialize_public); return them raw."""
     start = r.pos
     if plain in ("ssh-ed25519", "sk-ssh-ed25519@openssh.com"):
         if len(r.string()) != 32:
             raise BadKey("Ed25519 key is not 32 bytes")
     elif plain == "ssh-rsa":
-        r.mpint()
-        if r.mpint().bit_length() < _RSA_MIN_BITS:
+        r.mpint(MAX_BIGNUM)
+        if r.mpint(MAX_BIGNUM).bit_length() < _RSA_MIN_BITS:
             raise BadKey("RSA modulus below 1024 bits")
     elif plain == "ssh-dss":
         for _ in range(4):
-            r.mpint()
+            r.mpint(MAX_BIGNUM)
     else:  # ecdsa-sha2-<curve> and sk-ecdsa-sha2-nistp256@openssh.com
         curve = plain.removeprefix("sk-").split("@")[0].removeprefix("ecdsa-sha2-")
         if r.cstring() != curve:
@@ -221,7 +177,7 @@ def _public_fields(plain: str, r: _Reader) -> bytes:
     return r.data[start : r.pos]
 
 
-def _cert_body(r: _Reader, blob: bytes) -> Certificate:
+def _cert_body(r: Reader, blob: bytes) -> Certificate:
     """cert_parse up to the signature check (the caller verifies it: see `signature_parts`)."""
     serial, cert_type, key_id = r.u64(), r.u32(), r.cstring()
     principals_raw = r.string()
@@ -234,20 +190,20 @@ def _cert_body(r: _Reader, blob: bytes) -> Certificate:
     if cert_type not in (CERT_TYPE_USER, CERT_TYPE_HOST):
         raise BadKey("unknown certificate type")
     principals: list[str] = []
-    pr = _Reader(principals_raw)
+    pr = _reader(principals_raw)
     while pr.left:
         if len(principals) >= _MAX_PRINCIPALS:
             raise BadKey("too many principals")
         principals.append(pr.cstring())
     for section in (critical, extensions):
-        sr = _Reader(section)
+        sr = _reader(section)
         while sr.left:
             sr.string()
             sr.string()
     ca = parse_blob(ca_key, allow_cert=False)
     if ca.key_type not in PLAIN_TYPES:
         raise BadKey("CA key is not a valid CA type")
-    sig_type = _Reader(signature).cstring()
+    sig_type = _reader(signature).cstring()
     return Certificate(serial, cert_type, key_id, tuple(principals), valid_after, valid_before,
                        critical, extensions, ca_key, signature, sig_type, blob[:signed_len])
 
@@ -255,7 +211,7 @@ def _cert_body(r: _Reader, blob: bytes) -> Certificate:
 def parse_blob(blob: bytes, allow_cert: bool = True) -> Key:
     """sshkey_from_blob_internal: the blob's own type name, its fields, nothing trailing.
     Raises BadKey for a blob OpenSSH would refuse."""
-    r = _Reader(blob)
+    r = _reader(blob)
     name = canonical_type(r.cstring())
     if name is None:
         raise BadKey("unknown key type in blob")
@@ -269,8 +225,7 @@ def parse_blob(blob: bytes, allow_cert: bool = True) -> Key:
     body = _cert_body(r, blob) if cert else None
     if r.left:
         raise BadKey("trailing bytes after the key")
-    public = struct.pack(">I", len(plain)) + plain.encode() + fields
-    return Key(name, blob, public, body)
+    return Key(name, blob, plain_blob(plain, fields), body)
 
 
 def signature_parts(key: Key) -> tuple[bytes, bytes, bytes]:

@@ -19,9 +19,7 @@ import os
 import shlex
 import stat
 import time
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 import asyncssh
 
@@ -31,9 +29,7 @@ from exporter.core.model import ErrorReason, Listing, StoredEntry, StoreRead
 from exporter.sources.known_hosts.entries import Entry, Store, load
 from exporter.sources.known_hosts.parse import CA_MARKER
 from exporter.sources.prime.ssh import PiSession, StoreReadError
-
-# Offload(entries, fn, *args) -> fn(*args) in a worker when large (the service's Workers.run)
-Offload = Callable[..., Awaitable[Any]]
+from exporter.sources.seam import Offload
 
 PROBER = "ssh_hostkey"
 # A known_hosts file of 100,000 hosts is about 20 MB; one larger is not a known_hosts file.
@@ -123,7 +119,8 @@ class KnownHostsSource:
         except StoreReadError as e:
             return StoreRead(cfg.name, False, None, time.perf_counter() - start, time.time(),
                              e.reason, e.message)
-        return StoreRead(cfg.name, True, listing, time.perf_counter() - start, time.time())
+        return StoreRead(cfg.name, True, listing, time.perf_counter() - start, time.time(),
+                         beyond=self.capped)
 
     async def _local(self) -> bytes:
         path = self.cfg.path or ""

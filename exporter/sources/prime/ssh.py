@@ -159,6 +159,120 @@ class _Output:
         return text
 
 
+class _Login:
+    """Logging in to one PI server: the client key (loaded once per file version), the
+    connection with its host key checked, and what `doctor` is told about it."""
+
+    def __init__(self, cfg: StoreConfig, trace: Trace | None) -> None:
+        self.cfg = cfg
+        self._trace = trace
+        self._key: tuple[tuple[int, int, int], asyncssh.SSHKey | StoreReadError] | None = None
+
+    async def _client_keys(self) -> list[asyncssh.SSHKey]:
+        """Load the key ourselves: a wrong passphrase is an auth problem, not a network one.
+
+        Decrypting an OpenSSH key runs bcrypt's KDF (about a second of CPU): it runs in a
+        thread so /metrics never waits for it, and the result (or the failure) is kept until
+        the file changes, so a wrong passphrase does not burn a second every interval.
+        """
+        cfg = self.cfg
+        if not cfg.private_key_file:
+            return []
+        path = cfg.private_key_file
+        try:
+            st = os.stat(path)
+        except OSError as e:
+            raise StoreReadError(
+                ErrorReason.AUTH, f"cannot read private key {path}: {e.strerror or e}"
+            ) from None
+        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
+        if self._key is None or self._key[0] != stamp:
+            try:
+                key: asyncssh.SSHKey | StoreReadError = await asyncio.to_thread(
+                    asyncssh.read_private_key, path, cfg.private_key_passphrase
+                )
+            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError):
+                why = "wrong passphrase or not a private key" if cfg.private_key_passphrase else (
+                    "encrypted and no passphrase configured, or not a private key")
+                key = StoreReadError(ErrorReason.AUTH, f"cannot load private key {path}: {why}")
+            except OSError as e:
+                key = StoreReadError(
+                    ErrorReason.AUTH, f"cannot read private key {path}: {e.strerror or e}"
+                )
+            self._key = (stamp, key)
+        loaded = self._key[1]
+        if isinstance(loaded, StoreReadError):
+            raise StoreReadError(loaded.reason, loaded.message)
+        return [loaded]
+
+    async def connect(self) -> asyncssh.SSHClientConnection:
+        cfg = self.cfg
+        keys = await self._client_keys()
+        tried: list[str] = []
+
+        def password() -> str | None:
+            tried.append("password")
+            return cfg.password
+
+        try:
+            async with asyncio.timeout(cfg.connect_timeout):
+                conn = await asyncssh.connect(
+                    cfg.host,
+                    cfg.port,
+                    client_factory=lambda: _Client(tried),
+                    username=cfg.username,
+                    password=password if cfg.password is not None else None,
+                    client_keys=keys,
+                    known_hosts=cfg.known_hosts,
+                    agent_path=None,
+                    config=None,
+                    keepalive_interval=30,
+                    keepalive_count_max=3,
+                    encryption_algs=_CIPHERS,
+                    login_timeout=cfg.connect_timeout,
+                    # Not asyncssh's own: it wraps the connect in asyncio.wait_for, which on
+                    # 3.11 returns the connection when a cancel races with the login
+                    # completing, and the cancelled read went on. The timeout above bounds it.
+                    connect_timeout=None,
+                )
+        except TimeoutError:
+            raise StoreReadError(
+                ErrorReason.TIMEOUT, f"no SSH login within {cfg.connect_timeout:g}s"
+            ) from None
+        except asyncssh.HostKeyNotVerifiable:
+            kh = cfg.known_hosts
+            target = cfg.host if cfg.port == 22 else f"[{cfg.host}]:{cfg.port}"
+            raise StoreReadError(
+                ErrorReason.HOSTKEY,
+                f"host key of {target} is not in {kh} or has changed; not reading this store. "
+                f"Verify the key out of band, then add it: ssh-keyscan -p {cfg.port} {cfg.host} >> {kh}",
+            ) from None
+        except asyncssh.PermissionDenied:
+            raise StoreReadError(
+                ErrorReason.AUTH, f"authentication as {cfg.username!r} rejected"
+            ) from None
+        except (asyncssh.Error, OSError, ValueError) as e:
+            raise StoreReadError(ErrorReason.CONNECT, f"cannot connect: {_text(e)}") from None
+        if self._trace is not None:
+            self._trace_login(conn, auth_method(tried, keys), keys)
+        return conn
+
+    def _trace_login(self, conn: asyncssh.SSHClientConnection, method: str,
+                     keys: list[asyncssh.SSHKey]) -> None:
+        assert self._trace is not None
+        cfg = self.cfg
+        self._trace("connected", host=cfg.host, port=cfg.port,
+                    server_version=str(conn.get_extra_info("server_version") or ""),
+                    cipher=str(conn.get_extra_info("send_cipher") or ""))
+        host_key = conn.get_server_host_key()
+        self._trace("hostkey", algorithm=host_key.get_algorithm() if host_key else "none",
+                    fingerprint=host_key.get_fingerprint("sha256") if host_key else "",
+                    known_hosts=cfg.known_hosts)
+        client_key = (f"{keys[0].get_algorithm()} {keys[0].get_fingerprint('sha256')}"
+                      if method == "publickey" and keys else None)
+        self._trace("auth", username=cfg.username, method=method, key=client_key)
+
+
 class PiSession:
     """One PI server. `run(command)` returns the command's output as clean text."""
 
@@ -169,7 +283,7 @@ class PiSession:
         self._proc: asyncssh.SSHClientProcess[bytes] | None = None
         self._prompt: re.Pattern[str] | None = None
         self._lock = asyncio.Lock()
-        self._key: tuple[tuple[int, int, int], asyncssh.SSHKey | StoreReadError] | None = None
+        self._login = _Login(cfg, trace)
         self.connects = 0
 
     async def close(self) -> None:
@@ -238,110 +352,10 @@ class PiSession:
         except (asyncssh.DisconnectError, asyncssh.ConnectionLost, ConnectionError, BrokenPipeError) as e:
             raise StoreReadError(ErrorReason.CONNECT, f"connection lost: {_text(e)}") from None
 
-    async def _client_keys(self) -> list[asyncssh.SSHKey]:
-        """Load the key ourselves: a wrong passphrase is an auth problem, not a network one.
-
-        Decrypting an OpenSSH key runs bcrypt's KDF (about a second of CPU): it runs in a
-        thread so /metrics never waits for it, and the result (or the failure) is kept until
-        the file changes, so a wrong passphrase does not burn a second every interval.
-        """
-        cfg = self.cfg
-        if not cfg.private_key_file:
-            return []
-        path = cfg.private_key_file
-        try:
-            st = os.stat(path)
-        except OSError as e:
-            raise StoreReadError(
-                ErrorReason.AUTH, f"cannot read private key {path}: {e.strerror or e}"
-            ) from None
-        stamp = (st.st_mtime_ns, st.st_size, st.st_ino)
-        if self._key is None or self._key[0] != stamp:
-            try:
-                key: asyncssh.SSHKey | StoreReadError = await asyncio.to_thread(
-                    asyncssh.read_private_key, path, cfg.private_key_passphrase
-                )
-            except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError):
-                why = "wrong passphrase or not a private key" if cfg.private_key_passphrase else (
-                    "encrypted and no passphrase configured, or not a private key")
-                key = StoreReadError(ErrorReason.AUTH, f"cannot load private key {path}: {why}")
-            except OSError as e:
-                key = StoreReadError(
-                    ErrorReason.AUTH, f"cannot read private key {path}: {e.strerror or e}"
-                )
-            self._key = (stamp, key)
-        loaded = self._key[1]
-        if isinstance(loaded, StoreReadError):
-            raise StoreReadError(loaded.reason, loaded.message)
-        return [loaded]
-
     async def _connect(self) -> asyncssh.SSHClientConnection:
-        cfg = self.cfg
-        keys = await self._client_keys()
-        tried: list[str] = []
-
-        def password() -> str | None:
-            tried.append("password")
-            return cfg.password
-
-        try:
-            async with asyncio.timeout(cfg.connect_timeout):
-                conn = await asyncssh.connect(
-                    cfg.host,
-                    cfg.port,
-                    client_factory=lambda: _Client(tried),
-                    username=cfg.username,
-                    password=password if cfg.password is not None else None,
-                    client_keys=keys,
-                    known_hosts=cfg.known_hosts,
-                    agent_path=None,
-                    config=None,
-                    keepalive_interval=30,
-                    keepalive_count_max=3,
-                    encryption_algs=_CIPHERS,
-                    login_timeout=cfg.connect_timeout,
-                    # Not asyncssh's own: it wraps the connect in asyncio.wait_for, which on
-                    # 3.11 returns the connection when a cancel races with the login
-                    # completing, and the cancelled read went on. The timeout above bounds it.
-                    connect_timeout=None,
-                )
-        except TimeoutError:
-            raise StoreReadError(
-                ErrorReason.TIMEOUT, f"no SSH login within {cfg.connect_timeout:g}s"
-            ) from None
-        except asyncssh.HostKeyNotVerifiable:
-            kh = cfg.known_hosts
-            target = cfg.host if cfg.port == 22 else f"[{cfg.host}]:{cfg.port}"
-            raise StoreReadError(
-                ErrorReason.HOSTKEY,
-                f"host key of {target} is not in {kh} or has changed; not reading this store. "
-                f"Verify the key out of band, then add it: ssh-keyscan -p {cfg.port} {cfg.host} >> {kh}",
-            ) from None
-        except asyncssh.PermissionDenied:
-            raise StoreReadError(
-                ErrorReason.AUTH, f"authentication as {cfg.username!r} rejected"
-            ) from None
-        except (asyncssh.Error, OSError, ValueError) as e:
-            raise StoreReadError(ErrorReason.CONNECT, f"cannot connect: {_text(e)}") from None
+        conn = await self._login.connect()
         self.connects += 1
-        if self._trace is not None:
-            self._trace_login(conn, auth_method(tried, keys), keys)
         return conn
-
-    def _trace_login(self, conn: asyncssh.SSHClientConnection, method: str,
-                     keys: list[asyncssh.SSHKey]) -> None:
-        assert self._trace is not None
-        cfg = self.cfg
-        self._trace("connected", host=cfg.host, port=cfg.port,
-                    server_version=str(conn.get_extra_info("server_version") or ""),
-                    cipher=str(conn.get_extra_info("send_cipher") or ""))
-        host_key = conn.get_server_host_key()
-        self._trace("hostkey", algorithm=host_key.get_algorithm() if host_key else "none",
-                    fingerprint=host_key.get_fingerprint("sha256") if host_key else "",
-                    known_hosts=cfg.known_hosts)
-        client_key = (f"{keys[0].get_algorithm()} {keys[0].get_fingerprint('sha256')}"
-                      if method == "publickey" and keys else None)
-        self._trace("auth", username=cfg.username, method=method, key=client_key)
 
     async def _exec(self, command: str) -> str:
         assert self._conn is not None

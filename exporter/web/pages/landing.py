@@ -154,8 +154,11 @@ def _fixes(plan: Plan) -> list[str]:
              "admin CLI (<code>prime-tofu-exporter remediate</code> prints the same plan; "
              "<code>--apply</code> runs it and writes an audit log).</p>"]
     for sp in plan.stores:
-        if sp.steps:
-            role = f" ({_t(sp.pair_role)} of {_t(sp.pair)})" if sp.pair else ""
+        role = f" ({_t(sp.pair_role)} of {_t(sp.pair)})" if sp.pair else ""
+        if sp.error:
+            parts.append(f"<h3>{_t(sp.store)}{role}: unreadable ({_t(sp.error)}); no plan for "
+                         "this server</h3>")
+        elif sp.steps:
             noun = "entry" if len(sp.steps) == 1 else "entries"
             parts.append(f"<h3>{_t(sp.store)}{role}: {len(sp.steps)} stale {noun}</h3>"
                          "<ol class='plan'>" + "".join(_step_html(s) for s in sp.steps) + "</ol>")
