@@ -25,12 +25,22 @@ BUILTINS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m"}
 METRIC = re.compile(r"\b(tofu_[a-z0-9_]+|up)\b")
 
 
+# known_hosts stores (issue 22): the rules and the "SSH host keys" row read these; the demo
+# exports them once its known_hosts store is wired (exporter/sources/known_hosts/source.py).
+HOST_KEY_METRICS = ("tofu_store_info", "tofu_store_unresolved_lines", "tofu_host_key_info")
+KNOWN_HOSTS_SOURCE = ROOT / "exporter" / "sources" / "known_hosts" / "source.py"
+
+
 def pending_metrics() -> set[str]:
     """Metrics the rules and docs already name whose exporter code lands from a parallel branch
-    (the baseline storage work). Checked as soon as exporter/ defines them: this set then empties
-    by itself."""
+    (the baseline storage work, the known_hosts store). Checked as soon as exporter/ defines them
+    (the host-key ones once the known_hosts source exists too): this set then empties by itself."""
     source = " ".join(p.read_text() for p in (ROOT / "exporter").rglob("*.py"))
-    return {m for m in ("tofu_baseline_db_resets_total",) if m.removesuffix("_total") not in source}
+    pending = {m for m in ("tofu_baseline_db_resets_total", *HOST_KEY_METRICS)
+               if m.removesuffix("_total") not in source}
+    if not KNOWN_HOSTS_SOURCE.exists():
+        pending |= set(HOST_KEY_METRICS)
+    return pending
 
 
 def dashboard() -> dict[str, Any]:
@@ -145,10 +155,15 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
         "one entry": {**target, "store": "prime-pri", "entry": f"{peer.host}_{peer.port}"},
     }
     empty = []
+    pending = pending_metrics()
     for label, values in selections.items():
         for where, expr in queries(doc):
             if label != "all" and "$store" not in expr and "$entry" not in expr:
                 continue
+            if pending & set(METRIC.findall(expr)):
+                continue  # its series land with a parallel branch (pending_metrics)
+            if label == "one entry" and 'kind="known_hosts"' in expr:
+                continue  # the host-key row: prime-pri is a PI server
             promql = substitute(expr, values)
             if not stack.query(promql):
                 empty.append(f"[{label}] {where}: {promql}")
@@ -194,6 +209,7 @@ def test_metrics_doc_matches_a_real_scrape(stack: Stack) -> None:
             continue  # prometheus_client's creation time of a documented counter (docs say so)
         labels = frozenset(k for s in fam.samples for k in s.labels)
         scraped[name] = (fam.type, labels)
-    documented = {n: v for n, v in documented_metrics().items() if n not in pending_metrics()}
+    pending = pending_metrics()
+    documented = {n: v for n, v in documented_metrics().items() if n not in pending}
     assert len(documented) >= 20
-    assert documented == scraped
+    assert documented == {n: v for n, v in scraped.items() if n not in pending}
