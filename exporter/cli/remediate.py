@@ -16,7 +16,7 @@ from exporter.fleet.report import rows
 from exporter.fleet.snapshot import Snapshot
 from exporter.remediate.apply import Applier, Outcome, outcome_json
 from exporter.remediate.hostkey_apply import FileOutcome, HostKeyApplier
-from exporter.remediate.hostkey_plan import HostKeyPlan, make_hostkey_plan
+from exporter.remediate.hostkey_plan import HostKeyPlan, hostkey_files, make_hostkey_plan
 from exporter.remediate.hostkey_render import hostkey_plan_json, render_hostkey_plan
 from exporter.remediate.plan import Plan, PlanError, make_plan
 from exporter.remediate.render import plan_json, render_next, render_plan
@@ -100,18 +100,6 @@ def _report(plan: Plan, outcomes: list[Outcome], applier: Applier, human: TextIO
     if as_json:
         print(json.dumps(plan_json(plan) | {"applied": [outcome_json(o) for o in outcomes],
                                             "audit_file": str(applier.audit_file)}, indent=2))
-
-
-def hostkey_files(config: Config) -> dict[str, str | None]:
-    """The known_hosts stores (`kind: known_hosts`) and the local file each names. A file on a
-    remote host is not removed from here yet: it maps to None and its plan says so."""
-    out: dict[str, str | None] = {}
-    for s in config.stores:
-        if getattr(s, "kind", "pi") != "known_hosts":
-            continue
-        remote = getattr(s, "remote", None) or getattr(s, "ssh", None)
-        out[s.name] = None if remote else getattr(s, "path", None)
-    return out
 
 
 @dataclass(frozen=True)

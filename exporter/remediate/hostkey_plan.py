@@ -15,6 +15,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
+from exporter.config.model import Config
 from exporter.core.model import Evidence, State
 from exporter.fleet.report import Row
 from exporter.sources.known_hosts.keys import canonical_type, plain_type
@@ -124,6 +125,18 @@ def _triage(r: Row) -> StaleLine | HostKeySkip | None:
     live = sha256_text(r.live_fingerprint_sha256)
     return StaleLine(r.store, r.entry, r.line, r.host, r.port, r.key_type, r.stored_fingerprint,
                      live, r.reason)
+
+
+def hostkey_files(config: Config) -> dict[str, str | None]:
+    """The known_hosts stores (`kind: known_hosts`) and the local file each names. A file on a
+    remote host is not changed from here yet: it maps to None and its plan says so."""
+    out: dict[str, str | None] = {}
+    for s in config.stores:
+        if getattr(s, "kind", "pi") != "known_hosts":
+            continue
+        remote = getattr(s, "remote", None) or getattr(s, "ssh", None)
+        out[s.name] = None if remote else getattr(s, "path", None)
+    return out
 
 
 def make_hostkey_plan(items: Iterable[Row], files: Mapping[str, str | None],
