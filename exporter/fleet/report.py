@@ -37,18 +37,19 @@ class Row:
     previous_fingerprint_sha256: str | None = None  # the live fingerprint before this one
     # An attested baseline's who (`by`), when (`at`) and why (`reason`, operator-typed text).
     attestation: Attested | None = None
-    # A store that holds the exact key (known_hosts): the entry's key type, the hex SHA-256 of
-    # its stored key blob, its line in the file and the host and port it names. "" / None / 0
-    # for PI entries, which is how a reader tells the kinds apart (is_host_key).
-    key_type: str = ""
-    stored_fingerprint: str | None = None
-    line: int = 0
+    # A store that holds the exact key (known_hosts): the entry's key type, its first line in
+    # the file and the stored key's hex SHA-256 (stored_subject then holds its SHA256: form).
+    key_type: str | None = None
+    line: int | None = None
+    stored_fingerprint_sha256: str | None = None
+    # The host and port the entry names (remediation builds `ssh-keyscan` from them).
     host: str = ""
     port: int = 0
 
     @property
     def is_host_key(self) -> bool:
-        return self.key_type != "" or self.stored_fingerprint is not None
+        """A known_hosts entry (None for PI's), which remediation and the page treat apart."""
+        return self.key_type is not None or self.stored_fingerprint_sha256 is not None
 
 
 def row(v: EntryView) -> Row:
@@ -71,9 +72,9 @@ def row(v: EntryView) -> Row:
         state_since=v.state_since,
         previous_fingerprint_sha256=v.previous_fingerprint,
         attestation=v.attestation,
-        key_type=v.entry.key_type,
-        stored_fingerprint=v.entry.stored_fingerprint,
-        line=v.entry.line,
+        key_type=v.entry.key_type or None,
+        line=v.entry.line or None,
+        stored_fingerprint_sha256=v.entry.stored_fingerprint,
         host=v.entry.host,
         port=v.entry.port,
     )
@@ -81,7 +82,7 @@ def row(v: EntryView) -> Row:
 
 def _fix(v: EntryView) -> str | None:
     """The fix, built only from a key inside the deletecert grammar, only for a mismatch."""
-    if v.verdict.state is not State.MISMATCH or v.entry.key_type or not is_key(v.entry.key):
+    if v.verdict.state is not State.MISMATCH or not is_key(v.entry.key):
         return None
     return deletecert(v.entry.key)
 

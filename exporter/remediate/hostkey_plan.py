@@ -109,22 +109,22 @@ class HostKeyPlan:
 def _triage(r: Row) -> StaleLine | HostKeySkip | None:
     if r.state != State.MISMATCH.value:
         return None
-    if r.evidence != Evidence.STORED.value or r.stored_fingerprint is None:
+    if r.evidence != Evidence.STORED.value or r.stored_fingerprint_sha256 is None:
         return HostKeySkip(r.store, r.entry, f"evidence {r.evidence}, not stored: no line is "
                                              "proven stale")
-    if r.line < 1:
+    if r.line is None or r.line < 1:
         return HostKeySkip(r.store, r.entry, "the store did not say which line holds it")
     if r.entry.startswith("@"):
         return HostKeySkip(r.store, r.entry, "a marker line (@cert-authority, @revoked) is "
                                              "never removed here: edit it by hand")
-    if canonical_type(r.key_type) is None:
+    if r.key_type is None or canonical_type(r.key_type) is None:
         return HostKeySkip(r.store, r.entry, "not a key type OpenSSH knows")
     if not safe_host(r.host) or not 0 < r.port < 65536:
         return HostKeySkip(r.store, r.entry, "the host is not a plain host name or address; "
                                              "no command is built from it")
     live = sha256_text(r.live_fingerprint_sha256)
-    return StaleLine(r.store, r.entry, r.line, r.host, r.port, r.key_type, r.stored_fingerprint,
-                     live, r.reason)
+    return StaleLine(r.store, r.entry, r.line, r.host, r.port, r.key_type,
+                     r.stored_fingerprint_sha256, live, r.reason)
 
 
 def hostkey_files(config: Config) -> dict[str, str | None]:

@@ -121,13 +121,13 @@ def _hostkey_row_html(r: Row) -> str:
     subject and fingerprint columns, the stale line's fix for a mismatch."""
     live = sha256_text(r.live_fingerprint_sha256)
     fp = f"<code class='fp'>{_t(live)}</code>" if live else _t(r.probe_error or "-")
-    stored = sha256_text(r.stored_fingerprint)
+    stored = sha256_text(r.stored_fingerprint_sha256)
     line = f"line {r.line}: " if r.line else ""
     fix = _hostkey_fix(r) if r.state == State.MISMATCH.value else ""
     return (f"<tr><td>{_t(r.entry)}</td><td>{_t(r.endpoint)}</td>"
             f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
             f"{daypage.since_cell(r)}<td>{line}<code class='fp'>{_t(stored or '-')}</code></td>"
-            f"<td>{_t(r.key_type)}</td><td>{fp}</td><td>{fix}</td></tr>")
+            f"<td>{_t(r.key_type or '-')}</td><td>{fp}</td><td>{fix}</td></tr>")
 
 
 def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
