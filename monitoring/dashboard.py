@@ -360,6 +360,12 @@ def host_key_panels(q: Queries, y: int) -> list[Any]:
             f' "ssh-keyscan -t $2 -p 22 $1", "entry", "{_PLAIN_ENTRY} {_KEY_TYPE}"),'
             f' "fix", "ssh-keyscan -t $3 -p $2 $1", "entry",'
             f' "\\\\[{_PLAIN_ENTRY}\\\\]:([0-9]+) {_KEY_TYPE}")')
+    info = f"({q.of('tofu_entry_info', q.entry)} {only})"
+    # The stored key's SHA256: is the entry's `subject`, the live key's the endpoint's.
+    stored = (f'label_replace(label_replace({info}, "stored_fingerprint", "$1", "subject", "(.*)"),'
+              ' "key_type", "$1", "entry", ".* ([^ ]+)")')
+    live = (f'label_replace({q.of("tofu_live_certificate_info", q.target)}, "live_fingerprint",'
+            ' "$1", "subject", "(.*)")')
     out: list[Any] = [db.Row("SSH host keys (known_hosts stores)").grid_pos(pos(1, 24, 0, y))]
     out.append(
         stat.Panel().title("Stale host keys (mismatch) by known_hosts store").grid_pos(pos(5, 8, 0, y + 1))
@@ -404,17 +410,23 @@ def host_key_panels(q: Queries, y: int) -> list[Any]:
         .targets([
             target(f"max by (store, entry, state) ({q.of('tofu_certificate_state', q.entry)} == 1 {only})",
                    "A", table_format=True, instant=True),
-            target("max by (store, entry, key_type, line, stored_fingerprint, live_fingerprint) "
-                   f"({q.of('tofu_host_key_info', q.entry)})", "B", table_format=True, instant=True),
+            target(f"max by (store, entry, key_type, stored_fingerprint) ({stored})", "B",
+                   table_format=True, instant=True),
+            target(f"max by (store, entry, live_fingerprint) ({info} * on({q.s.on('endpoint')})"
+                   f" group_left(live_fingerprint) {live})", "D", table_format=True, instant=True),
+            target(f"max by (store, entry) ({q.of('tofu_entry_line', q.entry)})", "E",
+                   table_format=True, instant=True),
             target(f"max by (store, entry, fix) ({scan})", "C", table_format=True, instant=True),
         ])
         .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
         .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
-            "excludeByName": {"Time": True, "Value #A": True, "Value #B": True, "Value #C": True},
-            "indexByName": {"store": 0, "entry": 1, "state": 2, "line": 3, "key_type": 4,
+            "excludeByName": {"Time": True, "Value #A": True, "Value #B": True, "Value #C": True,
+                              "Value #D": True},
+            "indexByName": {"store": 0, "entry": 1, "state": 2, "Value #E": 3, "key_type": 4,
                             "stored_fingerprint": 5, "live_fingerprint": 6, "fix": 7},
             "renameByName": {"stored_fingerprint": "stored SHA256", "live_fingerprint": "live SHA256",
-                             "key_type": "key type", "fix": "see the key now (verify out of band)"}}))
+                             "key_type": "key type", "Value #E": "line",
+                             "fix": "see the key now (verify out of band)"}}))
         .with_transformation(dm.DataTransformerConfig(id_val="sortBy",
                                                       options={"sort": [{"field": "state"}]}))
         .align(cm.FieldTextAlignment.AUTO).filterable(True).show_header(True)

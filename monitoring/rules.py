@@ -65,8 +65,10 @@ BRIDGE = "15m"  # how long a proven mismatch stays firing while its endpoint is 
 # known_hosts stores: tofu_store_info{kind="known_hosts"} tells them from PI servers (kind "pi").
 KNOWN_HOSTS = 'kind="known_hosts"'
 # What the host-key details add to a mismatching entry's labels (read into the annotations,
-# dropped from the alert's labels): from tofu_entry_info, the entry key and tofu_host_key_info.
-HOSTKEY_LABELS = ("host", "port", "key_type", "line", "stored_fingerprint", "live_fingerprint")
+# dropped from the alert's labels): the key type from the entry key; host, port, endpoint and
+# the stored key's SHA256: (its `subject`) from tofu_entry_info; the live key's SHA256: from
+# tofu_live_certificate_info's `subject` (the kh branch's host-key exposition).
+HOSTKEY_LABELS = ("key_type", "host", "port", "endpoint", "stored_fingerprint", "live_fingerprint")
 # A host name the annotations may put into a command: a plain name or an address, no leading
 # "-" (an option to ssh-keyscan), nothing a shell reads (as exporter.remediate.hostkey_plan).
 PLAIN_HOST = "^([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
@@ -147,7 +149,7 @@ def _hostkey_fix() -> dict[str, str]:
     says to read the line instead."""
     keyscan, remove, refuse = KEYSCAN, REMOVE, REFUSE
     return {
-        "line": '{{ or $labels.line "(remediate prints it)" }}',
+        "line": '{{ if gt $value 0.0 }}{{ $value | printf "%.0f" }}{{ else }}(remediate prints it){{ end }}',
         "stored_fingerprint": '{{ or $labels.stored_fingerprint "(remediate prints it)" }}',
         "live_fingerprint": '{{ or $labels.live_fingerprint "(remediate prints it)" }}',
         "command": f"{PLAIN}{{{{ if $plain }}}}{keyscan}{{{{ else }}}}{refuse}{{{{ end }}}}",
@@ -167,9 +169,15 @@ def hostkey_alerts(s: Settings) -> list[Alert]:
     target = " on {{ $labels.instance }}"
     typed = (f'label_replace({m("tofu_certificate_mismatch")} == 1, "key_type", "$1", "entry",'
              ' ".* ([^ ]+)")')
-    where = f"{typed} * on({key}) group_left(host, port) {m('tofu_entry_info')}"
-    full = (f"{where}\n  * on({key}) group_left(line, stored_fingerprint, live_fingerprint)"
-            f" {m('tofu_host_key_info')}")
+    stored = (f'label_replace({m("tofu_entry_info")}, "stored_fingerprint", "$1", "subject",'
+              ' "(.*)")')
+    live = (f'label_replace({m("tofu_live_certificate_info")}, "live_fingerprint", "$1",'
+            ' "subject", "(.*)")')
+    where = f"{typed}\n  * on({key}) group_left(host, port, endpoint, stored_fingerprint) {stored}"
+    full = f"{where}\n  * on({on('endpoint')}) group_left(live_fingerprint) {live}"
+    line = m("tofu_entry_line")
+    labels = ", ".join(HOSTKEY_LABELS)
+    details = ", ".join(HOSTKEY_LABELS[:-1])
     fix = _hostkey_fix()
     unknown = m("tofu_certificate_state", 'state="unknown"')
     return [
@@ -178,14 +186,19 @@ def hostkey_alerts(s: Settings) -> list[Alert]:
             comment=(
                 "A known_hosts line holds a key the host no longer presents for that type: every\n"
                 "batch SSH client trusting the file stops at this host. The file holds the exact key\n"
-                "(evidence stored), so no `for:`. The line, fingerprints, host and port come from\n"
-                "tofu_host_key_info and tofu_entry_info where they are exported, else the alert fires\n"
-                "without them; they are read into the annotations and dropped from the labels."),
+                "(evidence stored), so no `for:`. Valued at the entry's line (tofu_entry_line); host,\n"
+                "port and both fingerprints joined from tofu_entry_info and tofu_live_certificate_info\n"
+                "where they are, read into the annotations and dropped from the labels; without them\n"
+                "the alert still fires, valued 0."),
             expr=(
                 "(\n"
-                f"  {full}\n"
-                f"  or on({key}) {where}\n"
-                f"  or on({key}) {typed}\n"
+                f"  {line} * on({key}) group_left({labels}) (\n  {full}\n  )\n"
+                f"  or on({key})\n"  # not probed yet, or unreachable: no live key
+                f"  {line} * on({key}) group_left({details}) (\n  {where}\n  )\n"
+                f"  or on({key})\n"  # no line exported: valued 0, the annotations say so
+                f"  0 * (\n  {where}\n  )\n"
+                f"  or on({key})\n"
+                f"  0 * {typed}\n"
                 ")\n"
                 f"and on({on('store')}) {known_hosts}\n"),
             severity="critical",
@@ -194,7 +207,8 @@ def hostkey_alerts(s: Settings) -> list[Alert]:
             summary="A host's SSH key no longer matches known_hosts; SSH clients trusting the file stop.",
             description=(
                 PLAIN + "The known_hosts file of {{ $labels.store }} holds a {{ $labels.key_type }} key for"
-                " {{ $labels.entry }}{{ with $labels.line }} on line {{ . }}{{ end }} that the host"
+                " {{ $labels.entry }}{{ if gt $value 0.0 }} on line {{ $value | printf \"%.0f\" }}{{ end }}"
+                " that the host"
                 " no longer presents: it offers that type with another key. Every batch SSH client"
                 " trusting this file (automation, CI, backups) stops at this host with `REMOTE HOST"
                 " IDENTIFICATION HAS CHANGED` or `Host key verification failed`. Stored key"

@@ -187,13 +187,15 @@ def test_host_key_mismatch_annotations_carry_the_line_the_keyscan_and_the_warnin
     rule = next(a for a in alerts() if a["alert"] == "TofuHostKeyMismatch")
     notes = rule["annotations"]
     assert "ssh-keyscan -t {{ $labels.key_type }}" in notes["command"]
-    assert "$labels.line" in notes["line"] and "$labels.line" in notes["description"]
+    # Valued at the entry's line (tofu_entry_line): the line is $value, not a label.
+    assert "$value" in notes["line"] and "on line {{ $value" in notes["description"]
+    assert rule["expr"].lstrip("(\n ").startswith('tofu_entry_line{')
     assert "out of band" in notes["verify"] and "out of band" in notes["description"]
     assert "--apply" in notes["remove"]
     # The host and key type reach a command only through the plain-name check.
     for key in ("command", "remove", "description"):
         assert notes[key].startswith("{{- $plain := and (match"), key
-    for key in ("host", "port", "key_type", "line", "stored_fingerprint", "live_fingerprint"):
+    for key in ("host", "port", "key_type", "endpoint", "stored_fingerprint", "live_fingerprint"):
         assert rule["labels"][key] == "", key
     assert "for" not in rule  # the file holds the exact key: proof, not a transient
     # PI's alerts leave known_hosts stores to these.

@@ -27,7 +27,7 @@ METRIC = re.compile(r"\b(tofu_[a-z0-9_]+|up)\b")
 
 # known_hosts stores (issue 22): the rules and the "SSH host keys" row read these; the demo
 # exports them once its known_hosts store is wired (exporter/sources/known_hosts/source.py).
-HOST_KEY_METRICS = ("tofu_store_info", "tofu_store_unresolved_lines", "tofu_host_key_info")
+HOST_KEY_METRICS = ("tofu_store_info", "tofu_store_unresolved_lines", "tofu_entry_line")
 KNOWN_HOSTS_SOURCE = ROOT / "exporter" / "sources" / "known_hosts" / "source.py"
 
 

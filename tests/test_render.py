@@ -36,7 +36,8 @@ def _snapshot() -> Snapshot:
         ep = f"10.0.{i}.1:{8000 + i}" if i % 7 else f"[2001:db8::{i}]:443"
         subject = (("C", "US"), ("O", NASTY if i % 5 == 0 else "Cisco"), ("CN", f"peer-{i}"))
         entry = StoredEntry(f"{ep.replace(':', '_')}", ep.rsplit(":", 1)[0].strip("[]"),
-                            int(ep.rsplit(":", 1)[1]), "", subject)
+                            int(ep.rsplit(":", 1)[1]), "", subject,
+                            line=i * 1000 + 1 if i % 5 == 1 else 0)  # a known_hosts line
         cert = None if i % 9 == 0 else LiveCert(
             f"{i:064x}", f"{i + 1:064x}", subject, NASTY if i % 4 == 0 else f"/CN=peer-{i}",
             "/CN=issuer\\x", f"{i:x}" * (30 if i == 3 else 1), 1.7e9 + i, 1.8e9 + i / 3)
@@ -65,7 +66,9 @@ def test_render_text_equals_prometheus_client_output() -> None:
     names = {f.name for f in text_string_to_metric_families(got.decode())}
     assert {"tofu_entry_info", "tofu_certificate_state", "tofu_live_certificate_info",
             "tofu_certificate_state_since_timestamp_seconds",
-            "tofu_certificate_previous_fingerprint_info"} <= names
+            "tofu_certificate_previous_fingerprint_info", "tofu_entry_line"} <= names
+    assert b'tofu_entry_line{entry="10.0.1.1_8001",store="pi-1"} 1001.0' in got
+    assert b'tofu_entry_line{entry="10.0.31.1_8031",store="pi-1"} 31001.0' in got
 
 
 def test_render_text_of_an_empty_snapshot_has_every_family_header() -> None:
