@@ -414,7 +414,7 @@ def host_key_panels(q: Queries, y: int) -> list[Any]:
                    table_format=True, instant=True),
             target(f"max by (store, entry, live_fingerprint) ({info} * on({q.s.on('endpoint')})"
                    f" group_left(live_fingerprint) {live})", "D", table_format=True, instant=True),
-            target(f"max by (store, entry) ({q.of('tofu_entry_line', q.entry)})", "E",
+            target(f"max by (store, entry) ({q.of('tofu_entry_line', q.entry)} {only})", "E",
                    table_format=True, instant=True),
             target(f"max by (store, entry, fix) ({scan})", "C", table_format=True, instant=True),
         ])
