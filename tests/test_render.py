@@ -48,6 +48,11 @@ def _snapshot() -> Snapshot:
                                Baseline(BaselineKind.ADOPTED, None, 1.0), None,
                                state_since=None if i % 6 == 0 else 1.7e9 + i / 7,
                                previous_fingerprint=f"{i + 9:064x}" if i % 3 == 0 else None))
+    # A known_hosts entry: the store holds the key; `subject_text` is its SHA256: fingerprint.
+    hk = StoredEntry("[10.0.9.9]:2222 ssh-ed25519", "10.0.9.9", 2222, "SHA256:AbC+/9", (),
+                     stored_fingerprint="ab" * 32, key_type="ssh-ed25519", line=7)
+    views.append(EntryView("automation", hk, "10.0.9.9:2222 ssh-ed25519",
+                           Verdict(State.MISMATCH, Evidence.STORED, "changed"), None, None))
     read = StoreRead("pi-0", True, Listing(()), 0.25, 1.7e9)
     failed = StoreRead("pi-1", False, None, 3.5, 1.7e9)
     stores = {"pi-0": StoreStatus("pi-0", read, read, {"timeout": 2}),
@@ -68,6 +73,7 @@ def test_render_text_equals_prometheus_client_output() -> None:
             "tofu_certificate_state_since_timestamp_seconds",
             "tofu_certificate_previous_fingerprint_info", "tofu_entry_line"} <= names
     assert b'tofu_entry_line{entry="10.0.1.1_8001",store="pi-1"} 1001.0' in got
+    assert b'port="2222",store="automation",subject="SHA256:AbC+/9"} 1.0' in got
     assert b'tofu_entry_line{entry="10.0.31.1_8031",store="pi-1"} 31001.0' in got
 
 

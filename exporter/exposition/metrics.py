@@ -108,7 +108,9 @@ def _store_bad(snap: Snapshot) -> Iterator[Sample]:
 
 def _entry_info(v: EntryView) -> Iterator[Sample]:
     e = v.entry
-    yield (v.store, e.key, e.host, str(e.port), subject_label(e.subject), v.endpoint), 1.0
+    # What the store holds: PI's subject, or a known_hosts line's key as `SHA256:...`.
+    held = text_label(e.subject_text) if e.stored_fingerprint is not None else subject_label(e.subject)
+    yield (v.store, e.key, e.host, str(e.port), held, v.endpoint), 1.0
 
 
 def _entry_mismatch(v: EntryView) -> Iterator[Sample]:

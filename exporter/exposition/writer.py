@@ -17,7 +17,15 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from exporter.core.model import EntryView, State
-from exporter.exposition.metrics import LABEL_MAX, METRICS, Metric, Sample, bound, subject_label
+from exporter.exposition.metrics import (
+    LABEL_MAX,
+    METRICS,
+    Metric,
+    Sample,
+    bound,
+    subject_label,
+    text_label,
+)
 from exporter.exposition.packing import Chunk, Packed, plain
 from exporter.fleet.snapshot import Snapshot
 
@@ -144,7 +152,9 @@ _FAST = [_compile(m) for m, _ in _ENTRY]
 
 def _fields(v: EntryView) -> tuple[str | None, ...]:
     e = v.entry
-    return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(subject_label(e.subject)),
+    # What the store holds, as metrics._entry_info: PI's subject, or a known_hosts key's SHA256:.
+    held = text_label(e.subject_text) if e.stored_fingerprint is not None else subject_label(e.subject)
+    return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(held),
             _esc(v.endpoint), v.verdict.evidence.value,
             "1.0" if v.verdict.state is State.MISMATCH else "0.0",
             None if v.state_since is None else floatToGoString(v.state_since),
