@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.cli.demo import known_hosts_supported
 from tests.e2e_stack import JOB, MISSING, ROOT, RULES, SKIP_REASON, Stack, http_get, running_stack, wait_until
 
 DASHBOARD = ROOT / "grafana" / "dashboards" / "prime-tofu.json"
@@ -134,7 +135,8 @@ def test_zero_one_panels_say_what_zero_and_one_mean() -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if MISSING:
         pytest.skip(SKIP_REASON)
-    with running_stack(tmp_path_factory.mktemp("dash")) as s:
+    # With the automation host's known_hosts store where this build reads it: the host-key row.
+    with running_stack(tmp_path_factory.mktemp("dash"), automation=known_hosts_supported()) as s:
         # Some history first (rates need two samples), then the seed's regeneration so the
         # change timeline and the mismatch panels have something to show.
         wait_until(lambda: s.query('tofu_certificate_state{store="prime-pri",state="unknown"} == 1'),

@@ -31,7 +31,7 @@ def keygen_l(line: str, tmp: Path) -> str:
 
 
 def test_a_reinstalled_host_pages_with_the_line_fingerprints_and_keyscan(tmp_path: Path) -> None:
-    with running_stack(tmp_path) as stack:
+    with running_stack(tmp_path, automation=True) as stack:
         hosts = stack.lab.ssh_hosts
         assert hosts is not None
         web1 = hosts.hosts["web1"]

@@ -72,11 +72,11 @@ def demo_config(lab: Lab, interval: str = "5s") -> dict[str, Any]:
 
 
 async def prepare(workdir: Path, fixed_ports: bool = True,
-                  automation: bool | None = None) -> tuple[Lab, Path]:
+                  automation: bool = False) -> tuple[Lab, Path]:
     """The lab and its config. `automation`: also start the automation host's SSH targets
-    (pilab.hosts); None: when this build reads known_hosts stores."""
+    (pilab.hosts; the `demo` command does, tests about the PI scene alone do not)."""
     lab = await start_demo_scene(workdir, fixed_ports=fixed_ports)
-    if automation or (automation is None and known_hosts_supported()):
+    if automation:
         try:
             lab.ssh_hosts = await start_automation_hosts(workdir / "automation",
                                                          fixed_ports=fixed_ports)
