@@ -118,3 +118,24 @@ def test_a_symlinked_file_is_changed_where_it_lives(tmp_path: Path) -> None:
     link.symlink_to(real)
     assert remove_stale_lines(plan_for(link, stale)).ok
     assert link.is_symlink() and (real.parent / "known_hosts.old").read_bytes() == data
+
+
+def test_a_host_learnt_twice_loses_both_stale_lines_as_with_ssh_keygen_R(tmp_path: Path) -> None:
+    """The Source names an entry by its first line; the file holds web1's ed25519 type twice,
+    neither the key web1 presents: the plan, with the file read, removes both, as
+    `ssh-keygen -R web1` does (web1 has no other line)."""
+    from exporter.remediate.hostkey_plan import with_file
+    (old1, blob1), (old2, _), (new, _) = (keygen(tmp_path, n) for n in ("a", "b", "c"))
+    data = "\n".join(["# twice", f"web1 {old1}", f"db1 {new}", f"web1 {old2}", ""]).encode()
+    ours, theirs = tmp_path / "ours", tmp_path / "theirs"
+    ours.write_bytes(data)
+    theirs.write_bytes(data)
+    subprocess.run(["ssh-keygen", "-R", "web1", "-f", str(theirs)], check=True, capture_output=True)
+    live = subprocess.run(["ssh-keygen", "-lf", str(tmp_path / "c.pub")], check=True,
+                          capture_output=True, text=True).stdout.split()[1]
+    first = StaleLine("automation", "web1 ssh-ed25519", 2, "web1", 22, "ssh-ed25519",
+                      hashlib.sha256(blob1).hexdigest(), live, "changed")
+    plan = with_file(FilePlan("automation", str(ours), (first,)), data)
+    assert [s.line for s in plan.lines] == [2, 4]
+    assert remove_stale_lines(plan).ok
+    assert ours.read_bytes() == theirs.read_bytes()

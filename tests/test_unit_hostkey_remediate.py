@@ -240,3 +240,34 @@ def test_check_line_refuses_another_type() -> None:
     s = StaleLine(STORE, "web1 ssh-rsa", 2, "web1", 22, "ssh-rsa", hashlib.sha256(OLD).hexdigest(),
                   None, "")
     assert check_line(FILE_BYTES, s) == "line 2 now holds another key type"
+
+
+# ---- further lines of a stale entry, from the file ----------------------------------------
+
+THIRD = ed25519_blob(3)
+
+
+def test_with_file_adds_every_further_stale_line_of_the_entry_and_nothing_else() -> None:
+    from exporter.remediate.hostkey_plan import FilePlan, with_file
+    data = b"\n".join([
+        b"# two keys were learnt for web1 over the years",
+        line_of("web1", OLD),                               # 2: the Source's first line
+        line_of("web2", THIRD),                             # another host
+        line_of(host_hash("web1", SALT), THIRD),            # 4: hashed, same host and type, stale
+        line_of("web1", THIRD, "ssh-rsa"),                  # not a key line: type and key differ
+        b"@revoked web1 " + line_of("", THIRD).lstrip(),    # a marker line: never
+        line_of("web1,web9", NEW),                          # the live key: not stale
+        line_of("web1", THIRD),                             # 8: stale
+        b"",
+    ])
+    first = StaleLine(STORE, "web1 ssh-ed25519", 2, "web1", 22, "ssh-ed25519",
+                      hashlib.sha256(OLD).hexdigest(), fingerprint(NEW), "changed")
+    got = with_file(FilePlan(STORE, FILE, (first,)), data)
+    assert [s.line for s in got.lines] == [2, 4, 8]
+    assert all(check_line(data, s) is None for s in got.lines)
+    assert got.lines[1].stored_sha256 == fingerprint(THIRD)
+    # Without the live key no further line is proven stale.
+    unknown_live = StaleLine(*[getattr(first, f) for f in ("store", "entry", "line", "host", "port",
+                                                           "key_type", "stored_fingerprint")],
+                             None, "changed")
+    assert [s.line for s in with_file(FilePlan(STORE, FILE, (unknown_live,)), data).lines] == [2]

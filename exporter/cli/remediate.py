@@ -6,6 +6,7 @@ import asyncio
 import json
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TextIO
 
 from exporter.cli.confirm import confirm
@@ -16,7 +17,13 @@ from exporter.fleet.report import rows
 from exporter.fleet.snapshot import Snapshot
 from exporter.remediate.apply import Applier, Outcome, outcome_json
 from exporter.remediate.hostkey_apply import FileOutcome, HostKeyApplier
-from exporter.remediate.hostkey_plan import HostKeyPlan, hostkey_files, make_hostkey_plan
+from exporter.remediate.hostkey_plan import (
+    FilePlan,
+    HostKeyPlan,
+    hostkey_files,
+    make_hostkey_plan,
+    with_file,
+)
 from exporter.remediate.hostkey_render import hostkey_plan_json, render_hostkey_plan
 from exporter.remediate.plan import Plan, PlanError, make_plan
 from exporter.remediate.render import plan_json, render_next, render_plan
@@ -108,6 +115,19 @@ class Plans:
     hostkeys: HostKeyPlan
 
 
+def _read_files(plan: HostKeyPlan) -> HostKeyPlan:
+    """Each local file's further stale lines (hostkey_plan.with_file); a file that cannot be
+    read now keeps its plan, and --apply says why it stops."""
+    out: list[FilePlan] = []
+    for fp in plan.files:
+        try:
+            data = Path(fp.file).read_bytes() if fp.file and fp.lines else None
+        except OSError:
+            data = None
+        out.append(with_file(fp, data) if data is not None else fp)
+    return HostKeyPlan(tuple(out), plan.skipped)
+
+
 def _plans(snap: Snapshot, files: dict[str, str | None], args: Options) -> Plans:
     """The PI plan and the known_hosts plan of one snapshot; --store/--entry pick either."""
     all_rows = rows(snap.views)
@@ -115,7 +135,7 @@ def _plans(snap: Snapshot, files: dict[str, str | None], args: Options) -> Plans
         r.is_host_key and r.entry == args.entry for r in all_rows)
     hk_store = args.store is not None and (args.store in files or any(
         r.is_host_key and r.store == args.store for r in all_rows))
-    hostkeys = make_hostkey_plan(all_rows, files, args.store, args.entry)
+    hostkeys = _read_files(make_hostkey_plan(all_rows, files, args.store, args.entry))
     if hk_entry or hk_store:
         return Plans(Plan((), (), (), ()), hostkeys)
     exclude = frozenset(files) | {r.store for r in all_rows if r.is_host_key}

@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from exporter.config.model import Config
 from exporter.core.model import Evidence, State
 from exporter.fleet.report import Row
-from exporter.sources.known_hosts.keys import canonical_type, plain_type
+from exporter.sources.known_hosts.keys import canonical_type, key_fingerprint, plain_type
 from exporter.sources.known_hosts.match import line_matches, lookup_name
-from exporter.sources.known_hosts.parse import KeyLine, parse_line, split_lines
+from exporter.sources.known_hosts.parse import KeyLine, parse, parse_line, split_lines
 
 # A host name (letters, digits, "-", "_", "."; no leading "-": it would be an option) or an
 # address (IPv4, or IPv6 with an optional zone id). Nothing else reaches `ssh-keyscan`.
@@ -191,7 +191,7 @@ def check_line(data: bytes, s: StaleLine) -> str | None:
         stored = bytes.fromhex(s.stored_fingerprint)
     except ValueError:
         return "the plan's stored fingerprint is not a SHA-256 digest"
-    if hashlib.sha256(line.key.blob).digest() != stored:
+    if hashlib.sha256(line.key.public).digest() != stored:  # as the Source hashes it
         return f"line {s.line} now holds another key"
     if not line_matches(line, s.lookup):
         return f"line {s.line} no longer names {s.lookup}"
@@ -201,3 +201,32 @@ def check_line(data: bytes, s: StaleLine) -> str | None:
 def check_file(data: bytes, lines: Iterable[StaleLine]) -> list[str]:
     return [f"{why} (expected {s.entry})" for s in lines if (why := check_line(data, s))]
 
+
+def _siblings(known_lines: Iterable[KeyLine], s: StaleLine) -> list[StaleLine]:
+    """The other lines of the same entry (no marker, same type, naming the same host) whose key
+    is not the one the host presents: stale as well, since OpenSSH reads them all."""
+    out = []
+    for line in known_lines:
+        if (line.number == s.line or line.marker or line.key_type != s.key_type
+                or not line_matches(line, s.lookup) or s.live_fingerprint is None
+                or key_fingerprint(line.key) == s.live_fingerprint):
+            continue
+        out.append(StaleLine(s.store, s.entry, line.number, s.host, s.port, s.key_type,
+                             hashlib.sha256(line.key.public).hexdigest(), s.live_fingerprint,
+                             s.reason))
+    return out
+
+
+def with_file(fp: FilePlan, data: bytes) -> FilePlan:
+    """The plan with what only the file shows: every further line of a stale entry (the Source
+    names an entry by its first line; a file may hold the host's type twice, each with a key
+    the host no longer presents), in file order, each once. Only when the host's live key is
+    known: without it no other line is proven stale."""
+    if not fp.lines:
+        return fp
+    keys = parse(data).key_lines
+    found = {s.line: s for s in fp.lines}
+    for s in fp.lines:
+        for extra in _siblings(keys, s):
+            found.setdefault(extra.line, extra)
+    return FilePlan(fp.store, fp.file, tuple(found[n] for n in sorted(found)))
