@@ -9,8 +9,11 @@ import base64
 import hashlib
 import json
 import os
+import pwd
 import shutil
 import subprocess
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -66,7 +69,7 @@ def plan_for(path: Path, stale: dict[str, tuple[int, str, int, str, bytes]]) -> 
     return FilePlan("automation", str(path), lines)
 
 
-def test_apply_leaves_exactly_what_ssh_keygen_R_leaves(tmp_path: Path) -> None:
+async def test_apply_leaves_exactly_what_ssh_keygen_R_leaves(tmp_path: Path) -> None:
     data, stale = real_looking(tmp_path)
     ours, theirs = tmp_path / "ours" / "known_hosts", tmp_path / "theirs" / "known_hosts"
     for p in (ours, theirs):
@@ -80,7 +83,7 @@ def test_apply_leaves_exactly_what_ssh_keygen_R_leaves(tmp_path: Path) -> None:
     audit = tmp_path / "audit.jsonl"
     said: list[str] = []
     applier = HostKeyApplier(audit, "INC-42 reinstall", Operator("tester"), said.append)
-    (out,) = applier.apply(HostKeyPlan((plan_for(ours, stale),)))
+    (out,) = await applier.apply(HostKeyPlan((plan_for(ours, stale),)))
     assert out.ok, out.detail
     assert ours.read_bytes() == theirs.read_bytes()
     assert ours.read_bytes() != data and b"\r\n" in ours.read_bytes()
@@ -139,3 +142,79 @@ def test_a_host_learnt_twice_loses_both_stale_lines_as_with_ssh_keygen_R(tmp_pat
     assert [s.line for s in plan.lines] == [2, 4]
     assert remove_stale_lines(plan).ok
     assert ours.read_bytes() == theirs.read_bytes()
+
+
+# ---- the same over SFTP: Debian's sshd with its internal-sftp, logged in with a key ---------
+
+@pytest.fixture
+def sftp_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
+    """(port, the client key, the server's host public key) of an sshd that lets this user in
+    with the key and serves SFTP (internal-sftp: OpenSSH's own sftp-server)."""
+    from tests.kit.sshd import SSHD, _answers, _free_port
+    if not SSHD.exists():
+        pytest.skip("needs /usr/sbin/sshd")
+    d = tmp_path / "sshd"
+    d.mkdir()
+    for name in ("host", "client"):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
+    (d / "authorized_keys").write_text((d / "client.pub").read_text())
+    if os.geteuid() == 0:
+        os.makedirs("/run/sshd", 0o755, exist_ok=True)
+    port = _free_port()
+    (d / "sshd.conf").write_text("\n".join([
+        f"ListenAddress 127.0.0.1:{port}", f"HostKey {d / 'host'}", "PidFile none", "UsePAM no",
+        "PasswordAuthentication no", "KbdInteractiveAuthentication no",
+        f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no",
+        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", ""]))
+    with (d / "sshd.log").open("ab") as err:
+        proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd.conf")],
+                                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
+    try:
+        for _ in range(250):
+            if _answers(port) or proc.poll() is not None:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, (d / "sshd.log").read_text()
+        yield port, d / "client", d / "host.pub"
+    finally:
+        proc.terminate()
+        proc.wait(5)
+
+
+async def test_apply_over_sftp_leaves_what_ssh_keygen_R_leaves(
+        tmp_path: Path, sftp_server: tuple[int, Path, Path]) -> None:
+    """A remote known_hosts file (here on loopback, so ssh-keygen can be the oracle): the
+    same bytes, mode and owner, FILE.old, the audit records, over real OpenSSH SFTP."""
+    import asyncssh
+    port, client_key, host_pub = sftp_server
+    data, stale = real_looking(tmp_path)
+    ours, theirs = tmp_path / "remote" / "known_hosts", tmp_path / "theirs"
+    ours.parent.mkdir()
+    ours.write_bytes(data)
+    theirs.write_bytes(data)
+    os.chmod(ours, 0o600)
+    os.chown(ours, 65534, 65534)
+    for name in stale:
+        subprocess.run(["ssh-keygen", "-R", name, "-f", str(theirs)], check=True, capture_output=True)
+    trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
+    async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
+                                client_keys=[str(client_key)], known_hosts=trusted) as conn:
+        async def sftp(store: str) -> asyncssh.SFTPClient:
+            return await conn.start_sftp_client()
+
+        fp = plan_for(ours, stale)
+        fp = FilePlan(fp.store, fp.file, fp.lines, remote=True)
+        applier = HostKeyApplier(tmp_path / "audit.jsonl", "INC-9", Operator("tester"),
+                                 lambda _: None, sftp=sftp)
+        (out,) = await applier.apply(HostKeyPlan((fp,)))
+        assert out.ok, out.detail
+        # A file that changed since the verdict is left alone, over SFTP too.
+        again = await applier.apply(HostKeyPlan((fp,)))
+        assert not again[0].ok and "changed since it was judged" in again[0].detail
+    assert ours.read_bytes() == theirs.read_bytes()
+    assert (ours.parent / "known_hosts.old").read_bytes() == data
+    st = os.stat(ours)
+    assert (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (0o600, 65534, 65534)
+    assert sorted(os.listdir(ours.parent)) == ["known_hosts", "known_hosts.old"]
+    results = [json.loads(x)["result"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
+    assert results == ["removed", "removed", "failed", "failed"]

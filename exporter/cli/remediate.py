@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
+import asyncssh
+
 from exporter.cli.confirm import confirm
 from exporter.config.model import Config
 from exporter.core import exitcodes
@@ -22,6 +24,7 @@ from exporter.remediate.hostkey_plan import (
     HostKeyPlan,
     hostkey_files,
     make_hostkey_plan,
+    remote_stores,
     with_file,
 )
 from exporter.remediate.hostkey_render import hostkey_plan_json, render_hostkey_plan
@@ -121,21 +124,23 @@ def _read_files(plan: HostKeyPlan) -> HostKeyPlan:
     out: list[FilePlan] = []
     for fp in plan.files:
         try:
-            data = Path(fp.file).read_bytes() if fp.file and fp.lines else None
+            local = fp.file and fp.lines and not fp.remote  # a remote file: the plan as judged
+            data = Path(fp.file).read_bytes() if local and fp.file else None
         except OSError:
             data = None
         out.append(with_file(fp, data) if data is not None else fp)
     return HostKeyPlan(tuple(out), plan.skipped)
 
 
-def _plans(snap: Snapshot, files: dict[str, str | None], args: Options) -> Plans:
+def _plans(snap: Snapshot, files: dict[str, str | None], args: Options,
+           remote: frozenset[str] = frozenset()) -> Plans:
     """The PI plan and the known_hosts plan of one snapshot; --store/--entry pick either."""
     all_rows = rows(snap.views)
     hk_entry = args.entry is not None and any(
         r.is_host_key and r.entry == args.entry for r in all_rows)
     hk_store = args.store is not None and (args.store in files or any(
         r.is_host_key and r.store == args.store for r in all_rows))
-    hostkeys = _read_files(make_hostkey_plan(all_rows, files, args.store, args.entry))
+    hostkeys = _read_files(make_hostkey_plan(all_rows, files, args.store, args.entry, remote))
     if hk_entry or hk_store:
         return Plans(Plan((), (), (), ()), hostkeys)
     exclude = frozenset(files) | {r.store for r in all_rows if r.is_host_key}
@@ -156,7 +161,7 @@ def _print_plans(plans: Plans, as_json: bool) -> None:
     print("\n\n".join(parts))
 
 
-def _apply_hostkeys(plan: HostKeyPlan, args: Options, human: TextIO) -> int:
+async def _apply_hostkeys(service: Service, plan: HostKeyPlan, args: Options, human: TextIO) -> int:
     """--apply for known_hosts files: confirm, remove exactly the stale lines, audit."""
     print(f"\nAbout to remove {len(plan.lines)} line(s), keeping every other byte:", file=human)
     for fp in plan.files:
@@ -172,8 +177,14 @@ def _apply_hostkeys(plan: HostKeyPlan, args: Options, human: TextIO) -> int:
     except AuditError as e:
         print(f"{e}; nothing removed", file=sys.stderr)
         return EXIT_ERROR
-    applier = HostKeyApplier(audit, args.reason, say=lambda s: print(s, file=human, flush=True))
-    outcomes: list[FileOutcome] = applier.apply(plan)
+    async def sftp(store: str) -> asyncssh.SFTPClient:
+        """A file on the store's host: SFTP over the store's own session (host key verified)."""
+        conn = await service.session(store).connection()
+        return await conn.start_sftp_client()
+
+    applier = HostKeyApplier(audit, args.reason, say=lambda s: print(s, file=human, flush=True),
+                             sftp=sftp)
+    outcomes: list[FileOutcome] = await applier.apply(plan)
     for lost in applier.audit_errors:
         report_lost_audit(lost, sys.stderr)
     if not applier.audit_errors:
@@ -209,7 +220,7 @@ async def remediate(config: Config, args: Options) -> int:
     try:
         snap = await service.run_once([args.store] if args.store else None)
         try:
-            plans = _plans(snap, hostkey_files(config), args)
+            plans = _plans(snap, hostkey_files(config), args, remote_stores(config))
         except PlanError as e:
             print(f"{e}; nothing deleted", file=sys.stderr)
             return EXIT_ERROR
@@ -225,7 +236,7 @@ async def remediate(config: Config, args: Options) -> int:
         else:
             code = _status(unreadable)
         if plans.hostkeys.lines:
-            code = _apply_hostkeys(plans.hostkeys, args, human) or code
+            code = await _apply_hostkeys(service, plans.hostkeys, args, human) or code
         return code
     finally:
         await service.stop()

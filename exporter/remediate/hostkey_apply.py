@@ -1,5 +1,5 @@
-"""Remediation of known_hosts stores, the I/O edge: remove exactly the stale lines of a local
-file, atomically, as `ssh-keygen -R` does, and audit it.
+"""Remediation of known_hosts stores, the I/O edge: remove exactly the stale lines of a file,
+local or on the store's host over SFTP, atomically, as `ssh-keygen -R` does, and audit it.
 
 The file is read again and each planned line checked (same number, type, key and host) before
 anything changes; a file that changed since it was judged is left alone. The new file is written
@@ -10,13 +10,19 @@ old file or the new one, never half of either. Nothing here adds a key.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
+import posixpath
+import secrets
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import asyncssh
 
 from exporter.core.text import visible
 from exporter.remediate.hostkey_plan import FilePlan, HostKeyPlan, StaleLine, check_file
@@ -94,8 +100,82 @@ def remove_stale_lines(fp: FilePlan) -> FileOutcome:
                        str(old))
 
 
+# ---- the same over SFTP (a known_hosts file on the store's host) ----------------------------
+
+MAX_REMOTE_BYTES = 64 << 20  # as the Source reads it
+
+
+async def _sftp_read(sftp: asyncssh.SFTPClient, path: str) -> bytes:
+    async with sftp.open(path, "rb") as f:
+        data = await f.read(MAX_REMOTE_BYTES + 1)
+    if len(data) > MAX_REMOTE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_REMOTE_BYTES >> 20} MiB")
+    return data if isinstance(data, bytes) else data.encode()
+
+
+async def _sftp_write_beside(sftp: asyncssh.SFTPClient, real: str, data: bytes,
+                             st: asyncssh.SFTPAttrs) -> str:
+    """A new file beside `real` holding `data`, with its mode and owner; its path."""
+    tmp = posixpath.join(posixpath.dirname(real), f".{posixpath.basename(real)}.{secrets.token_hex(6)}")
+    mode = (st.permissions or 0o600) & 0o7777
+    async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=0o600)) as f:
+        await f.write(data)
+        with contextlib.suppress(asyncssh.SFTPOpUnsupported):  # fsync@openssh.com where offered
+            await f.fsync()
+    try:
+        await sftp.chmod(tmp, mode)
+        got = await sftp.stat(tmp)
+        if st.uid is not None and (got.uid, got.gid) != (st.uid, st.gid):
+            await sftp.chown(tmp, st.uid, st.gid or 0)
+    except BaseException:
+        await sftp.remove(tmp)
+        raise
+    return tmp
+
+
+async def remove_stale_lines_sftp(fp: FilePlan, sftp: asyncssh.SFTPClient) -> FileOutcome:
+    """`remove_stale_lines` for a file on the store's host: the same checks, FILE.old as a
+    hard link (hardlink@openssh.com), the new file renamed over the old (posix-rename@)."""
+    if not fp.lines:
+        return FileOutcome(fp, True, "nothing to remove")
+    if not fp.file:
+        return FileOutcome(fp, False, "the configuration names no file for this store")
+    tmp: str | None = None
+    try:
+        real = await sftp.realpath(fp.file)
+        real = real if isinstance(real, str) else real.decode()
+        st = await sftp.stat(real)
+        data = await _sftp_read(sftp, real)
+        problems = check_file(data, fp.lines)
+        if problems:
+            return FileOutcome(fp, False, "the file changed since it was judged: "
+                               + "; ".join(problems) + "; nothing removed")
+        tmp = await _sftp_write_beside(sftp, real, remove_lines(data, [s.line for s in fp.lines]), st)
+        if await _sftp_read(sftp, real) != data:
+            return FileOutcome(fp, False, "the file changed while it was rewritten; nothing removed")
+        old = real + ".old"
+        if await sftp.exists(old):
+            await sftp.remove(old)
+        await sftp.link(real, old)
+        await sftp.posix_rename(tmp, real)
+        tmp = None
+    except (asyncssh.SFTPError, asyncssh.Error, OSError, ValueError) as e:
+        why = e.reason if isinstance(e, asyncssh.SFTPError) else str(e)
+        return FileOutcome(fp, False, f"{type(e).__name__}: {visible(why)}; nothing removed")
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(asyncssh.SFTPError, asyncssh.Error, OSError):
+                await sftp.remove(tmp)
+    return FileOutcome(fp, True, f"removed {len(fp.lines)} line(s); the file as it was is {old}",
+                       old)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# The store's SFTP client, for a file on its host (the CLI opens it over the store's session).
+SftpOpener = Callable[[str], Awaitable[asyncssh.SFTPClient]]
 
 
 @dataclass
@@ -105,8 +185,24 @@ class HostKeyApplier:
     operator: Operator = field(default_factory=current_operator)
     say: Callable[[str], None] = print
     audit_errors: list[AuditError] = field(default_factory=list)
+    sftp: SftpOpener | None = None
 
-    def apply(self, plan: HostKeyPlan) -> list[FileOutcome]:
+    async def _remove(self, fp: FilePlan) -> FileOutcome:
+        if not fp.remote:
+            return await asyncio.to_thread(remove_stale_lines, fp)
+        if self.sftp is None:
+            return FileOutcome(fp, False, "no SSH session for this store's host; nothing removed")
+        try:
+            client = await self.sftp(fp.store)
+        except (asyncssh.Error, OSError) as e:
+            return FileOutcome(fp, False, f"no SFTP on the store's host ({visible(str(e))}); "
+                               "nothing removed")
+        try:
+            return await remove_stale_lines_sftp(fp, client)
+        finally:
+            client.exit()
+
+    async def apply(self, plan: HostKeyPlan) -> list[FileOutcome]:
         """File by file; no further file once the audit log could not be written."""
         outcomes = []
         for fp in plan.files:
@@ -115,7 +211,7 @@ class HostKeyApplier:
             if self.audit_errors:
                 outcomes.append(FileOutcome(fp, False, "not run: the audit log could not be written"))
                 continue
-            got = remove_stale_lines(fp)
+            got = await self._remove(fp)
             self.say(f"{visible(fp.store)}: {visible(got.detail)}")
             outcomes.append(got)
             try:

@@ -87,6 +87,7 @@ class FilePlan:
     store: str
     file: str | None  # where the store's file is (None: the configuration does not say)
     lines: tuple[StaleLine, ...]
+    remote: bool = False  # the file is on the store's host (read and changed over SSH)
 
 
 @dataclass(frozen=True)
@@ -128,21 +129,23 @@ def _triage(r: Row) -> StaleLine | HostKeySkip | None:
 
 
 def hostkey_files(config: Config) -> dict[str, str | None]:
-    """The known_hosts stores (`kind: known_hosts`) and the local file each names. A file on a
-    remote host is not changed from here yet: it maps to None and its plan says so."""
-    out: dict[str, str | None] = {}
-    for s in config.stores:
-        if getattr(s, "kind", "pi") != "known_hosts":
-            continue
-        remote = getattr(s, "remote", None) or getattr(s, "ssh", None)
-        out[s.name] = None if remote else getattr(s, "path", None)
-    return out
+    """The known_hosts stores (`kind: known_hosts`) and the file each names."""
+    return {s.name: getattr(s, "path", None) for s in config.stores
+            if getattr(s, "kind", "pi") == "known_hosts"}
+
+
+def remote_stores(config: Config) -> frozenset[str]:
+    """The known_hosts stores whose file is on a remote host (read over the store's session)."""
+    return frozenset(s.name for s in config.stores
+                     if getattr(s, "kind", "pi") == "known_hosts" and getattr(s, "remote", False))
 
 
 def make_hostkey_plan(items: Iterable[Row], files: Mapping[str, str | None],
-                      store: str | None = None, entry: str | None = None) -> HostKeyPlan:
-    """The stale lines of every known_hosts store (`files`: store -> its file), in file order.
-    A store in `files` with nothing stale still gets its (empty) part."""
+                      store: str | None = None, entry: str | None = None,
+                      remote: frozenset[str] = frozenset()) -> HostKeyPlan:
+    """The stale lines of every known_hosts store (`files`: store -> its file; `remote`: the
+    stores whose file is on their host), in file order. A store in `files` with nothing stale
+    still gets its (empty) part."""
     by_store: dict[str, dict[int, StaleLine]] = {}
     skipped: list[HostKeySkip] = []
     for r in items:
@@ -159,7 +162,8 @@ def make_hostkey_plan(items: Iterable[Row], files: Mapping[str, str | None],
     names = [n for n in files if store is None or n == store]
     names += [n for n in by_store if n not in files]
     plans = tuple(
-        FilePlan(n, files.get(n), tuple(sorted(by_store.get(n, {}).values(), key=lambda s: s.line)))
+        FilePlan(n, files.get(n), tuple(sorted(by_store.get(n, {}).values(), key=lambda s: s.line)),
+                 n in remote)
         for n in names
     )
     return HostKeyPlan(plans, tuple(skipped))
@@ -229,4 +233,4 @@ def with_file(fp: FilePlan, data: bytes) -> FilePlan:
     for s in fp.lines:
         for extra in _siblings(keys, s):
             found.setdefault(extra.line, extra)
-    return FilePlan(fp.store, fp.file, tuple(found[n] for n in sorted(found)))
+    return FilePlan(fp.store, fp.file, tuple(found[n] for n in sorted(found)), fp.remote)

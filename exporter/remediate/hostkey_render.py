@@ -19,7 +19,9 @@ VERIFY_WARNING = (
 
 
 def _where(fp: FilePlan) -> str:
-    return f"{visible(fp.store)} ({visible(fp.file)})" if fp.file else visible(fp.store)
+    if not fp.file:
+        return visible(fp.store)
+    return f"{visible(fp.store)} ({visible(fp.file)}{' on its host, over SSH' if fp.remote else ''})"
 
 
 def render_line(s: StaleLine) -> list[str]:

@@ -184,6 +184,16 @@ class PiSession:
                 async with asyncio.timeout(2):
                     await conn.wait_closed()
 
+    async def connection(self) -> asyncssh.SSHClientConnection:
+        """The logged-in connection, opened on first use and again after the server dropped
+        it: for a Source that reads a file (SFTP) rather than a CLI command's output."""
+        async with self._lock:
+            if self._conn is not None and self._conn.is_closed():
+                await self.close()
+            if self._conn is None:
+                self._conn = await self._connect()
+            return self._conn
+
     async def run(self, command: str) -> str:
         async with self._lock:
             try:
