@@ -23,8 +23,8 @@
           },
           {
             "alert": "TofuCertificateMismatch",
-            "expr": (if $._config.clusterLabel == null then "tofu:certificate_mismatch:details{" + $._config.selector + "}\nor on(job, instance, store, entry)\n0 * (tofu_certificate_mismatch{" + $._config.selector + "} == 1) * on(job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\nor on(job, instance, store, entry)\n0 * (max_over_time(tofu_certificate_mismatch{" + $._config.selector + "}[15m]) == 1 and on(job, instance, store, entry) tofu_certificate_state{" + $._config.selector + ", state=\"unreachable\"} == 1) * on(job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n"
-             else "tofu:certificate_mismatch:details{" + $._config.selector + "}\nor on(" + $._config.clusterLabel + ", job, instance, store, entry)\n0 * (tofu_certificate_mismatch{" + $._config.selector + "} == 1) * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\nor on(" + $._config.clusterLabel + ", job, instance, store, entry)\n0 * (max_over_time(tofu_certificate_mismatch{" + $._config.selector + "}[15m]) == 1 and on(" + $._config.clusterLabel + ", job, instance, store, entry) tofu_certificate_state{" + $._config.selector + ", state=\"unreachable\"} == 1) * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n"),
+            "expr": (if $._config.clusterLabel == null then "(\n  tofu:certificate_mismatch:details{" + $._config.selector + "}\n  or on(job, instance, store, entry)\n  0 * (tofu_certificate_mismatch{" + $._config.selector + "} == 1) * on(job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n  or on(job, instance, store, entry)\n  0 * (max_over_time(tofu_certificate_mismatch{" + $._config.selector + "}[15m]) == 1 and on(job, instance, store, entry) tofu_certificate_state{" + $._config.selector + ", state=\"unreachable\"} == 1) * on(job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n)\nunless on(job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"
+             else "(\n  tofu:certificate_mismatch:details{" + $._config.selector + "}\n  or on(" + $._config.clusterLabel + ", job, instance, store, entry)\n  0 * (tofu_certificate_mismatch{" + $._config.selector + "} == 1) * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n  or on(" + $._config.clusterLabel + ", job, instance, store, entry)\n  0 * (max_over_time(tofu_certificate_mismatch{" + $._config.selector + "}[15m]) == 1 and on(" + $._config.clusterLabel + ", job, instance, store, entry) tofu_certificate_state{" + $._config.selector + ", state=\"unreachable\"} == 1) * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n)\nunless on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"),
             "labels": {
               "severity": "critical",
               "stored_subject": "",
@@ -64,8 +64,8 @@
           },
           {
             "alert": "TofuCertificateStateUnknown",
-            "expr": (if $._config.clusterLabel == null then "max without (state) (\n  (tofu_certificate_state{" + $._config.selector + ", state=\"unknown\"} == 1)\n  * on(job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n)\n"
-             else "max without (state) (\n  (tofu_certificate_state{" + $._config.selector + ", state=\"unknown\"} == 1)\n  * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n)\n"),
+            "expr": (if $._config.clusterLabel == null then "max without (state) (\n  (tofu_certificate_state{" + $._config.selector + ", state=\"unknown\"} == 1)\n  * on(job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n)\nunless on(job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"
+             else "max without (state) (\n  (tofu_certificate_state{" + $._config.selector + ", state=\"unknown\"} == 1)\n  * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(endpoint) tofu_entry_info{" + $._config.selector + "}\n)\nunless on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"),
             "for": "1d",
             "labels": {
               "severity": "info",
@@ -74,6 +74,74 @@
               "summary": "The TOFU state of an entry has been unknown for a day; it needs a pin, an accept or a re-store.",
               "description": "The exporter cannot tell whether {{ $labels.store }} still trusts the certificate {{ $labels.endpoint }} presents (entry {{ $labels.entry }}): the entry existed before the exporter first saw it and the subjects match, which a regenerated certificate also does. Resolve it with a pin (`pins: [{endpoint: \"{{ $labels.endpoint }}\", sha256: <fingerprint PI stored>}]`), by accepting the live certificate once you have seen PI's connection to the peer work (`prime-tofu-exporter accept --store {{ $labels.store }} --entry {{ $labels.entry }} --reason <what you checked>`, docs/day-one.md), or by deleting the entry (`ncs certvalidation tofu-certs deletecert host {{ $labels.entry }}` on {{ $labels.store }}) so that PI re-stores it while the exporter watches.",
               "runbook_url": ($._config.runbookURLPattern % { anchor: "tofucertificatestateunknown" }),
+            },
+          },
+          {
+            "alert": "TofuHostKeyMismatch",
+            "expr": (if $._config.clusterLabel == null then "(\n  tofu_entry_line{" + $._config.selector + "} * on(job, instance, store, entry) group_left(key_type, host, port, endpoint, stored_fingerprint, live_fingerprint) (\n  label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n  * on(job, instance, store, entry) group_left(host, port, endpoint, stored_fingerprint) label_replace(tofu_entry_info{" + $._config.selector + "}, \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  * on(job, instance, endpoint) group_left(live_fingerprint) label_replace(tofu_live_certificate_info{" + $._config.selector + "}, \"live_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  )\n  or on(job, instance, store, entry)\n  tofu_entry_line{" + $._config.selector + "} * on(job, instance, store, entry) group_left(key_type, host, port, endpoint, stored_fingerprint) (\n  label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n  * on(job, instance, store, entry) group_left(host, port, endpoint, stored_fingerprint) label_replace(tofu_entry_info{" + $._config.selector + "}, \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  )\n  or on(job, instance, store, entry)\n  0 * (\n  label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n  * on(job, instance, store, entry) group_left(host, port, endpoint, stored_fingerprint) label_replace(tofu_entry_info{" + $._config.selector + "}, \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  )\n  or on(job, instance, store, entry)\n  0 * label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n)\nand on(job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"
+             else "(\n  tofu_entry_line{" + $._config.selector + "} * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(key_type, host, port, endpoint, stored_fingerprint, live_fingerprint) (\n  label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n  * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(host, port, endpoint, stored_fingerprint) label_replace(tofu_entry_info{" + $._config.selector + "}, \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  * on(" + $._config.clusterLabel + ", job, instance, endpoint) group_left(live_fingerprint) label_replace(tofu_live_certificate_info{" + $._config.selector + "}, \"live_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  )\n  or on(" + $._config.clusterLabel + ", job, instance, store, entry)\n  tofu_entry_line{" + $._config.selector + "} * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(key_type, host, port, endpoint, stored_fingerprint) (\n  label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n  * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(host, port, endpoint, stored_fingerprint) label_replace(tofu_entry_info{" + $._config.selector + "}, \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  )\n  or on(" + $._config.clusterLabel + ", job, instance, store, entry)\n  0 * (\n  label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n  * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(host, port, endpoint, stored_fingerprint) label_replace(tofu_entry_info{" + $._config.selector + "}, \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\")\n  )\n  or on(" + $._config.clusterLabel + ", job, instance, store, entry)\n  0 * label_replace(tofu_certificate_mismatch{" + $._config.selector + "} == 1, \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\")\n)\nand on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"),
+            "labels": {
+              "severity": "critical",
+              "key_type": "",
+              "host": "",
+              "port": "",
+              "endpoint": "",
+              "stored_fingerprint": "",
+              "live_fingerprint": "",
+            },
+            "annotations": {
+              "summary": "A host's SSH key no longer matches known_hosts; SSH clients trusting the file stop.",
+              "description": "{{- $plain := and (match \"^([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$\" (or $labels.host \"\")) (match \"^[a-z0-9][a-z0-9@.-]*$\" (or $labels.key_type \"\")) -}}The known_hosts file of {{ $labels.store }} holds a {{ $labels.key_type }} key for {{ $labels.entry }}{{ if gt $value 0.0 }} on line {{ $value | printf \"%.0f\" }}{{ end }} that the host no longer presents: it offers that type with another key. Every batch SSH client trusting this file (automation, CI, backups) stops at this host with `REMOTE HOST IDENTIFICATION HAS CHANGED` or `Host key verification failed`. Stored key {{ or $labels.stored_fingerprint \"(remediate prints it)\" }}; live key {{ or $labels.live_fingerprint \"(remediate prints it)\" }}. See the key it presents now: {{ if $plain }}`ssh-keyscan -t {{ $labels.key_type }} -p {{ or $labels.port \"22\" }} {{ $labels.host }}`{{ else }}(not shown: the host name is not a plain name or address; read the line in the file){{ end }}. Check the new fingerprint out of band (the host's console, its administrator, the provider's published keys) before any client trusts it: a changed key is also what a machine in the middle presents. remediate never adds a key. Then remove the stale line{{ if $plain }}: `prime-tofu-exporter remediate --store {{ $labels.store }} --entry '{{ $labels.entry }}' --apply` (keeps every other byte, leaves FILE.old){{ end }}.",
+              "line": "{{ if gt $value 0.0 }}{{ $value | printf \"%.0f\" }}{{ else }}(remediate prints it){{ end }}",
+              "stored_fingerprint": "{{ or $labels.stored_fingerprint \"(remediate prints it)\" }}",
+              "live_fingerprint": "{{ or $labels.live_fingerprint \"(remediate prints it)\" }}",
+              "command": "{{- $plain := and (match \"^([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$\" (or $labels.host \"\")) (match \"^[a-z0-9][a-z0-9@.-]*$\" (or $labels.key_type \"\")) -}}{{ if $plain }}ssh-keyscan -t {{ $labels.key_type }} -p {{ or $labels.port \"22\" }} {{ $labels.host }}{{ else }}(not shown: the host name is not a plain name or address; read the line in the file){{ end }}",
+              "remove": "{{- $plain := and (match \"^([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$\" (or $labels.host \"\")) (match \"^[a-z0-9][a-z0-9@.-]*$\" (or $labels.key_type \"\")) -}}{{ if $plain }}prime-tofu-exporter remediate --store {{ $labels.store }} --entry '{{ $labels.entry }}' --apply{{ else }}(not shown: the host name is not a plain name or address; read the line in the file){{ end }}",
+              "verify": "Check the new fingerprint out of band (the host's console, its administrator, the provider's published keys) before any client trusts it: a changed key is also what a machine in the middle presents. remediate never adds a key.",
+              "runbook_url": ($._config.runbookURLPattern % { anchor: "tofuhostkeymismatch" }),
+            },
+          },
+          {
+            "alert": "TofuHostKeyUnknown",
+            "expr": (if $._config.clusterLabel == null then "max without (state) (\n  (tofu_certificate_state{" + $._config.selector + ", state=\"unknown\"} == 1)\n  * on(job, instance, store, entry) group_left(host, port) tofu_entry_info{" + $._config.selector + "}\n)\nand on(job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"
+             else "max without (state) (\n  (tofu_certificate_state{" + $._config.selector + ", state=\"unknown\"} == 1)\n  * on(" + $._config.clusterLabel + ", job, instance, store, entry) group_left(host, port) tofu_entry_info{" + $._config.selector + "}\n)\nand on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"),
+            "for": "1d",
+            "labels": {
+              "severity": "info",
+              "host": "",
+              "port": "",
+            },
+            "annotations": {
+              "summary": "A known_hosts entry has been undecided for a day; usually its key type is gone.",
+              "description": "For a day the exporter could not decide the known_hosts entry {{ $labels.entry }} of {{ $labels.store }}: usually the host no longer offers this key type while another of its lines still matches, so OpenSSH's default client connects but a client that speaks only this type fails. `prime-tofu-exporter check --store {{ $labels.store }}` gives the reason; `ssh-keyscan -p {{ or $labels.port \"22\" }} <host>` lists the types the host offers. Once you know the type was dropped on purpose, remove its line by hand (remediate removes only proven mismatches).",
+              "runbook_url": ($._config.runbookURLPattern % { anchor: "tofuhostkeyunknown" }),
+            },
+          },
+          {
+            "alert": "TofuKnownHostsUnparsedLines",
+            "expr": (if $._config.clusterLabel == null then "tofu_store_unparsed_lines{" + $._config.selector + "} > 0\nand on(job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"
+             else "tofu_store_unparsed_lines{" + $._config.selector + "} > 0\nand on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"),
+            "for": "15m",
+            "labels": {
+              "severity": "warning",
+            },
+            "annotations": {
+              "summary": "Lines of a known_hosts file do not parse; OpenSSH and the exporter skip them.",
+              "description": "{{ $value | printf \"%.0f\" }} lines of the known_hosts file of {{ $labels.store }} on {{ $labels.instance }} do not parse. OpenSSH skips such lines too, so a host they were meant to pin is trusted by another line or by none, and no verdict covers them. The landing page and `prime-tofu-exporter check` list each with its line number and reason (escaped). Fix or delete each line; `ssh-keygen -F <host> -f <file>` shows what OpenSSH reads for a host.",
+              "runbook_url": ($._config.runbookURLPattern % { anchor: "tofuknownhostsunparsedlines" }),
+            },
+          },
+          {
+            "alert": "TofuKnownHostsUnresolvedLines",
+            "expr": "tofu_store_unresolved_lines{" + $._config.selector + "} > 0\n",
+            "for": "1h",
+            "labels": {
+              "severity": "info",
+            },
+            "annotations": {
+              "summary": "known_hosts lines name no host the exporter probes; their keys are not checked.",
+              "description": "{{ $value | printf \"%.0f\" }} key lines of the known_hosts file of {{ $labels.store }} on {{ $labels.instance }} name no host the exporter can probe: hashed hosts (`|1|...`) or patterns (`*`, `?`, `!`) that match no name of the store's `resolve:` list. Their keys are not checked, so a rotated host key behind them raises no TofuHostKeyMismatch. Add the host names (or `[host]:port`) to the store's `resolve:` list and reload; `ssh-keygen -F <name> -f <file>` says whether a name matches a hashed line. Lines of hosts long gone can go: `ssh-keygen -R <name> -f <file>`.",
+              "runbook_url": ($._config.runbookURLPattern % { anchor: "tofuknownhostsunresolvedlines" }),
             },
           },
           {
@@ -119,7 +187,8 @@
           },
           {
             "alert": "TofuStoreUnparsedLines",
-            "expr": "tofu_store_unparsed_lines{" + $._config.selector + "} > 0\n",
+            "expr": (if $._config.clusterLabel == null then "tofu_store_unparsed_lines{" + $._config.selector + "} > 0\nunless on(job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"
+             else "tofu_store_unparsed_lines{" + $._config.selector + "} > 0\nunless on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.selector + ", kind=\"known_hosts\"}\n"),
             "for": "15m",
             "labels": {
               "severity": "warning",

@@ -1839,6 +1839,431 @@
             ],
           },
         },
+        {
+          "type": "row",
+          "collapsed": false,
+          "id": 21,
+          "panels": [],
+          "title": "SSH host keys (known_hosts stores)",
+          "gridPos": {
+            "h": 1,
+            "w": 24,
+            "x": 0,
+            "y": 51,
+          },
+        },
+        {
+          "type": "stat",
+          "id": 22,
+          "targets": [
+            {
+              "expr": (if $._config.clusterLabel == null then "sum by (store) (tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"
+               else "sum by (store) (tofu_certificate_mismatch{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"),
+              "refId": "A",
+              "instant": true,
+              "range": false,
+              "legendFormat": "{{store}}",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+          ],
+          "title": "Stale host keys (mismatch) by known_hosts store",
+          "description": "Lines whose key the host no longer presents for that type: every batch SSH client trusting the file stops at that host (TofuHostKeyMismatch). The table gives the line and the command that shows the key now; verify it out of band.",
+          "transparent": false,
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}",
+          },
+          "gridPos": {
+            "h": 5,
+            "w": 8,
+            "x": 0,
+            "y": 52,
+          },
+          "repeatDirection": "h",
+          "options": {
+            "graphMode": "none",
+            "colorMode": "background",
+            "justifyMode": "auto",
+            "textMode": "value_and_name",
+            "wideLayout": true,
+            "showPercentChange": false,
+            "reduceOptions": {
+              "calcs": [
+                "lastNotNull",
+              ],
+              "values": false,
+              "fields": "",
+            },
+            "percentChangeColorMode": "standard",
+            "orientation": "auto",
+          },
+          "fieldConfig": {
+            "defaults": {
+              "unit": "none",
+              "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                  {
+                    "value": null,
+                    "color": "green",
+                  },
+                  {
+                    "value": 1,
+                    "color": "red",
+                  },
+                ],
+              },
+              "noValue": "0",
+            },
+            "overrides": [],
+          },
+        },
+        {
+          "type": "stat",
+          "id": 23,
+          "targets": [
+            {
+              "expr": (if $._config.clusterLabel == null then "sum by (state) (tofu_certificate_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"
+               else "sum by (state) (tofu_certificate_state{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"),
+              "refId": "A",
+              "instant": true,
+              "range": false,
+              "legendFormat": "{{state}}",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+          ],
+          "title": "Host key entries by state",
+          "description": "unknown: usually a key type the host no longer offers while another of its lines matches (TofuHostKeyUnknown).",
+          "transparent": false,
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}",
+          },
+          "gridPos": {
+            "h": 5,
+            "w": 8,
+            "x": 8,
+            "y": 52,
+          },
+          "repeatDirection": "h",
+          "options": {
+            "graphMode": "none",
+            "colorMode": "background",
+            "justifyMode": "auto",
+            "textMode": "value_and_name",
+            "wideLayout": true,
+            "showPercentChange": false,
+            "reduceOptions": {
+              "calcs": [
+                "lastNotNull",
+              ],
+              "values": false,
+              "fields": "",
+            },
+            "percentChangeColorMode": "standard",
+            "orientation": "auto",
+          },
+          "fieldConfig": {
+            "defaults": {
+              "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                  {
+                    "value": null,
+                    "color": "text",
+                  },
+                ],
+              },
+              "color": {
+                "mode": "thresholds",
+              },
+            },
+            "overrides": [],
+          },
+        },
+        {
+          "type": "stat",
+          "id": 24,
+          "targets": [
+            {
+              "expr": (if $._config.clusterLabel == null then "sum(tofu_store_unparsed_lines{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"} and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"
+               else "sum(tofu_store_unparsed_lines{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"} and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"),
+              "refId": "A",
+              "instant": true,
+              "range": false,
+              "legendFormat": "unparsed lines",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+            {
+              "expr": (if $._config.clusterLabel == null then "sum(tofu_store_unresolved_lines{job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})"
+               else "sum(tofu_store_unresolved_lines{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\"})"),
+              "refId": "B",
+              "instant": true,
+              "range": false,
+              "legendFormat": "unresolved lines",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+          ],
+          "title": "known_hosts lines not checked",
+          "description": "Lines that do not parse (OpenSSH skips them too; TofuKnownHostsUnparsedLines) and hashed or pattern lines that match no name of the store's `resolve:` list (tofu_store_unresolved_lines; TofuKnownHostsUnresolvedLines).",
+          "transparent": false,
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}",
+          },
+          "gridPos": {
+            "h": 5,
+            "w": 8,
+            "x": 16,
+            "y": 52,
+          },
+          "repeatDirection": "h",
+          "options": {
+            "graphMode": "none",
+            "colorMode": "background",
+            "justifyMode": "auto",
+            "textMode": "value_and_name",
+            "wideLayout": true,
+            "showPercentChange": false,
+            "reduceOptions": {
+              "calcs": [
+                "lastNotNull",
+              ],
+              "values": false,
+              "fields": "",
+            },
+            "percentChangeColorMode": "standard",
+            "orientation": "auto",
+          },
+          "fieldConfig": {
+            "defaults": {
+              "unit": "none",
+              "thresholds": {
+                "mode": "absolute",
+                "steps": [
+                  {
+                    "value": null,
+                    "color": "green",
+                  },
+                  {
+                    "value": 1,
+                    "color": "orange",
+                  },
+                ],
+              },
+              "noValue": "0",
+            },
+            "overrides": [],
+          },
+        },
+        {
+          "type": "table",
+          "id": 25,
+          "targets": [
+            {
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, state) (tofu_certificate_state{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1 and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"
+               else "max by (store, entry, state) (tofu_certificate_state{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1 and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"),
+              "refId": "A",
+              "instant": true,
+              "range": false,
+              "format": "table",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+            {
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, key_type, stored_fingerprint) (label_replace(label_replace((tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"}), \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\"), \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\"))"
+               else "max by (store, entry, key_type, stored_fingerprint) (label_replace(label_replace((tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"}), \"stored_fingerprint\", \"$1\", \"subject\", \"(.*)\"), \"key_type\", \"$1\", \"entry\", \".* ([^ ]+)\"))"),
+              "refId": "B",
+              "instant": true,
+              "range": false,
+              "format": "table",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+            {
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, live_fingerprint) ((tofu_entry_info{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"}) * on(job, instance, endpoint) group_left(live_fingerprint) label_replace(tofu_live_certificate_info{job=~\"$job\", instance=~\"$instance\"}, \"live_fingerprint\", \"$1\", \"subject\", \"(.*)\"))"
+               else "max by (store, entry, live_fingerprint) ((tofu_entry_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"}) * on(" + $._config.clusterLabel + ", job, instance, endpoint) group_left(live_fingerprint) label_replace(tofu_live_certificate_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\"}, \"live_fingerprint\", \"$1\", \"subject\", \"(.*)\"))"),
+              "refId": "D",
+              "instant": true,
+              "range": false,
+              "format": "table",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+            {
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry) (tofu_entry_line{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"
+               else "max by (store, entry) (tofu_entry_line{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"})"),
+              "refId": "E",
+              "instant": true,
+              "range": false,
+              "format": "table",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+            {
+              "expr": (if $._config.clusterLabel == null then "max by (store, entry, fix) (label_replace(label_replace((tofu_certificate_mismatch{job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1) and on(job, instance, store) tofu_store_info{job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"}, \"fix\", \"ssh-keyscan -t $2 -p 22 $1\", \"entry\", \"([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*) ([a-z0-9][a-z0-9@.-]*)\"), \"fix\", \"ssh-keyscan -t $3 -p $2 $1\", \"entry\", \"\\\\[([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\\\\]:([0-9]+) ([a-z0-9][a-z0-9@.-]*)\"))"
+               else "max by (store, entry, fix) (label_replace(label_replace((tofu_certificate_mismatch{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", store=~\"$store\", entry=~\"$entry\"} == 1) and on(" + $._config.clusterLabel + ", job, instance, store) tofu_store_info{" + $._config.clusterLabel + "=\"$cluster\", job=~\"$job\", instance=~\"$instance\", kind=\"known_hosts\"}, \"fix\", \"ssh-keyscan -t $2 -p 22 $1\", \"entry\", \"([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*) ([a-z0-9][a-z0-9@.-]*)\"), \"fix\", \"ssh-keyscan -t $3 -p $2 $1\", \"entry\", \"\\\\[([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)\\\\]:([0-9]+) ([a-z0-9][a-z0-9@.-]*)\"))"),
+              "refId": "C",
+              "instant": true,
+              "range": false,
+              "format": "table",
+              "datasource": {
+                "type": "prometheus",
+                "uid": "${datasource}",
+              },
+            },
+          ],
+          "title": "Every host key entry: verdict, line, stored vs live SHA256, command",
+          "description": "For a mismatch: see the key the host presents now with the command, verify its fingerprint out of band (console, the host's administrator), then `prime-tofu-exporter remediate --store <store> --entry '<entry>' --apply` removes exactly the line (FILE.old kept). No command is shown for a host name that is not a plain name or address.",
+          "transparent": false,
+          "datasource": {
+            "type": "prometheus",
+            "uid": "${datasource}",
+          },
+          "gridPos": {
+            "h": 9,
+            "w": 24,
+            "x": 0,
+            "y": 57,
+          },
+          "repeatDirection": "h",
+          "transformations": [
+            {
+              "id": "merge",
+              "options": {},
+            },
+            {
+              "id": "organize",
+              "options": {
+                "excludeByName": {
+                  "Time": true,
+                  "Value #A": true,
+                  "Value #B": true,
+                  "Value #C": true,
+                  "Value #D": true,
+                },
+                "indexByName": {
+                  "store": 0,
+                  "entry": 1,
+                  "state": 2,
+                  "Value #E": 3,
+                  "key_type": 4,
+                  "stored_fingerprint": 5,
+                  "live_fingerprint": 6,
+                  "fix": 7,
+                },
+                "renameByName": {
+                  "stored_fingerprint": "stored SHA256",
+                  "live_fingerprint": "live SHA256",
+                  "key_type": "key type",
+                  "Value #E": "line",
+                  "fix": "see the key now (verify out of band)",
+                },
+              },
+            },
+            {
+              "id": "sortBy",
+              "options": {
+                "sort": [
+                  {
+                    "field": "state",
+                  },
+                ],
+              },
+            },
+          ],
+          "options": {
+            "frameIndex": 0,
+            "showHeader": true,
+            "showTypeIcons": false,
+            "footer": {
+              "show": false,
+              "reducer": [],
+              "countRows": false,
+            },
+            "cellHeight": "sm",
+          },
+          "fieldConfig": {
+            "defaults": {
+              "custom": {
+                "align": "auto",
+                "inspect": false,
+                "filterable": true,
+              },
+            },
+            "overrides": [
+              {
+                "matcher": {
+                  "id": "byName",
+                  "options": "state",
+                },
+                "properties": [
+                  {
+                    "id": "mappings",
+                    "value": [
+                      {
+                        "type": "value",
+                        "options": {
+                          "match": {
+                            "text": "match",
+                            "color": "green",
+                            "index": 0,
+                          },
+                          "mismatch": {
+                            "text": "mismatch",
+                            "color": "red",
+                            "index": 1,
+                          },
+                          "unknown": {
+                            "text": "unknown",
+                            "color": "yellow",
+                            "index": 2,
+                          },
+                          "unreachable": {
+                            "text": "unreachable",
+                            "color": "orange",
+                            "index": 3,
+                          },
+                          "absent": {
+                            "text": "absent",
+                            "color": "blue",
+                            "index": 4,
+                          },
+                        },
+                      },
+                    ],
+                  },
+                  {
+                    "id": "custom.cellOptions",
+                    "value": {
+                      "type": "color-background",
+                    },
+                  },
+                ],
+              },
+            ],
+          },
+        },
       ],
       "links": [
         {

@@ -330,6 +330,8 @@ def build(s: Settings) -> dict[str, Any]:
         .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
         .reduce_options(reduce_last()).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
 
+    panels += host_key_panels(q, y=51)
+
     for i, p in enumerate(panels, start=1):
         p.id(i)
         if isinstance(p, db.Row):
@@ -339,6 +341,99 @@ def build(s: Settings) -> dict[str, Any]:
                 p.datasource(DS)
             d = d.with_panel(p)
     out: dict[str, Any] = json.loads(json.dumps(d.build(), cls=JSONEncoder))
+    return out
+
+
+# A known_hosts entry key, "host type" or "[host]:port type", with a plain host name: only then
+# does the table build the ssh-keyscan command from it (a hostile name gets none).
+_PLAIN_ENTRY = r"([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)"
+_KEY_TYPE = r"([a-z0-9][a-z0-9@.-]*)"
+
+
+def host_key_panels(q: Queries, y: int) -> list[Any]:
+    """The "SSH host keys" row: known_hosts stores (tofu_store_info{kind="known_hosts"}), their
+    stale lines with the line, both fingerprints and the command that shows the key now."""
+    kh = f'{q.of("tofu_store_info", q.target)[:-1]}, kind="known_hosts"}}'
+    only = f"and on({q.s.on('store')}) {kh}"
+    mismatch = q.of("tofu_certificate_mismatch", q.entry)
+    scan = (f'label_replace(label_replace(({mismatch} == 1) {only}, "fix",'
+            f' "ssh-keyscan -t $2 -p 22 $1", "entry", "{_PLAIN_ENTRY} {_KEY_TYPE}"),'
+            f' "fix", "ssh-keyscan -t $3 -p $2 $1", "entry",'
+            f' "\\\\[{_PLAIN_ENTRY}\\\\]:([0-9]+) {_KEY_TYPE}")')
+    info = f"({q.of('tofu_entry_info', q.entry)} {only})"
+    # The stored key's SHA256: is the entry's `subject`, the live key's the endpoint's.
+    stored = (f'label_replace(label_replace({info}, "stored_fingerprint", "$1", "subject", "(.*)"),'
+              ' "key_type", "$1", "entry", ".* ([^ ]+)")')
+    live = (f'label_replace({q.of("tofu_live_certificate_info", q.target)}, "live_fingerprint",'
+            ' "$1", "subject", "(.*)")')
+    out: list[Any] = [db.Row("SSH host keys (known_hosts stores)").grid_pos(pos(1, 24, 0, y))]
+    out.append(
+        stat.Panel().title("Stale host keys (mismatch) by known_hosts store").grid_pos(pos(5, 8, 0, y + 1))
+        .description("Lines whose key the host no longer presents for that type: every batch SSH "
+                     "client trusting the file stops at that host (TofuHostKeyMismatch). The table "
+                     "gives the line and the command that shows the key now; verify it out of band.")
+        .with_target(target(f"sum by (store) ({mismatch} {only})", "A", "{{store}}", instant=True))
+        .thresholds(thresholds((None, "green"), (1, "red"))).unit("none").no_value("0")
+        .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
+        .reduce_options(reduce_last()).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
+    out.append(
+        stat.Panel().title("Host key entries by state").grid_pos(pos(5, 8, 8, y + 1))
+        .description("unknown: usually a key type the host no longer offers while another of its "
+                     "lines matches (TofuHostKeyUnknown).")
+        .with_target(target(f"sum by (state) ({q.of('tofu_certificate_state', q.entry)} {only})",
+                            "A", "{{state}}", instant=True))
+        .color_scheme(db.FieldColor().mode(dm.FieldColorModeId.THRESHOLDS))
+        .thresholds(thresholds((None, "text")))
+        .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
+        .reduce_options(reduce_last()).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
+    out.append(
+        stat.Panel().title("known_hosts lines not checked").grid_pos(pos(5, 8, 16, y + 1))
+        .description("Lines that do not parse (OpenSSH skips them too; TofuKnownHostsUnparsedLines) "
+                     "and hashed or pattern lines that match no name of the store's `resolve:` list "
+                     "(tofu_store_unresolved_lines; TofuKnownHostsUnresolvedLines).")
+        .targets([
+            target(f"sum({q.of('tofu_store_unparsed_lines', q.store)} {only})", "A", "unparsed lines",
+                   instant=True),
+            target(f"sum({q.of('tofu_store_unresolved_lines', q.store)})", "B", "unresolved lines",
+                   instant=True)])
+        .thresholds(thresholds((None, "green"), (1, "orange"))).unit("none").no_value("0")
+        .color_mode(cm.BigValueColorMode.BACKGROUND).graph_mode(cm.BigValueGraphMode.NONE)
+        .reduce_options(reduce_last()).text_mode(cm.BigValueTextMode.VALUE_AND_NAME))
+    out.append(
+        table.Panel().title("Every host key entry: verdict, line, stored vs live SHA256, command")
+        .grid_pos(pos(9, 24, 0, y + 6))
+        .description("For a mismatch: see the key the host presents now with the command, verify its "
+                     "fingerprint out of band (console, the host's administrator), then "
+                     "`prime-tofu-exporter remediate --store <store> --entry '<entry>' --apply` removes "
+                     "exactly the line (FILE.old kept). No command is shown for a host name that is "
+                     "not a plain name or address.")
+        .targets([
+            target(f"max by (store, entry, state) ({q.of('tofu_certificate_state', q.entry)} == 1 {only})",
+                   "A", table_format=True, instant=True),
+            target(f"max by (store, entry, key_type, stored_fingerprint) ({stored})", "B",
+                   table_format=True, instant=True),
+            target(f"max by (store, entry, live_fingerprint) ({info} * on({q.s.on('endpoint')})"
+                   f" group_left(live_fingerprint) {live})", "D", table_format=True, instant=True),
+            target(f"max by (store, entry) ({q.of('tofu_entry_line', q.entry)} {only})", "E",
+                   table_format=True, instant=True),
+            target(f"max by (store, entry, fix) ({scan})", "C", table_format=True, instant=True),
+        ])
+        .with_transformation(dm.DataTransformerConfig(id_val="merge", options={}))
+        .with_transformation(dm.DataTransformerConfig(id_val="organize", options={
+            "excludeByName": {"Time": True, "Value #A": True, "Value #B": True, "Value #C": True,
+                              "Value #D": True},
+            "indexByName": {"store": 0, "entry": 1, "state": 2, "Value #E": 3, "key_type": 4,
+                            "stored_fingerprint": 5, "live_fingerprint": 6, "fix": 7},
+            "renameByName": {"stored_fingerprint": "stored SHA256", "live_fingerprint": "live SHA256",
+                             "key_type": "key type", "Value #E": "line",
+                             "fix": "see the key now (verify out of band)"}}))
+        .with_transformation(dm.DataTransformerConfig(id_val="sortBy",
+                                                      options={"sort": [{"field": "state"}]}))
+        .align(cm.FieldTextAlignment.AUTO).filterable(True).show_header(True)
+        .cell_height(cm.TableCellHeight.SM)
+        .override_by_name("state", [dm.DynamicConfigValue(id_val="mappings", value=STATE_MAPPING),
+                                    dm.DynamicConfigValue(id_val="custom.cellOptions",
+                                                          value={"type": "color-background"})]))
     return out
 
 

@@ -62,6 +62,22 @@ DETAIL_LABELS = ("stored_subject", "evidence", "live_subject", "fingerprint_sha2
                  "previous_fingerprint_sha256", "pi")
 LOOPBACK = 'host=~"127[.]0[.]0[.]1|::1|localhost"'
 BRIDGE = "15m"  # how long a proven mismatch stays firing while its endpoint is unreachable
+# known_hosts stores: tofu_store_info{kind="known_hosts"} tells them from PI servers (kind "pi").
+KNOWN_HOSTS = 'kind="known_hosts"'
+# What the host-key details add to a mismatching entry's labels (read into the annotations,
+# dropped from the alert's labels): the key type from the entry key; host, port, endpoint and
+# the stored key's SHA256: (its `subject`) from tofu_entry_info; the live key's SHA256: from
+# tofu_live_certificate_info's `subject` (the kh branch's host-key exposition).
+HOSTKEY_LABELS = ("key_type", "host", "port", "endpoint", "stored_fingerprint", "live_fingerprint")
+# A host name the annotations may put into a command: a plain name or an address, no leading
+# "-" (an option to ssh-keyscan), nothing a shell reads (as exporter.remediate.hostkey_plan).
+PLAIN_HOST = "^([A-Za-z0-9_][A-Za-z0-9_.-]*|[0-9A-Fa-f:.]*:[0-9A-Fa-f:.]*)$"
+KEYSCAN = "ssh-keyscan -t {{ $labels.key_type }} -p {{ or $labels.port \"22\" }} {{ $labels.host }}"
+REMOVE = ("prime-tofu-exporter remediate --store {{ $labels.store }} --entry '{{ $labels.entry }}'"
+          " --apply")
+REFUSE = "(not shown: the host name is not a plain name or address; read the line in the file)"
+PLAIN = (f'{{{{- $plain := and (match "{PLAIN_HOST}" (or $labels.host ""))'
+         ' (match "^[a-z0-9][a-z0-9@.-]*$" (or $labels.key_type "")) -}}')
 
 
 @dataclass(frozen=True)
@@ -126,6 +142,150 @@ def records(s: Settings) -> list[Record]:
         ),
     ]
 
+def _hostkey_fix() -> dict[str, str]:
+    """The mismatch's fix as annotations: the line, the command that shows the host's key now,
+    the removal. A host name or key type that is not plain (a hostile file) is never put into a
+    command: `$plain` (set first in each template that needs it) says so, and the annotation
+    says to read the line instead."""
+    keyscan, remove, refuse = KEYSCAN, REMOVE, REFUSE
+    return {
+        "line": '{{ if gt $value 0.0 }}{{ $value | printf "%.0f" }}{{ else }}(remediate prints it){{ end }}',
+        "stored_fingerprint": '{{ or $labels.stored_fingerprint "(remediate prints it)" }}',
+        "live_fingerprint": '{{ or $labels.live_fingerprint "(remediate prints it)" }}',
+        "command": f"{PLAIN}{{{{ if $plain }}}}{keyscan}{{{{ else }}}}{refuse}{{{{ end }}}}",
+        "remove": f"{PLAIN}{{{{ if $plain }}}}{remove}{{{{ else }}}}{refuse}{{{{ end }}}}",
+        "verify": ("Check the new fingerprint out of band (the host's console, its administrator, "
+                   "the provider's published keys) before any client trusts it: a changed key is "
+                   "also what a machine in the middle presents. remediate never adds a key."),
+    }
+
+
+def hostkey_alerts(s: Settings) -> list[Alert]:
+    """known_hosts stores (issue 22): the same per-entry families, told apart by the store's
+    kind (tofu_store_info{kind="known_hosts"}); the PI alerts leave these stores out."""
+    on, m = s.on, s.m
+    key = on("store", "entry")
+    known_hosts = m("tofu_store_info", KNOWN_HOSTS)
+    target = " on {{ $labels.instance }}"
+    typed = (f'label_replace({m("tofu_certificate_mismatch")} == 1, "key_type", "$1", "entry",'
+             ' ".* ([^ ]+)")')
+    stored = (f'label_replace({m("tofu_entry_info")}, "stored_fingerprint", "$1", "subject",'
+              ' "(.*)")')
+    live = (f'label_replace({m("tofu_live_certificate_info")}, "live_fingerprint", "$1",'
+            ' "subject", "(.*)")')
+    where = f"{typed}\n  * on({key}) group_left(host, port, endpoint, stored_fingerprint) {stored}"
+    full = f"{where}\n  * on({on('endpoint')}) group_left(live_fingerprint) {live}"
+    line = m("tofu_entry_line")
+    labels = ", ".join(HOSTKEY_LABELS)
+    details = ", ".join(HOSTKEY_LABELS[:-1])
+    fix = _hostkey_fix()
+    unknown = m("tofu_certificate_state", 'state="unknown"')
+    return [
+        Alert(
+            name="TofuHostKeyMismatch",
+            comment=(
+                "A known_hosts line holds a key the host no longer presents for that type: every\n"
+                "batch SSH client trusting the file stops at this host. The file holds the exact key\n"
+                "(evidence stored), so no `for:`. Valued at the entry's line (tofu_entry_line); host,\n"
+                "port and both fingerprints joined from tofu_entry_info and tofu_live_certificate_info\n"
+                "where they are, read into the annotations and dropped from the labels; without them\n"
+                "the alert still fires, valued 0."),
+            expr=(
+                "(\n"
+                f"  {line} * on({key}) group_left({labels}) (\n  {full}\n  )\n"
+                f"  or on({key})\n"  # not probed yet, or unreachable: no live key
+                f"  {line} * on({key}) group_left({details}) (\n  {where}\n  )\n"
+                f"  or on({key})\n"  # no line exported: valued 0, the annotations say so
+                f"  0 * (\n  {where}\n  )\n"
+                f"  or on({key})\n"
+                f"  0 * {typed}\n"
+                ")\n"
+                f"and on({on('store')}) {known_hosts}\n"),
+            severity="critical",
+            identity=("store", "entry"),
+            hidden=HOSTKEY_LABELS,
+            summary="A host's SSH key no longer matches known_hosts; SSH clients trusting the file stop.",
+            description=(
+                PLAIN + "The known_hosts file of {{ $labels.store }} holds a {{ $labels.key_type }} key for"
+                " {{ $labels.entry }}{{ if gt $value 0.0 }} on line {{ $value | printf \"%.0f\" }}{{ end }}"
+                " that the host"
+                " no longer presents: it offers that type with another key. Every batch SSH client"
+                " trusting this file (automation, CI, backups) stops at this host with `REMOTE HOST"
+                " IDENTIFICATION HAS CHANGED` or `Host key verification failed`. Stored key"
+                f" {fix['stored_fingerprint']}; live key {fix['live_fingerprint']}."
+                " See the key it presents now:"
+                f" {{{{ if $plain }}}}`{KEYSCAN}`{{{{ else }}}}{REFUSE}{{{{ end }}}}."
+                f" {fix['verify']} Then remove the stale line"
+                f"{{{{ if $plain }}}}: `{REMOVE}` (keeps every other byte, leaves FILE.old){{{{ end }}}}."),
+            extra=fix,
+        ),
+        Alert(
+            name="TofuHostKeyUnknown",
+            comment=(
+                "Usually a line of a key type the host no longer offers while another of its lines\n"
+                "matches: harmless to OpenSSH's default client, fatal to one that speaks only that\n"
+                "type. Never removed by remediate; context, not a page."),
+            expr=(
+                "max without (state) (\n"
+                f"  ({unknown} == 1)\n"
+                f"  * on({key}) group_left(host, port) {m('tofu_entry_info')}\n"
+                ")\n"
+                f"and on({on('store')}) {known_hosts}\n"),
+            for_="1d",
+            severity="info",
+            identity=("store", "entry"),
+            hidden=("host", "port"),
+            summary="A known_hosts entry has been undecided for a day; usually its key type is gone.",
+            description=(
+                "For a day the exporter could not decide the known_hosts entry {{ $labels.entry }} of"
+                " {{ $labels.store }}: usually the host no longer offers this key type while another of"
+                " its lines still matches, so OpenSSH's default client connects but a client that"
+                " speaks only this type fails. `prime-tofu-exporter check --store {{ $labels.store }}`"
+                " gives the reason; `ssh-keyscan -p {{ or $labels.port \"22\" }} <host>` lists the types the"
+                " host offers. Once you know the type was dropped on purpose, remove its line by hand"
+                " (remediate removes only proven mismatches)."),
+        ),
+        Alert(
+            name="TofuKnownHostsUnparsedLines",
+            comment=(
+                "Lines OpenSSH skips as invalid: a host they were meant to pin is trusted by another\n"
+                "line or by none, and the exporter checks none of them."),
+            expr=(f"{m('tofu_store_unparsed_lines')} > 0\n"
+                  f"and on({on('store')}) {known_hosts}\n"),
+            for_="15m",
+            severity="warning",
+            identity=("store",),
+            summary="Lines of a known_hosts file do not parse; OpenSSH and the exporter skip them.",
+            description=(
+                "{{ $value | printf \"%.0f\" }} lines of the known_hosts file of {{ $labels.store }}"
+                f"{target} do not parse. OpenSSH skips such lines too, so a host they were meant to"
+                " pin is trusted by another line or by none, and no verdict covers them. The landing"
+                " page and `prime-tofu-exporter check` list each with its line number and reason"
+                " (escaped). Fix or delete each line; `ssh-keygen -F <host> -f <file>` shows what"
+                " OpenSSH reads for a host."),
+        ),
+        Alert(
+            name="TofuKnownHostsUnresolvedLines",
+            comment=(
+                "Hashed lines and patterns name no host by themselves: only the store's `resolve:`\n"
+                "list tells which hosts to probe. The keys of lines it does not name are not checked."),
+            expr=f"{m('tofu_store_unresolved_lines')} > 0\n",
+            for_="1h",
+            severity="info",
+            identity=("store",),
+            summary="known_hosts lines name no host the exporter probes; their keys are not checked.",
+            description=(
+                "{{ $value | printf \"%.0f\" }} key lines of the known_hosts file of"
+                f" {{{{ $labels.store }}}}{target} name no host the exporter can probe: hashed hosts"
+                " (`|1|...`) or patterns (`*`, `?`, `!`) that match no name of the store's `resolve:`"
+                " list. Their keys are not checked, so a rotated host key behind them raises no"
+                " TofuHostKeyMismatch. Add the host names (or `[host]:port`) to the store's"
+                " `resolve:` list and reload; `ssh-keygen -F <name> -f <file>` says whether a name"
+                " matches a hashed line. Lines of hosts long gone can go: `ssh-keygen -R <name> -f"
+                " <file>`."),
+        ),
+    ]
+
 
 def alerts(s: Settings) -> list[Alert]:
     on, m = s.on, s.m
@@ -139,6 +299,7 @@ def alerts(s: Settings) -> list[Alert]:
     since = "{{ if gt $value 0.0 }}{{ humanizeTimestamp $value }}{{ else }}unknown{{ end }}"
     previous = '{{ or $labels.previous_fingerprint_sha256 "(not seen)" }}'
     target = " on {{ $labels.instance }}"
+    known_hosts = m("tofu_store_info", KNOWN_HOSTS)
 
     return [
         Alert(
@@ -155,14 +316,17 @@ def alerts(s: Settings) -> list[Alert]:
                 "(third clause; after 15m TofuProbeFailing says why). A match or the entry's removal\n"
                 "(the deletecert) resolves it at once."),
             expr=(
-                f"{DETAILS}{{{s.selector}}}\n"
-                f"or on({key})\n"  # the details' joins failed: alert without them
-                f"0 * ({m('tofu_certificate_mismatch')} == 1)"
+                "(\n"
+                f"  {DETAILS}{{{s.selector}}}\n"
+                f"  or on({key})\n"  # the details' joins failed: alert without them
+                f"  0 * ({m('tofu_certificate_mismatch')} == 1)"
                 f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"
-                f"or on({key})\n"
-                f"0 * (max_over_time({m('tofu_certificate_mismatch')}[{BRIDGE}]) == 1"
+                f"  or on({key})\n"
+                f"  0 * (max_over_time({m('tofu_certificate_mismatch')}[{BRIDGE}]) == 1"
                 f" and on({key}) {unreachable} == 1)"
-                f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"),
+                f" * on({key}) group_left(endpoint) {m('tofu_entry_info')}\n"
+                ")\n"
+                f"unless on({on('store')}) {known_hosts}\n"),  # TofuHostKeyMismatch
             severity="critical",
             identity=("store", "entry", "endpoint"),
             hidden=DETAIL_LABELS,
@@ -237,7 +401,8 @@ def alerts(s: Settings) -> list[Alert]:
                 "max without (state) (\n"
                 f"  ({unknown} == 1)\n"
                 f"  * on({on('store', 'entry')}) group_left(endpoint) {m('tofu_entry_info')}\n"
-                ")\n"),
+                ")\n"
+                f"unless on({on('store')}) {known_hosts}\n"),  # TofuHostKeyUnknown
             for_="1d",
             severity="info",
             identity=("store", "entry", "endpoint"),
@@ -254,6 +419,7 @@ def alerts(s: Settings) -> list[Alert]:
                 f" entry (`{DELETECERT} {{{{ $labels.entry }}}}` on"
                 " {{ $labels.store }}) so that PI re-stores it while the exporter watches."),
         ),
+        *hostkey_alerts(s),
         Alert(
             name="TofuStoreDown",
             comment="One failed read is noise (the next one is store_interval away); three are not.",
@@ -312,7 +478,8 @@ def alerts(s: Settings) -> list[Alert]:
             comment=(
                 "Listing lines that look like entries but do not parse: usually a changed PI output\n"
                 "format. The entries they describe get no verdict and no mismatch alert."),
-            expr=f"{m('tofu_store_unparsed_lines')} > 0\n",
+            expr=(f"{m('tofu_store_unparsed_lines')} > 0\n"
+                  f"unless on({on('store')}) {known_hosts}\n"),  # TofuKnownHostsUnparsedLines
             for_="15m",
             severity="warning",
             identity=("store",),

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pilab.hosts import AutomationHosts
 from pilab.pi import PiServer
 from pilab.pki import CertBundle, pi_subject
 from pilab.tls import TlsEndpoint
@@ -28,6 +29,8 @@ class Lab:
     password: str = ""
     password_file: Path | None = None
     known_hosts_file: Path | None = None
+    # The automation host's SSH targets and its known_hosts file (pilab.hosts), when started.
+    ssh_hosts: AutomationHosts | None = None
 
     def write_known_hosts(self, path: Path | None = None) -> Path:
         """Every PI server's host key line; defaults to <workdir>/known_hosts."""
@@ -39,6 +42,8 @@ class Lab:
         return self.endpoints[name].regenerate(subject)
 
     async def stop(self) -> None:
+        if self.ssh_hosts is not None:
+            await self.ssh_hosts.stop()
         await asyncio.gather(*(pi.stop() for pi in self.pis.values()), return_exceptions=True)
         await asyncio.gather(*(ep.stop() for ep in self.endpoints.values()), return_exceptions=True)
 

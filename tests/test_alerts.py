@@ -27,6 +27,10 @@ EXPECTED = {
     "TofuCertificateMismatch": "critical",
     "TofuHAPeerMismatch": "critical",
     "TofuCertificateStateUnknown": "info",
+    "TofuHostKeyMismatch": "critical",
+    "TofuHostKeyUnknown": "info",
+    "TofuKnownHostsUnparsedLines": "warning",
+    "TofuKnownHostsUnresolvedLines": "info",
     "TofuStoreDown": "warning",
     "TofuStoreStale": "warning",
     "TofuStoreEntriesDropped": "warning",
@@ -166,7 +170,8 @@ def test_runbook_entries_have_the_on_call_layout() -> None:
 # Series that count entries the exporter holds no verdict for: each needs an alert and a panel,
 # or the entries it counts are silently unmonitored.
 HIDDEN_ENTRIES = {"tofu_store_entries_dropped": "TofuStoreEntriesDropped",
-                  "tofu_store_unparsed_lines": "TofuStoreUnparsedLines"}
+                  "tofu_store_unparsed_lines": "TofuStoreUnparsedLines",
+                  "tofu_store_unresolved_lines": "TofuKnownHostsUnresolvedLines"}
 
 
 def test_entries_the_exporter_cannot_see_alert_and_show() -> None:
@@ -176,3 +181,25 @@ def test_entries_the_exporter_cannot_see_alert_and_show() -> None:
         rule = next(a for a in alerts() if a["alert"] == alertname)
         assert re.match(rf"{metric}\{{[^}}]*\}} > 0\n", rule["expr"]), rule["expr"]
         assert any(metric in e for e in exprs), f"no panel shows {metric}"
+
+
+def test_host_key_mismatch_annotations_carry_the_line_the_keyscan_and_the_warning() -> None:
+    rule = next(a for a in alerts() if a["alert"] == "TofuHostKeyMismatch")
+    notes = rule["annotations"]
+    assert "ssh-keyscan -t {{ $labels.key_type }}" in notes["command"]
+    # Valued at the entry's line (tofu_entry_line): the line is $value, not a label.
+    assert "$value" in notes["line"] and "on line {{ $value" in notes["description"]
+    assert rule["expr"].lstrip("(\n ").startswith('tofu_entry_line{')
+    assert "out of band" in notes["verify"] and "out of band" in notes["description"]
+    assert "--apply" in notes["remove"]
+    # The host and key type reach a command only through the plain-name check.
+    for key in ("command", "remove", "description"):
+        assert notes[key].startswith("{{- $plain := and (match"), key
+    for key in ("host", "port", "key_type", "endpoint", "stored_fingerprint", "live_fingerprint"):
+        assert rule["labels"][key] == "", key
+    assert "for" not in rule  # the file holds the exact key: proof, not a transient
+    # PI's alerts leave known_hosts stores to these.
+    for name in ("TofuCertificateMismatch", "TofuCertificateStateUnknown", "TofuStoreUnparsedLines"):
+        pi = next(a for a in alerts() if a["alert"] == name)
+        kh = 'tofu_store_info{job="prime-tofu-exporter", kind="known_hosts"}'
+        assert f"unless on(job, instance, store) {kh}" in pi["expr"], name

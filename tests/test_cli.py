@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.cli.demo import AUTOMATION_STORE, known_hosts_supported
 from pilab.scene import Lab
 from tests.kit.lab import free_port
 from tests.kit.processes import EXPORTER, acli
@@ -71,7 +72,9 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], float]]:
 def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], float]) -> None:
     base, _proc, start = demo
     wait_for(f"{base}/-/ready", start + 20)
-    want_mismatch = 4  # ISE on pri (subject), prime-sec on pri, prime-sec's 2 self entries
+    host_keys = known_hosts_supported()  # the demo's automation host is watched (issue 22)
+    # ISE on pri (subject), prime-sec on pri, prime-sec's 2 self entries; web1's rotated host key
+    want_mismatch = 4 + host_keys
     deadline = start + 45
     while True:
         body = get(f"{base}/metrics")[1]
@@ -93,7 +96,8 @@ def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], 
     }
     got: dict[tuple[str, str], list[tuple[str, str]]] = {}
     for se, st in state.items():
-        got.setdefault((se[0], cn[se]), []).append((st, evidence[se]))
+        if se[0] != AUTOMATION_STORE:
+            got.setdefault((se[0], cn[se]), []).append((st, evidence[se]))
     assert got[("prime-pri", "ISE-server")] == [("mismatch", "subject")]
     assert got[("prime-pri", "prime-sec")] == [("mismatch", "baseline")]
     assert got[("prime-sec", "prime-sec")] == [("mismatch", "baseline")] * 2  # its own entries
@@ -106,8 +110,17 @@ def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], 
     assert mismatches == {k for k, v in state.items() if v == "mismatch"}
     assert len(mismatches) == want_mismatch
     page = get(f"{base}/")[1].replace("<wbr>", "")  # the page's line-break hints
-    for _store, entry in mismatches:
-        assert f"ncs certvalidation tofu-certs deletecert host {entry}" in page
+    for store, entry in mismatches:
+        if store != AUTOMATION_STORE:
+            assert f"ncs certvalidation tofu-certs deletecert host {entry}" in page
+    if host_keys:  # address, key type, verdict, evidence of each known_hosts entry
+        auto = sorted((e.split("]")[0].lstrip("["), e.rsplit(" ", 1)[1], st, evidence[(s, e)])
+                      for (s, e), st in state.items() if s == AUTOMATION_STORE)
+        assert auto == [("127.0.0.41", "ssh-ed25519", "mismatch", "stored"),
+                        ("127.0.0.42", "ecdsa-sha2-nistp256", "unknown", "stored"),
+                        ("127.0.0.42", "ssh-ed25519", "match", "stored"),
+                        ("127.0.0.43", "ssh-ed25519", "match", "stored")]
+        assert "ssh-keyscan -t ssh-ed25519 -p" in page and "1 stale known_hosts lines" in page
     assert "live certificate changed" in page and "differs from the stored" in page
 
 

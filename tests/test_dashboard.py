@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from exporter.cli.demo import known_hosts_supported
 from tests.kit.monitoring import (
     JOB,
     MISSING,
@@ -35,12 +36,22 @@ BUILTINS = {"$__rate_interval": "30s", "$__interval": "1s", "$__range": "5m"}
 METRIC = re.compile(r"\b(tofu_[a-z0-9_]+|up)\b")
 
 
+# known_hosts stores (issue 22): the rules and the "SSH host keys" row read these; the demo
+# exports them once its known_hosts store is wired (exporter/sources/known_hosts/source.py).
+HOST_KEY_METRICS = ("tofu_store_info", "tofu_store_unresolved_lines", "tofu_entry_line")
+KNOWN_HOSTS_SOURCE = ROOT / "exporter" / "sources" / "known_hosts" / "source.py"
+
+
 def pending_metrics() -> set[str]:
     """Metrics the rules and docs already name whose exporter code lands from a parallel branch
-    (the baseline storage work). Checked as soon as exporter/ defines them: this set then empties
-    by itself."""
+    (the baseline storage work, the known_hosts store). Checked as soon as exporter/ defines them
+    (the host-key ones once the known_hosts source exists too): this set then empties by itself."""
     source = " ".join(p.read_text() for p in (ROOT / "exporter").rglob("*.py"))
-    return {m for m in ("tofu_baseline_db_resets_total",) if m.removesuffix("_total") not in source}
+    pending = {m for m in ("tofu_baseline_db_resets_total", *HOST_KEY_METRICS)
+               if m.removesuffix("_total") not in source}
+    if not KNOWN_HOSTS_SOURCE.exists():
+        pending |= set(HOST_KEY_METRICS)
+    return pending
 
 
 def dashboard() -> dict[str, Any]:
@@ -68,7 +79,8 @@ def queries(doc: dict[str, Any]) -> list[tuple[str, str]]:
 def substitute(expr: str, values: dict[str, str]) -> str:
     for name, value in {**BUILTINS, **{f"${k}": v for k, v in values.items()}}.items():
         expr = expr.replace(name, value)
-    assert "$" not in expr.replace("$1", ""), f"unsubstituted variable in {expr!r}"
+    # $1, $2 ...: label_replace's capture groups, not variables (Grafana has none named so).
+    assert "$" not in re.sub(r"\$\d", "", expr), f"unsubstituted variable in {expr!r}"
     return expr
 
 
@@ -133,7 +145,8 @@ def test_zero_one_panels_say_what_zero_and_one_mean() -> None:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if MISSING:
         pytest.skip(SKIP_REASON)
-    with running_stack(tmp_path_factory.mktemp("dash")) as s:
+    # With the automation host's known_hosts store where this build reads it: the host-key row.
+    with running_stack(tmp_path_factory.mktemp("dash"), automation=known_hosts_supported()) as s:
         # Some history first (rates need two samples), then the seed's regeneration so the
         # change timeline and the mismatch panels have something to show.
         wait_until(lambda: s.query('tofu_certificate_state{store="prime-pri",state="unknown"} == 1'),
@@ -155,10 +168,15 @@ def test_every_panel_query_returns_data(stack: Stack) -> None:
         "one entry": {**target, "store": "prime-pri", "entry": f"{peer.host}_{peer.port}"},
     }
     empty = []
+    pending = pending_metrics()
     for label, values in selections.items():
         for where, expr in queries(doc):
             if label != "all" and "$store" not in expr and "$entry" not in expr:
                 continue
+            if pending & set(METRIC.findall(expr)):
+                continue  # its series land with a parallel branch (pending_metrics)
+            if label == "one entry" and 'kind="known_hosts"' in expr:
+                continue  # the host-key row: prime-pri is a PI server
             promql = substitute(expr, values)
             if not stack.query(promql):
                 empty.append(f"[{label}] {where}: {promql}")
@@ -204,6 +222,7 @@ def test_metrics_doc_matches_a_real_scrape(stack: Stack) -> None:
             continue  # prometheus_client's creation time of a documented counter (docs say so)
         labels = frozenset(k for s in fam.samples for k in s.labels)
         scraped[name] = (fam.type, labels)
-    documented = {n: v for n, v in documented_metrics().items() if n not in pending_metrics()}
+    pending = pending_metrics()
+    documented = {n: v for n, v in documented_metrics().items() if n not in pending}
     assert len(documented) >= 20
-    assert documented == scraped
+    assert documented == {n: v for n, v in scraped.items() if n not in pending}

@@ -45,7 +45,10 @@ def test_render_text_equals_prometheus_client_output() -> None:
     names = {f.name for f in text_string_to_metric_families(got.decode())}
     assert {"tofu_entry_info", "tofu_certificate_state", "tofu_live_certificate_info",
             "tofu_certificate_state_since_timestamp_seconds",
-            "tofu_certificate_previous_fingerprint_info"} <= names
+            "tofu_certificate_previous_fingerprint_info", "tofu_entry_line"} <= names
+    assert b'tofu_entry_line{entry="10.0.1.1_8001",store="pi-1"} 1001.0' in got
+    assert b'port="2222",store="automation",subject="SHA256:AbC+/9"} 1.0' in got
+    assert b'tofu_entry_line{entry="10.0.31.1_8031",store="pi-1"} 31001.0' in got
 
 
 def test_render_text_of_an_empty_snapshot_has_every_family_header() -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib.util
 import logging
 import sys
 import tempfile
@@ -18,6 +19,7 @@ from exporter.cli.loop import run_async
 from exporter.cli.serve import serve
 from exporter.config.load import load_config
 from exporter.web.options import WebOptions
+from pilab.hosts import SSHD_BACKEND, AutomationHosts, start_automation_hosts
 from pilab.scene import Lab, start_demo_scene
 
 if TYPE_CHECKING:
@@ -26,11 +28,31 @@ if TYPE_CHECKING:
 log = logging.getLogger("exporter.demo")
 
 
+AUTOMATION_STORE = "automation"
+
+
+def known_hosts_supported() -> bool:
+    """Whether this build reads `kind: known_hosts` stores (exporter.sources.known_hosts.source,
+    issue 22). Until it does, the demo's automation host runs but its store stays out of the
+    config, which would not load."""
+    return importlib.util.find_spec("exporter.sources.known_hosts.source") is not None
+
+
+def automation_store(hosts: AutomationHosts) -> dict[str, Any]:
+    """The automation host's known_hosts file as a store: the hashed line is found through the
+    `resolve:` names."""
+    return {"name": AUTOMATION_STORE, "kind": "known_hosts", "path": str(hosts.known_hosts_file),
+            "resolve": hosts.resolve}
+
+
 def demo_config(lab: Lab, interval: str = "5s") -> dict[str, Any]:
-    """The config an operator would write for this lab; dnac-1 pinned with its true fingerprint."""
+    """The config an operator would write for this lab; dnac-1 pinned with its true fingerprint;
+    the automation host's known_hosts file as a store when the lab runs it and this build reads it."""
     stores = [
         {"name": name, "host": pi.host, "port": pi.port} for name, pi in lab.pis.items()
     ]
+    if lab.ssh_hosts is not None and known_hosts_supported():
+        stores.append(automation_store(lab.ssh_hosts))
     dnac = lab.endpoints["dnac-1"]
     return {
         "defaults": {
@@ -50,8 +72,18 @@ def demo_config(lab: Lab, interval: str = "5s") -> dict[str, Any]:
     }
 
 
-async def prepare(workdir: Path, fixed_ports: bool = True) -> tuple[Lab, Path]:
+async def prepare(workdir: Path, fixed_ports: bool = True,
+                  automation: bool = False) -> tuple[Lab, Path]:
+    """The lab and its config. `automation`: also start the automation host's SSH targets
+    (pilab.hosts; the `demo` command does, tests about the PI scene alone do not)."""
     lab = await start_demo_scene(workdir, fixed_ports=fixed_ports)
+    if automation:
+        try:
+            lab.ssh_hosts = await start_automation_hosts(workdir / "automation",
+                                                         fixed_ports=fixed_ports)
+        except BaseException:
+            await lab.stop()
+            raise
     lab.write_known_hosts(workdir / "known_hosts")
     cfg = workdir / "prime-tofu-exporter.yml"
     cfg.write_text(yaml.safe_dump(demo_config(lab), sort_keys=False))
@@ -70,8 +102,22 @@ class DemoOptions:
     log_format: str
 
 
+def _say_automation(hosts: AutomationHosts | None) -> None:
+    if hosts is None:
+        return
+    how = ("real sshd processes (/usr/sbin/sshd)" if hosts.backend == SSHD_BACKEND else
+           "asyncssh servers: this machine has no /usr/sbin/sshd (install openssh-server for real ones)")
+    print(f"  automation host: {hosts.known_hosts_file}, its SSH targets on {how}", flush=True)
+    for name, h in hosts.hosts.items():
+        print(f"    SSH {name}: {h.lookup}", flush=True)
+    print("    web1 was reinstalled (new ed25519 key: mismatch), db1 dropped its ecdsa key "
+          "(a stale line: unknown), git's line is hashed (found through resolve:)", flush=True)
+    if not known_hosts_supported():
+        print("    (not watched: this build reads no `kind: known_hosts` store yet)", flush=True)
+
+
 async def _run(opts: DemoOptions, workdir: Path) -> None:
-    lab, cfg_path = await prepare(workdir)
+    lab, cfg_path = await prepare(workdir, automation=True)
     storage_path = opts.storage_path or str(workdir / "data")  # the demo's baselines with the demo
     config = load_config(cfg_path)
     handler = setup(opts.log_level, opts.log_format, config.secrets)
@@ -83,6 +129,7 @@ async def _run(opts: DemoOptions, workdir: Path) -> None:
     for name, ep in lab.endpoints.items():
         print(f"  TLS {name}: {ep.endpoint} sha256={ep.current.fingerprint_sha256[:16]}…",
               flush=True)
+    _say_automation(lab.ssh_hosts)
     if web.systemd_socket:
         print("exporter: on the sockets systemd passed", flush=True)
     for host, port in web.listen if not web.systemd_socket else ():

@@ -146,6 +146,11 @@ def _entry_since(v: EntryView) -> Iterator[Sample]:
         yield (v.store, v.entry.key), v.state_since
 
 
+def _entry_line(v: EntryView) -> Iterator[Sample]:
+    if v.entry.line:
+        yield (v.store, v.entry.key), float(v.entry.line)
+
+
 def _entry_previous(v: EntryView) -> Iterator[Sample]:
     if v.previous_fingerprint is not None:
         yield (v.store, v.entry.key, v.previous_fingerprint), 1.0
@@ -240,6 +245,9 @@ METRICS: tuple[Metric, ...] = (
     Metric("tofu_certificate_previous_fingerprint_info", "gauge",
            "The live certificate the entry's endpoint presented before the current one",
            ("store", "entry", "fingerprint_sha256"), of_entry=_entry_previous),
+    Metric("tofu_entry_line", "gauge",
+           "The line of the store's file that holds the entry (known_hosts stores; PI entries have "
+           "none)", ENTRY, of_entry=_entry_line),
     Metric("tofu_probe_success", "gauge",
            "1 if the last probe delivered a certificate (TLS handshake, verified or not) or a host "
            "key (SSH key exchange, its signature verified)", EP,

@@ -14,7 +14,15 @@ import math
 from collections.abc import Collection, Iterable, Iterator
 
 from exporter.core.model import EntryView, State
-from exporter.exposition.metrics import LABEL_MAX, METRICS, Metric, Sample, bound, subject_label
+from exporter.exposition.metrics import (
+    LABEL_MAX,
+    METRICS,
+    Metric,
+    Sample,
+    bound,
+    subject_label,
+    text_label,
+)
 from exporter.exposition.packing import Chunk, Packed, plain
 from exporter.fleet.snapshot import Snapshot
 
@@ -105,14 +113,14 @@ def _store_runs(views: tuple[EntryView, ...]) -> Iterator[tuple[EntryView, ...]]
 # the label values of an entry escaped once and shared by its lines. A label names a field
 # of the entry (below); `state` expands to one line per State, as the table's value does.
 _FIELDS = ("store", "entry", "host", "port", "subject", "endpoint", "evidence", "mismatch",
-           "since", "fingerprint_sha256")
+           "since", "fingerprint_sha256", "line")
 _CONST = {"tofu_entry_info": "1.0", "tofu_certificate_evidence_info": "1.0",
           "tofu_certificate_previous_fingerprint_info": "1.0"}  # always 1
 # The field holding the sample value (default: the mismatch flag), and the field without
 # which an entry has no sample in the family (no history yet, no earlier certificate).
-_VALUE = {"tofu_certificate_state_since_timestamp_seconds": "{8}"}
+_VALUE = {"tofu_certificate_state_since_timestamp_seconds": "{8}", "tofu_entry_line": "{10}"}
 _NEEDS = {"tofu_certificate_state_since_timestamp_seconds": 8,
-          "tofu_certificate_previous_fingerprint_info": 9}
+          "tofu_certificate_previous_fingerprint_info": 9, "tofu_entry_line": 10}
 
 
 def _field_template(m: Metric, state: str | None = None, value: str | None = None) -> str:
@@ -136,11 +144,14 @@ _FAST = [_compile(m) for m, _ in _ENTRY]
 
 def _fields(v: EntryView) -> tuple[str | None, ...]:
     e = v.entry
-    return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(subject_label(e.subject)),
+    # What the store holds, as metrics._entry_info: PI's subject, or a known_hosts key's SHA256:.
+    held = text_label(e.subject_text) if e.stored_fingerprint is not None else subject_label(e.subject)
+    return (_esc(v.store), _esc(e.key), _esc(e.host), str(e.port), _esc(held),
             _esc(v.endpoint), v.verdict.evidence.value,
             "1.0" if v.verdict.state is State.MISMATCH else "0.0",
             None if v.state_since is None else go_float(v.state_since),
-            None if v.previous_fingerprint is None else _esc(v.previous_fingerprint))
+            None if v.previous_fingerprint is None else _esc(v.previous_fingerprint),
+            go_float(float(e.line)) if e.line else None)
 
 
 def _lines_by_family(views: tuple[EntryView, ...]) -> list[list[str]]:

@@ -42,6 +42,14 @@ class Row:
     key_type: str | None = None
     line: int | None = None
     stored_fingerprint_sha256: str | None = None
+    # The host and port the entry names (remediation builds `ssh-keyscan` from them).
+    host: str = ""
+    port: int = 0
+
+    @property
+    def is_host_key(self) -> bool:
+        """A known_hosts entry (None for PI's), which remediation and the page treat apart."""
+        return self.key_type is not None or self.stored_fingerprint_sha256 is not None
 
 
 def row(v: EntryView) -> Row:
@@ -67,6 +75,8 @@ def row(v: EntryView) -> Row:
         key_type=v.entry.key_type or None,
         line=v.entry.line or None,
         stored_fingerprint_sha256=v.entry.stored_fingerprint,
+        host=v.entry.host,
+        port=v.entry.port,
     )
 
 

@@ -106,7 +106,9 @@ def _select(snap: Snapshot, store: str | None, entry: str | None) -> list[Row]:
     if store is not None and store not in snap.stores:
         known = ", ".join(snap.stores) or "none"
         raise PlanError(f"--store {store!r}: no such store in the configuration (stores: {known})")
-    selected = [r for r in rows(snap.views) if store is None or r.store == store]
+    # Host-key entries (known_hosts) have their own plan: exporter.remediate.hostkey_plan.
+    selected = [r for r in rows(snap.views)
+                if (store is None or r.store == store) and not r.is_host_key]
     if entry is not None:
         selected = [r for r in selected if r.entry == entry]
         if not selected:
@@ -145,8 +147,10 @@ def make_plan(
     store: str | None = None,
     entry: str | None = None,
     min_evidence: str = Evidence.SUBJECT.value,
+    exclude: frozenset[str] = frozenset(),
 ) -> Plan:
-    """Which entries to delete where, in the seed's order. Only `mismatch` entries, ever."""
+    """Which entries to delete where, in the seed's order. Only `mismatch` entries, ever.
+    `exclude`: stores that are no PI server (known_hosts files): no part of this plan."""
     selected = _select(snap, store, entry)
     roles = roles_of(snap.pairs)
     by_store: dict[str, list[Step]] = {}
@@ -159,7 +163,7 @@ def make_plan(
             by_store.setdefault(r.store, []).append(got)
     plans = []
     for name, pair, pair_role in _store_order(snap):
-        if store is None or name == store:
+        if (store is None or name == store) and name not in exclude:
             error = _read_error(snap.stores[name])
             # An unreadable store's entries are as last read: what it holds now is unknown, so
             # nothing is planned there (its StorePlan says why) until it reads again.

@@ -35,6 +35,7 @@ from exporter.exposition.packing import (
 )
 from exporter.exposition.writer import packs, render_chunks
 from exporter.fleet.snapshot import Snapshot
+from exporter.remediate.hostkey_plan import hostkey_files
 from exporter.service.service import Service
 from exporter.version import __version__
 from exporter.web import api
@@ -259,8 +260,9 @@ def make_app(
         snap = service.snapshot()
         # The history changes with the snapshot; read here, on the loop: SQLite is per thread.
         recent = service.evidence.history(limit=daypage.RECENT)
+        files = hostkey_files(service.config)  # each known_hosts store's file, for its fixes
         body = await page.get(snap, lambda: _landing_page(
-            snap, __version__, telemetry_path, recent=recent, hints=hints, base=base))
+            snap, __version__, telemetry_path, recent=recent, hints=hints, base=base, files=files))
         return web.Response(body=body, content_type="text/html", charset="utf-8")
 
     async def api_entries(request: web.Request) -> web.Response:

@@ -109,7 +109,8 @@ def exposition_snapshot() -> Snapshot:
         ep = f"10.0.{i}.1:{8000 + i}" if i % 7 else f"[2001:db8::{i}]:443"
         subject = (("C", "US"), ("O", NASTY if i % 5 == 0 else "Cisco"), ("CN", f"peer-{i}"))
         entry = StoredEntry(f"{ep.replace(':', '_')}", ep.rsplit(":", 1)[0].strip("[]"),
-                            int(ep.rsplit(":", 1)[1]), "", subject)
+                            int(ep.rsplit(":", 1)[1]), "", subject,
+                            line=i * 1000 + 1 if i % 5 == 1 else 0)  # a known_hosts line
         cert = None if i % 9 == 0 else LiveCert(
             f"{i:064x}", f"{i + 1:064x}", subject, NASTY if i % 4 == 0 else f"/CN=peer-{i}",
             "/CN=issuer\\x", f"{i:x}" * (30 if i == 3 else 1), 1.7e9 + i, 1.8e9 + i / 3)
@@ -120,6 +121,11 @@ def exposition_snapshot() -> Snapshot:
                                Baseline(BaselineKind.ADOPTED, None, 1.0), None,
                                state_since=None if i % 6 == 0 else 1.7e9 + i / 7,
                                previous_fingerprint=f"{i + 9:064x}" if i % 3 == 0 else None))
+    # A known_hosts entry: the store holds the key; `subject_text` is its SHA256: fingerprint.
+    hk = StoredEntry("[10.0.9.9]:2222 ssh-ed25519", "10.0.9.9", 2222, "SHA256:AbC+/9", (),
+                     stored_fingerprint="ab" * 32, key_type="ssh-ed25519", line=7)
+    views.append(EntryView("automation", hk, "10.0.9.9:2222 ssh-ed25519",
+                           Verdict(State.MISMATCH, Evidence.STORED, "changed"), None, None))
     read = StoreRead("pi-0", True, Listing(()), 0.25, 1.7e9)
     failed = StoreRead("pi-1", False, None, 3.5, 1.7e9)
     stores = {"pi-0": StoreStatus("pi-0", read, read, {"timeout": 2}),

@@ -191,10 +191,11 @@ def _stop(procs: dict[str, subprocess.Popen[bytes]]) -> None:
 
 
 @contextlib.contextmanager
-def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
+def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s", automation: bool = False,
                   more_jobs: Callable[[str], list[dict[str, Any]]] | None = None,
                   more_rules: tuple[Path, ...] = (), shipped: bool = False) -> Iterator[Stack]:
-    """Lab + exporter + Prometheus (shipped rules, `for:` shortened) + Alertmanager + webhook.
+    """Lab + exporter + Prometheus (shipped rules, `for:` shortened) + Alertmanager + webhook;
+    `automation`: the demo's automation host and its known_hosts store too.
 
     `more_jobs(exporter host:port)` gives scrape jobs beside the /metrics job; `more_rules`
     are rule files loaded as they are, beside the shipped ones. `shipped`: every interval as
@@ -208,7 +209,7 @@ def running_stack(tmp: Path, *, for_: str = "1s", interval: str = "1s",
     lab: Lab | None = None
     runner: web.AppRunner | None = None
     try:
-        lab, cfg = loop.run(prepare(tmp / "lab", fixed_ports=False))
+        lab, cfg = loop.run(prepare(tmp / "lab", fixed_ports=False, automation=automation))
         # The demo config's defaults, made fast for a test.
         doc = yaml.safe_load(cfg.read_text())
         if shipped:

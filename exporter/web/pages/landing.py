@@ -8,6 +8,10 @@ Every peer- or PI-supplied string (subjects, SANs, reasons, error text, keys) go
 `exporter.core.text.visible` and then HTML escaping, so it is one line of inert text. A fix line
 (class `fix`) is only ever built by `deletecert_command` from the key of an entry whose
 verdict is `mismatch`; a key outside the listcerts grammar gets no command at all.
+
+Host-key entries (known_hosts stores) show the stored and live `SHA256:` fingerprints and, for
+a stale line, its number and the `ssh-keyscan` command (class `cmd`) built by
+exporter.remediate.hostkey_plan from a validated host name only, with the out-of-band warning.
 """
 
 from __future__ import annotations
@@ -15,14 +19,22 @@ from __future__ import annotations
 import html
 import time
 from collections import Counter
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from urllib.parse import quote
 
 from exporter.accept.plan import accept_command, check_for
 from exporter.core.history import Change
 from exporter.core.model import EntryView, State
-from exporter.fleet.report import Row, rows
+from exporter.fleet.report import Row, row, rows
 from exporter.fleet.snapshot import Snapshot
+from exporter.remediate.hostkey_plan import (
+    HostKeyPlan,
+    HostKeyPlanError,
+    StaleLine,
+    make_hostkey_plan,
+    sha256_text,
+)
+from exporter.remediate.hostkey_render import VERIFY_WARNING
 from exporter.remediate.plan import Plan, PlanError, Step, deletecert_command, make_plan
 from exporter.remediate.render import pair_health
 from exporter.web.pages import daypage
@@ -82,7 +94,43 @@ def _accept_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -
             f"<code class='cmd'>{_t(command)}</code></div>")
 
 
+def _keyscan(s: StaleLine) -> str:
+    try:
+        return f"<code class='cmd'>{_t(s.keyscan)}</code>"
+    except HostKeyPlanError:
+        return "<span>no command: the host is not a plain host name or address</span>"
+
+
+def _hostkey_fix(r: Row) -> str:
+    """A stale host-key line: its number and the command that shows the key now. Built only by
+    make_hostkey_plan, which skips a host name that is not plain (then: why, no command)."""
+    plan = make_hostkey_plan([r], {})
+    if plan.lines:
+        s = plan.lines[0]
+        return (f"<div class='mismatch'>stale line {s.line}; see the key now:</div>{_keyscan(s)}"
+                "<div>verify it out of band, then <code>remediate --apply</code> removes the line</div>")
+    if plan.skipped:
+        return f"<span>not removable here: {_t(plan.skipped[0].why)}</span>"
+    return ""
+
+
+def _hostkey_row_html(r: Row) -> str:
+    """A known_hosts entry: the stored key's and the live key's SHA256: fingerprints in the
+    subject and fingerprint columns, the stale line's fix for a mismatch."""
+    live = sha256_text(r.live_fingerprint_sha256)
+    fp = f"<code class='fp'>{breakable(live)}</code>" if live else _t(r.probe_error or "-")
+    stored = sha256_text(r.stored_fingerprint_sha256)
+    line = f"line {r.line}: " if r.line else ""
+    fix = _hostkey_fix(r) if r.state == State.MISMATCH.value else ""
+    return (f"<tr><td class='key'>{breakable(r.entry)}</td><td>{breakable(r.endpoint)}</td>"
+            f"<td class='state {r.state}'>{_t(r.state)}</td><td>{_t(r.evidence)}: {_t(r.reason)}</td>"
+            f"{daypage.since_cell(r)}<td>{line}<code class='fp'>{breakable(stored or '-')}</code></td>"
+            f"<td>{_t(r.key_type or '-')}</td><td>{fp}</td><td>{fix}</td></tr>")
+
+
 def _row_html(snap: Snapshot, r: Row, hints: tuple[str | None, str | None]) -> str:
+    if r.is_host_key:
+        return _hostkey_row_html(r)
     fp = (f"<code class='fp'>{hex_groups(r.live_fingerprint_sha256)}</code>" if r.live_fingerprint_sha256
           else _t(r.probe_error or "-"))
     if r.state == State.MISMATCH.value:
@@ -106,6 +154,10 @@ _HEAD = ("<table class='entries'><colgroup><col style='width:9%'><col style='wid
          "<col style='width:14%'></colgroup>"
          "<tr><th>entry</th><th>endpoint</th><th>state</th><th>evidence: why</th><th>since</th>"
          "<th>stored subject</th><th>live subject</th><th>live SHA-256</th><th>fix</th></tr>")
+
+
+_HK_HEAD = _HEAD.replace("<th>stored subject</th><th>live subject</th><th>live SHA-256</th>",
+                         "<th>stored key (line: SHA256)</th><th>key type</th><th>live SHA256</th>")
 
 
 def _step_html(s: Step) -> str:
@@ -169,6 +221,29 @@ def _fixes(plan: Plan) -> list[str]:
     return parts
 
 
+def _hostkey_line_html(s: StaleLine) -> str:
+    return (f"<li>line {s.line}: {_t(s.host)} port {s.port} {_t(s.key_type)}<br>"
+            f"stored <code class='fp'>{_t(s.stored_sha256)}</code>, live "
+            f"<code class='fp'>{_t(s.live_fingerprint or 'not seen')}</code><br>"
+            f"{_t(s.reason)}<br>see the key it presents now: {_keyscan(s)}</li>")
+
+
+def _hostkey_fixes(plan: HostKeyPlan) -> list[str]:
+    """The known_hosts files' stale lines, as `remediate` prints them."""
+    if not plan.lines:
+        return []
+    parts = [f"<h2 id='hostkey-fixes'>Host keys: {len(plan.lines)} stale known_hosts lines</h2>"
+             f"<p>{_t(VERIFY_WARNING)} <code>prime-tofu-exporter remediate --apply</code> removes "
+             "exactly these lines, keeps every other byte and leaves FILE.old, as "
+             "<code>ssh-keygen -R</code> does.</p>"]
+    for fp in plan.files:
+        if fp.lines:
+            where = f" ({_t(fp.file)})" if fp.file else ""
+            parts.append(f"<h3>{_t(fp.store)}{where}</h3><ol class='plan'>"
+                         + "".join(_hostkey_line_html(s) for s in fp.lines) + "</ol>")
+    return parts
+
+
 def _pairs(plan: Plan) -> list[str]:
     parts = []
     for pair in plan.pairs:
@@ -191,8 +266,9 @@ def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store:
              f"<p>Store <span class='{cls}'>{_t(text)}</span>; last successful read "
              f"{html.escape(when)}; {len(items)} entries (<a href='{url}'>all as JSON</a>).</p>"]
     if items:
-        parts.append(_HEAD + "".join(_row_html(snap, r, hints) for r in rows(items[:per_store]))
-                     + "</table>")
+        host_keys = items[0].entry.key_type != "" or items[0].entry.stored_fingerprint is not None
+        shown = "".join(_row_html(snap, r, hints) for r in rows(items[:per_store]))
+        parts.append((_HK_HEAD if host_keys else _HEAD) + shown + "</table>")
     if len(items) > per_store:
         parts.append(f"<p>{len(items) - per_store} more entries, worst first above: "
                      f"<a href='{url}'>the full list as JSON</a>.</p>")
@@ -201,10 +277,12 @@ def _store_section(snap: Snapshot, name: str, items: list[EntryView], per_store:
 
 def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
                  recent: Sequence[Change] = (),
-                 hints: tuple[str | None, str | None] = (None, None), base: str = "") -> bytes:
+                 hints: tuple[str | None, str | None] = (None, None), base: str = "",
+                 files: Mapping[str, str | None] | None = None) -> bytes:
     """`recent`: the newest recorded changes; `hints`: the config file and storage path the
     `accept` commands for unknown entries name; `base`: the path every link starts with
-    (--web.external-url's or --web.route-prefix's, "" at the root)."""
+    (--web.external-url's or --web.route-prefix's, "" at the root); `files`: each known_hosts
+    store's file."""
     by_store: dict[str, list[EntryView]] = {name: [] for name in snap.stores}
     for v in snap.views:
         by_store.setdefault(v.store, []).append(v)
@@ -224,8 +302,13 @@ def landing_page(snap: Snapshot, version: str, telemetry_path: str = "/metrics",
         f"<a href='{e(base)}/-/healthy'>Health</a> · <a href='{e(base)}/-/ready'>Ready</a></p>",
         *_summary(snap, by_store, status, order),
     ]
-    plan = make_plan(snap)  # the same plan `prime-tofu-exporter remediate` prints
-    parts += _fixes(plan) + _pairs(plan) + [daypage.recent_changes(recent, base=base)]
+    # The same plans `prime-tofu-exporter remediate` prints: PI servers', then known_hosts files'.
+    host_key_rows = [row(v) for v in snap.views  # only these: 100,000 PI rows cost a scrape
+                     if v.entry.key_type or v.entry.stored_fingerprint is not None]
+    plan = make_plan(snap, exclude=frozenset(files or ()) | {r.store for r in host_key_rows})
+    hostkeys = make_hostkey_plan(host_key_rows, files or {})
+    parts += (_fixes(plan) + _hostkey_fixes(hostkeys) + _pairs(plan)
+              + [daypage.recent_changes(recent, base=base)])
     per_store = max(10, min(ROWS_PER_STORE, PAGE_ROWS // max(1, len(snap.stores))))
     for name in order:
         parts += _store_section(snap, name, by_store[name], per_store, hints, base)

@@ -1,0 +1,231 @@
+"""Remediation of known_hosts stores, the I/O edge: remove exactly the stale lines of a file,
+local or on the store's host over SFTP, atomically, as `ssh-keygen -R` does, and audit it.
+
+The file is read again and each planned line checked (same number, type, key and host) before
+anything changes; a file that changed since it was judged is left alone. The new file is written
+beside the old one with its mode and owner, FILE.old becomes a hard link to the file as it was
+(ssh-keygen's `link(file, file.old)`), and a rename puts the new one in place: a reader sees the
+old file or the new one, never half of either. Nothing here adds a key.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import posixpath
+import secrets
+import tempfile
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from exporter.core.text import visible
+from exporter.remediate.hostkey_plan import FilePlan, HostKeyPlan, StaleLine, check_file
+from exporter.sources.known_hosts.rewrite import remove_lines
+from exporter.store.audit import AuditError, Operator, append_audit, current_operator
+
+
+@dataclass(frozen=True)
+class FileOutcome:
+    plan: FilePlan
+    ok: bool  # the lines are gone and FILE.old holds the file as it was
+    detail: str
+    old: str | None = None  # the FILE.old path, when written
+
+
+def _write_beside(real: Path, data: bytes, st: os.stat_result) -> str:
+    """A temporary file in the same directory holding `data`, with the original's mode and
+    owner, synced; its path."""
+    fd, tmp = tempfile.mkstemp(dir=real.parent, prefix=f".{real.name}.")
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+        os.fchmod(fd, st.st_mode & 0o7777)
+        if (st.st_uid, st.st_gid) != (os.getuid(), os.getgid()):
+            os.fchown(fd, st.st_uid, st.st_gid)  # PermissionError when we may not: nothing changes
+        os.fsync(fd)
+    except BaseException:
+        os.close(fd)
+        os.unlink(tmp)
+        raise
+    os.close(fd)
+    return tmp
+
+
+def _sync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def remove_stale_lines(fp: FilePlan) -> FileOutcome:
+    """One file: check, write beside, link FILE.old, rename. Every failure is an outcome with
+    the reason, and leaves the file as it was."""
+    if not fp.lines:
+        return FileOutcome(fp, True, "nothing to remove")
+    if not fp.file:
+        return FileOutcome(fp, False, "the configuration names no local file for this store")
+    real = Path(os.path.realpath(fp.file))  # a symlinked known_hosts: change the file it names
+    tmp: str | None = None
+    try:
+        st = os.stat(real)
+        data = real.read_bytes()
+        problems = check_file(data, fp.lines)
+        if problems:
+            return FileOutcome(fp, False, "the file changed since it was judged: "
+                               + "; ".join(problems) + "; nothing removed")
+        tmp = _write_beside(real, remove_lines(data, [s.line for s in fp.lines]), st)
+        if real.read_bytes() != data:  # written to meanwhile (ssh adding a host): start over
+            return FileOutcome(fp, False, "the file changed while it was rewritten; nothing removed")
+        old = real.with_name(real.name + ".old")
+        old.unlink(missing_ok=True)
+        os.link(real, old)
+        os.replace(tmp, real)
+        tmp = None
+        _sync_dir(real.parent)
+    except (OSError, ValueError) as e:
+        return FileOutcome(fp, False, f"{type(e).__name__}: {e}; nothing removed")
+    finally:
+        if tmp is not None:
+            os.unlink(tmp)
+    return FileOutcome(fp, True, f"removed {len(fp.lines)} line(s); the file as it was is {old}",
+                       str(old))
+
+
+# ---- the same over SFTP (a known_hosts file on the store's host) ----------------------------
+
+MAX_REMOTE_BYTES = 64 << 20  # as the Source reads it
+
+
+async def _sftp_read(sftp: asyncssh.SFTPClient, path: str) -> bytes:
+    async with sftp.open(path, "rb") as f:
+        data = await f.read(MAX_REMOTE_BYTES + 1)
+    if len(data) > MAX_REMOTE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_REMOTE_BYTES >> 20} MiB")
+    return data if isinstance(data, bytes) else data.encode()
+
+
+async def _sftp_write_beside(sftp: asyncssh.SFTPClient, real: str, data: bytes,
+                             st: asyncssh.SFTPAttrs) -> str:
+    """A new file beside `real` holding `data`, with its mode and owner; its path."""
+    tmp = posixpath.join(posixpath.dirname(real), f".{posixpath.basename(real)}.{secrets.token_hex(6)}")
+    mode = (st.permissions or 0o600) & 0o7777
+    async with sftp.open(tmp, "xb", asyncssh.SFTPAttrs(permissions=0o600)) as f:
+        await f.write(data)
+        with contextlib.suppress(asyncssh.SFTPOpUnsupported):  # fsync@openssh.com where offered
+            await f.fsync()
+    try:
+        await sftp.chmod(tmp, mode)
+        got = await sftp.stat(tmp)
+        if st.uid is not None and (got.uid, got.gid) != (st.uid, st.gid):
+            await sftp.chown(tmp, st.uid, st.gid or 0)
+    except BaseException:
+        await sftp.remove(tmp)
+        raise
+    return tmp
+
+
+async def remove_stale_lines_sftp(fp: FilePlan, sftp: asyncssh.SFTPClient) -> FileOutcome:
+    """`remove_stale_lines` for a file on the store's host: the same checks, FILE.old as a
+    hard link (hardlink@openssh.com), the new file renamed over the old (posix-rename@)."""
+    if not fp.lines:
+        return FileOutcome(fp, True, "nothing to remove")
+    if not fp.file:
+        return FileOutcome(fp, False, "the configuration names no file for this store")
+    tmp: str | None = None
+    try:
+        real = await sftp.realpath(fp.file)
+        real = real if isinstance(real, str) else real.decode()
+        st = await sftp.stat(real)
+        data = await _sftp_read(sftp, real)
+        problems = check_file(data, fp.lines)
+        if problems:
+            return FileOutcome(fp, False, "the file changed since it was judged: "
+                               + "; ".join(problems) + "; nothing removed")
+        tmp = await _sftp_write_beside(sftp, real, remove_lines(data, [s.line for s in fp.lines]), st)
+        if await _sftp_read(sftp, real) != data:
+            return FileOutcome(fp, False, "the file changed while it was rewritten; nothing removed")
+        old = real + ".old"
+        if await sftp.exists(old):
+            await sftp.remove(old)
+        await sftp.link(real, old)
+        await sftp.posix_rename(tmp, real)
+        tmp = None
+    except (asyncssh.SFTPError, asyncssh.Error, OSError, ValueError) as e:
+        why = e.reason if isinstance(e, asyncssh.SFTPError) else str(e)
+        return FileOutcome(fp, False, f"{type(e).__name__}: {visible(why)}; nothing removed")
+    finally:
+        if tmp is not None:
+            with contextlib.suppress(asyncssh.SFTPError, asyncssh.Error, OSError):
+                await sftp.remove(tmp)
+    return FileOutcome(fp, True, f"removed {len(fp.lines)} line(s); the file as it was is {old}",
+                       old)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+# The store's SFTP client, for a file on its host (the CLI opens it over the store's session).
+SftpOpener = Callable[[str], Awaitable[asyncssh.SFTPClient]]
+
+
+@dataclass
+class HostKeyApplier:
+    audit_file: Path
+    reason: str | None
+    operator: Operator = field(default_factory=current_operator)
+    say: Callable[[str], None] = print
+    audit_errors: list[AuditError] = field(default_factory=list)
+    sftp: SftpOpener | None = None
+
+    async def _remove(self, fp: FilePlan) -> FileOutcome:
+        if not fp.remote:
+            return await asyncio.to_thread(remove_stale_lines, fp)
+        if self.sftp is None:
+            return FileOutcome(fp, False, "no SSH session for this store's host; nothing removed")
+        try:
+            client = await self.sftp(fp.store)
+        except (asyncssh.Error, OSError) as e:
+            return FileOutcome(fp, False, f"no SFTP on the store's host ({visible(str(e))}); "
+                               "nothing removed")
+        try:
+            return await remove_stale_lines_sftp(fp, client)
+        finally:
+            client.exit()
+
+    async def apply(self, plan: HostKeyPlan) -> list[FileOutcome]:
+        """File by file; no further file once the audit log could not be written."""
+        outcomes = []
+        for fp in plan.files:
+            if not fp.lines:
+                continue
+            if self.audit_errors:
+                outcomes.append(FileOutcome(fp, False, "not run: the audit log could not be written"))
+                continue
+            got = await self._remove(fp)
+            self.say(f"{visible(fp.store)}: {visible(got.detail)}")
+            outcomes.append(got)
+            try:
+                append_audit(self.audit_file, (self._record(got, s) for s in fp.lines))
+            except AuditError as e:
+                self.audit_errors.append(e)
+        return outcomes
+
+    def _record(self, o: FileOutcome, s: StaleLine) -> dict[str, Any]:
+        return {
+            "time": _now(), "unix_time": round(time.time(), 3), **self.operator.audit_fields(),
+            "store": s.store, "entry": s.entry, "file": o.plan.file, "line": s.line,
+            "host": s.host, "port": s.port, "key_type": s.key_type, "evidence": "stored",
+            "evidence_reason": s.reason, "reason": self.reason, "action": "remove known_hosts line",
+            "stored_fingerprint": s.stored_sha256, "live_fingerprint": s.live_fingerprint,
+            "result": "removed" if o.ok else "failed", "detail": o.detail, "old_file": o.old,
+        }
