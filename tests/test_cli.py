@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli.demo import AUTOMATION_STORE, known_hosts_supported
+from exporter.cli.demo import AUTOMATION_STORE
 from pilab.scene import Lab
 from tests.kit.lab import free_port
 from tests.kit.processes import EXPORTER, acli
@@ -72,9 +72,8 @@ def demo(tmp_path: Path) -> Iterator[tuple[str, subprocess.Popen[str], float]]:
 def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], float]) -> None:
     base, _proc, start = demo
     wait_for(f"{base}/-/ready", start + 20)
-    host_keys = known_hosts_supported()  # the demo's automation host is watched (issue 22)
     # ISE on pri (subject), prime-sec on pri, prime-sec's 2 self entries; web1's rotated host key
-    want_mismatch = 4 + host_keys
+    want_mismatch = 5
     deadline = start + 45
     while True:
         body = get(f"{base}/metrics")[1]
@@ -113,14 +112,14 @@ def test_demo_reaches_the_seed_verdicts(demo: tuple[str, subprocess.Popen[str], 
     for store, entry in mismatches:
         if store != AUTOMATION_STORE:
             assert f"ncs certvalidation tofu-certs deletecert host {entry}" in page
-    if host_keys:  # address, key type, verdict, evidence of each known_hosts entry
-        auto = sorted((e.split("]")[0].lstrip("["), e.rsplit(" ", 1)[1], st, evidence[(s, e)])
-                      for (s, e), st in state.items() if s == AUTOMATION_STORE)
-        assert auto == [("127.0.0.41", "ssh-ed25519", "mismatch", "stored"),
-                        ("127.0.0.42", "ecdsa-sha2-nistp256", "unknown", "stored"),
-                        ("127.0.0.42", "ssh-ed25519", "match", "stored"),
-                        ("127.0.0.43", "ssh-ed25519", "match", "stored")]
-        assert "ssh-keyscan -t ssh-ed25519 -p" in page and "1 stale known_hosts lines" in page
+    # address, key type, verdict, evidence of each known_hosts entry
+    auto = sorted((e.split("]")[0].lstrip("["), e.rsplit(" ", 1)[1], st, evidence[(s, e)])
+                  for (s, e), st in state.items() if s == AUTOMATION_STORE)
+    assert auto == [("127.0.0.41", "ssh-ed25519", "mismatch", "stored"),
+                    ("127.0.0.42", "ecdsa-sha2-nistp256", "unknown", "stored"),
+                    ("127.0.0.42", "ssh-ed25519", "match", "stored"),
+                    ("127.0.0.43", "ssh-ed25519", "match", "stored")]
+    assert "ssh-keyscan -t ssh-ed25519 -p" in page and "1 stale known_hosts lines" in page
     assert "live certificate changed" in page and "differs from the stored" in page
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.cli.demo import known_hosts_supported
 from tests.kit.monitoring import (
     JOB,
     MISSING,
@@ -146,7 +145,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     if MISSING:
         pytest.skip(SKIP_REASON)
     # With the automation host's known_hosts store where this build reads it: the host-key row.
-    with running_stack(tmp_path_factory.mktemp("dash"), automation=known_hosts_supported()) as s:
+    with running_stack(tmp_path_factory.mktemp("dash"), automation=True) as s:
         # Some history first (rates need two samples), then the seed's regeneration so the
         # change timeline and the mismatch panels have something to show.
         wait_until(lambda: s.query('tofu_certificate_state{store="prime-pri",state="unknown"} == 1'),

@@ -120,21 +120,18 @@ async def test_demo_prepare_runs_the_automation_host_and_stops_it(
 
     lab, cfg = await demo.prepare(tmp_path, fixed_ports=False, automation=True)
     try:
-        # The written config loads; it names the store exactly when this build reads it.
+        # The written config loads and names the automation host's file as a known_hosts store.
         names = [s.name for s in load_config(cfg).stores]
-        assert ("automation" in names) == demo.known_hosts_supported()
+        assert "automation" in names
         hosts = lab.ssh_hosts
         assert hosts is not None and hosts.known_hosts_file.exists()
         demo._say_automation(hosts)
         said = capsys.readouterr().out
         assert ("real sshd processes" if SSHD.exists() else "asyncssh servers") in said
         assert f"SSH web1: {hosts.hosts['web1'].lookup}" in said
-        monkeypatch.setattr(demo, "known_hosts_supported", lambda: True)
         stores = demo.demo_config(lab)["stores"]
         assert stores[-1] == {"name": "automation", "kind": "known_hosts",
                               "path": str(hosts.known_hosts_file), "resolve": hosts.resolve}
-        monkeypatch.setattr(demo, "known_hosts_supported", lambda: False)
-        assert "automation" not in [s["name"] for s in demo.demo_config(lab)["stores"]]
     finally:
         await lab.stop()
     procs = [h.process for h in hosts.hosts.values() if h.process is not None]

@@ -12,13 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import known_hosts_supported
 from tests.kit.monitoring import MISSING, SKIP_REASON, running_stack, wait_until
 
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.skipif(MISSING, reason=SKIP_REASON),
-    pytest.mark.skipif(not known_hosts_supported(), reason="this build reads no known_hosts store yet"),
 ]
 
 

@@ -14,11 +14,10 @@ from pathlib import Path
 
 import pytest
 
-from exporter.cli.demo import known_hosts_supported, prepare
+from exporter.cli.demo import prepare
 
 pytestmark = [
     pytest.mark.integration,
-    pytest.mark.skipif(not known_hosts_supported(), reason="this build reads no known_hosts store yet"),
     pytest.mark.skipif(shutil.which("ssh-keygen") is None, reason="needs Debian's ssh-keygen"),
 ]
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib.util
 import logging
 import sys
 import tempfile
@@ -31,13 +30,6 @@ log = logging.getLogger("exporter.demo")
 AUTOMATION_STORE = "automation"
 
 
-def known_hosts_supported() -> bool:
-    """Whether this build reads `kind: known_hosts` stores (exporter.sources.known_hosts.source,
-    issue 22). Until it does, the demo's automation host runs but its store stays out of the
-    config, which would not load."""
-    return importlib.util.find_spec("exporter.sources.known_hosts.source") is not None
-
-
 def automation_store(hosts: AutomationHosts) -> dict[str, Any]:
     """The automation host's known_hosts file as a store: the hashed line is found through the
     `resolve:` names."""
@@ -47,11 +39,11 @@ def automation_store(hosts: AutomationHosts) -> dict[str, Any]:
 
 def demo_config(lab: Lab, interval: str = "5s") -> dict[str, Any]:
     """The config an operator would write for this lab; dnac-1 pinned with its true fingerprint;
-    the automation host's known_hosts file as a store when the lab runs it and this build reads it."""
+    the automation host's known_hosts file as a store when the lab runs it."""
     stores = [
         {"name": name, "host": pi.host, "port": pi.port} for name, pi in lab.pis.items()
     ]
-    if lab.ssh_hosts is not None and known_hosts_supported():
+    if lab.ssh_hosts is not None:
         stores.append(automation_store(lab.ssh_hosts))
     dnac = lab.endpoints["dnac-1"]
     return {
@@ -112,8 +104,6 @@ def _say_automation(hosts: AutomationHosts | None) -> None:
         print(f"    SSH {name}: {h.lookup}", flush=True)
     print("    web1 was reinstalled (new ed25519 key: mismatch), db1 dropped its ecdsa key "
           "(a stale line: unknown), git's line is hashed (found through resolve:)", flush=True)
-    if not known_hosts_supported():
-        print("    (not watched: this build reads no `kind: known_hosts` store yet)", flush=True)
 
 
 async def _run(opts: DemoOptions, workdir: Path) -> None:
