@@ -334,6 +334,10 @@ def test_doctor_shows_a_known_hosts_store_line_by_line(sshd, tmp_path: Path) -> 
     live = server.key("ssh-ed25519").fingerprint()
     assert f"stored key {live} (line 1)" in text and f"host key ssh-ed25519 {live}" in text
     assert "verdict: unknown (evidence stored): this key type no longer offered" in text
+    # The exit line's advice fits the kind: a stale line is deleted, never pinned or accepted.
+    last = text.rstrip().splitlines()[-1]
+    assert last.startswith("exit 3: entries are left unknown (lines of a key type the host no longer")
+    assert "pin" not in last and "accept" not in last
 
 
 @pytest.mark.unit

@@ -49,6 +49,15 @@ _MEANING = {
     exitcodes.ERROR: "the store could not be read",
     exitcodes.UNKNOWN: "entries are left unknown (normal at first contact: pin or accept them)",
 }
+# A known_hosts file holds the exact key, so an unknown there is never first contact: it is a
+# line of a key type the host no longer offers, which nobody pins or accepts. remediate removes
+# only proven mismatches; this line is harmless to OpenSSH while another line matches.
+_MEANING_KNOWN_HOSTS = {
+    **_MEANING,
+    exitcodes.UNKNOWN: "entries are left unknown (lines of a key type the host no longer offers, "
+                       "harmless while another line of the host matches: delete the line shown "
+                       "above once you know why the type went)",
+}
 
 
 def _q(text: str) -> str:
@@ -292,5 +301,6 @@ def run(config: Config, store: str, out: TextIO = sys.stdout) -> int:
         _entries(o, views)
     code = exit_code(snap)
     o.line()
-    o.line(f"exit {code}: {_MEANING.get(code, '')}")
+    meaning = _MEANING_KNOWN_HOSTS if cfg.kind == KNOWN_HOSTS else _MEANING
+    o.line(f"exit {code}: {meaning.get(code, '')}")
     return code
