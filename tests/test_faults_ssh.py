@@ -412,7 +412,7 @@ async def _run_fault(fault: Fault, lab: Lab, t: Target, tmp: Path) -> None:
 
         # The fault shows: a failed read with the expected reason.
         def failed() -> bool:
-            return sum(service.state("faulty").errors.values()) >= 1
+            return sum(service.state("faulty").value.errors.values()) >= 1
 
         await wait_for(failed, fault.command_timeout + CONNECT_TIMEOUT + 2 * INTERVAL + 3,
                        f"a failed read of the faulty store ({fault.reason.value})")
@@ -420,7 +420,8 @@ async def _run_fault(fault: Fault, lab: Lab, t: Target, tmp: Path) -> None:
         if flood:
             grown = sf.peak_rss() - rss
             assert grown < 2 * MAX_OUTPUT, f"peak RSS grew {grown / 2**20:.0f} MiB reading 50 MB"
-        assert set(service.state("faulty").errors) == {fault.reason.value}, service.state("faulty").last
+        faulty = service.state("faulty").value
+        assert set(faulty.errors) == {fault.reason.value}, faulty.last
         # The healthy store keeps being read while the fault lasts.
         await wait_for(
             lambda: service.state("healthy").last_success.timestamp > t_err, 3 * INTERVAL + 2,

@@ -232,7 +232,7 @@ def test_an_older_baseline_read_is_never_kept_over_a_newer_one(tmp_path: Path) -
     # The store's data holds the listing the database was told of (as after a read).
     listing = Listing(tuple(StoredEntry(f"{h}_{p}", h, p, f"/CN={h}", (("CN", h),))
                             for h, p in (("a", 1), ("b", 2))))
-    state.observed = listing
+    state.swap_value(lambda v: replace(v, observed=listing))
     state.update(read=StoreRead("pri", True, listing, 0.0, 0.0), **with_endpoints(("a:1", "b:2")))
     read, go = threading.Event(), threading.Event()
     real = service.db.baselines

@@ -31,8 +31,9 @@ def refresh(db: BaselineDB, state: StoreState) -> bool:
     loop (pickup, a probe that filled baselines) can both run this, and without it the older
     read could be kept last, stale until the store's next read. True when they moved."""
     with state.evidence_lock:
-        data = state.data
-        if data.read is None or data.listing is not state.observed:
+        v = state.value
+        data = v.data
+        if data.read is None or data.listing is not v.observed:
             return False
         baselines, attested = fresh(db, state, data)
         if baselines is data.baselines:

@@ -58,7 +58,8 @@ class ProbeScheduler:
         """The prober and TLS client profile of the first store listing `endpoint`: one probe
         per endpoint, so stores whose Java differs share the first one's view."""
         for state in self.ctx.stores.values():
-            if endpoint in state.data.endpoint_set or endpoint in state.incoming:
+            v = state.value  # once: the data and what is incoming, from one whole
+            if endpoint in v.data.endpoint_set or endpoint in v.incoming:
                 return state.prober, state.cfg.tls_client_profile
         return _DEFAULT_PROBER, _DEFAULT_PROFILE
 
@@ -67,10 +68,10 @@ class ProbeScheduler:
         eps: set[str] = set()
         for name, state in self.ctx.stores.items():
             if names is None or name in names:
-                data = state.data
-                if data.read is not None:
-                    eps.update(data.endpoint_set)
-                eps.update(state.incoming)  # a read in flight probes these
+                v = state.value  # once: a read swapping in meanwhile moves both together
+                if v.data.read is not None:
+                    eps.update(v.data.endpoint_set)
+                eps.update(v.incoming)  # a read in flight probes these
         return eps
 
     def pickup(self) -> None:

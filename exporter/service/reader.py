@@ -15,7 +15,7 @@ from exporter.core.model import ErrorReason, Listing, StoreRead
 from exporter.service import baselines
 from exporter.service.context import STORAGE_ERRORS, Bound, Context
 from exporter.service.prober import ProbeScheduler
-from exporter.service.state import StoreData, StoreState, next_version, with_endpoints
+from exporter.service.state import StoreData, StoreState, changed, with_endpoints
 from exporter.service.wiring import entry_endpoint
 from exporter.sources.seam import Source
 
@@ -46,7 +46,7 @@ class Reader:
         async with self._bound.get(self.ctx.config.store_concurrency):
             got = await source.read()
             read = await self._read_ok(state, source, got) if got.ok else self._failed(state, got)
-            state.last = read
+            state.swap_value(lambda v: dataclasses.replace(v, last=read))
             self.changed()
             return read
 
@@ -90,13 +90,11 @@ class Reader:
             eps = endpoints_of(state.cfg, listing)
         endpoints = dict(zip((e.key for e in listing.entries), eps, strict=True))
         with state.evidence_lock:  # the database and `observed` move together
-            before, state.observed = state.observed, listing
-            try:
-                appeared = self.ctx.db.observe_store(state.name, endpoints)
-            except BaseException:
-                state.observed = before  # rolled back: the database holds what it held
-                raise
-            state.incoming = frozenset(eps)
+            # Swapped in only once the database took the listing: one that raised rolled
+            # back and holds what it held, so `observed` stays the listing before. The
+            # evidence lock hides the moment between from every reader of `observed`.
+            appeared = self.ctx.db.observe_store(state.name, endpoints)
+            state.swap_value(lambda v: v.observing(listing, eps))
         return listing, eps, endpoints, appeared
 
     async def _read_ok(self, state: StoreState, source: Source, got: StoreRead) -> StoreRead:
@@ -125,16 +123,18 @@ class Reader:
         """Swap in what one read made, in one assignment: its listing, the endpoints, the
         capped count and the baselines the database holds for that listing."""
         with state.evidence_lock:
-            if state.observed is not read.listing:
+            if state.value.observed is not read.listing:
                 return  # a newer read of this store told the database of its listing: it swaps
             old = state.data
             if old.listing is read.listing:
                 eps = old.endpoints  # unchanged list: keep the endpoints (a reload may have moved them)
             got, attested = baselines.fresh(self.ctx.db, state, old)
             moved = old.listing is not read.listing or eps != old.endpoints or got is not old.baselines
-            new = state.update(moved, read=read, capped=capped, baselines=got,
-                               attested=attested, **with_endpoints(eps))
-            state.incoming = frozenset()
+            # The data and its endpoints no longer incoming, in one swap: a prune reading the
+            # value finds the read's endpoints in one or the other, never in neither.
+            new = state.swap_value(lambda v: v.read_in(changed(
+                v.data, moved, read=read, capped=capped, baselines=got, attested=attested,
+                **with_endpoints(eps)))).data
         if not old.endpoint_set <= new.endpoint_set:
             self.prober.prune_due = True  # some endpoint may have lost its last entry
         self.changed()
@@ -160,8 +160,7 @@ class Reader:
         def move(data: StoreData) -> StoreData:
             if data.listing is None:
                 return data
-            eps = endpoints_of(state.cfg, data.listing)
-            return dataclasses.replace(data, version=next_version(), **with_endpoints(eps))
+            return changed(data, **with_endpoints(endpoints_of(state.cfg, data.listing)))
 
         if not old.endpoint_set <= state.swap(move).endpoint_set:
             self.prober.prune_due = True

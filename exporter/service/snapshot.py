@@ -17,7 +17,7 @@ from exporter.exposition.writer import BlockCache, render_chunks
 from exporter.fleet.pairs import pair_views
 from exporter.fleet.snapshot import Snapshot
 from exporter.service.context import Context
-from exporter.service.state import Decided, StoreData, StoreState
+from exporter.service.state import StoreData, StoreState, StoreValue
 from exporter.service.supervisor import Supervisor
 from exporter.service.wiring import Inputs, store_views
 from exporter.store.database import StorageError
@@ -30,6 +30,12 @@ def _with_status(v: EntryView, st: EntryStatus | None) -> EntryView:
     if st is None:
         return v
     return dataclasses.replace(v, state_since=st.since, previous_fingerprint=st.previous_fingerprint)
+
+
+def _status(name: str, v: StoreValue, data: StoreData | None = None) -> StoreStatus:
+    """A store's status: its latest attempt, the success `data` holds (the value's own by
+    default) and its failed reads, copied."""
+    return StoreStatus(name, v.last, (data or v.data).read, dict(v.errors))
 
 
 class Snapshots:
@@ -76,8 +82,7 @@ class Snapshots:
         return snap
 
     def _status_only(self) -> Snapshot:
-        stores = {n: StoreStatus(n, s.last, s.data.read, dict(s.errors))
-                  for n, s in self.ctx.stores.items()}
+        stores = {n: _status(n, s.value) for n, s in self.ctx.stores.items()}
         return Snapshot(stores, (), {}, {}, config_reload_ok=self.config_reload_ok,
                         ready=self.ready, loop_errors=dict(self.supervisor.loop_errors))
 
@@ -86,9 +91,9 @@ class Snapshots:
         (100,000 entries take over a second of CPU, which would hold every scrape and
         /-/healthy). A snapshot then finds them decided."""
         for state in list(self.ctx.stores.values()):
-            data = state.data
-            if state.decided.version != data.version and data.listing is not None:
-                await self.ctx.workers.run(len(data.listing.entries), self._store_views, state)
+            v = state.value
+            if v.views_at(v.data.version) is None and v.data.listing is not None:
+                await self.ctx.workers.run(len(v.data.listing.entries), self._store_views, state)
 
     def _store_views(self, state: StoreState) -> tuple[StoreData, tuple[EntryView, ...]]:
         """One store's data and its views, decided again only when its version moved: a probe
@@ -97,17 +102,18 @@ class Snapshots:
         baselines. Deciding and recording are one step per store, so an older decision
         (another loop's, in another thread) is never recorded after a newer one."""
         with state.decide_lock:
-            data = state.data
-            decided = state.decided
-            if decided.version == data.version or data.listing is None:
-                return data, decided.views
+            value = state.value  # once: the views decided are only used at their own version
+            data, cached = value.data, value.views_at(value.data.version)
+            if cached is not None or data.listing is None:
+                return data, cached or ()
             views = store_views(state.cfg, data.listing, data.endpoints, self.probes,
                                 Inputs(data.baselines, self.ctx.config.pins, data.log.seen,
                                        data.attested))
             if self.supervisor.stopping:  # decided in a worker while stopping: not worth a long write
                 return data, views
-            state.decided = Decided(data.version, self._record(state.name, views))
-            return data, state.decided.views
+            recorded = self._record(state.name, views)
+            state.swap_value(lambda v: v.deciding(data.version, recorded))
+            return data, recorded
 
     def _record(self, store: str, views: tuple[EntryView, ...]) -> tuple[EntryView, ...]:
         """Write what changed to the history; the views learn when their state began. A
@@ -160,7 +166,7 @@ class Snapshots:
             if only is not None and name not in only:
                 continue
             data, decided = self._store_views(state)
-            stores[name] = StoreStatus(name, state.last, data.read, dict(state.errors))
+            stores[name] = _status(name, state.value, data)
             if data.capped:
                 capped[name] = data.capped
             if data.listing is None:
