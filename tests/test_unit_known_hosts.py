@@ -108,6 +108,10 @@ def test_every_line_keeps_its_raw_bytes() -> None:
     (b"xb", b"*ab", False),  # after a failed try, the walk resumes at the star, not past it
     (b"xab", b"*ab", True),
     (b"aab", b"*ab", True),
+    (b"ab", b"ab*", True),  # stars left over once the name is read match the empty rest
+    (b"ab", b"ab**", True),
+    (b"", b"*", True),
+    (b"ab", b"ab*?", False),
 ])
 def test_match_pattern_backtracks_to_the_star(s: bytes, pattern: bytes, want: bool) -> None:
     assert match.match_pattern(s, pattern) is want

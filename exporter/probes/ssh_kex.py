@@ -151,7 +151,29 @@ def parse_host_key(blob: bytes, blob_type: str) -> HostKey:
     return HostKey(blob, plain_blob(base, blob[start : buf.pos]), key)
 
 
+# Public keys loaded from their wire fields, by (type, fields): a fleet's hosts present the
+# same keys every cycle, and loading one (an ECDSA point checked to be on its curve, an RSA
+# modulus) costs more than the dictionary look-up. The key object is a pure function of those
+# bytes, so a hit is the very key the bytes say; the signature is still verified every time.
+KEY_CACHE = 4096
+_KEYS: dict[tuple[str, bytes], PublicKey] = {}
+
+
 def _public_key(base: str, buf: Reader) -> PublicKey:
+    start = buf.pos
+    for _ in range(1 if base == "ssh-ed25519" else 2):  # Ed25519: the key; RSA: e, n; ECDSA: curve, point
+        buf.string()
+    fields = bytes(buf.data[start : buf.pos])
+    key = _KEYS.get((base, fields))
+    if key is None:
+        key = _load_key(base, _buf(fields))
+        if len(_KEYS) >= KEY_CACHE:
+            del _KEYS[next(iter(_KEYS))]  # the oldest
+        _KEYS[(base, fields)] = key
+    return key
+
+
+def _load_key(base: str, buf: Reader) -> PublicKey:
     try:
         if base == "ssh-ed25519":
             return ed25519.Ed25519PublicKey.from_public_bytes(buf.string())
