@@ -18,10 +18,10 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends build-essential libffi-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY pyproject.toml README.md LICENSE ./
+COPY pyproject.toml README.md LICENSE constraints.txt ./
 COPY exporter ./exporter
 COPY pilab ./pilab
-RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check '.[fast]'
+RUN python -m venv /opt/venv && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check -c constraints.txt '.[fast]'
 # Build arguments for the OCI labels (org.opencontainers.image.*): VERSION, REVISION, CREATED.
 # The version is set once, in pyproject.toml: a VERSION that differs from the installed
 # package's fails the build. Unset, the labels stay empty; scripts/image-check passes all three.

@@ -17,14 +17,14 @@ if [ ! -x .venv/bin/python ]; then
   rm -rf .venv
   "$_py" -m venv .venv
 fi
-# Reinstall only when the dependency declaration or the extras changed; the install is
-# editable, so code changes need no reinstall.
-_stamp="$(cat pyproject.toml | sha256sum | cut -c1-16)-${_extras}"
+# Reinstall only when the dependency declaration, the pinned versions (constraints.txt, written
+# by scripts/lock) or the extras changed; the install is editable, so code changes need none.
+_stamp="$(cat pyproject.toml constraints.txt | sha256sum | cut -c1-16)-${_extras}"
 _have="$(cat .venv/.installed 2>/dev/null || true)"
 case ",$_have," in
   *",$_stamp,"*) ;;
   *)
-    .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[${_extras}]"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c constraints.txt -e ".[${_extras}]"
     # Remember every extras set installed against this pyproject.toml.
     if [ "${_have%%-*}" = "${_stamp%%-*}" ]; then echo "${_have},${_stamp}" >.venv/.installed
     else echo "$_stamp" >.venv/.installed; fi
