@@ -232,6 +232,8 @@ FAULTS = [
     Fault("drop-mid-line-shell", ErrorReason.CONNECT, _pi(), *_knob("drop_mid_output", True, False)),
     Fault("drop-mid-line-exec", ErrorReason.CONNECT, _pi(), *_knob("drop_mid_output", True, False),
           mode="exec"),
+    Fault("channel-closed-after-one-entry-exec", ErrorReason.CONNECT, _pi(),
+          *_knob("close_after_first_entry", True, False), mode="exec"),
     Fault("endless-more-paging", ErrorReason.COMMAND, _pi(), *_knob("endless_more", True, False),
           command_timeout=20.0),
     Fault("50MB-output-shell", ErrorReason.COMMAND, _flood(), command_timeout=20.0),

@@ -39,6 +39,9 @@ class FaultyCli(Cli):
     hang_after_banner: bool = False  # the banner, then never a prompt
     hang_on_command: bool = False  # listcerts never answers
     drop_mid_output: bool = False  # listcerts prints half, cut mid-line, then the connection drops
+    # listcerts prints its first entry whole, then the channel closes with no exit status while
+    # the connection stays up: a listing cut at a line boundary, which looks complete
+    close_after_first_entry: bool = False
     endless_more: bool = False  # --More-- forever, ignoring `terminal length 0` and `q`
     garbage: bytes | None = None  # listcerts prints these bytes instead
     extra_lines: Sequence[str] = ()  # printed after the entries
@@ -67,6 +70,8 @@ class FaultyCli(Cli):
             return 0
         if self.drop_mid_output:
             await _drop_mid_output(session, self.listing(session.pi))
+        if self.close_after_first_entry:
+            await _close_after_first_entry(session, self.listing(session.pi))
         if self.endless_more:
             await _endless(session, self.listing(session.pi).split("\n")[:-1])
         return await super().listcerts(session, shell)
@@ -97,6 +102,17 @@ async def _drop_mid_output(session: CliSession, text: str) -> None:
             await asyncio.sleep(0.01)
         await asyncio.sleep(0.05)
         session.channel.get_connection().close()
+    await session.hang()
+
+
+async def _close_after_first_entry(session: CliSession, text: str) -> None:
+    first = text.find("\nhost=")
+    second = text.find("\nhost=", first + 1)
+    session.write_text(text[: second + 1 if second >= 0 else len(text)])
+    if session.channel is not None:
+        while session.channel.get_write_buffer_size():
+            await asyncio.sleep(0.01)
+        session.channel.close()  # no exit status: the connection stays
     await session.hang()
 
 

@@ -369,9 +369,15 @@ class PiSession:
             await proc.wait_closed()
         finally:
             proc.close()
-        if proc.exit_status is None and proc.exit_signal is None and self._conn.is_closed():
+        if proc.exit_status is None and proc.exit_signal is None:
+            # Only an exit status says the output is whole. A server that drops the connection
+            # closes the channel first (asyncssh's disconnect does), so "is the connection
+            # closed yet" races with the DISCONNECT behind it, and a listing cut short would
+            # read as complete: its missing entries as removed, their baselines pruned.
             raise StoreReadError(
-                ErrorReason.CONNECT, "connection lost before the command finished"
+                ErrorReason.CONNECT, "the command's channel closed without an exit status "
+                "(connection lost before the command finished?); the output may be cut, so "
+                "none of it is used"
             )
         if self._trace is not None:
             self._trace("exec", command=command, exit_status=proc.exit_status, size=out.size)
