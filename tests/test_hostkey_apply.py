@@ -226,3 +226,35 @@ async def test_apply_on_the_stores_host_leaves_what_ssh_keygen_R_leaves(
     # which way it went: SFTP exactly where the host serves it
     served = "Starting session: subsystem 'sftp'" in log.read_text()
     assert served == ("Subsystem sftp" in (log.parent / "sshd.conf").read_text())
+
+
+async def test_a_hostile_path_on_the_stores_host_is_data_not_a_command(
+        tmp_path: Path, login_server: tuple[int, Path, Path, Path]) -> None:
+    """The configured path reaches the host's shell only quoted: a directory named with a
+    quote, `$(...)`, a `;` and a space, the file a symbolic link into it, changed where it
+    lives; nothing the name spells runs."""
+    import asyncssh
+    port, client_key, host_pub, _ = login_server
+    data, stale = real_looking(tmp_path)
+    pwned = f"PWNED-{os.getpid()}-{time.monotonic_ns()}"  # in the login's home, where it would run
+    real = tmp_path / f"it's $(touch {pwned}); touch {pwned} `touch {pwned}`" / "known_hosts"
+    real.parent.mkdir()
+    real.write_bytes(data)
+    link = tmp_path / "linked known_hosts"
+    link.symlink_to(real)
+    trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
+    async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
+                                client_keys=[str(client_key)], known_hosts=trusted) as conn:
+        async def connect(store: str) -> asyncssh.SSHClientConnection:
+            return conn
+
+        fp = plan_for(link, stale)
+        applier = HostKeyApplier(tmp_path / "audit.jsonl", None, Operator("tester"),
+                                 lambda _: None, connect=connect)
+        (out,) = await applier.apply(HostKeyPlan((FilePlan(fp.store, fp.file, fp.lines, remote=True),)))
+    assert out.ok, out.detail
+    assert not (Path(pwd.getpwuid(os.getuid()).pw_dir) / pwned).exists()
+    assert not (Path.cwd() / pwned).exists()
+    assert link.is_symlink() and (real.parent / "known_hosts.old").read_bytes() == data
+    assert out.old == str(real.parent / "known_hosts.old")
+    assert sorted(os.listdir(real.parent)) == ["known_hosts", "known_hosts.old"]
