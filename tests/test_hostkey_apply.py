@@ -144,12 +144,14 @@ def test_a_host_learnt_twice_loses_both_stale_lines_as_with_ssh_keygen_R(tmp_pat
     assert ours.read_bytes() == theirs.read_bytes()
 
 
-# ---- the same over SFTP: Debian's sshd with its internal-sftp, logged in with a key ---------
+# ---- the same on the store's host: Debian's sshd, logged in with a key, with its internal-sftp
+# or with no SFTP subsystem at all (then a POSIX shell does it) ----------------------------------
 
-@pytest.fixture
-def sftp_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
-    """(port, the client key, the server's host public key) of an sshd that lets this user in
-    with the key and serves SFTP (internal-sftp: OpenSSH's own sftp-server)."""
+@pytest.fixture(params=["sftp", "shell"])
+def login_server(request: pytest.FixtureRequest,
+                 tmp_path: Path) -> Iterator[tuple[int, Path, Path, Path]]:
+    """(port, the client key, the server's host public key, its log) of an sshd that lets this
+    user in with the key and serves SFTP (internal-sftp: OpenSSH's own sftp-server) or not."""
     from tests.kit.sshd import SSHD, _answers, _free_port
     if not SSHD.exists():
         pytest.skip("needs /usr/sbin/sshd")
@@ -165,7 +167,8 @@ def sftp_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
         f"ListenAddress 127.0.0.1:{port}", f"HostKey {d / 'host'}", "PidFile none", "UsePAM no",
         "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         f"AuthorizedKeysFile {d / 'authorized_keys'}", "StrictModes no",
-        "PermitRootLogin prohibit-password", "Subsystem sftp internal-sftp", ""]))
+        "PermitRootLogin prohibit-password", "LogLevel VERBOSE",
+        "Subsystem sftp internal-sftp" if request.param == "sftp" else "", ""]))
     with (d / "sshd.log").open("ab") as err:
         proc = subprocess.Popen([str(SSHD), "-D", "-e", "-f", str(d / "sshd.conf")],
                                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=err)
@@ -175,18 +178,19 @@ def sftp_server(tmp_path: Path) -> Iterator[tuple[int, Path, Path]]:
                 break
             time.sleep(0.02)
         assert proc.poll() is None, (d / "sshd.log").read_text()
-        yield port, d / "client", d / "host.pub"
+        yield port, d / "client", d / "host.pub", d / "sshd.log"
     finally:
         proc.terminate()
         proc.wait(5)
 
 
-async def test_apply_over_sftp_leaves_what_ssh_keygen_R_leaves(
-        tmp_path: Path, sftp_server: tuple[int, Path, Path]) -> None:
+async def test_apply_on_the_stores_host_leaves_what_ssh_keygen_R_leaves(
+        tmp_path: Path, login_server: tuple[int, Path, Path, Path]) -> None:
     """A remote known_hosts file (here on loopback, so ssh-keygen can be the oracle): the
-    same bytes, mode and owner, FILE.old, the audit records, over real OpenSSH SFTP."""
+    same bytes, mode and owner, FILE.old, the audit records, over real OpenSSH: SFTP where the
+    host serves it, a POSIX shell where it has no SFTP subsystem."""
     import asyncssh
-    port, client_key, host_pub = sftp_server
+    port, client_key, host_pub, log = login_server
     data, stale = real_looking(tmp_path)
     ours, theirs = tmp_path / "remote" / "known_hosts", tmp_path / "theirs"
     ours.parent.mkdir()
@@ -199,16 +203,17 @@ async def test_apply_over_sftp_leaves_what_ssh_keygen_R_leaves(
     trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
     async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
                                 client_keys=[str(client_key)], known_hosts=trusted) as conn:
-        async def sftp(store: str) -> asyncssh.SFTPClient:
-            return await conn.start_sftp_client()
+        async def connect(store: str) -> asyncssh.SSHClientConnection:
+            return conn
 
         fp = plan_for(ours, stale)
         fp = FilePlan(fp.store, fp.file, fp.lines, remote=True)
         applier = HostKeyApplier(tmp_path / "audit.jsonl", "INC-9", Operator("tester"),
-                                 lambda _: None, sftp=sftp)
+                                 lambda _: None, connect=connect)
         (out,) = await applier.apply(HostKeyPlan((fp,)))
         assert out.ok, out.detail
-        # A file that changed since the verdict is left alone, over SFTP too.
+        assert out.old == str(ours.parent / "known_hosts.old")
+        # A file that changed since the verdict is left alone, on the host too.
         again = await applier.apply(HostKeyPlan((fp,)))
         assert not again[0].ok and "changed since it was judged" in again[0].detail
     assert ours.read_bytes() == theirs.read_bytes()
@@ -218,3 +223,38 @@ async def test_apply_over_sftp_leaves_what_ssh_keygen_R_leaves(
     assert sorted(os.listdir(ours.parent)) == ["known_hosts", "known_hosts.old"]
     results = [json.loads(x)["result"] for x in (tmp_path / "audit.jsonl").read_text().splitlines()]
     assert results == ["removed", "removed", "failed", "failed"]
+    # which way it went: SFTP exactly where the host serves it
+    served = "Starting session: subsystem 'sftp'" in log.read_text()
+    assert served == ("Subsystem sftp" in (log.parent / "sshd.conf").read_text())
+
+
+async def test_a_hostile_path_on_the_stores_host_is_data_not_a_command(
+        tmp_path: Path, login_server: tuple[int, Path, Path, Path]) -> None:
+    """The configured path reaches the host's shell only quoted: a directory named with a
+    quote, `$(...)`, a `;` and a space, the file a symbolic link into it, changed where it
+    lives; nothing the name spells runs."""
+    import asyncssh
+    port, client_key, host_pub, _ = login_server
+    data, stale = real_looking(tmp_path)
+    pwned = f"PWNED-{os.getpid()}-{time.monotonic_ns()}"  # in the login's home, where it would run
+    real = tmp_path / f"it's $(touch {pwned}); touch {pwned} `touch {pwned}`" / "known_hosts"
+    real.parent.mkdir()
+    real.write_bytes(data)
+    link = tmp_path / "linked known_hosts"
+    link.symlink_to(real)
+    trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
+    async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
+                                client_keys=[str(client_key)], known_hosts=trusted) as conn:
+        async def connect(store: str) -> asyncssh.SSHClientConnection:
+            return conn
+
+        fp = plan_for(link, stale)
+        applier = HostKeyApplier(tmp_path / "audit.jsonl", None, Operator("tester"),
+                                 lambda _: None, connect=connect)
+        (out,) = await applier.apply(HostKeyPlan((FilePlan(fp.store, fp.file, fp.lines, remote=True),)))
+    assert out.ok, out.detail
+    assert not (Path(pwd.getpwuid(os.getuid()).pw_dir) / pwned).exists()
+    assert not (Path.cwd() / pwned).exists()
+    assert link.is_symlink() and (real.parent / "known_hosts.old").read_bytes() == data
+    assert out.old == str(real.parent / "known_hosts.old")
+    assert sorted(os.listdir(real.parent)) == ["known_hosts", "known_hosts.old"]

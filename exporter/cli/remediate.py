@@ -177,13 +177,12 @@ async def _apply_hostkeys(service: Service, plan: HostKeyPlan, args: Options, hu
     except AuditError as e:
         print(f"{e}; nothing removed", file=sys.stderr)
         return EXIT_ERROR
-    async def sftp(store: str) -> asyncssh.SFTPClient:
-        """A file on the store's host: SFTP over the store's own session (host key verified)."""
-        conn = await service.session(store).connection()
-        return await conn.start_sftp_client()
+    async def connect(store: str) -> asyncssh.SSHClientConnection:
+        """A file on the store's host: the store's own session (host key verified)."""
+        return await service.session(store).connection()
 
     applier = HostKeyApplier(audit, args.reason, say=lambda s: print(s, file=human, flush=True),
-                             sftp=sftp)
+                             connect=connect)
     outcomes: list[FileOutcome] = await applier.apply(plan)
     for lost in applier.audit_errors:
         report_lost_audit(lost, sys.stderr)

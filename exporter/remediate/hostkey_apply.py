@@ -1,5 +1,6 @@
 """Remediation of known_hosts stores, the I/O edge: remove exactly the stale lines of a file,
-local or on the store's host over SFTP, atomically, as `ssh-keygen -R` does, and audit it.
+local or on the store's host (over SFTP, or a POSIX shell where the host has no SFTP subsystem),
+atomically, as `ssh-keygen -R` does, and audit it.
 
 The file is read again and each planned line checked (same number, type, key and host) before
 anything changes; a file that changed since it was judged is left alone. The new file is written
@@ -12,9 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import os
 import posixpath
 import secrets
+import shlex
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -170,12 +173,87 @@ async def remove_stale_lines_sftp(fp: FilePlan, sftp: asyncssh.SFTPClient) -> Fi
                        old)
 
 
+# ---- the same with a POSIX shell, for a host without an SFTP subsystem ----------------------
+
+# Run as `sh -c SCRIPT sh PATH SHA256`, the new file on stdin. The same steps as over SFTP: a
+# copy beside the file keeps its mode and owner (cp -p), the new bytes go into it, the file is
+# checked unchanged (the sha256 of what was judged) right before FILE.old is linked and the copy
+# renamed over it. A copy whose owner could not be kept is removed: nothing changes. Exit 3:
+# the file changed; 4: the owner could not be kept.
+_SHELL_REWRITE = r"""set -eu
+real=$(readlink -f -- "$1")
+tmp=$(mktemp "$(dirname -- "$real")/.$(basename -- "$real").XXXXXXXXXX")
+trap 'rm -f -- "$tmp"' EXIT
+cp -p -- "$real" "$tmp"
+[ "$(stat -c %u:%g -- "$tmp")" = "$(stat -c %u:%g -- "$real")" ] || exit 4
+cat >"$tmp"
+sync -- "$tmp" 2>/dev/null || sync
+set -- "$(sha256sum <"$real")" "$2"
+[ "${1%% *}" = "$2" ] || exit 3
+rm -f -- "$real.old"
+ln -- "$real" "$real.old"
+mv -f -- "$tmp" "$real"
+trap - EXIT
+printf '%s' "$real.old"
+"""
+_SHELL_EXIT = {3: "the file changed while it was rewritten",
+               4: "the file's owner could not be kept for the new file"}
+SHELL_TIMEOUT = 60.0
+
+
+async def _shell_read(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
+    done = await conn.run(f"cat -- {shlex.quote(path)}", encoding=None, check=False)
+    if done.exit_status != 0:
+        raise ValueError(f"cat {path} exited with status {done.exit_status}")
+    out = done.stdout
+    data = out if isinstance(out, bytes) else str(out or "").encode()
+    if len(data) > MAX_REMOTE_BYTES:
+        raise ValueError(f"{path} is larger than {MAX_REMOTE_BYTES >> 20} MiB")
+    return data
+
+
+async def remove_stale_lines_shell(fp: FilePlan, conn: asyncssh.SSHClientConnection) -> FileOutcome:
+    """`remove_stale_lines` for a file on a host without SFTP: read with `cat`, checked here as
+    every other file is, then the rewrite above in one exec channel."""
+    if not fp.lines:
+        return FileOutcome(fp, True, "nothing to remove")
+    if not fp.file:
+        return FileOutcome(fp, False, "the configuration names no file for this store")
+    try:
+        async with asyncio.timeout(SHELL_TIMEOUT):
+            data = await _shell_read(conn, fp.file)
+            problems = check_file(data, fp.lines)
+            if problems:
+                return FileOutcome(fp, False, "the file changed since it was judged: "
+                                   + "; ".join(problems) + "; nothing removed")
+            new = remove_lines(data, [s.line for s in fp.lines])
+            command = (f"sh -c {shlex.quote(_SHELL_REWRITE)} sh {shlex.quote(fp.file)} "
+                       f"{hashlib.sha256(data).hexdigest()}")
+            done = await conn.run(command, input=new, encoding=None, check=False)
+    except TimeoutError:
+        return FileOutcome(fp, False, f"no answer within {SHELL_TIMEOUT:g}s; nothing removed "
+                           "unless the host finished after that (FILE.old tells)")
+    except (asyncssh.Error, OSError, ValueError) as e:
+        return FileOutcome(fp, False, f"{type(e).__name__}: {visible(str(e))}; nothing removed")
+    status = done.exit_status
+    if status != 0:
+        err = done.stderr if isinstance(done.stderr, bytes) else str(done.stderr or "").encode()
+        why = _SHELL_EXIT.get(status or 0) or visible(err.decode("utf-8", "replace").strip()[:300])
+        return FileOutcome(fp, False, f"{why or 'the rewrite failed'} (exit status {status}); "
+                           "nothing removed")
+    out = done.stdout if isinstance(done.stdout, bytes) else str(done.stdout or "").encode()
+    old = out.decode("utf-8", "replace")
+    return FileOutcome(fp, True, f"removed {len(fp.lines)} line(s); the file as it was is "
+                       f"{visible(old)}", old)
+
+
 def _now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-# The store's SFTP client, for a file on its host (the CLI opens it over the store's session).
-SftpOpener = Callable[[str], Awaitable[asyncssh.SFTPClient]]
+# The store's SSH connection, for a file on its host (the CLI opens the store's own session,
+# host key verified).
+ConnectionOpener = Callable[[str], Awaitable[asyncssh.SSHClientConnection]]
 
 
 @dataclass
@@ -185,18 +263,23 @@ class HostKeyApplier:
     operator: Operator = field(default_factory=current_operator)
     say: Callable[[str], None] = print
     audit_errors: list[AuditError] = field(default_factory=list)
-    sftp: SftpOpener | None = None
+    connect: ConnectionOpener | None = None
 
     async def _remove(self, fp: FilePlan) -> FileOutcome:
         if not fp.remote:
             return await asyncio.to_thread(remove_stale_lines, fp)
-        if self.sftp is None:
+        if self.connect is None:
             return FileOutcome(fp, False, "no SSH session for this store's host; nothing removed")
         try:
-            client = await self.sftp(fp.store)
+            conn = await self.connect(fp.store)
         except (asyncssh.Error, OSError) as e:
-            return FileOutcome(fp, False, f"no SFTP on the store's host ({visible(str(e))}); "
-                               "nothing removed")
+            return FileOutcome(fp, False, f"no SSH session for this store's host "
+                               f"({visible(str(e))}); nothing removed")
+        try:
+            client = await conn.start_sftp_client()
+        except (asyncssh.ChannelOpenError, asyncssh.SFTPError):
+            # No SFTP subsystem (the Source reads such a file with `cat` too): the shell.
+            return await remove_stale_lines_shell(fp, conn)
         try:
             return await remove_stale_lines_sftp(fp, client)
         finally:
