@@ -6,6 +6,7 @@ the exporter's removal of the stale lines leaves exactly the bytes ssh-keygen le
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import os
@@ -13,12 +14,12 @@ import pwd
 import shutil
 import subprocess
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from exporter.remediate.hostkey_apply import HostKeyApplier, remove_stale_lines
+from exporter.remediate.hostkey_apply import FileOutcome, HostKeyApplier, remove_stale_lines
 from exporter.remediate.hostkey_plan import FilePlan, HostKeyPlan, StaleLine
 from exporter.sources.known_hosts.match import host_hash
 from exporter.store.audit import Operator
@@ -184,13 +185,33 @@ def login_server(request: pytest.FixtureRequest,
         proc.wait(5)
 
 
+@contextlib.asynccontextmanager
+async def remote_applier(server: tuple[int, Path, Path, Path], audit: Path, reason: str | None
+                         ) -> AsyncIterator[Callable[[FilePlan], Awaitable[FileOutcome]]]:
+    """Logged in to `server` (its host key verified): apply one file's plan as a remote file."""
+    import asyncssh
+    port, client_key, host_pub, _ = server
+    trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
+    async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
+                                client_keys=[str(client_key)], known_hosts=trusted) as conn:
+        async def connect(store: str) -> asyncssh.SSHClientConnection:
+            return conn
+
+        applier = HostKeyApplier(audit, reason, Operator("tester"), lambda _: None, connect=connect)
+
+        async def apply(fp: FilePlan) -> FileOutcome:
+            (out,) = await applier.apply(HostKeyPlan((FilePlan(fp.store, fp.file, fp.lines, remote=True),)))
+            return out
+
+        yield apply
+
+
 async def test_apply_on_the_stores_host_leaves_what_ssh_keygen_R_leaves(
         tmp_path: Path, login_server: tuple[int, Path, Path, Path]) -> None:
     """A remote known_hosts file (here on loopback, so ssh-keygen can be the oracle): the
     same bytes, mode and owner, FILE.old, the audit records, over real OpenSSH: SFTP where the
     host serves it, a POSIX shell where it has no SFTP subsystem."""
-    import asyncssh
-    port, client_key, host_pub, log = login_server
+    log = login_server[3]
     data, stale = real_looking(tmp_path)
     ours, theirs = tmp_path / "remote" / "known_hosts", tmp_path / "theirs"
     ours.parent.mkdir()
@@ -200,22 +221,13 @@ async def test_apply_on_the_stores_host_leaves_what_ssh_keygen_R_leaves(
     os.chown(ours, 65534, 65534)
     for name in stale:
         subprocess.run(["ssh-keygen", "-R", name, "-f", str(theirs)], check=True, capture_output=True)
-    trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
-    async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
-                                client_keys=[str(client_key)], known_hosts=trusted) as conn:
-        async def connect(store: str) -> asyncssh.SSHClientConnection:
-            return conn
-
-        fp = plan_for(ours, stale)
-        fp = FilePlan(fp.store, fp.file, fp.lines, remote=True)
-        applier = HostKeyApplier(tmp_path / "audit.jsonl", "INC-9", Operator("tester"),
-                                 lambda _: None, connect=connect)
-        (out,) = await applier.apply(HostKeyPlan((fp,)))
+    async with remote_applier(login_server, tmp_path / "audit.jsonl", "INC-9") as apply:
+        out = await apply(plan_for(ours, stale))
         assert out.ok, out.detail
         assert out.old == str(ours.parent / "known_hosts.old")
         # A file that changed since the verdict is left alone, on the host too.
-        again = await applier.apply(HostKeyPlan((fp,)))
-        assert not again[0].ok and "changed since it was judged" in again[0].detail
+        again = await apply(plan_for(ours, stale))
+        assert not again.ok and "changed since it was judged" in again.detail
     assert ours.read_bytes() == theirs.read_bytes()
     assert (ours.parent / "known_hosts.old").read_bytes() == data
     st = os.stat(ours)
@@ -233,8 +245,6 @@ async def test_a_hostile_path_on_the_stores_host_is_data_not_a_command(
     """The configured path reaches the host's shell only quoted: a directory named with a
     quote, `$(...)`, a `;` and a space, the file a symbolic link into it, changed where it
     lives; nothing the name spells runs."""
-    import asyncssh
-    port, client_key, host_pub, _ = login_server
     data, stale = real_looking(tmp_path)
     pwned = f"PWNED-{os.getpid()}-{time.monotonic_ns()}"  # in the login's home, where it would run
     real = tmp_path / f"it's $(touch {pwned}); touch {pwned} `touch {pwned}`" / "known_hosts"
@@ -242,16 +252,8 @@ async def test_a_hostile_path_on_the_stores_host_is_data_not_a_command(
     real.write_bytes(data)
     link = tmp_path / "linked known_hosts"
     link.symlink_to(real)
-    trusted = asyncssh.import_known_hosts(f"[127.0.0.1]:{port} {host_pub.read_text()}")
-    async with asyncssh.connect("127.0.0.1", port, username=pwd.getpwuid(os.getuid()).pw_name,
-                                client_keys=[str(client_key)], known_hosts=trusted) as conn:
-        async def connect(store: str) -> asyncssh.SSHClientConnection:
-            return conn
-
-        fp = plan_for(link, stale)
-        applier = HostKeyApplier(tmp_path / "audit.jsonl", None, Operator("tester"),
-                                 lambda _: None, connect=connect)
-        (out,) = await applier.apply(HostKeyPlan((FilePlan(fp.store, fp.file, fp.lines, remote=True),)))
+    async with remote_applier(login_server, tmp_path / "audit.jsonl", None) as apply:
+        out = await apply(plan_for(link, stale))
     assert out.ok, out.detail
     assert not (Path(pwd.getpwuid(os.getuid()).pw_dir) / pwned).exists()
     assert not (Path.cwd() / pwned).exists()
