@@ -242,6 +242,15 @@ async def test_a_remote_file_is_read_over_ssh(sshd, tmp_path: Path, sftp: bool) 
             await missing.close()
         assert not failed.ok and failed.error_reason is not None
         assert failed.error_reason.value == "command" and "nope" in (failed.error or "")
+        # A "file" without end is cut off at the cap (64 MiB), not buffered until the timeout.
+        endless = KnownHostsSource(cfg.__class__(**{**cfg.__dict__, "path": "/dev/zero",
+                                                    "command_timeout": 60.0}))
+        try:
+            cut = await endless.read()
+        finally:
+            await endless.close()
+        assert not cut.ok and cut.error_reason is not None
+        assert cut.error_reason.value == "parse" and "larger than 64 MiB" in (cut.error or "")
     finally:
         await source.close()
     log = Path(server.log).read_text()

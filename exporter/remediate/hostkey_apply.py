@@ -30,6 +30,8 @@ import asyncssh
 from exporter.core.text import visible
 from exporter.remediate.hostkey_plan import FilePlan, HostKeyPlan, StaleLine, check_file
 from exporter.sources.known_hosts.rewrite import remove_lines
+from exporter.sources.known_hosts.source import cat_file
+from exporter.sources.prime.ssh import StoreReadError
 from exporter.store.audit import AuditError, Operator, append_audit, current_operator
 
 
@@ -201,17 +203,6 @@ _SHELL_EXIT = {3: "the file changed while it was rewritten",
 SHELL_TIMEOUT = 60.0
 
 
-async def _shell_read(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
-    done = await conn.run(f"cat -- {shlex.quote(path)}", encoding=None, check=False)
-    if done.exit_status != 0:
-        raise ValueError(f"cat {path} exited with status {done.exit_status}")
-    out = done.stdout
-    data = out if isinstance(out, bytes) else str(out or "").encode()
-    if len(data) > MAX_REMOTE_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_REMOTE_BYTES >> 20} MiB")
-    return data
-
-
 async def remove_stale_lines_shell(fp: FilePlan, conn: asyncssh.SSHClientConnection) -> FileOutcome:
     """`remove_stale_lines` for a file on a host without SFTP: read with `cat`, checked here as
     every other file is, then the rewrite above in one exec channel."""
@@ -221,7 +212,7 @@ async def remove_stale_lines_shell(fp: FilePlan, conn: asyncssh.SSHClientConnect
         return FileOutcome(fp, False, "the configuration names no file for this store")
     try:
         async with asyncio.timeout(SHELL_TIMEOUT):
-            data = await _shell_read(conn, fp.file)
+            data = await cat_file(conn, fp.file, MAX_REMOTE_BYTES)
             problems = check_file(data, fp.lines)
             if problems:
                 return FileOutcome(fp, False, "the file changed since it was judged: "
@@ -233,9 +224,14 @@ async def remove_stale_lines_shell(fp: FilePlan, conn: asyncssh.SSHClientConnect
     except TimeoutError:
         return FileOutcome(fp, False, f"no answer within {SHELL_TIMEOUT:g}s; nothing removed "
                            "unless the host finished after that (FILE.old tells)")
+    except StoreReadError as e:
+        return FileOutcome(fp, False, f"{visible(e.message)}; nothing removed")
     except (asyncssh.Error, OSError, ValueError) as e:
         return FileOutcome(fp, False, f"{type(e).__name__}: {visible(str(e))}; nothing removed")
     status = done.exit_status
+    if status is None and done.exit_signal is None:
+        return FileOutcome(fp, False, "the rewrite's channel closed without an exit status: "
+                           f"whether it ran is unknown ({visible(fp.file)}.old tells, on the host)")
     if status != 0:
         err = done.stderr if isinstance(done.stderr, bytes) else str(done.stderr or "").encode()
         why = _SHELL_EXIT.get(status or 0) or visible(err.decode("utf-8", "replace").strip()[:300])

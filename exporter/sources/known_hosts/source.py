@@ -144,7 +144,7 @@ class KnownHostsSource:
                         raise StoreReadError(ErrorReason.COMMAND,
                                              f"cannot read {path}: {e.reason}") from None
                 # No SFTP subsystem: `cat` on an exec channel; the path is the operator's.
-                done = await conn.run(f"cat -- {shlex.quote(path)}", encoding=None, check=False)
+                return await cat_file(conn, path)
         except TimeoutError:
             await self.close()
             raise StoreReadError(ErrorReason.TIMEOUT,
@@ -152,15 +152,38 @@ class KnownHostsSource:
         except (asyncssh.Error, OSError) as e:
             await self.close()
             raise StoreReadError(ErrorReason.CONNECT, f"connection lost: {e}") from None
-        if done.exit_status != 0:
-            raise StoreReadError(ErrorReason.COMMAND, f"cat {path} exited with status {done.exit_status}")
-        out = done.stdout
-        return out if isinstance(out, bytes) else str(out or "").encode()
 
     async def close(self) -> None:
         session, self._session = self._session, None
         if session is not None:
             await session.close()
+
+
+async def cat_file(conn: asyncssh.SSHClientConnection, path: str,
+                   limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file read with `cat` on an exec channel (a host without SFTP), at most `limit` bytes
+    held: a host that streams without end is cut off, not buffered. Whole only with exit
+    status 0: a channel closed without one may have been cut at any line."""
+    proc: asyncssh.SSHClientProcess[bytes] = await conn.create_process(
+        f"cat -- {shlex.quote(path)}", encoding=None, stderr=asyncssh.DEVNULL)
+    chunks: list[bytes] = []
+    size = 0
+    try:
+        while chunk := await proc.stdout.read(1 << 16):
+            size += len(chunk)
+            if size > limit:
+                raise StoreReadError(ErrorReason.PARSE, f"{path} is larger than {limit >> 20} MiB")
+            chunks.append(chunk)
+        await proc.wait_closed()
+    finally:
+        proc.close()
+    if proc.exit_status is None and proc.exit_signal is None:
+        raise StoreReadError(ErrorReason.CONNECT, f"cat {path} ended without an exit status; "
+                             "the file may be cut, so none of it is used")
+    if proc.exit_status != 0:
+        raise StoreReadError(ErrorReason.COMMAND, f"cat {path} exited with status "
+                             f"{proc.exit_status if proc.exit_status is not None else proc.exit_signal}")
+    return b"".join(chunks)
 
 
 async def _sftp_read(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
