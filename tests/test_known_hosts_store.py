@@ -9,6 +9,7 @@ file over SFTP and over `cat`, a whole service cycle and its /metrics text.
 from __future__ import annotations
 
 import base64
+import dataclasses
 import hashlib
 import os
 import shutil
@@ -22,7 +23,7 @@ from cryptography.hazmat.primitives.asymmetric import ed25519
 from exporter.config.load import parse_config
 from exporter.config.model import ConfigError
 from exporter.core.endpoint import ANY_CERTIFICATE
-from exporter.core.model import LiveCert, ProbeResult
+from exporter.core.model import LiveCert, ProbeResult, StoreRead
 from exporter.sources.known_hosts import judge
 from exporter.sources.known_hosts.source import entry_endpoint, listing_of
 from exporter.sources.known_hosts.verdict import NO_KEX
@@ -228,31 +229,26 @@ async def test_a_remote_file_is_read_over_ssh(sshd, tmp_path: Path, sftp: bool) 
         "name": "jump", "kind": "known_hosts", "host": "127.0.0.1", "port": server.port,
         "username": getpass.getuser(), "private_key_file": str(client.path), "known_hosts": str(known),
         "path": str(watched)}]}, "t.yml", tmp_path).stores[0]
-    source = KnownHostsSource(cfg)
-    try:
-        read = await source.read()
-        assert read.ok, read.error
-        assert read.listing is not None
-        assert [e.key for e in read.listing.entries] == ["web1 ssh-ed25519"]
-        assert read.listing.bad_lines == ("line 2: not a line (unknown key type)",)
-        missing = KnownHostsSource(cfg.__class__(**{**cfg.__dict__, "path": str(tmp_path / "nope")}))
+
+    async def read_once(**changes: object) -> StoreRead:
+        source = KnownHostsSource(dataclasses.replace(cfg, **changes))
         try:
-            failed = await missing.read()
+            return await source.read()
         finally:
-            await missing.close()
-        assert not failed.ok and failed.error_reason is not None
-        assert failed.error_reason.value == "command" and "nope" in (failed.error or "")
-        # A "file" without end is cut off at the cap (64 MiB), not buffered until the timeout.
-        endless = KnownHostsSource(cfg.__class__(**{**cfg.__dict__, "path": "/dev/zero",
-                                                    "command_timeout": 60.0}))
-        try:
-            cut = await endless.read()
-        finally:
-            await endless.close()
-        assert not cut.ok and cut.error_reason is not None
-        assert cut.error_reason.value == "parse" and "larger than 64 MiB" in (cut.error or "")
-    finally:
-        await source.close()
+            await source.close()
+
+    read = await read_once()
+    assert read.ok, read.error
+    assert read.listing is not None
+    assert [e.key for e in read.listing.entries] == ["web1 ssh-ed25519"]
+    assert read.listing.bad_lines == ("line 2: not a line (unknown key type)",)
+    failed = await read_once(path=str(tmp_path / "nope"))
+    assert not failed.ok and failed.error_reason is not None
+    assert failed.error_reason.value == "command" and "nope" in (failed.error or "")
+    # A "file" without end is cut off at the cap (64 MiB), not buffered until the timeout.
+    cut = await read_once(path="/dev/zero", command_timeout=60.0)
+    assert not cut.ok and cut.error_reason is not None
+    assert cut.error_reason.value == "parse" and "larger than 64 MiB" in (cut.error or "")
     log = Path(server.log).read_text()
     assert ("Starting session: subsystem 'sftp'" in log) == sftp  # which way the file came
     assert ("Starting session: command" in log) == (not sftp)

@@ -27,11 +27,12 @@ from typing import Any
 
 import asyncssh
 
+from exporter.core.model import ErrorReason
 from exporter.core.text import visible
 from exporter.remediate.hostkey_plan import FilePlan, HostKeyPlan, StaleLine, check_file
 from exporter.sources.known_hosts.rewrite import remove_lines
-from exporter.sources.known_hosts.source import cat_file
-from exporter.sources.prime.ssh import StoreReadError
+from exporter.sources.known_hosts.source import cat_file, sftp_file
+from exporter.sources.prime.ssh import StoreReadError, exit_problem
 from exporter.store.audit import AuditError, Operator, append_audit, current_operator
 
 
@@ -107,17 +108,6 @@ def remove_stale_lines(fp: FilePlan) -> FileOutcome:
 
 # ---- the same over SFTP (a known_hosts file on the store's host) ----------------------------
 
-MAX_REMOTE_BYTES = 64 << 20  # as the Source reads it
-
-
-async def _sftp_read(sftp: asyncssh.SFTPClient, path: str) -> bytes:
-    async with sftp.open(path, "rb") as f:
-        data = await f.read(MAX_REMOTE_BYTES + 1)
-    if len(data) > MAX_REMOTE_BYTES:
-        raise ValueError(f"{path} is larger than {MAX_REMOTE_BYTES >> 20} MiB")
-    return data if isinstance(data, bytes) else data.encode()
-
-
 async def _sftp_write_beside(sftp: asyncssh.SFTPClient, real: str, data: bytes,
                              st: asyncssh.SFTPAttrs) -> str:
     """A new file beside `real` holding `data`, with its mode and owner; its path."""
@@ -141,22 +131,19 @@ async def _sftp_write_beside(sftp: asyncssh.SFTPClient, real: str, data: bytes,
 async def remove_stale_lines_sftp(fp: FilePlan, sftp: asyncssh.SFTPClient) -> FileOutcome:
     """`remove_stale_lines` for a file on the store's host: the same checks, FILE.old as a
     hard link (hardlink@openssh.com), the new file renamed over the old (posix-rename@)."""
-    if not fp.lines:
-        return FileOutcome(fp, True, "nothing to remove")
-    if not fp.file:
-        return FileOutcome(fp, False, "the configuration names no file for this store")
+    assert fp.file  # HostKeyApplier._remove
     tmp: str | None = None
     try:
         real = await sftp.realpath(fp.file)
         real = real if isinstance(real, str) else real.decode()
         st = await sftp.stat(real)
-        data = await _sftp_read(sftp, real)
+        data = await sftp_file(sftp, real)
         problems = check_file(data, fp.lines)
         if problems:
             return FileOutcome(fp, False, "the file changed since it was judged: "
                                + "; ".join(problems) + "; nothing removed")
         tmp = await _sftp_write_beside(sftp, real, remove_lines(data, [s.line for s in fp.lines]), st)
-        if await _sftp_read(sftp, real) != data:
+        if await sftp_file(sftp, real) != data:
             return FileOutcome(fp, False, "the file changed while it was rewritten; nothing removed")
         old = real + ".old"
         if await sftp.exists(old):
@@ -164,6 +151,8 @@ async def remove_stale_lines_sftp(fp: FilePlan, sftp: asyncssh.SFTPClient) -> Fi
         await sftp.link(real, old)
         await sftp.posix_rename(tmp, real)
         tmp = None
+    except StoreReadError as e:
+        return FileOutcome(fp, False, f"{visible(e.message)}; nothing removed")
     except (asyncssh.SFTPError, asyncssh.Error, OSError, ValueError) as e:
         why = e.reason if isinstance(e, asyncssh.SFTPError) else str(e)
         return FileOutcome(fp, False, f"{type(e).__name__}: {visible(why)}; nothing removed")
@@ -206,13 +195,10 @@ SHELL_TIMEOUT = 60.0
 async def remove_stale_lines_shell(fp: FilePlan, conn: asyncssh.SSHClientConnection) -> FileOutcome:
     """`remove_stale_lines` for a file on a host without SFTP: read with `cat`, checked here as
     every other file is, then the rewrite above in one exec channel."""
-    if not fp.lines:
-        return FileOutcome(fp, True, "nothing to remove")
-    if not fp.file:
-        return FileOutcome(fp, False, "the configuration names no file for this store")
+    assert fp.file  # HostKeyApplier._remove
     try:
         async with asyncio.timeout(SHELL_TIMEOUT):
-            data = await cat_file(conn, fp.file, MAX_REMOTE_BYTES)
+            data = await cat_file(conn, fp.file)
             problems = check_file(data, fp.lines)
             if problems:
                 return FileOutcome(fp, False, "the file changed since it was judged: "
@@ -228,17 +214,24 @@ async def remove_stale_lines_shell(fp: FilePlan, conn: asyncssh.SSHClientConnect
         return FileOutcome(fp, False, f"{visible(e.message)}; nothing removed")
     except (asyncssh.Error, OSError, ValueError) as e:
         return FileOutcome(fp, False, f"{type(e).__name__}: {visible(str(e))}; nothing removed")
-    status = done.exit_status
-    if status is None and done.exit_signal is None:
+    return _rewritten(fp, done)
+
+
+def _text(value: bytes | str | None) -> str:
+    return value.decode("utf-8", "replace") if isinstance(value, bytes) else value or ""
+
+
+def _rewritten(fp: FilePlan, done: asyncssh.SSHCompletedProcess) -> FileOutcome:
+    """The outcome the shell rewrite reported; whatever the host printed is made visible."""
+    problem = exit_problem(done.exit_status, done.exit_signal)
+    if problem is not None and problem[0] is ErrorReason.CONNECT:
         return FileOutcome(fp, False, "the rewrite's channel closed without an exit status: "
-                           f"whether it ran is unknown ({visible(fp.file)}.old tells, on the host)")
-    if status != 0:
-        err = done.stderr if isinstance(done.stderr, bytes) else str(done.stderr or "").encode()
-        why = _SHELL_EXIT.get(status or 0) or visible(err.decode("utf-8", "replace").strip()[:300])
-        return FileOutcome(fp, False, f"{why or 'the rewrite failed'} (exit status {status}); "
+                           f"whether it ran is unknown ({visible(fp.file or '')}.old tells, on the host)")
+    if problem is not None:
+        why = _SHELL_EXIT.get(done.exit_status or 0) or visible(_text(done.stderr).strip()[:300])
+        return FileOutcome(fp, False, f"{why or 'the rewrite failed'} (the rewrite {problem[1]}); "
                            "nothing removed")
-    out = done.stdout if isinstance(done.stdout, bytes) else str(done.stdout or "").encode()
-    old = out.decode("utf-8", "replace")
+    old = _text(done.stdout)
     return FileOutcome(fp, True, f"removed {len(fp.lines)} line(s); the file as it was is "
                        f"{visible(old)}", old)
 
@@ -264,6 +257,8 @@ class HostKeyApplier:
     async def _remove(self, fp: FilePlan) -> FileOutcome:
         if not fp.remote:
             return await asyncio.to_thread(remove_stale_lines, fp)
+        if not fp.file:
+            return FileOutcome(fp, False, "the configuration names no file for this store")
         if self.connect is None:
             return FileOutcome(fp, False, "no SSH session for this store's host; nothing removed")
         try:

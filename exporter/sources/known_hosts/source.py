@@ -28,7 +28,7 @@ from exporter.core.endpoint import ANY_CERTIFICATE, hostkey_endpoint
 from exporter.core.model import ErrorReason, Listing, StoredEntry, StoreRead
 from exporter.sources.known_hosts.entries import Entry, Store, load
 from exporter.sources.known_hosts.parse import CA_MARKER
-from exporter.sources.prime.ssh import PiSession, StoreReadError
+from exporter.sources.prime.ssh import PiSession, StoreReadError, exit_problem
 from exporter.sources.seam import Offload
 
 PROBER = "ssh_hostkey"
@@ -177,18 +177,21 @@ async def cat_file(conn: asyncssh.SSHClientConnection, path: str,
         await proc.wait_closed()
     finally:
         proc.close()
-    if proc.exit_status is None and proc.exit_signal is None:
-        raise StoreReadError(ErrorReason.CONNECT, f"cat {path} ended without an exit status; "
-                             "the file may be cut, so none of it is used")
-    if proc.exit_status != 0:
-        raise StoreReadError(ErrorReason.COMMAND, f"cat {path} exited with status "
-                             f"{proc.exit_status if proc.exit_status is not None else proc.exit_signal}")
+    problem = exit_problem(proc.exit_status, proc.exit_signal)
+    if problem is not None:
+        raise StoreReadError(problem[0], f"cat {path} {problem[1]}")
     return b"".join(chunks)
 
 
-async def _sftp_read(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
-    async with conn.start_sftp_client() as sftp, sftp.open(path, "rb") as f:
-        data = await f.read(MAX_FILE_BYTES + 1)
-    if len(data) > MAX_FILE_BYTES:
-        raise StoreReadError(ErrorReason.PARSE, f"{path} is larger than {MAX_FILE_BYTES >> 20} MiB")
+async def sftp_file(sftp: asyncssh.SFTPClient, path: str, limit: int = MAX_FILE_BYTES) -> bytes:
+    """A file read over SFTP, at most `limit` bytes held (as `cat_file`)."""
+    async with sftp.open(path, "rb") as f:
+        data = await f.read(limit + 1)
+    if len(data) > limit:
+        raise StoreReadError(ErrorReason.PARSE, f"{path} is larger than {limit >> 20} MiB")
     return data if isinstance(data, bytes) else data.encode("utf-8", "surrogateescape")
+
+
+async def _sftp_read(conn: asyncssh.SSHClientConnection, path: str) -> bytes:
+    async with conn.start_sftp_client() as sftp:
+        return await sftp_file(sftp, path)

@@ -26,6 +26,7 @@ from asyncssh.misc import MaybeAwait
 
 from exporter.config.model import StoreConfig
 from exporter.core.model import ErrorReason
+from exporter.core.text import visible
 
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][A-Za-z0-9]|\x1b[=>]")
 _MORE = re.compile(r"\s*-+\s*More\s*-+\s*$", re.IGNORECASE)
@@ -85,6 +86,24 @@ class StoreReadError(Exception):
         self.reason = reason
         self.message = message
         super().__init__(message)
+
+
+def exit_problem(status: int | None, signal: tuple[str, bool, str, str] | None
+                 ) -> tuple[ErrorReason, str] | None:
+    """Why an exec command's output is not known whole, or None for exit status 0.
+
+    Only an exit status says the output is whole. A server that drops the connection closes the
+    channel first (asyncssh's disconnect does), so "is the connection closed yet" races with the
+    DISCONNECT behind it, and a listing cut short would read as complete: its missing entries as
+    removed, their baselines pruned. A signal's name is the host's text: made visible."""
+    if status == 0:
+        return None
+    if status is not None:
+        return ErrorReason.COMMAND, f"exited with status {status}"
+    if signal is not None:
+        return ErrorReason.COMMAND, f"was killed by signal {visible(str(signal[0]))}"
+    return ErrorReason.CONNECT, ("closed its channel without an exit status (connection lost "
+                                 "before it finished?); the output may be cut, so none of it is used")
 
 
 def clean(text: str) -> str:
@@ -369,20 +388,13 @@ class PiSession:
             await proc.wait_closed()
         finally:
             proc.close()
-        if proc.exit_status is None and proc.exit_signal is None:
-            # Only an exit status says the output is whole. A server that drops the connection
-            # closes the channel first (asyncssh's disconnect does), so "is the connection
-            # closed yet" races with the DISCONNECT behind it, and a listing cut short would
-            # read as complete: its missing entries as removed, their baselines pruned.
-            raise StoreReadError(
-                ErrorReason.CONNECT, "the command's channel closed without an exit status "
-                "(connection lost before the command finished?); the output may be cut, so "
-                "none of it is used"
-            )
+        problem = exit_problem(proc.exit_status, proc.exit_signal)
+        if problem is not None and problem[0] is ErrorReason.CONNECT:
+            raise StoreReadError(problem[0], f"the command {problem[1]}")
         if self._trace is not None:
             self._trace("exec", command=command, exit_status=proc.exit_status, size=out.size)
-        if proc.exit_status not in (0, None):
-            raise StoreReadError(ErrorReason.COMMAND, f"command exited with status {proc.exit_status}")
+        if problem is not None:
+            raise StoreReadError(problem[0], f"command {problem[1]}")
         text, pages = _MORE_LINE.subn("", clean(out.text()))
         if self._trace is not None:
             self._trace("paging", command=command, answered=0, removed=pages)
